@@ -1,0 +1,150 @@
+"""Study configuration: schema validation with defaults, semantic checks, and sweep expansion.
+
+:func:`load_config` is what the Snakefile calls before scheduling anything. It validates the whole
+mapping against ``workflow/schemas/config.schema.yaml`` (filling in defaults), then checks what a
+JSON schema cannot express, and raises :class:`ConfigError` listing *every* problem, each naming the
+field (``train.batch_size``, ``strategies.adv.mode``, ...).
+
+Sweeps (issue 7): each entry ``{base: NAME, grid: {param: [values...]}}`` expands into one strategy
+per grid point, named ``NAME__param-value[__param-value...]`` with parameters in sorted order and
+values formatted canonically (``1.0`` → ``1``, ``0.5`` → ``0.5``), so the same grid always yields the
+same names (and Snakemake reuses cached runs) whatever order the YAML lists them in.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import jsonschema
+import yaml
+
+from .diffusion import MiningConfig
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SWEEP_SEP = "__"
+
+
+class ConfigError(ValueError):
+    """A configuration is malformed; the message names each offending field."""
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator class that also fills in ``default`` values of object properties."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _field(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "propertyNames":
+        return (f"config field '{_field(error.absolute_path)}': name {error.instance!r} is not a safe path "
+                f"component (letters, digits, '_', '.', '-'; must start with a letter or digit)")
+    return f"config field '{_field(error.absolute_path)}': {error.message}"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def format_value(value: Any) -> str:
+    """Canonical, path-safe text of a sweep value (integers and floats without trailing zeros)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def sweep_name(base: str, point: Mapping[str, Any]) -> str:
+    """Stable strategy name of one grid point."""
+    return SWEEP_SEP.join([base, *(f"{k}-{format_value(point[k])}" for k in sorted(point))])
+
+
+def expand_sweep(base: str, base_mining: Mapping[str, Any], grid: Mapping[str, list]) -> Iterator[tuple[str, dict, dict]]:
+    """Yield ``(name, mining_config, point)`` for every point of ``grid`` over ``base_mining``."""
+    keys = sorted(grid)
+    values = [sorted(set(grid[k])) for k in keys]
+    for combo in itertools.product(*values):
+        point = dict(zip(keys, combo))
+        yield sweep_name(base, point), {**base_mining, **point}, point
+
+
+def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Validate ``config`` and return a completed copy with ``strategies`` including expanded sweeps.
+
+    The returned mapping adds ``sweep_points``: strategy name → (base, swept parameter values).
+    """
+    cfg = copy.deepcopy(dict(config))
+    explicit_roles = set(cfg.get("comparison") or {}) if isinstance(cfg.get("comparison"), dict) else set()
+    schema = load_schema(schema_path)
+    Validator = _with_defaults(jsonschema.validators.validator_for(schema))
+    errors = sorted(Validator(schema).iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [_describe(e) for e in errors]
+    if not problems:
+        problems = _semantic_problems(cfg, explicit_roles)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    cfg["sweep_points"] = {}
+    for i, sweep in enumerate(cfg["sweeps"]):
+        base = sweep["base"]
+        for name, mining, point in expand_sweep(base, cfg["strategies"][base], sweep["grid"]):
+            if name in cfg["strategies"] and name not in cfg["sweep_points"]:
+                raise ConfigError(f"config field 'sweeps.{i}': generated strategy name {name!r} "
+                                  "collides with a declared strategy")
+            cfg["strategies"][name] = mining
+            cfg["sweep_points"][name] = {"base": base, **point}
+    for name, mining in cfg["strategies"].items():
+        # defaults of the mining block are filled by the schema; MiningConfig re-checks values.
+        MiningConfig.from_mapping(mining)
+    return cfg
+
+
+def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[str]:
+    problems = []
+    train, data = cfg["train"], cfg["data"]
+    if data["seed"] in cfg["seeds"]:
+        problems.append(f"config field 'data.seed': {data['seed']} is also a training seed; held-out data "
+                        "must come from a seed distinct from every training seed")
+    if train["checkpoint_every"] % train["log_every"]:
+        problems.append(f"config field 'train.checkpoint_every': {train['checkpoint_every']} must be a multiple "
+                        f"of train.log_every ({train['log_every']})")
+    if train["val_size"] > data["val_size"]:
+        problems.append(f"config field 'train.val_size': {train['val_size']} exceeds data.val_size "
+                        f"({data['val_size']}), the size of the validation set")
+    for key in ("lr", "max_loss", "grad_clip"):
+        if not math.isfinite(train[key]):
+            problems.append(f"config field 'train.{key}': must be finite, got {train[key]}")
+    strategies, comparison = cfg["strategies"], cfg["comparison"]
+    expected_mode = {"baseline": "none", "random": "random", "adversarial": "adversarial"}
+    for role, mode in expected_mode.items():
+        name = comparison[role]
+        if name not in strategies:
+            # the baseline is required; random/adversarial may be absent unless named explicitly
+            if role == "baseline" or role in explicit_roles:
+                problems.append(f"config field 'comparison.{role}': strategy {name!r} is not declared in "
+                                f"'strategies' (declared: {sorted(strategies)})")
+            continue
+        if strategies[name]["mode"] != mode:
+            problems.append(f"config field 'comparison.{role}': strategy {name!r} has mode "
+                            f"{strategies[name]['mode']!r}, expected {mode!r}")
+    for i, sweep in enumerate(cfg["sweeps"]):
+        if sweep["base"] not in strategies:
+            problems.append(f"config field 'sweeps.{i}.base': strategy {sweep['base']!r} is not declared "
+                            f"(declared: {sorted(strategies)})")
+        elif strategies[sweep["base"]]["mode"] == "none":
+            problems.append(f"config field 'sweeps.{i}.base': strategy {sweep['base']!r} has mode 'none', "
+                            "which uses no mining parameters to sweep")
+    return problems

@@ -1,0 +1,244 @@
+"""Gaussian diffusion over an energy model: schedule, opt step, mining losses, sampling (SPEC §4–6).
+
+Symbols: K = ``timesteps``; ᾱ_t = ``alphas_cumprod[t]``; η_t = ``opt_step_size[t]`` =
+β_t · √(1 / (1 - ᾱ_t)); c = :data:`CLAMP` = 2 (the clean-solution bound of this continuous task).
+
+Choices where the spec is silent (and defects of the public reference that are *not* repeated):
+
+* the opt step applies the same scale λ on every one of its k steps, clamps each problem with
+  its own t, and reuses the energy/gradient of an accepted proposal instead of recomputing them;
+* mining and sampling run under ``torch.no_grad()``, so no double-backward graph is built there;
+* positive and negative energies are computed in one batched forward pass;
+* the mining frequency ``mine_every = m`` runs adversarial mining on training steps with
+  ``step % m == 0`` and random negatives on the others (m = 1: every step);
+* ``mask``/``data_cond`` (unused by matrix inversion) pin the masked entries of y to ``data_cond``
+  after every opt step, for conditioned tasks.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLAMP = 2.0
+MODES = ("none", "random", "adversarial")
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    """How training negatives are made (SPEC §5). See :meth:`from_mapping` for validation."""
+
+    mode: str = "none"
+    opt_steps: int = 2
+    scale_factor: float = 1.0
+    noise_scale: float = 3.0
+    energy_loss_weight: float = 0.5
+    mine_every: int = 1
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any] | "MiningConfig" | None) -> "MiningConfig":
+        """Build from a mapping; unknown keys or bad values raise ``ValueError`` naming the key."""
+        if cfg is None:
+            return cls()
+        if isinstance(cfg, MiningConfig):
+            return cfg
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"mining_config: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        merged = {**asdict(cls()), **cfg}
+        if merged["mode"] not in MODES:
+            raise ValueError(f"mining_config.mode: {merged['mode']!r} is not one of {list(MODES)}")
+        for key in ("opt_steps", "mine_every"):
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"mining_config.{key}: must be an integer, got {value!r}")
+        if merged["opt_steps"] < 1:
+            raise ValueError(f"mining_config.opt_steps: must be >= 1, got {merged['opt_steps']}")
+        if merged["mine_every"] < 1:
+            raise ValueError(f"mining_config.mine_every: must be >= 1, got {merged['mine_every']}")
+        for key, positive in (("scale_factor", True), ("noise_scale", True), ("energy_loss_weight", False)):
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"mining_config.{key}: must be a finite number, got {value!r}")
+            if (value <= 0) if positive else (value < 0):
+                raise ValueError(f"mining_config.{key}: must be {'> 0' if positive else '>= 0'}, got {value}")
+            merged[key] = float(value)
+        return cls(**merged)
+
+
+def cosine_schedule(timesteps: int, s: float = 0.008) -> torch.Tensor:
+    """β_t for t = 0..K-1 (float64), from f(u) = cos(((u/K) + s)/(1 + s)·π/2)², clipped to [0, 0.999]."""
+    u = torch.arange(timesteps + 1, dtype=torch.float64)
+    f = torch.cos(((u / timesteps) + s) / (1 + s) * math.pi * 0.5) ** 2
+    alphas_cumprod = f[1:] / f[0]
+    prev = torch.cat((torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]))
+    return torch.clip(1 - alphas_cumprod / prev, 0, 0.999)
+
+
+def _gather(buffer: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """buffer[t] as a column (B, 1), ready to broadcast over the solution entries."""
+    return buffer.gather(0, t)[:, None]
+
+
+class GaussianDiffusion1D(nn.Module):
+    """IRED's diffusion over a model following :class:`~diffusion_lib.model.DiffusionWrapper`'s protocol.
+
+    ``model`` is any module with ``inp_dim``/``out_dim`` called as ``model(inp, y, t,
+    return_energy=False, return_both=False)``. Calling the diffusion (``forward``) draws
+    t ~ Uniform{0..K-1} per problem and returns ``(loss, parts)`` from :meth:`p_losses`.
+    """
+
+    def __init__(self, model: nn.Module, timesteps: int = 10, mining_config: Mapping[str, Any] | MiningConfig | None = None,
+                 *, n_inner: int = 5, inner_scale: float = 1.0, clamp: float = CLAMP):
+        super().__init__()
+        for attr in ("inp_dim", "out_dim"):
+            if not hasattr(model, attr):
+                raise TypeError(f"model must expose '{attr}' (see DiffusionWrapper's call protocol)")
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        self.model = model
+        self.timesteps = timesteps
+        self.mining = MiningConfig.from_mapping(mining_config)
+        self.n_inner, self.inner_scale, self.clamp = n_inner, inner_scale, clamp
+        betas = cosine_schedule(timesteps)
+        alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+        prev = torch.cat((torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]))
+        buffers = {
+            "betas": betas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_alphas_cumprod_prev": prev.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1 - alphas_cumprod).sqrt(),
+            "opt_step_size": betas * torch.sqrt(1 / (1 - alphas_cumprod)),
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value.float(), persistent=False)
+
+    # ------------------------------------------------------------------ forward process
+    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """y_t = √ᾱ_t · y_0 + √(1 - ᾱ_t) · noise."""
+        return _gather(self.sqrt_alphas_cumprod, t) * x_start + _gather(self.sqrt_one_minus_alphas_cumprod, t) * noise
+
+    # ------------------------------------------------------------------ energy descent
+    @torch.no_grad()
+    def opt_step(self, inp: torch.Tensor, img: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+                 data_cond: torch.Tensor | None = None, step: int = 5, sf: float = 1.0) -> torch.Tensor:
+        """``step`` energy-descent steps with rejection (SPEC §5); returns the new y (detached).
+
+        Each step proposes y' = clamp(y - sf·η_t·∇_y E, ±c·√ᾱ_t) (t per problem) and keeps it only
+        where E(y') ≤ E(y). The accepted energy and gradient are reused by the next step, so k steps
+        cost k+1 forward and k backward passes (the last proposal needs only its energy).
+        """
+        img = img.detach()
+        if step <= 0:
+            return img
+        lr = sf * _gather(self.opt_step_size, t)
+        bound = self.clamp * _gather(self.sqrt_alphas_cumprod, t)
+        energy, grad = self.model(inp, img, t, return_both=True)
+        for i in range(step):
+            proposal = torch.maximum(torch.minimum(img - lr * grad, bound), -bound)
+            if mask is not None:
+                proposal = proposal * (1 - mask) + mask * data_cond
+            if i == step - 1:
+                new_energy = self.model(inp, proposal, t, return_energy=True)
+                new_grad = grad
+            else:
+                new_energy, new_grad = self.model(inp, proposal, t, return_both=True)
+            accept = (new_energy <= energy)[:, None]
+            img = torch.where(accept, proposal, img)
+            energy = torch.where(accept[:, 0], new_energy, energy)
+            grad = torch.where(accept, new_grad, grad)
+        return img
+
+    # ------------------------------------------------------------------ training loss
+    def make_negative(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                      adversarial: bool, opt_steps: int | None = None, scale_factor: float | None = None,
+                      noise_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (y⁺, y⁻_t) for the contrastive term (SPEC §5), both detached.
+
+        y⁺ = q(y_0, t, ξ'), y⁻ = q(y_0, t, σ·ξ'), optionally pushed to lower energy by the opt step
+        (adversarial), then mapped to ŷ⁻_0 = clamp(y⁻/√ᾱ_t, ±2) and re-noised with ξ'. Parameters
+        left as None take this diffusion's mining config.
+        """
+        m = self.mining
+        sigma = m.noise_scale if noise_scale is None else noise_scale
+        positive = self.q_sample(x_start, t, noise)
+        negative = self.q_sample(x_start, t, sigma * noise)
+        if adversarial:
+            negative = self.opt_step(inp, negative, t, step=m.opt_steps if opt_steps is None else opt_steps,
+                                     sf=m.scale_factor if scale_factor is None else scale_factor)
+        clean = (negative / _gather(self.sqrt_alphas_cumprod, t)).clamp(-self.clamp, self.clamp)
+        return positive.detach(), self.q_sample(clean, t, noise).detach()
+
+    def is_mining_step(self, step: int) -> bool:
+        """Whether training step ``step`` uses adversarial negatives (mode 'adversarial', every m-th)."""
+        return self.mining.mode == "adversarial" and step % self.mining.mine_every == 0
+
+    def p_losses(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, step: int = 0
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss mean(L_mse + w·L_E) and its parts for one batch (SPEC §4–5).
+
+        The parts are detached 0-d tensors (no host sync per step; the trainer reads them when it logs).
+
+        L_mse = mean over entries of (∇_y E(x, y_t, t) - ξ)² per problem; for modes 'random' and
+        'adversarial', L_E = softplus(E⁺ - E⁻) per problem. Mode 'none' builds no negatives.
+        """
+        noise = torch.randn_like(x_start)
+        y_t = self.q_sample(x_start, t, noise)
+        pred = self.model(inp, y_t, t)
+        loss_mse = (pred - noise).pow(2).mean(dim=-1)
+        parts = {"loss_mse": loss_mse.detach().mean()}
+        if self.mining.mode == "none":
+            loss = loss_mse.mean()
+            parts.update(loss=loss.detach(), loss_energy=torch.zeros_like(parts["loss_mse"]))
+            return loss, parts
+        mined = self.is_mining_step(step)
+        positive, negative = self.make_negative(inp, x_start, t, torch.randn_like(x_start), adversarial=mined)
+        energies = self.model(torch.cat((inp, inp)), torch.cat((positive, negative)), torch.cat((t, t)),
+                              return_energy=True)
+        e_pos, e_neg = energies.chunk(2)
+        loss_energy = F.softplus(e_pos - e_neg)
+        loss = (loss_mse + self.mining.energy_loss_weight * loss_energy).mean()
+        parts.update(loss=loss.detach(), loss_energy=loss_energy.detach().mean(),
+                     energy_pos=e_pos.detach().mean(), energy_neg=e_neg.detach().mean())
+        return loss, parts
+
+    def forward(self, inp: torch.Tensor, x_start: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        t = torch.randint(0, self.timesteps, (x_start.shape[0],), device=x_start.device)
+        return self.p_losses(inp, x_start, t, step=step)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def sample(self, inp: torch.Tensor, n_inner: int | None = None, inner_scale: float | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Predict y_0 for each row of ``inp`` by reverse diffusion with energy descent (SPEC §6).
+
+        From y ~ N(0, I), for t = K-1..0: ŷ_0 = clamp((y - √(1-ᾱ_t)·ε̂)/√ᾱ_t, ±2); y = √ᾱ_t·ŷ_0;
+        ``n_inner`` opt steps of scale ``inner_scale`` (defaults: the diffusion's, 5 and 1);
+        y = clamp(y, ±2√ᾱ_t); ŷ_0 = y/√ᾱ_t; y = √ᾱ_{t-1}·ŷ_0 for t > 0. Returns the final ŷ_0.
+        """
+        n_inner = self.n_inner if n_inner is None else n_inner
+        inner_scale = self.inner_scale if inner_scale is None else inner_scale
+        batch = inp.shape[0]
+        y = torch.randn(batch, self.model.out_dim, device=inp.device, generator=generator)
+        x0 = y
+        for step in reversed(range(self.timesteps)):
+            t = torch.full((batch,), step, device=inp.device, dtype=torch.long)
+            sqrt_ac = _gather(self.sqrt_alphas_cumprod, t)
+            eps = self.model(inp, y, t)
+            x0 = ((y - _gather(self.sqrt_one_minus_alphas_cumprod, t) * eps) / sqrt_ac).clamp(-self.clamp, self.clamp)
+            y = sqrt_ac * x0
+            if n_inner > 0:
+                y = self.opt_step(inp, y, t, step=n_inner, sf=inner_scale)
+            bound = self.clamp * sqrt_ac
+            y = torch.maximum(torch.minimum(y, bound), -bound)
+            x0 = y / sqrt_ac
+            if step > 0:
+                y = _gather(self.sqrt_alphas_cumprod_prev, t) * x0
+        return x0

@@ -1,0 +1,138 @@
+"""Evaluation of a trained model on fixed held-out sets (SPEC §7).
+
+For each held-out set it computes, with the EMA model:
+
+* per-problem solution quality for every requested number of inference inner steps: MSE over
+  entries, reconstruction residual ‖AŶ - I‖_F and relative error ‖Ŷ - Y‖_F / ‖Y‖_F (kept per
+  problem so the report can run paired tests across strategies on the same problems);
+* inference wall time per problem (with the default inner loop);
+* energy-landscape quality: for each t, the fraction of pairs with E⁺ < E⁻ (ranking accuracy) and
+  the mean gap E⁻ - E⁺, for random and for adversarial negatives. The negatives are built with one
+  fixed recipe for every strategy (:class:`EvalSettings`: σ = 3, 2 opt steps, λ = 1 by default),
+  not each strategy's own training recipe, so the numbers compare landscapes, not recipes.
+
+All sampling noise comes from generators seeded by ``EvalSettings.seed``: the same model and
+settings give the same numbers.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .data import Heldout
+from .diffusion import GaussianDiffusion1D
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Evaluation knobs. ``inner_steps`` lists every inner-loop length to score (test-time compute);
+    ``default_inner`` (always scored) is the headline setting."""
+
+    default_inner: int = 5
+    inner_scale: float = 1.0
+    inner_steps: tuple[int, ...] = (0, 1, 2, 5, 10)
+    batch_size: int = 1024
+    landscape_size: int = 256
+    landscape_noise_scale: float = 3.0
+    landscape_opt_steps: int = 2
+    landscape_scale_factor: float = 1.0
+    seed: int = 0
+
+    @property
+    def all_inner_steps(self) -> list[int]:
+        return sorted({0, self.default_inner, *self.inner_steps})
+
+
+@torch.no_grad()
+def predict(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, inner_scale: float = 1.0,
+            batch_size: int = 1024, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """Sample predictions for every problem; returns (Ŷ on CPU, wall seconds)."""
+    device = next(diffusion.buffers()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    preds = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for lo in range(0, len(heldout), batch_size):
+        A = heldout.A[lo:lo + batch_size].to(device)
+        preds.append(diffusion.sample(A, n_inner=n_inner, inner_scale=inner_scale, generator=gen))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return torch.cat(preds).cpu(), seconds
+
+
+def solution_metrics(pred: torch.Tensor, heldout: Heldout) -> dict[str, torch.Tensor]:
+    """Per-problem MSE, residual ‖AŶ - I‖_F and relative error ‖Ŷ - Y‖_F/‖Y‖_F (float64, shape (N,))."""
+    n = heldout.rank
+    P, Y = pred.double(), heldout.Y.double()
+    A = heldout.A.double().reshape(-1, n, n)
+    eye = torch.eye(n, dtype=torch.float64)
+    residual = torch.linalg.matrix_norm(A @ P.reshape(-1, n, n) - eye)
+    err = P - Y
+    return {"mse": err.pow(2).mean(dim=1), "residual": residual,
+            "rel_err": err.norm(dim=1) / Y.norm(dim=1)}
+
+
+@torch.no_grad()
+def energy_landscape(diffusion: GaussianDiffusion1D, heldout: Heldout, settings: EvalSettings) -> list[dict[str, Any]]:
+    """Rows (t, negative kind, ranking accuracy P(E⁺ < E⁻), mean gap E⁻ - E⁺) on ``landscape_size`` problems."""
+    device = next(diffusion.buffers()).device
+    sub = heldout.subset(settings.landscape_size).to(device)
+    gen = torch.Generator(device=device).manual_seed(settings.seed + 1)
+    rows = []
+    for step in range(diffusion.timesteps):
+        t = torch.full((len(sub),), step, dtype=torch.long, device=device)
+        noise = torch.randn(sub.Y.shape, generator=gen, device=device)
+        for kind in ("random", "adversarial"):
+            pos, neg = diffusion.make_negative(sub.A, sub.Y, t, noise, adversarial=kind == "adversarial",
+                                               opt_steps=settings.landscape_opt_steps,
+                                               scale_factor=settings.landscape_scale_factor,
+                                               noise_scale=settings.landscape_noise_scale)
+            e_pos = diffusion.model(sub.A, pos, t, return_energy=True)
+            e_neg = diffusion.model(sub.A, neg, t, return_energy=True)
+            rows.append({"t": step, "negative": kind,
+                         "rank_acc": (e_pos < e_neg).double().mean().item(),
+                         "gap_mean": (e_neg - e_pos).double().mean().item()})
+    return rows
+
+
+@dataclass
+class SetEvaluation:
+    """Everything measured on one held-out set."""
+
+    name: str
+    per_problem: dict[int, dict[str, torch.Tensor]] = field(repr=False)  # inner steps -> metrics
+    seconds: dict[int, float]
+    landscape: list[dict[str, Any]]
+
+    def summary(self, inner: int) -> dict[str, float]:
+        m = self.per_problem[inner]
+        n = len(m["mse"])
+        return {"mse": m["mse"].mean().item(), "residual_mean": m["residual"].mean().item(),
+                "residual_median": m["residual"].median().item(), "rel_err_mean": m["rel_err"].mean().item(),
+                "infer_ms_per_problem": 1000 * self.seconds[inner] / n}
+
+
+def evaluate_set(diffusion: GaussianDiffusion1D, heldout: Heldout, settings: EvalSettings, name: str = "") -> SetEvaluation:
+    """Score ``diffusion`` on ``heldout`` for every inner-step count in ``settings`` plus the landscape."""
+    per_problem, seconds = {}, {}
+    for inner in settings.all_inner_steps:
+        pred, secs = predict(diffusion, heldout, inner, settings.inner_scale, settings.batch_size, settings.seed)
+        per_problem[inner] = solution_metrics(pred, heldout)
+        seconds[inner] = secs
+    return SetEvaluation(name, per_problem, seconds, energy_landscape(diffusion, heldout, settings))
+
+
+def per_problem_rows(evaluation: SetEvaluation) -> list[dict[str, Any]]:
+    """Long-format rows (set, inner_steps, problem, mse, residual, rel_err) for paired tests."""
+    rows = []
+    for inner, metrics in evaluation.per_problem.items():
+        cols = {k: v.tolist() for k, v in metrics.items()}
+        for i in range(len(cols["mse"])):
+            rows.append({"set": evaluation.name, "inner_steps": inner, "problem": i,
+                         **{k: cols[k][i] for k in cols}})
+    return rows

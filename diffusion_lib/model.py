@@ -1,0 +1,99 @@
+"""The energy model E_θ(x, y, t) ≥ 0 and the wrapper that turns it into a denoiser (SPEC §3).
+
+``EBM`` maps (x = vec(A), y = candidate solution, t) to one non-negative scalar per problem:
+a sinusoidal time embedding e(t), three SiLU layers (the last two modulated by e(t) as
+``(W h + b) ⊙ (1 + g(e)) + s(e)``), a linear read-out o, and E = Σ o².
+
+``DiffusionWrapper`` exposes the call protocol :class:`~diffusion_lib.diffusion.GaussianDiffusion1D`
+relies on: ``wrapper(inp, y, t)`` returns ε̂ = ∇_y E, ``return_energy=True`` returns E, and
+``return_both=True`` returns (E, ∇_y E). Whether the double-backward graph is built follows
+autograd's grad mode: with grad enabled (training), ∇_y E is built with ``create_graph=True`` so the
+loss can train θ through it; under ``torch.no_grad()`` (sampling, mining, evaluation) the gradient
+is taken locally without a graph through θ and the results come back detached.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TIME_DIM = 128
+HIDDEN = 512
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int = TIME_DIM) -> torch.Tensor:
+    """Features [sin(t·f_i), cos(t·f_i)], f_i = exp(-ln(10000)·i/(dim/2 - 1)), i = 0..dim/2-1."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(10000.0) / (half - 1)))
+    args = t.float()[:, None] * freqs[None, :]
+    return torch.cat((args.sin(), args.cos()), dim=-1)
+
+
+class ModulatedLayer(nn.Module):
+    """h ↦ silu((W h + b) ⊙ (1 + g(e)) + s(e)), with (g, s) = split(Linear(time_dim, 2·out)(e))."""
+
+    def __init__(self, dim_in: int, dim_out: int, time_dim: int = TIME_DIM):
+        super().__init__()
+        self.linear = nn.Linear(dim_in, dim_out)
+        self.film = nn.Linear(time_dim, 2 * dim_out)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        gain, shift = self.film(emb).chunk(2, dim=-1)
+        return F.silu(torch.addcmul(shift, self.linear(h), 1.0 + gain))
+
+
+class EBM(nn.Module):
+    """Energy network of SPEC §3: ``forward(x, y, t) -> E`` of shape (B,), E ≥ 0.
+
+    ``inp_dim`` = len(x) = n², ``out_dim`` = len(y) = n². For n = 20 it has 1,437,840 parameters.
+    """
+
+    def __init__(self, inp_dim: int, out_dim: int, hidden: int = HIDDEN, time_dim: int = TIME_DIM):
+        super().__init__()
+        self.inp_dim, self.out_dim = inp_dim, out_dim
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
+        self.fc1 = nn.Linear(inp_dim + out_dim, hidden)
+        self.layer2 = ModulatedLayer(hidden, hidden, time_dim)
+        self.layer3 = ModulatedLayer(hidden, hidden, time_dim)
+        self.out = nn.Linear(hidden, out_dim)
+        self.time_dim = time_dim
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
+        h = F.silu(self.fc1(torch.cat((x, y), dim=-1)))
+        h = self.layer2(h, emb)
+        h = self.layer3(h, emb)
+        return self.out(h).pow(2).sum(dim=-1)
+
+
+class DiffusionWrapper(nn.Module):
+    """Denoiser ε̂(x, y, t) = ∇_y E(x, y, t) over any energy module with ``inp_dim``/``out_dim``.
+
+    ``forward(inp, y, t, return_energy=False, return_both=False)`` returns ∇_y E (default), E, or
+    ``(E, ∇_y E)``. See the module docstring for when the double-backward graph is built.
+    """
+
+    def __init__(self, ebm: nn.Module):
+        super().__init__()
+        self.ebm = ebm
+        self.inp_dim: int = ebm.inp_dim
+        self.out_dim: int = ebm.out_dim
+
+    def forward(self, inp: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+                return_energy: bool = False, return_both: bool = False):
+        if return_energy and not return_both:
+            return self.ebm(inp, y, t)
+        if torch.is_grad_enabled():
+            if not y.requires_grad:
+                y = y.detach().requires_grad_(True)
+            energy = self.ebm(inp, y, t)
+            (grad,) = torch.autograd.grad(energy.sum(), y, create_graph=True)
+        else:
+            with torch.enable_grad():
+                y = y.detach().requires_grad_(True)
+                energy = self.ebm(inp, y, t)
+                (grad,) = torch.autograd.grad(energy.sum(), y)
+            energy = energy.detach()
+        return (energy, grad) if return_both else grad

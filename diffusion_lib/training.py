@@ -1,0 +1,284 @@
+"""Training (SPEC §4): Adam, grad-norm clipping, EMA, validation, resumable checkpoints, divergence.
+
+:class:`Trainer1D` trains a :class:`~diffusion_lib.diffusion.GaussianDiffusion1D` on an infinite
+seeded :class:`~diffusion_lib.data.ProblemStream`. Every ``log_every`` steps it appends a
+learning-curve row (mean loss parts over the interval, training wall time, and at ``eval_every``
+steps the validation MSE of the EMA and of the raw model on a fixed held-out subset).
+
+Resuming: every ``checkpoint_every`` steps (and on SIGTERM/SIGINT, as sent by SLURM before a
+time-out or preemption) it writes a checkpoint atomically: model, EMA, optimizer, step, curve
+rows, timers and every RNG state (global torch CPU/CUDA and the data stream's). A rerun with the
+same configuration continues from it and, on the same machine and thread count, ends bitwise
+identical to an uninterrupted run. The checkpoint's ``fingerprint`` covers everything that changes
+the trajectory except the total step count, so raising ``steps`` extends a run instead of
+restarting it.
+
+Divergence: a loss that is NaN/inf or above ``max_loss`` stops the run at the next log boundary
+(checked on the device, one host sync per log interval); the result is marked ``diverged`` with the
+first bad step, and the outputs are still written so the report can count the run as unstable.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ema_pytorch import EMA
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .data import Heldout, ProblemStream
+from .diffusion import GaussianDiffusion1D, MiningConfig
+from .model import EBM, DiffusionWrapper
+from .seeding import derive_seed, rng_state, set_rng_state
+
+log = logging.getLogger("diffusion_lib.training")
+
+CURVE_COLUMNS = ["step", "loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg",
+                 "train_seconds", "steps_per_s", "val_mse_ema", "val_mse_raw"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Shared training settings (SPEC §4 defaults). ``seed`` seeds init, noise and the data stream."""
+
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    ema_update_every: int = 10
+    ema_update_after_step: int = 100
+    ema_power: float = 2 / 3
+    rank: int = 20
+    train_eps: float = 0.5
+    timesteps: int = 10
+    eval_every: int = 500
+    val_size: int = 256
+    val_inner_steps: int = 5
+    log_every: int = 50
+    checkpoint_every: int = 500
+    max_loss: float = 1e4
+    seed: int = 0
+
+    def fingerprint(self, mining: MiningConfig) -> str:
+        """Hash of everything that shapes the training trajectory (all but ``steps``)."""
+        state = {k: v for k, v in asdict(self).items() if k != "steps"}
+        state["mining"] = asdict(mining)
+        return hashlib.sha256(json.dumps(state, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def build_diffusion(rank: int, timesteps: int, mining: MiningConfig | dict | None = None) -> GaussianDiffusion1D:
+    """The spec's model for n x n inversion: EBM(n², n²) in a DiffusionWrapper in GaussianDiffusion1D."""
+    dim = rank * rank
+    return GaussianDiffusion1D(DiffusionWrapper(EBM(dim, dim)), timesteps=timesteps, mining_config=mining)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or diverged) run reports."""
+
+    status: str  # "completed" | "diverged"
+    steps_done: int
+    diverged_at: int | None
+    train_seconds: float
+    resumed_from: int | None
+    curve: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.train_seconds / max(self.steps_done, 1)
+
+
+@torch.no_grad()
+def heldout_mse(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, seed: int = 0,
+                batch_size: int = 1024) -> float:
+    """MSE of ``diffusion.sample`` on ``heldout`` (fixed sampling noise from ``seed``)."""
+    device = next(diffusion.buffers()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    total = 0.0
+    for start in range(0, len(heldout), batch_size):
+        A = heldout.A[start:start + batch_size].to(device)
+        Y = heldout.Y[start:start + batch_size].to(device)
+        pred = diffusion.sample(A, n_inner=n_inner, generator=gen)
+        total += (pred - Y).pow(2).sum().item()
+    return total / heldout.Y.numel()
+
+
+class _StopRequest:
+    """Turns SIGTERM/SIGINT into a flag so the loop can checkpoint before exiting."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class Trainer1D:
+    """Train ``diffusion`` with ``config``; ``val_set`` is the fixed ID validation set.
+
+    ``resume_path`` (optional) is the checkpoint file; keep it outside a workflow's declared
+    outputs. ``progress`` shows a tqdm bar (None: only on a TTY).
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion1D, config: TrainConfig, val_set: Heldout | None = None,
+                 device: str | torch.device = "cpu", resume_path: str | Path | None = None,
+                 progress: bool | None = None):
+        self.config = config
+        self.device = torch.device(device)
+        self.diffusion = diffusion.to(self.device)
+        self.val_set = val_set.subset(config.val_size).to(self.device) if val_set is not None else None
+        self.resume_path = Path(resume_path) if resume_path else None
+        self.progress = progress
+        self.optimizer = torch.optim.Adam(self.diffusion.parameters(), lr=config.lr, betas=tuple(config.betas))
+        self.ema = EMA(self.diffusion, beta=config.ema_decay, update_every=config.ema_update_every,
+                       update_after_step=config.ema_update_after_step, power=config.ema_power,
+                       include_online_model=False).to(self.device)
+        self.stream = ProblemStream(config.batch_size, config.rank, config.train_eps,
+                                    derive_seed(config.seed, "train-data"), self.device)
+        self.fingerprint = config.fingerprint(diffusion.mining)
+        self.step = 0
+        self.curve: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self.resumed_from: int | None = None
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": "ired-train-checkpoint-v1", "fingerprint": self.fingerprint, "step": self.step,
+                "model": self.diffusion.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": rng_state(), "data": self.stream.state_dict(),
+                "curve": self.curve, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.diffusion.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.stream.load_state_dict(state["data"])
+        self.step = int(state["step"])
+        self.curve = list(state["curve"])
+        self.train_seconds = float(state["train_seconds"])
+
+    def save_checkpoint(self) -> None:
+        if self.resume_path is not None:
+            ckpt.atomic_save(self.state_dict(), self.resume_path)
+
+    def try_resume(self) -> int | None:
+        """Load the resume checkpoint if a usable one exists; return the step resumed from."""
+        if self.resume_path is None:
+            return None
+        state = ckpt.load_latest(self.resume_path, self.fingerprint, log=log.warning)
+        if state is None:
+            return None
+        if int(state["step"]) > self.config.steps:
+            log.warning("checkpoint %s is at step %d, beyond the requested %d steps; starting over",
+                        self.resume_path, state["step"], self.config.steps)
+            return None
+        self.load_state_dict(state)
+        self.resumed_from = self.step
+        log.info("resumed from %s at step %d", self.resume_path, self.step)
+        return self.step
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> dict[str, float]:
+        if self.val_set is None:
+            return {}
+        cfg = self.config
+        return {"val_mse_ema": heldout_mse(self.ema.ema_model, self.val_set, cfg.val_inner_steps),
+                "val_mse_raw": heldout_mse(self.diffusion, self.val_set, cfg.val_inner_steps)}
+
+    # ---------------------------------------------------------------- loop
+    def train(self) -> TrainResult:
+        """Run (or continue) training to ``config.steps``; returns the run's :class:`TrainResult`."""
+        cfg = self.config
+        self.try_resume()
+        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not show, dynamic_ncols=True, desc="train")
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        diverged_at: int | None = None
+        interval_start = time.perf_counter()
+        params = list(self.diffusion.parameters())
+        self.diffusion.train()
+        with _StopRequest() as stop:
+            while self.step < cfg.steps:
+                A, Y = next(self.stream)
+                loss, parts = self.diffusion(A, Y, step=self.step)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                self.optimizer.step()
+                self.ema.update()
+                bad = ~torch.isfinite(loss.detach()) | (loss.detach() > cfg.max_loss)
+                first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, self.step), first_bad)
+                for key, value in parts.items():
+                    sums[key] = sums[key] + value if key in sums else value.clone()
+                count += 1
+                self.step += 1
+                bar.update(1)
+                at_log = self.step % cfg.log_every == 0 or self.step == cfg.steps
+                if not (at_log or stop.signum is not None):
+                    continue
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                interval_seconds = time.perf_counter() - interval_start
+                bad_step = int(first_bad.item())
+                if bad_step >= 0:
+                    diverged_at = bad_step
+                    log.error("training diverged at step %d (loss NaN/inf or > max_loss=%g); stopping",
+                              bad_step, cfg.max_loss)
+                    self._append_row(sums, count, interval_seconds, {})
+                    break
+                self.train_seconds += interval_seconds
+                metrics = self.validate() if (self.step % cfg.eval_every == 0 or self.step == cfg.steps) else {}
+                self._append_row(sums, count, interval_seconds, metrics)
+                if metrics:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
+                    log.info("step %d: loss %.4f, %s", self.step, self.curve[-1]["loss"],
+                             ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
+                sums, count = {}, 0
+                if stop.signum is not None:
+                    self.save_checkpoint()
+                    bar.close()
+                    log.warning("received signal %d at step %d; checkpoint written, exiting", stop.signum, self.step)
+                    raise SystemExit(128 + stop.signum)
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save_checkpoint()
+                interval_start = time.perf_counter()
+        bar.close()
+        status = "diverged" if diverged_at is not None else "completed"
+        return TrainResult(status, self.step, diverged_at, self.train_seconds, self.resumed_from, self.curve)
+
+    def _append_row(self, sums: dict[str, torch.Tensor], count: int, seconds: float, metrics: dict[str, float]) -> None:
+        row: dict[str, Any] = {"step": self.step}
+        for key in ("loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg"):
+            row[key] = (sums[key] / count).item() if key in sums and count else math.nan
+        row["train_seconds"] = self.train_seconds
+        row["steps_per_s"] = count / seconds if seconds > 0 else math.nan
+        row["val_mse_ema"] = metrics.get("val_mse_ema", math.nan)
+        row["val_mse_raw"] = metrics.get("val_mse_raw", math.nan)
+        self.curve.append(row)

@@ -1,0 +1,63 @@
+# Shared helpers: config validation (fails before any job is scheduled), paths, wildcard constraints.
+import os
+import re
+import shutil
+import sys
+
+sys.path.insert(0, workflow.basedir)
+# rule scripts (local or on cluster nodes) import diffusion_lib from this checkout
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+
+from diffusion_lib.config import ConfigError, load_config
+
+try:
+    CFG = load_config(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+STRATEGIES = list(CFG["strategies"])
+SEEDS = list(CFG["seeds"])
+RUNS = [(s, k) for s in STRATEGIES for k in SEEDS]
+SPLITS = ["val_id", "val_ood", "test_id", "test_ood"]
+TEST_SETS = ["test_id", "test_ood"]
+SWEPT_PARAMETERS = sorted({p for pt in CFG["sweep_points"].values() for p in pt if p != "base"})
+# partial=true (e.g. --config partial=true after a --keep-going run) reports only the runs that exist
+PARTIAL = bool(config.get("partial", False))
+
+DATA = "results/data"
+TRAIN = "results/train/{strategy}/seed{seed}"
+EVAL = "results/eval/{strategy}/seed{seed}"
+RESUME = "results/resume/{strategy}/seed{seed}.ckpt"  # deliberately not a declared output
+REPORT = "results/report"
+TABLE_FILES = {t: f"{REPORT}/tables/{t}.csv" for t in
+               ("runs", "strategies", "pairwise", "landscape", "test_time", "curves", "convergence", "ablation")}
+FIG_EXT = CFG["report"]["format"]
+FIGURE_FILES = {f: f"{REPORT}/figures/{f}.{FIG_EXT}" for f in ("mse", "curves", "landscape", "test_time")}
+ABLATION_FIGURES = {f"ablation_{p}": f"{REPORT}/figures/ablation_{p}.{FIG_EXT}" for p in SWEPT_PARAMETERS}
+REPORT_TARGETS = [f"{REPORT}/report.md", *FIGURE_FILES.values(), *ABLATION_FIGURES.values()]
+
+
+def _uses_gpu():
+    device = CFG["device"]
+    return device.startswith("cuda") or (device == "auto" and shutil.which("nvidia-smi") is not None)
+
+
+GPU = 1 if _uses_gpu() else 0
+
+
+wildcard_constraints:
+    strategy="|".join(re.escape(s) for s in STRATEGIES),
+    seed=r"\d+",
+    split="|".join(SPLITS),
+    parameter="|".join(SWEPT_PARAMETERS) or "NO_SWEEPS",
+
+
+def run_files(kind):
+    """Per-run files of one kind for every (strategy, seed), or only existing ones when PARTIAL."""
+    pattern = {"metrics": f"{EVAL}/metrics.json", "per_problem": f"{EVAL}/per_problem.csv",
+               "curve": f"{TRAIN}/curve.csv"}[kind]
+    files = [pattern.format(strategy=s, seed=k) for s, k in RUNS]
+    if PARTIAL:
+        files = [f for f, (s, k) in zip(files, RUNS)
+                 if os.path.exists(f"{EVAL}/metrics.json".format(strategy=s, seed=k))]
+    return files

@@ -1,0 +1,7 @@
+"""Rule plot_ablation: one swept parameter's figure (shim over diffusion_lib.pipeline.draw_ablation)."""
+from diffusion_lib.pipeline import draw_ablation, logging_to
+
+with logging_to(snakemake.log[0]):
+    draw_ablation(tables={k: snakemake.input[k] for k in ("runs", "ablation")}, verdict_path=snakemake.input.verdict,
+                  parameter=snakemake.wildcards.parameter, figure=snakemake.output[0],
+                  options=snakemake.params.options)

@@ -1,0 +1,8 @@
+"""Rule plot_main: main figures from cached tables (shim over diffusion_lib.pipeline.draw_figures)."""
+from diffusion_lib.pipeline import draw_figures, logging_to
+
+with logging_to(snakemake.log[0]):
+    draw_figures(tables={k: snakemake.input[k] for k in ("runs", "curves", "landscape")},
+                 verdict_path=snakemake.input.verdict,
+                 figures={k: snakemake.output[k] for k in ("mse", "curves", "landscape", "test_time")},
+                 options=snakemake.params.options)
