@@ -1,0 +1,105 @@
+import copy
+
+import pytest
+import yaml
+
+from diffusion_lib.config import ConfigError, expand_sweep, load_config, sweep_name
+
+GOOD = {
+    "seeds": [0, 1],
+    "strategies": {"baseline": {"mode": "none"}, "random": {"mode": "random"},
+                   "adversarial": {"mode": "adversarial"}},
+}
+
+
+def _with(path, value):
+    cfg = copy.deepcopy(GOOD)
+    node = cfg
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return cfg
+
+
+def _drop(key):
+    cfg = copy.deepcopy(GOOD)
+    del cfg[key]
+    return cfg
+
+
+MALFORMED = [
+    (_with(("strategies", "adversarial", "mode"), "hard"), "strategies.adversarial.mode"),
+    (_with(("train", "steps"), 0), "train.steps"),
+    (_with(("train", "steps"), -5), "train.steps"),
+    (_with(("train", "batch_size"), 0), "train.batch_size"),
+    (_with(("train", "batch_size"), "64"), "train.batch_size"),
+    (_with(("seeds",), [0, 0]), "seeds"),
+    (_with(("seeds",), [0, 1.5]), "seeds.1"),
+    (_with(("train", "bacth_size"), 64), "'bacth_size' was unexpected"),
+    (_with(("typo_top_level",), 1), "'typo_top_level' was unexpected"),
+    (_with(("strategies", "adversarial", "opt_step"), 3), "'opt_step' was unexpected"),
+    (_with(("strategies", "../evil"), {"mode": "none"}), "not a safe path component"),
+    (_with(("strategies", "a b"), {"mode": "none"}), "not a safe path component"),
+    (_with(("comparison", "baseline"), "nobaseline"), "comparison.baseline"),
+    (_with(("comparison", "random"), "rnd"), "comparison.random"),
+    (_with(("comparison", "baseline"), "random"), "comparison.baseline"),
+    (_with(("data", "id_eps"), 0), "data.id_eps"),
+    (_with(("data", "ood_eps"), -0.1), "data.ood_eps"),
+    (_with(("data", "seed"), 1), "data.seed"),
+    (_with(("train", "lr"), -1e-4), "train.lr"),
+    (_with(("train", "lr"), "fast"), "train.lr"),
+    (_with(("train", "ema", "decay"), 1.5), "train.ema.decay"),
+    (_with(("train", "checkpoint_every"), 15), "train.checkpoint_every"),
+    (_with(("strategies", "adversarial", "opt_steps"), 0), "strategies.adversarial.opt_steps"),
+    (_with(("strategies", "adversarial", "scale_factor"), 0), "strategies.adversarial.scale_factor"),
+    (_with(("strategies", "adversarial", "mine_every"), 0), "strategies.adversarial.mine_every"),
+    (_with(("device",), "tpu"), "device"),
+    (_with(("sweeps",), [{"base": "nope", "grid": {"opt_steps": [1]}}]), "sweeps.0.base"),
+    (_with(("sweeps",), [{"base": "adversarial", "grid": {"opt_stepz": [1]}}]), "sweeps.0.grid"),
+    (_with(("sweeps",), [{"base": "adversarial", "grid": {"opt_steps": [0, 1]}}]), "sweeps.0.grid.opt_steps.0"),
+    (_with(("sweeps",), [{"base": "baseline", "grid": {"opt_steps": [1]}}]), "sweeps.0.base"),
+    (_drop("strategies"), "'strategies' is a required property"),
+    (_with(("evaluation", "inner_steps"), [-1]), "evaluation.inner_steps.0"),
+]
+
+
+@pytest.mark.parametrize("cfg, field", MALFORMED, ids=[m[1] for m in MALFORMED])
+def test_malformed_configs_name_the_field(cfg, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert field in str(err.value)
+
+
+def test_defaults_are_filled():
+    cfg = load_config(GOOD)
+    assert cfg["train"]["lr"] == 1e-4 and cfg["train"]["ema"]["decay"] == 0.995
+    assert cfg["strategies"]["adversarial"]["opt_steps"] == 2
+    assert cfg["evaluation"]["default_inner"] == 5
+
+
+@pytest.mark.parametrize("path", ["config/config.yaml", "config/paper.yaml", "config/ablation.yaml",
+                                  ".test/config/config.yaml"])
+def test_shipped_configs_are_valid(root, path):
+    with open(root / path) as fh:
+        load_config(yaml.safe_load(fh))
+
+
+def test_sweep_names_are_stable_and_path_safe():
+    grid = {"scale_factor": [2.0, 0.5, 1.0], "opt_steps": [5, 1, 2]}
+    names = [n for n, _, _ in expand_sweep("adv", {"mode": "adversarial"}, grid)]
+    reordered = {"opt_steps": [2, 5, 1], "scale_factor": [1.0, 2.0, 0.5]}
+    assert names == [n for n, _, _ in expand_sweep("adv", {"mode": "adversarial"}, reordered)]
+    assert len(names) == 9 and len(set(names)) == 9
+    assert "adv__opt_steps-1__scale_factor-0.5" in names and "adv__opt_steps-2__scale_factor-1" in names
+    assert sweep_name("adv", {"mine_every": 4}) == "adv__mine_every-4"
+
+
+def test_sweeps_expand_into_strategies():
+    cfg = _with(("sweeps",), [{"base": "adversarial", "grid": {"mine_every": [1, 2, 4]}},
+                               {"base": "random", "grid": {"energy_loss_weight": [0.25, 1.0]}}])
+    out = load_config(cfg)
+    swept = [s for s in out["strategies"] if "__" in s]
+    assert len(swept) == 5
+    assert out["strategies"]["adversarial__mine_every-4"]["mine_every"] == 4
+    assert out["strategies"]["adversarial__mine_every-4"]["mode"] == "adversarial"
+    assert out["sweep_points"]["random__energy_loss_weight-0.25"] == {"base": "random", "energy_loss_weight": 0.25}

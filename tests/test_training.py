@@ -1,0 +1,89 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from diffusion_lib import checkpoint as ckpt
+from diffusion_lib.data import make_heldout
+from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion, heldout_mse
+
+RANK = 3
+CFG = TrainConfig(steps=40, batch_size=32, lr=1e-3, rank=RANK, eval_every=20, val_size=32, log_every=10,
+                  checkpoint_every=10, ema_update_every=1, ema_update_after_step=0, seed=3)
+
+
+def _trainer(cfg=CFG, mining=None, resume_path=None):
+    torch.manual_seed(cfg.seed)
+    d = build_diffusion(RANK, cfg.timesteps, mining or {"mode": "adversarial"})
+    return Trainer1D(d, cfg, make_heldout(32, RANK, 0.5, seed=100), resume_path=resume_path, progress=False)
+
+
+def _params(trainer):
+    return torch.cat([p.detach().flatten() for p in trainer.diffusion.parameters()])
+
+
+def test_short_training_lowers_validation_mse():
+    cfg = dataclasses.replace(CFG, steps=600, eval_every=600, checkpoint_every=600, log_every=100, lr=2e-3)
+    trainer = _trainer(cfg, {"mode": "none"})
+    before = heldout_mse(trainer.diffusion, trainer.val_set, 5)
+    result = trainer.train()
+    after = result.curve[-1]["val_mse_raw"]
+    assert result.status == "completed" and after < 0.5 * before
+
+
+def test_curve_has_rows_and_validation(tmp_path):
+    result = _trainer().train()
+    steps = [r["step"] for r in result.curve]
+    assert steps == [10, 20, 30, 40]
+    assert math.isnan(result.curve[0]["val_mse_ema"]) and math.isfinite(result.curve[1]["val_mse_ema"])
+    assert all(math.isfinite(r["loss_energy"]) and r["loss_energy"] > 0 for r in result.curve)
+
+
+def test_checkpoint_resume_is_bitwise_identical(tmp_path):
+    full = _trainer()
+    full.train()
+    path = tmp_path / "resume.ckpt"
+    first = _trainer(dataclasses.replace(CFG, steps=20), resume_path=path)
+    first.train()
+    first.save_checkpoint()  # a run stopped at step 20 (as a kill after its step-20 checkpoint)
+    second = _trainer(resume_path=path)
+    result = second.train()
+    assert result.resumed_from == 20
+    assert torch.equal(_params(second), _params(full))
+    assert second.curve[-1]["val_mse_ema"] == full.curve[-1]["val_mse_ema"]
+    assert [r["loss"] for r in second.curve] == [r["loss"] for r in full.curve]
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, caplog):
+    path = tmp_path / "resume.ckpt"
+    t = _trainer(dataclasses.replace(CFG, steps=20), resume_path=path)
+    t.train()
+    t.save_checkpoint()       # step 20 -> becomes .prev below
+    t.step = 30
+    t.save_checkpoint()       # step "30"
+    path.write_bytes(path.read_bytes()[:100])  # truncate the newest
+    blob = ckpt.load_latest(path, t.fingerprint, log=lambda m: caplog.records.append(m))
+    assert blob is not None and blob["step"] == 20
+    path.with_name(path.name + ".prev").write_bytes(b"garbage")
+    messages = []
+    assert ckpt.load_latest(path, t.fingerprint, log=messages.append) is None
+    assert any("unreadable" in m for m in messages)
+    fresh = _trainer(dataclasses.replace(CFG, steps=10), resume_path=path)
+    assert fresh.train().resumed_from is None  # starts over instead of crashing
+
+
+def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
+    path = tmp_path / "resume.ckpt"
+    t = _trainer(dataclasses.replace(CFG, steps=10), resume_path=path)
+    t.train()
+    t.save_checkpoint()
+    other = _trainer(dataclasses.replace(CFG, lr=5e-4), resume_path=path)
+    assert other.try_resume() is None
+
+
+def test_divergence_is_detected_and_recorded():
+    cfg = dataclasses.replace(CFG, lr=1e6, grad_clip=1e12, max_loss=50.0, steps=200)
+    result = _trainer(cfg, {"mode": "random"}).train()
+    assert result.status == "diverged" and result.diverged_at is not None and result.diverged_at < 200
+    assert result.steps_done < 200
