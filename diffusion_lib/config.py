@@ -50,7 +50,7 @@ def _field(path: Any) -> str:
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
-    if error.validator == "propertyNames":
+    if "propertyNames" in error.schema_path:
         return (f"config field '{_field(error.absolute_path)}': name {error.instance!r} is not a safe path "
                 f"component (letters, digits, '_', '.', '-'; must start with a letter or digit)")
     return f"config field '{_field(error.absolute_path)}': {error.message}"

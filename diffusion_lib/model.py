@@ -23,11 +23,11 @@ TIME_DIM = 128
 HIDDEN = 512
 
 
-def sinusoidal_embedding(t: torch.Tensor, dim: int = TIME_DIM) -> torch.Tensor:
+def sinusoidal_embedding(t: torch.Tensor, dim: int = TIME_DIM, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Features [sin(t·f_i), cos(t·f_i)], f_i = exp(-ln(10000)·i/(dim/2 - 1)), i = 0..dim/2-1."""
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(10000.0) / (half - 1)))
-    args = t.float()[:, None] * freqs[None, :]
+    freqs = torch.exp(torch.arange(half, device=t.device, dtype=dtype) * (-math.log(10000.0) / (half - 1)))
+    args = t.to(dtype)[:, None] * freqs[None, :]
     return torch.cat((args.sin(), args.cos()), dim=-1)
 
 
@@ -61,7 +61,7 @@ class EBM(nn.Module):
         self.time_dim = time_dim
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
+        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim, x.dtype))
         h = F.silu(self.fc1(torch.cat((x, y), dim=-1)))
         h = self.layer2(h, emb)
         h = self.layer3(h, emb)

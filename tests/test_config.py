@@ -80,8 +80,14 @@ def test_defaults_are_filled():
 @pytest.mark.parametrize("path", ["config/config.yaml", "config/paper.yaml", "config/ablation.yaml",
                                   ".test/config/config.yaml"])
 def test_shipped_configs_are_valid(root, path):
+    """Each config as Snakemake sees it: --configfile overlays are merged over config/config.yaml."""
+    with open(root / "config/config.yaml") as fh:
+        cfg = yaml.safe_load(fh)
     with open(root / path) as fh:
-        load_config(yaml.safe_load(fh))
+        overlay = yaml.safe_load(fh)
+    for key, value in overlay.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+    load_config(cfg)
 
 
 def test_sweep_names_are_stable_and_path_safe():

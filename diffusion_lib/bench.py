@@ -1,0 +1,129 @@
+"""Speed benchmark of training, data generation and sampling.
+
+    python -m diffusion_lib.bench --mode adversarial --batch-size 256 --steps 50 [--device cpu|cuda] --json
+
+prints one JSON object: ``steps_per_s`` (median over timed steps after warm-up, data generation
+included), ``compute_steps_per_s`` (same, on a pre-generated batch), ``data_ms_per_batch``,
+``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
+per problem (counted by ``torch.utils.flop_counter``), the achieved GFLOP/s, the machine's fp32 matmul
+peak measured on the spot (``--peak``), device, torch version and thread count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .data import inverse_problems
+from .seeding import resolve_device
+from .training import build_diffusion
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 10) -> float:
+    """Best-of-``repeats`` fp32 GFLOP/s of a square ``size`` matmul (the machine's practical peak)."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmup: int = 5,
+        device: str = "auto", rank: int = 20, threads: int | None = None, sample_problems: int = 256,
+        peak: bool = True, tf32: bool = False) -> dict[str, Any]:
+    """Measure one mode; returns the benchmark record (see module docstring)."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    torch.manual_seed(0)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    diffusion = build_diffusion(rank, 10, {"mode": mode}).to(dev)
+    opt = torch.optim.Adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    params = list(diffusion.parameters())
+    state = {"step": 0}
+
+    def train_step(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        A, Y = batch if batch is not None else inverse_problems(batch_size, rank, 0.5, gen, dev)
+        loss, _ = diffusion(A, Y, step=state["step"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        state["step"] += 1
+
+    for _ in range(warmup):
+        train_step()
+    full = [_timed(train_step, dev) for _ in range(steps)]
+    fixed = inverse_problems(batch_size, rank, 0.5, gen, dev)
+    compute = [_timed(lambda: train_step(fixed), dev) for _ in range(steps)]
+    data = [_timed(lambda: inverse_problems(batch_size, rank, 0.5, gen, dev), dev) for _ in range(max(10, steps // 2))]
+    with FlopCounterMode(display=False) as counter:
+        train_step(fixed)
+    flops_per_problem = counter.get_total_flops() / batch_size
+    A, _ = inverse_problems(sample_problems, rank, 0.5, gen, dev)
+    diffusion.sample(A[:8])  # warm-up
+    sample_s = statistics.median(_timed(lambda: diffusion.sample(A), dev) for _ in range(3))
+    with FlopCounterMode(display=False) as counter:
+        diffusion.sample(A)
+    steps_per_s = 1 / statistics.median(full)
+    record = {
+        "mode": mode, "batch_size": batch_size, "timed_steps": steps, "warmup_steps": warmup,
+        "steps_per_s": steps_per_s, "compute_steps_per_s": 1 / statistics.median(compute),
+        "data_ms_per_batch": 1000 * statistics.median(data),
+        "sample_ms_per_problem": 1000 * sample_s / sample_problems,
+        "train_mflop_per_problem": flops_per_problem / 1e6,
+        "sample_mflop_per_problem": counter.get_total_flops() / sample_problems / 1e6,
+        "achieved_gflops": flops_per_problem * batch_size * steps_per_s / 1e9,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "tf32": tf32,
+    }
+    if peak:
+        record["matmul_peak_gflops"] = matmul_peak_gflops(dev)
+        record["fraction_of_peak"] = record["achieved_gflops"] / record["matmul_peak_gflops"]
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m diffusion_lib.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["none", "random", "adversarial"], default="adversarial")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=50, help="timed steps (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--rank", type=int, default=20, help="matrix size n")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--sample-problems", type=int, default=256)
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
+    parser.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
+    args = parser.parse_args(argv)
+    for name, value in (("--batch-size", args.batch_size), ("--steps", args.steps), ("--rank", args.rank)):
+        if value < 1:
+            parser.error(f"{name} must be >= 1, got {value}")
+    record = run(args.mode, args.batch_size, args.steps, args.warmup, args.device, args.rank, args.threads,
+                 args.sample_problems, not args.no_peak, args.tf32)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        for key, value in record.items():
+            print(f"{key:>26}: {value:.4g}" if isinstance(value, float) else f"{key:>26}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""End-to-end tests of the Snakemake workflow on the tiny .test configuration."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, make_workdir, smk
+
+pytestmark = pytest.mark.slow
+REPORT_FILES = ["report.md", "figures/mse.png", "figures/curves.png", "figures/landscape.png",
+                "figures/test_time.png", "figures/ablation_opt_steps.png",
+                *(f"tables/{t}.csv" for t in ("runs", "strategies", "pairwise", "landscape", "test_time", "curves",
+                                               "convergence", "ablation")), "tables/verdict.json"]
+
+
+def output_of(proc):
+    return proc.stdout + proc.stderr
+
+
+def test_dry_run_of_default_config_plans_every_job(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())
+    counts = job_counts(output_of(smk(tmp_path, "-n")))
+    assert counts == {"data": 1, "train": 9, "evaluate": 9, "aggregate": 1, "plot_main": 1, "report_md": 1, "all": 1}
+    counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", str(ROOT / "config" / "ablation.yaml"))))
+    # 3 hand-declared + 9 swept strategies, 2 seeds each; one ablation figure per swept parameter
+    assert counts["train"] == 24 and counts["evaluate"] == 24 and counts["plot_ablation"] == 3
+
+
+def test_malformed_config_fails_before_any_job(tmp_path):
+    make_workdir(tmp_path, {"train": {"batch_size": 0}})
+    proc = smk(tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "train.batch_size" in output_of(proc)
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean(tmp_path):
+    make_workdir(tmp_path)
+    proc = smk(tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, output_of(proc)
+    assert "Lints for" not in output_of(proc), output_of(proc)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The .test workflow, run to completion once for the tests below."""
+    workdir = make_workdir(tmp_path_factory.mktemp("e2e"))
+    proc = smk(workdir)
+    return workdir, proc
+
+
+def test_end_to_end_produces_every_report_file(finished):
+    workdir, _ = finished
+    for name in REPORT_FILES:
+        path = workdir / "results" / "report" / name
+        assert path.exists() and path.stat().st_size > 0, name
+    runs = pd.read_csv(workdir / "results/report/tables/runs.csv")
+    assert set(runs["strategy"]) == {"baseline", "random", "adversarial", "adversarial__opt_steps-1",
+                                     "adversarial__opt_steps-3"}
+    assert set(runs["seed"]) == {0, 1} and (runs["status"] == "completed").all()
+    assert set(runs["inner_steps"]) == {0, 1, 2, 5}
+    verdict = json.loads((workdir / "results/report/tables/verdict.json").read_text())
+    assert verdict["scenario"] in {"adversarial wins", "random best", "baseline best", "training unstable"}
+    report = (workdir / "results/report/report.md").read_text()
+    assert f"Verdict: {verdict['scenario']}" in report and "figures/mse.png" in report
+    for log in ("data.log", "train/baseline/seed0.log", "evaluate/adversarial/seed1.log"):
+        assert (workdir / "results/logs" / log).stat().st_size > 0
+    assert not list((workdir / "results").glob("resume/**/*.ckpt"))  # removed after completion
+
+
+def test_rerun_after_completion_does_nothing(finished):
+    workdir, _ = finished
+    assert "Nothing to be done" in output_of(smk(workdir, "-n"))
+
+
+def test_adding_a_seed_schedules_only_its_jobs(finished):
+    workdir, _ = finished
+    counts = job_counts(output_of(smk(workdir, "-n", "--config", "seeds=[0,1,2]")))
+    assert counts["train"] == 5 and counts["evaluate"] == 5 and "data" not in counts
+    assert counts["aggregate"] == 1
+
+
+def test_adding_a_grid_value_schedules_only_its_runs(finished, tmp_path):
+    workdir, _ = finished
+    extra = tmp_path / "more.yaml"
+    extra.write_text("sweeps:\n  - base: adversarial\n    grid: {opt_steps: [3, 1, 4]}\n")
+    counts = job_counts(output_of(smk(workdir, "-n", "--configfile", str(extra))))
+    assert counts["train"] == 2 and counts["evaluate"] == 2  # only opt_steps-4, both seeds
+
+
+def test_plot_option_change_reruns_only_plotting(finished):
+    workdir, _ = finished
+    counts = job_counts(output_of(smk(workdir, "-n", "--config", "report={dpi: 61}")))
+    assert set(counts) == {"plot_main", "plot_ablation", "report_md", "all"}
+
+
+def test_figures_target_redraws_from_cached_tables(finished):
+    workdir, _ = finished
+    fig = workdir / "results/report/figures/mse.png"
+    fig.unlink()
+    proc = smk(workdir, "figures")
+    assert job_counts(output_of(proc)) == {"plot_main": 1, "figures": 1}
+    assert fig.exists()
+
+
+def test_html_report(finished):
+    workdir, _ = finished
+    smk(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text(errors="ignore")
+    assert "mse.png" in html and "Verdict" in html or "verdict" in html.lower()
+
+
+def test_failed_job_leaves_others_and_partial_report_lists_it(finished, tmp_path):
+    workdir = copy_workdir(finished[0], tmp_path / "partial")
+    model = workdir / "results/train/random/seed1/model.pt"
+    model.write_bytes(b"not a checkpoint")
+    proc = smk(workdir, "--keep-going", check=False)
+    assert proc.returncode != 0 and "random/seed1/model.pt is unreadable" in output_of(proc)
+    proc = smk(workdir, "--config", "partial=true")
+    verdict = json.loads((workdir / "results/report/tables/verdict.json").read_text())
+    assert verdict["missing"] == ["random/seed1"]
+    assert "random/seed1" in (workdir / "results/report/report.md").read_text()
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_sigkill_then_rerun_resumes_bitwise_identical(tmp_path):
+    cfg = {"seeds": [0], "strategies": {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}},
+           "sweeps": [], "train": {"steps": 400, "checkpoint_every": 50, "log_every": 25, "eval_every": 100}}
+    target = "results/train/adversarial/seed0/model.pt"
+    straight = make_workdir(tmp_path / "straight", cfg)
+    smk(straight, target)
+    killed = make_workdir(tmp_path / "killed", cfg)
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(killed), "--cores", "2", target]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    resume = killed / "results/resume/adversarial/seed0.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not resume.with_name(resume.name + ".prev").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / target).exists()
+    smk(killed, target)
+    log = (killed / "results/logs/train/adversarial/seed0.log").read_text()
+    assert "resumed from" in log
+    a, b = _state(straight / target), _state(killed / target)
+    assert b["status"]["resumed_from"] >= 100
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs"
+    ca = pd.read_csv(straight / "results/train/adversarial/seed0/curve.csv")
+    cb = pd.read_csv(killed / "results/train/adversarial/seed0/curve.csv")
+    assert ca[["step", "loss", "loss_mse", "loss_energy", "val_mse_ema"]].equals(
+        cb[["step", "loss", "loss_mse", "loss_energy", "val_mse_ema"]])
+
+
+def test_divergence_is_reported_as_unstable(tmp_path):
+    cfg = {"seeds": [0], "sweeps": [], "train": {"lr": 1.0e6, "grad_clip": 1.0e12, "max_loss": 50.0, "steps": 60}}
+    workdir = make_workdir(tmp_path, cfg)
+    smk(workdir)
+    runs = pd.read_csv(workdir / "results/report/tables/runs.csv")
+    assert (runs.drop_duplicates("strategy")["status"] == "diverged").any()
+    verdict = json.loads((workdir / "results/report/tables/verdict.json").read_text())
+    assert verdict["scenario"] == "training unstable"
+    status = json.loads((workdir / "results/train/random/seed0/status.json").read_text())
+    assert status["status"] == "diverged" and status["diverged_at"] is not None
+    assert "training unstable" in (workdir / "results/report/report.md").read_text()
