@@ -119,6 +119,9 @@ def train_run(*, val_path: str, model_path: str, curve_path: str, status_path: s
     status = {"strategy": strategy, "seed": seed, "mode": mining_cfg.mode, "status": result.status,
               "diverged_at": result.diverged_at, "steps_done": result.steps_done, "steps": cfg.steps,
               "train_seconds": result.train_seconds, "seconds_per_step": result.seconds_per_step,
+              "cpu_seconds_per_step": result.cpu_seconds_per_step,
+              # the time criterion's cost: CPU time on a CPU (robust to jobs sharing cores), wall time on a GPU
+              "cost_seconds_per_step": result.cpu_seconds_per_step if dev.type == "cpu" else result.seconds_per_step,
               "resumed_from": result.resumed_from, "wall_seconds_this_attempt": time.time() - start,
               "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__}
     torch.save({"format": MODEL_FORMAT, "rank": rank, "timesteps": cfg.timesteps, "mining": mining_cfg.__dict__,
@@ -164,7 +167,8 @@ def evaluate_run(*, model_path: str, test_paths: Mapping[str, str], metrics_path
     sets = {name: load_heldout(path, rank=rank) for name, path in test_paths.items()}
     ema, raw, status = load_model(model_path, dev)
     metrics: dict[str, Any] = {**{k: status[k] for k in ("strategy", "seed", "mode", "status", "diverged_at",
-                                                         "steps_done", "train_seconds", "seconds_per_step")},
+                                                         "steps_done", "train_seconds", "seconds_per_step",
+                                                         "cost_seconds_per_step")},
                                "sweep": dict(sweep or {}), "default_inner": es.default_inner, "sets": {},
                                "landscape": [], "raw_model_mse": {}}
     rows: list[dict[str, Any]] = []

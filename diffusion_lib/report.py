@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,7 +42,7 @@ def runs_table(metrics: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for m in metrics:
         base = {k: m[k] for k in ("strategy", "seed", "mode", "status", "diverged_at", "steps_done",
-                                  "train_seconds", "seconds_per_step")}
+                                  "train_seconds", "seconds_per_step", "cost_seconds_per_step")}
         base.update({f"sweep_{k}": v for k, v in (m.get("sweep") or {}).items()})
         if not m["sets"]:
             rows.append({**base, "set": None, "inner_steps": None})
@@ -63,6 +64,7 @@ def strategies_table(runs: pd.DataFrame) -> pd.DataFrame:
             s = summarize(g[metric].tolist())
             row.update({f"{metric}_{k}": v for k, v in s.items() if k != "n" or metric == "mse"})
         row["seconds_per_step"] = g["seconds_per_step"].mean()
+        row["cost_seconds_per_step"] = g["cost_seconds_per_step"].mean()
         row["infer_ms_per_problem"] = g["infer_ms_per_problem"].mean()
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -169,7 +171,7 @@ def decide(runs: pd.DataFrame, roles: Mapping[str, str], default_inner: int, imp
         sel = runs[(runs["strategy"] == name) & (runs["set"] == set_name) & (runs["inner_steps"] == default_inner)
                    & (runs["status"] == "completed")]
         return StrategyOutcome(name, per_seed["mode"].iloc[0], sel["mse"].tolist(), sel["residual_mean"].tolist(),
-                               sel["seconds_per_step"].tolist(), int((per_seed["status"] == "diverged").sum()),
+                               sel["cost_seconds_per_step"].tolist(), int((per_seed["status"] == "diverged").sum()),
                                len(per_seed))
     base = outcome(roles.get("baseline"))
     if base is None:
@@ -182,6 +184,17 @@ def decide(runs: pd.DataFrame, roles: Mapping[str, str], default_inner: int, imp
 # --------------------------------------------------------------------------- figures
 def _style(options: Mapping[str, Any]) -> None:
     sns.set_theme(style=options.get("style", "whitegrid"), context=options.get("context", "notebook"))
+
+
+def _palette(strategies: Iterable[str]) -> dict[str, Any]:
+    """One colour per strategy, in order of first appearance, so every panel and figure agrees."""
+    names = list(dict.fromkeys(strategies))
+    return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "husl", len(names))))
+
+
+def _plain_log_ticks(ax: plt.Axes) -> None:
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
 
 
 def _save(fig: plt.Figure, path: str | Path, options: Mapping[str, Any]) -> None:
@@ -210,6 +223,7 @@ def plot_mse(runs: pd.DataFrame, trivial: Mapping[str, Mapping[str, float]], def
             ax.annotate(f"{label} predictor {value:.4f}", (0.01, value), xycoords=("axes fraction", "data"),
                         fontsize=8, color="grey", va="bottom")
         ax.set_yscale("log")
+        _plain_log_ticks(ax)
         ax.set_title(f"Test MSE, {SET_LABELS.get(set_name, set_name)}")
         ax.set_xlabel("")
         ax.tick_params(axis="x", rotation=20)
@@ -222,12 +236,13 @@ def plot_learning_curves(curves: pd.DataFrame, path: str | Path, options: Mappin
     panels = [("val_mse_ema", "validation MSE (EMA model)", True), ("val_mse_raw", "validation MSE (raw model)", True),
               ("loss_mse", "denoising loss L_mse", True), ("loss_energy", "contrastive loss L_E", False)]
     fig, axes = plt.subplots(1, 4, figsize=(22, 4.5))
+    palette = _palette(curves["strategy"])
     for ax, (col, title, log) in zip(axes, panels):
         d = curves.dropna(subset=[col])
         if col == "loss_energy":
             d = d[d["mode"] != "none"]
         if not d.empty:
-            sns.lineplot(data=d, x="step", y=col, hue="strategy", errorbar=("ci", 95), ax=ax)
+            sns.lineplot(data=d, x="step", y=col, hue="strategy", palette=palette, errorbar=("ci", 95), ax=ax)
         if log and not d.empty and (d[col] > 0).all():
             ax.set_yscale("log")
         ax.set_title(title)
@@ -237,7 +252,8 @@ def plot_learning_curves(curves: pd.DataFrame, path: str | Path, options: Mappin
 def plot_landscape(landscape: pd.DataFrame, path: str | Path, options: Mapping[str, Any] = {}) -> None:
     """Energy-ranking accuracy P(E⁺ < E⁻) per diffusion step t, for random and adversarial negatives."""
     _style(options)
-    grid = sns.relplot(data=landscape, x="t", y="rank_acc", hue="strategy", col="negative", kind="line",
+    grid = sns.relplot(data=landscape, x="t", y="rank_acc", hue="strategy", palette=_palette(landscape["strategy"]),
+                       col="negative", kind="line",
                        marker="o", errorbar=("ci", 95), height=4, aspect=1.3)
     grid.set_axis_labels("diffusion step t", "ranking accuracy P(E⁺ < E⁻)")
     for ax in grid.axes.flat:
@@ -251,12 +267,14 @@ def plot_test_time(runs: pd.DataFrame, path: str | Path, options: Mapping[str, A
     _style(options)
     ok = runs[runs["status"] == "completed"].dropna(subset=["set"]).copy()
     ok["set_label"] = ok["set"].map(SET_LABELS)
-    grid = sns.relplot(data=ok, x="inner_steps", y="mse", hue="strategy", col="set_label", kind="line",
-                       marker="o", errorbar=("ci", 95), height=4, aspect=1.2, facet_kws={"sharey": False})
-    grid.set_axis_labels("inference inner (energy-descent) steps per diffusion step", "test MSE")
+    grid = sns.relplot(data=ok, x="inner_steps", y="mse", hue="strategy", palette=_palette(ok["strategy"]),
+                       col="set_label", kind="line", marker="o", errorbar=("ci", 95), height=4, aspect=1.3,
+                       facet_kws={"sharey": False})
+    grid.set_axis_labels("inner steps per diffusion step", "test MSE")
     grid.set_titles("{col_name}")
     for ax in grid.axes.flat:
         ax.set_yscale("log")
+        _plain_log_ticks(ax)
     _save(grid.figure, path, options)
 
 
@@ -324,6 +342,8 @@ def render_markdown(*, name: str, verdict_info: Mapping[str, Any], strategies: p
         out += [f"- {labels[k]}: **{'yes' if v else 'no'}**" for k, v in crit.items() if k in labels]
     out.append("\n## Training scale\n")
     out.append(", ".join(f"{k} = {v}" for k, v in training.items()) + "\n")
+    out.append("Training cost per step (`cost_seconds_per_step`, criterion 4) is CPU process time on a CPU, which "
+               "other jobs sharing the cores do not inflate, and wall time on a GPU.\n")
     if missing:
         out.append("**Missing runs** (failed or not run; excluded from every statistic): " + ", ".join(missing) + "\n")
     out.append("## Test MSE per strategy (mean ± std over seeds, 95% CI)\n")
@@ -331,12 +351,13 @@ def render_markdown(*, name: str, verdict_info: Mapping[str, Any], strategies: p
         f"{SET_LABELS.get(s, s)}: zeros {v['zeros']:.4f}, per-entry mean {v['entry_mean']:.4f}" for s, v in trivial.items()) + "\n")
     if not strategies.empty:
         cols = ["strategy", "set", "inner_steps", "mse_n", "mse_mean", "mse_std", "mse_ci_low", "mse_ci_high",
-                "residual_mean_mean", "rel_err_mean_mean", "seconds_per_step", "infer_ms_per_problem", "diverged"]
+                "residual_mean_mean", "rel_err_mean_mean", "cost_seconds_per_step", "infer_ms_per_problem", "diverged"]
         sel = strategies[strategies["inner_steps"].isin([0, default_inner])]
         out.append(markdown_table(sel, [c for c in cols if c in sel.columns]))
     out.append(f"\n![MSE per strategy]({figures.get('mse', '')})\n")
     out.append("## Pairwise tests (Welch over seeds; paired t and Wilcoxon over per-problem MSE)\n")
     if not pairwise.empty:
+        pairwise = pairwise[pairwise["inner_steps"].isin([0, default_inner])]
         out.append(markdown_table(pairwise, ["strategy", "versus", "set", "inner_steps", "mse", "mse_versus",
                                              "relative_change", "welch_p", "paired_t_p", "wilcoxon_p"]))
     out.append("\n## Convergence (validation MSE of the EMA model over the last third of training)\n")

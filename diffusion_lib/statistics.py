@@ -72,7 +72,7 @@ class StrategyOutcome:
     mode: str
     mse: list[float]              # primary metric per completed seed
     residual: list[float]         # mean reconstruction residual per completed seed
-    seconds_per_step: list[float]
+    seconds_per_step: list[float]  # training cost per step (CPU time on CPU, wall time on GPU)
     diverged: int = 0             # runs that diverged
     runs: int = 0                 # runs expected
 

@@ -93,10 +93,17 @@ class TrainResult:
     train_seconds: float
     resumed_from: int | None
     curve: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    train_cpu_seconds: float = 0.0
 
     @property
     def seconds_per_step(self) -> float:
+        """Wall seconds per training step (validation and checkpointing excluded)."""
         return self.train_seconds / max(self.steps_done, 1)
+
+    @property
+    def cpu_seconds_per_step(self) -> float:
+        """CPU (process) seconds per step: insensitive to other jobs sharing the CPU."""
+        return self.train_cpu_seconds / max(self.steps_done, 1)
 
 
 @torch.no_grad()
@@ -163,6 +170,7 @@ class Trainer1D:
         self.step = 0
         self.curve: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        self.train_cpu_seconds = 0.0
         self.resumed_from: int | None = None
 
     # ---------------------------------------------------------------- state
@@ -170,7 +178,7 @@ class Trainer1D:
         return {"format": "ired-train-checkpoint-v1", "fingerprint": self.fingerprint, "step": self.step,
                 "model": self.diffusion.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": rng_state(), "data": self.stream.state_dict(),
-                "curve": self.curve, "train_seconds": self.train_seconds}
+                "curve": self.curve, "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.diffusion.load_state_dict(state["model"])
@@ -181,6 +189,7 @@ class Trainer1D:
         self.step = int(state["step"])
         self.curve = list(state["curve"])
         self.train_seconds = float(state["train_seconds"])
+        self.train_cpu_seconds = float(state.get("train_cpu_seconds", 0.0))
 
     def save_checkpoint(self) -> None:
         if self.resume_path is not None:
@@ -221,7 +230,7 @@ class Trainer1D:
         count = 0
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         diverged_at: int | None = None
-        interval_start = time.perf_counter()
+        interval_start, interval_cpu = time.perf_counter(), time.process_time()
         params = list(self.diffusion.parameters())
         self.diffusion.train()
         with _StopRequest() as stop:
@@ -246,6 +255,7 @@ class Trainer1D:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 interval_seconds = time.perf_counter() - interval_start
+                interval_cpu_seconds = time.process_time() - interval_cpu
                 bad_step = int(first_bad.item())
                 if bad_step >= 0:
                     diverged_at = bad_step
@@ -254,6 +264,7 @@ class Trainer1D:
                     self._append_row(sums, count, interval_seconds, {})
                     break
                 self.train_seconds += interval_seconds
+                self.train_cpu_seconds += interval_cpu_seconds
                 metrics = self.validate() if (self.step % cfg.eval_every == 0 or self.step == cfg.steps) else {}
                 self._append_row(sums, count, interval_seconds, metrics)
                 if metrics:
@@ -268,10 +279,11 @@ class Trainer1D:
                     raise SystemExit(128 + stop.signum)
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()
-                interval_start = time.perf_counter()
+                interval_start, interval_cpu = time.perf_counter(), time.process_time()
         bar.close()
         status = "diverged" if diverged_at is not None else "completed"
-        return TrainResult(status, self.step, diverged_at, self.train_seconds, self.resumed_from, self.curve)
+        return TrainResult(status, self.step, diverged_at, self.train_seconds, self.resumed_from, self.curve,
+                           self.train_cpu_seconds)
 
     def _append_row(self, sums: dict[str, torch.Tensor], count: int, seconds: float, metrics: dict[str, float]) -> None:
         row: dict[str, Any] = {"step": self.step}
