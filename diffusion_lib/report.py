@@ -25,6 +25,7 @@ import seaborn as sns  # noqa: E402
 from .statistics import StrategyOutcome, paired, relative_change, summarize, verdict, welch  # noqa: E402
 
 SET_LABELS = {"test_id": "ID (ε = 0.5)", "test_ood": "OOD (ε = 0.1)"}
+SUMMARY_METRICS = ["mse", "residual_mean", "residual_median", "rel_err_mean", "infer_ms_per_problem"]
 
 
 # --------------------------------------------------------------------------- loading
@@ -44,8 +45,8 @@ def runs_table(metrics: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         base = {k: m[k] for k in ("strategy", "seed", "mode", "status", "diverged_at", "steps_done",
                                   "train_seconds", "seconds_per_step", "cost_seconds_per_step")}
         base.update({f"sweep_{k}": v for k, v in (m.get("sweep") or {}).items()})
-        if not m["sets"]:
-            rows.append({**base, "set": None, "inner_steps": None})
+        if not m["sets"]:  # diverged: one row with its status and no metrics
+            rows.append({**base, "set": None, "inner_steps": None, **{k: math.nan for k in SUMMARY_METRICS}})
         for set_name, by_inner in m["sets"].items():
             for inner, summary in by_inner.items():
                 rows.append({**base, "set": set_name, "inner_steps": int(inner), **summary,
@@ -192,6 +193,20 @@ def _palette(strategies: Iterable[str]) -> dict[str, Any]:
     return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "husl", len(names))))
 
 
+def _nothing_to_plot(frame: pd.DataFrame, columns: Iterable[str], path: str | Path, options: Mapping[str, Any],
+                    what: str) -> bool:
+    """Write a figure that says why it is empty (e.g. every run diverged) and return True, if ``frame``
+    has no rows or lacks ``columns``; the workflow then still completes and the report explains."""
+    if len(frame) and set(columns) <= set(frame.columns):
+        return False
+    fig, ax = plt.subplots(figsize=(6, 2.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{what}: no completed runs to plot\n(see report.md for run status)", ha="center",
+            va="center", fontsize=12)
+    _save(fig, path, options)
+    return True
+
+
 def _plain_log_ticks(ax: plt.Axes) -> None:
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
@@ -209,6 +224,8 @@ def plot_mse(runs: pd.DataFrame, trivial: Mapping[str, Mapping[str, float]], def
     the inference inner loop; dashed lines are the trivial predictors (zeros, per-entry mean)."""
     _style(options)
     ok = runs[(runs["status"] == "completed") & runs["inner_steps"].isin([0, default_inner])].copy()
+    if _nothing_to_plot(ok, ["mse", "set"], path, options, "Test MSE"):
+        return
     ok["inference"] = np.where(ok["inner_steps"] == 0, "no inner loop", f"{default_inner} inner steps")
     sets = [s for s in SET_LABELS if s in set(ok["set"])]
     fig, axes = plt.subplots(1, max(len(sets), 1), figsize=(6.5 * max(len(sets), 1), 4.8), squeeze=False)
@@ -235,6 +252,8 @@ def plot_learning_curves(curves: pd.DataFrame, path: str | Path, options: Mappin
     _style(options)
     panels = [("val_mse_ema", "validation MSE (EMA model)", True), ("val_mse_raw", "validation MSE (raw model)", True),
               ("loss_mse", "denoising loss L_mse", True), ("loss_energy", "contrastive loss L_E", False)]
+    if _nothing_to_plot(curves, ["step", "strategy", "loss_mse"], path, options, "Learning curves"):
+        return
     fig, axes = plt.subplots(1, 4, figsize=(22, 4.5))
     palette = _palette(curves["strategy"])
     for ax, (col, title, log) in zip(axes, panels):
@@ -252,6 +271,8 @@ def plot_learning_curves(curves: pd.DataFrame, path: str | Path, options: Mappin
 def plot_landscape(landscape: pd.DataFrame, path: str | Path, options: Mapping[str, Any] = {}) -> None:
     """Energy-ranking accuracy P(E⁺ < E⁻) per diffusion step t, for random and adversarial negatives."""
     _style(options)
+    if _nothing_to_plot(landscape, ["t", "rank_acc", "negative"], path, options, "Energy landscape"):
+        return
     grid = sns.relplot(data=landscape, x="t", y="rank_acc", hue="strategy", palette=_palette(landscape["strategy"]),
                        col="negative", kind="line",
                        marker="o", errorbar=("ci", 95), height=4, aspect=1.3)
@@ -266,6 +287,8 @@ def plot_test_time(runs: pd.DataFrame, path: str | Path, options: Mapping[str, A
     """MSE against the number of inference inner steps, per strategy, ID and OOD panels."""
     _style(options)
     ok = runs[runs["status"] == "completed"].dropna(subset=["set"]).copy()
+    if _nothing_to_plot(ok, ["mse", "inner_steps"], path, options, "Test-time compute"):
+        return
     ok["set_label"] = ok["set"].map(SET_LABELS)
     grid = sns.relplot(data=ok, x="inner_steps", y="mse", hue="strategy", palette=_palette(ok["strategy"]),
                        col="set_label", kind="line", marker="o", errorbar=("ci", 95), height=4, aspect=1.3,
@@ -285,6 +308,8 @@ def plot_ablation(ablation: pd.DataFrame, runs: pd.DataFrame, baseline: str, par
     names = ablation.loc[ablation["parameter"] == parameter, "strategy"].unique()
     ok = runs[(runs["status"] == "completed") & (runs["inner_steps"] == default_inner)]
     d = ok[ok["strategy"].isin(names)].copy()
+    if _nothing_to_plot(d, ["mse", "set"], path, options, f"Ablation of {parameter}"):
+        return
     col = f"sweep_{parameter}"
     d["value"] = d[col] if col in d else np.nan
     sets = [s for s in SET_LABELS if s in set(d["set"])]

@@ -82,9 +82,11 @@ def test_rerun_after_completion_does_nothing(finished):
     assert "Nothing to be done" in output_of(smk(workdir, "-n"))
 
 
-def test_adding_a_seed_schedules_only_its_jobs(finished):
+def test_adding_a_seed_schedules_only_its_jobs(finished, tmp_path):
     workdir, _ = finished
-    counts = job_counts(output_of(smk(workdir, "-n", "--config", "seeds=[0,1,2]")))
+    extra = tmp_path / "seeds.yaml"
+    extra.write_text("seeds: [0, 1, 2]\n")
+    counts = job_counts(output_of(smk(workdir, "-n", "--configfile", str(extra))))
     assert counts["train"] == 5 and counts["evaluate"] == 5 and "data" not in counts
     assert counts["aggregate"] == 1
 
@@ -97,9 +99,11 @@ def test_adding_a_grid_value_schedules_only_its_runs(finished, tmp_path):
     assert counts["train"] == 2 and counts["evaluate"] == 2  # only opt_steps-4, both seeds
 
 
-def test_plot_option_change_reruns_only_plotting(finished):
+def test_plot_option_change_reruns_only_plotting(finished, tmp_path):
     workdir, _ = finished
-    counts = job_counts(output_of(smk(workdir, "-n", "--config", "report={dpi: 61}")))
+    extra = tmp_path / "plot.yaml"
+    extra.write_text("report: {dpi: 61}\n")
+    counts = job_counts(output_of(smk(workdir, "-n", "--configfile", str(extra))))
     assert set(counts) == {"plot_main", "plot_ablation", "report_md", "all"}
 
 
@@ -152,6 +156,7 @@ def test_sigkill_then_rerun_resumes_bitwise_identical(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / target).exists()
+    smk(killed, "--unlock")  # a hard kill leaves Snakemake's directory lock behind
     smk(killed, target)
     log = (killed / "results/logs/train/adversarial/seed0.log").read_text()
     assert "resumed from" in log

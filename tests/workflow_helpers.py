@@ -31,8 +31,9 @@ def make_workdir(path: Path, config: dict | None = None, base: str = ".test/conf
 
 def smk(workdir: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run snakemake on this repo's Snakefile in ``workdir``."""
-    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           "--resources", "gpu=1", *args]
+    # --resources takes several values: keep it before --cores so a positional target is not swallowed
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--resources", "gpu=1",
+           "--cores", "2", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:

@@ -4,11 +4,13 @@ import re
 import shutil
 import sys
 
-sys.path.insert(0, workflow.basedir)
-# rule scripts (local or on cluster nodes) import diffusion_lib from this checkout
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+sys.path.insert(0, workflow.basedir)  # rule scripts do the same through workflow/scripts/_repo.py
 
 from diffusion_lib.config import ConfigError, load_config
+
+# --config partial=true arrives as a string; accept exactly true/false for this flag
+if isinstance(config.get("partial"), str) and config["partial"].lower() in ("true", "false"):
+    config["partial"] = config["partial"].lower() == "true"
 
 try:
     CFG = load_config(config)
@@ -22,7 +24,7 @@ SPLITS = ["val_id", "val_ood", "test_id", "test_ood"]
 TEST_SETS = ["test_id", "test_ood"]
 SWEPT_PARAMETERS = sorted({p for pt in CFG["sweep_points"].values() for p in pt if p != "base"})
 # partial=true (e.g. --config partial=true after a --keep-going run) reports only the runs that exist
-PARTIAL = bool(config.get("partial", False))
+PARTIAL = CFG["partial"]
 
 DATA = "results/data"
 TRAIN = "results/train/{strategy}/seed{seed}"

@@ -1,4 +1,5 @@
 """Rule aggregate: tables and verdict (shim over diffusion_lib.pipeline.aggregate)."""
+import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.pipeline import TABLES, aggregate, logging_to
 
 i, p = snakemake.input, snakemake.params

@@ -1,4 +1,5 @@
 """Rule evaluate: SPEC §7 metrics of one run (shim over diffusion_lib.pipeline.evaluate_run)."""
+import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.pipeline import logging_to, evaluate_run
 
 p = snakemake.params

@@ -1,4 +1,5 @@
 """Rule plot_ablation: one swept parameter's figure (shim over diffusion_lib.pipeline.draw_ablation)."""
+import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.pipeline import draw_ablation, logging_to
 
 with logging_to(snakemake.log[0]):

@@ -1,4 +1,5 @@
 """Rule plot_main: main figures from cached tables (shim over diffusion_lib.pipeline.draw_figures)."""
+import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.pipeline import draw_figures, logging_to
 
 with logging_to(snakemake.log[0]):

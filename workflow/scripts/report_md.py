@@ -1,4 +1,5 @@
 """Rule report_md: report.md (shim over diffusion_lib.pipeline.write_report)."""
+import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.pipeline import logging_to, write_report
 
 with logging_to(snakemake.log[0]):

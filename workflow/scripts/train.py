@@ -1,4 +1,5 @@
 """Rule train: one (strategy, seed) (shim over diffusion_lib.pipeline.train_run)."""
+import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.pipeline import logging_to, train_run
 
 p = snakemake.params
