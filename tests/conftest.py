@@ -21,3 +21,19 @@ def root() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+REPORT_FILES = ["report.md", "figures/mse.png", "figures/curves.png", "figures/landscape.png",
+                "figures/test_time.png", "figures/ablation_opt_steps.png",
+                *(f"tables/{t}.csv" for t in ("runs", "strategies", "pairwise", "landscape", "test_time", "curves",
+                                               "convergence", "ablation")), "tables/verdict.json"]
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """The .test workflow run locally to completion, once per session (shared by workflow and SLURM tests)."""
+    from workflow_helpers import make_workdir, smk
+
+    workdir = make_workdir(tmp_path_factory.mktemp("e2e"))
+    proc = smk(workdir)
+    return workdir, proc

@@ -12,14 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import REPORT_FILES
 from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, make_workdir, smk
 
 pytestmark = pytest.mark.slow
-REPORT_FILES = ["report.md", "figures/mse.png", "figures/curves.png", "figures/landscape.png",
-                "figures/test_time.png", "figures/ablation_opt_steps.png",
-                *(f"tables/{t}.csv" for t in ("runs", "strategies", "pairwise", "landscape", "test_time", "curves",
-                                               "convergence", "ablation")), "tables/verdict.json"]
-
 
 def output_of(proc):
     return proc.stdout + proc.stderr
@@ -48,14 +44,6 @@ def test_lint_is_clean(tmp_path):
     proc = smk(tmp_path, "--lint", check=False)
     assert proc.returncode == 0, output_of(proc)
     assert "Lints for" not in output_of(proc), output_of(proc)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """The .test workflow, run to completion once for the tests below."""
-    workdir = make_workdir(tmp_path_factory.mktemp("e2e"))
-    proc = smk(workdir)
-    return workdir, proc
 
 
 def test_end_to_end_produces_every_report_file(finished):

@@ -1,0 +1,82 @@
+"""The .test workflow end to end through a real single-node SLURM cluster (scripts/slurm-local-up.sh).
+
+Skipped when no cluster answers, unless IRED_REQUIRE_SLURM=1 (as in CI), which turns that into a failure.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import REPORT_FILES
+from workflow_helpers import ROOT, SNAKEMAKE, make_workdir
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+TIMING_COLUMNS = {"train_seconds", "seconds_per_step", "cost_seconds_per_step", "infer_ms_per_problem"}
+
+
+def _cluster_up() -> bool:
+    if not shutil.which("sbatch"):
+        return False
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    return ping.returncode == 0 and "UP" in ping.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not _cluster_up():
+        if os.environ.get("IRED_REQUIRE_SLURM") == "1":
+            pytest.fail("IRED_REQUIRE_SLURM=1 but no SLURM controller answers (run scripts/slurm-local-up.sh as root)")
+        pytest.skip("no SLURM cluster (scripts/slurm-local-up.sh starts one, as root)")
+
+
+def _jobcomp_lines() -> list[str]:
+    path = os.path.join(os.environ.get("IRED_SLURM_DIR", "/tmp/ired-slurm"), "jobcomp.log")
+    return open(path).read().splitlines() if os.path.exists(path) else []
+
+
+def test_workflow_runs_through_slurm_like_locally(cluster, finished, tmp_path):
+    local, _ = finished
+    workdir = make_workdir(tmp_path / "slurm")
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch():  # squeue evidence that jobs really ran through SLURM
+        while not stop.is_set():
+            out = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout
+            seen.update(line for line in out.splitlines() if line.strip())
+            time.sleep(1)
+
+    before = len(_jobcomp_lines())
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.time()
+    cmd = ["timeout", "-s", "INT", "-k", "10", "1200", *SNAKEMAKE, "-s", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--workflow-profile", str(ROOT / "profiles" / "slurm-local")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    stop.set()
+    watcher.join()
+    elapsed = time.time() - start
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    print(f"\nSLURM end-to-end: {elapsed:.0f} s; squeue saw {len(seen)} job states, e.g. {sorted(seen)[:3]}")
+
+    completed = [l for l in _jobcomp_lines()[before:] if "JobState=COMPLETED" in l]
+    submitted = proc.stdout.count("submitted with SLURM jobid") + proc.stderr.count("submitted with SLURM jobid")
+    assert submitted >= 25 and len(completed) >= submitted, (submitted, len(completed))
+    assert seen, "squeue never showed a job"
+    assert any((workdir / "results" / "slurm-logs").rglob("*.log"))
+
+    for name in REPORT_FILES:
+        assert (workdir / "results/report" / name).stat().st_size > 0, name
+    a = pd.read_csv(local / "results/report/tables/runs.csv")
+    b = pd.read_csv(workdir / "results/report/tables/runs.csv")
+    assert list(a.columns) == list(b.columns)
+    keep = [c for c in a.columns if c not in TIMING_COLUMNS]
+    key = ["strategy", "seed", "set", "inner_steps"]
+    pd.testing.assert_frame_equal(a[keep].sort_values(key).reset_index(drop=True),
+                                  b[keep].sort_values(key).reset_index(drop=True))  # same machine, same numbers
