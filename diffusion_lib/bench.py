@@ -5,7 +5,7 @@
 prints one JSON object: ``steps_per_s`` (median over timed steps after warm-up, data generation
 included), ``compute_steps_per_s`` (same, on a pre-generated batch), ``data_ms_per_batch``,
 ``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
-per problem (counted by ``torch.utils.flop_counter``), the achieved GFLOP/s, the machine's fp32 matmul
+per problem (matmul FLOPs counted by ``torch.profiler``), the achieved GFLOP/s, the machine's fp32 matmul
 peak measured on the spot (``--peak``), device, torch version and thread count.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.profiler import ProfilerActivity, profile
 
 from .data import inverse_problems
 from .seeding import resolve_device
@@ -32,6 +32,13 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+def counted_flops(fn: Callable[[], Any]) -> float:
+    """Matmul FLOPs executed by ``fn`` (forward, backward and double backward), from torch.profiler."""
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        fn()
+    return float(sum(e.flops for e in prof.key_averages()))
 
 
 def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 10) -> float:
@@ -73,14 +80,11 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     fixed = inverse_problems(batch_size, rank, 0.5, gen, dev)
     compute = [_timed(lambda: train_step(fixed), dev) for _ in range(steps)]
     data = [_timed(lambda: inverse_problems(batch_size, rank, 0.5, gen, dev), dev) for _ in range(max(10, steps // 2))]
-    with FlopCounterMode(display=False) as counter:
-        train_step(fixed)
-    flops_per_problem = counter.get_total_flops() / batch_size
+    flops_per_problem = counted_flops(lambda: train_step(fixed)) / batch_size
     A, _ = inverse_problems(sample_problems, rank, 0.5, gen, dev)
     diffusion.sample(A[:8])  # warm-up
     sample_s = statistics.median(_timed(lambda: diffusion.sample(A), dev) for _ in range(3))
-    with FlopCounterMode(display=False) as counter:
-        diffusion.sample(A)
+    sample_flops = counted_flops(lambda: diffusion.sample(A))
     steps_per_s = 1 / statistics.median(full)
     record = {
         "mode": mode, "batch_size": batch_size, "timed_steps": steps, "warmup_steps": warmup,
@@ -88,7 +92,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         "data_ms_per_batch": 1000 * statistics.median(data),
         "sample_ms_per_problem": 1000 * sample_s / sample_problems,
         "train_mflop_per_problem": flops_per_problem / 1e6,
-        "sample_mflop_per_problem": counter.get_total_flops() / sample_problems / 1e6,
+        "sample_mflop_per_problem": sample_flops / sample_problems / 1e6,
         "achieved_gflops": flops_per_problem * batch_size * steps_per_s / 1e9,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "tf32": tf32,
