@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .data import Heldout, ProblemStream
 from .diffusion import GaussianDiffusion1D, MiningConfig
+from .evaluation import predict
 from .model import EBM, DiffusionWrapper
 from .seeding import derive_seed, rng_state, set_rng_state
 
@@ -106,19 +107,11 @@ class TrainResult:
         return self.train_cpu_seconds / max(self.steps_done, 1)
 
 
-@torch.no_grad()
 def heldout_mse(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, seed: int = 0,
                 batch_size: int = 1024) -> float:
     """MSE of ``diffusion.sample`` on ``heldout`` (fixed sampling noise from ``seed``)."""
-    device = next(diffusion.buffers()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    total = 0.0
-    for start in range(0, len(heldout), batch_size):
-        A = heldout.A[start:start + batch_size].to(device)
-        Y = heldout.Y[start:start + batch_size].to(device)
-        pred = diffusion.sample(A, n_inner=n_inner, generator=gen)
-        total += (pred - Y).pow(2).sum().item()
-    return total / heldout.Y.numel()
+    pred, _ = predict(diffusion, heldout, n_inner, batch_size=batch_size, seed=seed)
+    return (pred - heldout.Y.cpu()).pow(2).mean().item()
 
 
 class _StopRequest:
