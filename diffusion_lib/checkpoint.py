@@ -40,7 +40,7 @@ def load_latest(path: str | os.PathLike, fingerprint: str, log: Callable[[str], 
         if not candidate.exists():
             continue
         try:
-            blob = torch.load(candidate, map_location="cpu", weights_only=False)
+            blob = torch.load(candidate, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated, zero-length, garbage
             log(f"checkpoint {candidate} is unreadable ({type(exc).__name__}); ignoring it")
             continue

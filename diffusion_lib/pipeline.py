@@ -123,7 +123,7 @@ def train_run(*, val_path: str, model_path: str, curve_path: str, status_path: s
               # the time criterion's cost: CPU time on a CPU (robust to jobs sharing cores), wall time on a GPU
               "cost_seconds_per_step": result.cpu_seconds_per_step if dev.type == "cpu" else result.seconds_per_step,
               "resumed_from": result.resumed_from, "wall_seconds_this_attempt": time.time() - start,
-              "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__}
+              "device": str(dev), "threads": torch.get_num_threads(), "torch": str(torch.__version__)}
     torch.save({"format": MODEL_FORMAT, "rank": rank, "timesteps": cfg.timesteps, "mining": mining_cfg.__dict__,
                 "model": trainer.diffusion.state_dict(), "ema": trainer.ema.ema_model.state_dict(),
                 "status": status}, model_path)
@@ -141,7 +141,8 @@ def train_run(*, val_path: str, model_path: str, curve_path: str, status_path: s
 def load_model(path: str | os.PathLike, device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
     """(EMA diffusion, raw diffusion, status) from a model file written by :func:`train_run`."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"model file {path} is unreadable or truncated ({type(exc).__name__}); "
                          "rerun its training job") from None
