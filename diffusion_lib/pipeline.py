@@ -244,22 +244,22 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     return verdict_info
 
 
-def _read_tables(tables: Mapping[str, str]) -> dict[str, pd.DataFrame]:
+def _cached(tables: Mapping[str, str], verdict_path: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The aggregate rule's cached tables (an empty CSV gives an empty frame) and its verdict."""
     frames = {}
     for key, path in tables.items():
         try:
             frames[key] = pd.read_csv(path)
         except pd.errors.EmptyDataError:
             frames[key] = pd.DataFrame()
-    return frames
+    with open(verdict_path) as fh:
+        return frames, json.load(fh)
 
 
 def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mapping[str, str],
                  options: Mapping[str, Any]) -> None:
     """Draw the main figures ('mse', 'curves', 'landscape', 'test_time') from cached tables."""
-    t = _read_tables(tables)
-    with open(verdict_path) as fh:
-        v = json.load(fh)
+    t, v = _cached(tables, verdict_path)
     rep.plot_mse(t["runs"], v["trivial_mse"], v["default_inner"], figures["mse"], options)
     rep.plot_learning_curves(t["curves"], figures["curves"], options)
     rep.plot_landscape(t["landscape"], figures["landscape"], options)
@@ -269,17 +269,13 @@ def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mappi
 def draw_ablation(*, tables: Mapping[str, str], verdict_path: str, parameter: str, figure: str,
                   options: Mapping[str, Any]) -> None:
     """Draw the ablation figure of one swept parameter from cached tables."""
-    t = _read_tables(tables)
-    with open(verdict_path) as fh:
-        v = json.load(fh)
+    t, v = _cached(tables, verdict_path)
     rep.plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure, options)
 
 
 def write_report(*, tables: Mapping[str, str], verdict_path: str, figures: Mapping[str, str], report_path: str) -> None:
     """Write ``report.md`` (figure links relative to the report's folder)."""
-    t = _read_tables(tables)
-    with open(verdict_path) as fh:
-        v = json.load(fh)
+    t, v = _cached(tables, verdict_path)
     here = Path(report_path).parent.resolve()
     rel = {k: os.path.relpath(Path(p).resolve(), here) for k, p in figures.items()}
     text = rep.render_markdown(name=v["name"], verdict_info=v, strategies=t["strategies"], pairwise=t["pairwise"],
