@@ -8,7 +8,9 @@ field (``train.batch_size``, ``strategies.adv.mode``, ...).
 Sweeps (issue 7): each entry ``{base: NAME, grid: {param: [values...]}}`` expands into one strategy
 per grid point, named ``NAME__param-value[__param-value...]`` with parameters in sorted order and
 values formatted canonically (``1.0`` → ``1``, ``0.5`` → ``0.5``), so the same grid always yields the
-same names (and Snakemake reuses cached runs) whatever order the YAML lists them in.
+same names (and Snakemake reuses cached runs) whatever order the YAML lists them in. A grid point whose
+mining config equals an existing strategy's (typically the base itself) is not trained again: that
+strategy's runs stand for the point in the ablation table and figures.
 """
 from __future__ import annotations
 
@@ -85,7 +87,9 @@ def expand_sweep(base: str, base_mining: Mapping[str, Any], grid: Mapping[str, l
 def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Validate ``config`` and return a completed copy with ``strategies`` including expanded sweeps.
 
-    The returned mapping adds ``sweep_points``: strategy name → (base, swept parameter values).
+    The returned mapping adds ``sweep_points`` (strategy name → its base and swept parameter values)
+    and ``sweep_aliases`` (grid-point name → the existing strategy with the same mining config, whose
+    runs stand for that point instead of being trained again).
     """
     cfg = copy.deepcopy(dict(config))
     explicit_roles = set(cfg.get("comparison") or {}) if isinstance(cfg.get("comparison"), dict) else set()
@@ -97,15 +101,21 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
         problems = _semantic_problems(cfg, explicit_roles)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-    cfg["sweep_points"] = {}
+    cfg["sweep_points"], cfg["sweep_aliases"] = {}, {}
     for i, sweep in enumerate(cfg["sweeps"]):
         base = sweep["base"]
         for name, mining, point in expand_sweep(base, cfg["strategies"][base], sweep["grid"]):
+            twin = next((s for s, m in cfg["strategies"].items() if m == mining), None)
+            if twin is not None and twin != name:
+                # same mining config as an existing strategy: reuse its runs instead of retraining
+                cfg["sweep_aliases"][name] = twin
+                cfg["sweep_points"].setdefault(twin, {"base": base}).update(point)
+                continue
             if name in cfg["strategies"] and name not in cfg["sweep_points"]:
                 raise ConfigError(f"config field 'sweeps.{i}': generated strategy name {name!r} "
                                   "collides with a declared strategy")
             cfg["strategies"][name] = mining
-            cfg["sweep_points"][name] = {"base": base, **point}
+            cfg["sweep_points"].setdefault(name, {"base": base}).update(point)
     for name, mining in cfg["strategies"].items():
         # defaults of the mining block are filled by the schema; MiningConfig re-checks values.
         MiningConfig.from_mapping(mining)

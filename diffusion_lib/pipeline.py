@@ -158,8 +158,8 @@ def load_model(path: str | os.PathLike, device: torch.device) -> tuple[Any, Any,
 
 # --------------------------------------------------------------------------- evaluation
 def evaluate_run(*, model_path: str, test_paths: Mapping[str, str], metrics_path: str, per_problem_path: str,
-                 settings: Mapping[str, Any], rank: int, strategy: str, seed: int,
-                 sweep: Mapping[str, Any] | None = None, device: str = "auto", threads: int = 2) -> dict[str, Any]:
+                 settings: Mapping[str, Any], rank: int, strategy: str, seed: int, device: str = "auto",
+                 threads: int = 2) -> dict[str, Any]:
     """SPEC §7 on every test set for one trained run; a diverged run gets NaN metrics and its status."""
     dev = _setup_torch(threads, device)
     es = EvalSettings(default_inner=settings["default_inner"], inner_scale=settings["inner_scale"],
@@ -170,7 +170,7 @@ def evaluate_run(*, model_path: str, test_paths: Mapping[str, str], metrics_path
     metrics: dict[str, Any] = {**{k: status[k] for k in ("strategy", "seed", "mode", "status", "diverged_at",
                                                          "steps_done", "train_seconds", "seconds_per_step",
                                                          "cost_seconds_per_step")},
-                               "sweep": dict(sweep or {}), "default_inner": es.default_inner, "sets": {},
+                               "default_inner": es.default_inner, "sets": {},
                                "landscape": [], "raw_model_mse": {}}
     rows: list[dict[str, Any]] = []
     if status["status"] == "completed":
@@ -217,7 +217,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
         log.warning("missing runs (excluded): %s", ", ".join(missing))
     if not metrics:
         raise ValueError("no evaluated runs to aggregate")
-    runs_df = rep.runs_table(metrics)
+    runs_df = rep.runs_table(metrics, sweep_points)
     pp_df = pd.concat(per_problem, ignore_index=True)
     curves_df = pd.concat(curves, ignore_index=True)
     out = {

@@ -38,13 +38,15 @@ def load_run(metrics_path: str | Path, per_problem_path: str | Path, curve_path:
 
 
 # --------------------------------------------------------------------------- tables
-def runs_table(metrics: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per (strategy, seed, set, inner_steps) with the run's summary metrics and status."""
+def runs_table(metrics: Iterable[Mapping[str, Any]], sweep_points: Mapping[str, Mapping[str, Any]] = {}
+               ) -> pd.DataFrame:
+    """One row per (strategy, seed, set, inner_steps) with the run's summary metrics and status;
+    strategies in ``sweep_points`` get ``sweep_<param>`` columns with their grid values."""
     rows = []
     for m in metrics:
         base = {k: m[k] for k in ("strategy", "seed", "mode", "status", "diverged_at", "steps_done",
                                   "train_seconds", "seconds_per_step", "cost_seconds_per_step")}
-        base.update({f"sweep_{k}": v for k, v in (m.get("sweep") or {}).items()})
+        base.update({f"sweep_{k}": v for k, v in sweep_points.get(m["strategy"], {}).items()})
         if not m["sets"]:  # diverged: one row with its status and no metrics
             rows.append({**base, "set": None, "inner_steps": None, **{k: math.nan for k in SUMMARY_METRICS}})
         for set_name, by_inner in m["sets"].items():

@@ -105,7 +105,18 @@ def test_sweeps_expand_into_strategies():
                                {"base": "random", "grid": {"energy_loss_weight": [0.25, 1.0]}}])
     out = load_config(cfg)
     swept = [s for s in out["strategies"] if "__" in s]
-    assert len(swept) == 5
+    assert len(swept) == 4 and out["sweep_aliases"] == {"adversarial__mine_every-1": "adversarial"}
     assert out["strategies"]["adversarial__mine_every-4"]["mine_every"] == 4
     assert out["strategies"]["adversarial__mine_every-4"]["mode"] == "adversarial"
     assert out["sweep_points"]["random__energy_loss_weight-0.25"] == {"base": "random", "energy_loss_weight": 0.25}
+
+
+def test_grid_points_equal_to_an_existing_strategy_reuse_its_runs():
+    cfg = _with(("sweeps",), [{"base": "adversarial", "grid": {"opt_steps": [1, 2]}},
+                               {"base": "adversarial", "grid": {"scale_factor": [1.0, 2.0]}}])
+    out = load_config(cfg)
+    assert "adversarial__opt_steps-2" not in out["strategies"]  # equals the base (opt_steps 2, scale 1)
+    assert out["sweep_aliases"] == {"adversarial__opt_steps-2": "adversarial",
+                                    "adversarial__scale_factor-1": "adversarial"}
+    assert out["sweep_points"]["adversarial"] == {"base": "adversarial", "opt_steps": 2, "scale_factor": 1.0}
+    assert {"adversarial__opt_steps-1", "adversarial__scale_factor-2"} <= set(out["strategies"])

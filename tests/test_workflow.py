@@ -27,8 +27,9 @@ def test_dry_run_of_default_config_plans_every_job(tmp_path):
     counts = job_counts(output_of(smk(tmp_path, "-n")))
     assert counts == {"data": 1, "train": 9, "evaluate": 9, "aggregate": 1, "plot_main": 1, "report_md": 1, "all": 1}
     counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", str(ROOT / "config" / "ablation.yaml"))))
-    # 3 hand-declared + 9 swept strategies, 2 seeds each; one ablation figure per swept parameter
-    assert counts["train"] == 24 and counts["evaluate"] == 24 and counts["plot_ablation"] == 3
+    # 3 hand-declared + 9 grid points, 3 of which equal `adversarial` and reuse its runs: 9 strategies
+    # × 2 seeds; one ablation figure per swept parameter
+    assert counts["train"] == 18 and counts["evaluate"] == 18 and counts["plot_ablation"] == 3
 
 
 def test_malformed_config_fails_before_any_job(tmp_path):

@@ -9,7 +9,6 @@ rule evaluate:
     params:
         settings=CFG["evaluation"],
         rank=CFG["data"]["rank"],
-        sweep=lambda wc: CFG["sweep_points"].get(wc.strategy, {}),
         device=CFG["device"],
     threads: CFG["threads"]
     resources:

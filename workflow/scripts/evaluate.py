@@ -8,4 +8,4 @@ with logging_to(snakemake.log[0]):
                  test_paths={s: snakemake.input[s] for s in ("test_id", "test_ood")},
                  metrics_path=snakemake.output.metrics, per_problem_path=snakemake.output.per_problem,
                  settings=p.settings, rank=p.rank, strategy=snakemake.wildcards.strategy,
-                 seed=int(snakemake.wildcards.seed), sweep=p.sweep, device=p.device, threads=snakemake.threads)
+                 seed=int(snakemake.wildcards.seed), device=p.device, threads=snakemake.threads)
