@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from .data import inverse_problems
 from .seeding import resolve_device
-from .training import build_diffusion
+from .training import build_diffusion, optimization_step
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -67,11 +67,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
 
     def train_step(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         A, Y = batch if batch is not None else inverse_problems(batch_size, rank, 0.5, gen, dev)
-        loss, _ = diffusion(A, Y, step=state["step"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimization_step(diffusion, opt, params, A, Y, state["step"], grad_clip=1.0)
         state["step"] += 1
 
     for _ in range(warmup):

@@ -107,6 +107,18 @@ class TrainResult:
         return self.train_cpu_seconds / max(self.steps_done, 1)
 
 
+def optimization_step(diffusion: GaussianDiffusion1D, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                      A: torch.Tensor, Y: torch.Tensor, step: int, grad_clip: float
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training update (SPEC §4): loss with its parts, backward, grad-norm clipping, Adam step."""
+    loss, parts = diffusion(A, Y, step=step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return loss, parts
+
+
 def heldout_mse(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, seed: int = 0,
                 batch_size: int = 1024) -> float:
     """MSE of ``diffusion.sample`` on ``heldout`` (fixed sampling noise from ``seed``)."""
@@ -229,11 +241,7 @@ class Trainer1D:
         with _StopRequest() as stop:
             while self.step < cfg.steps:
                 A, Y = next(self.stream)
-                loss, parts = self.diffusion(A, Y, step=self.step)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                self.optimizer.step()
+                loss, parts = optimization_step(self.diffusion, self.optimizer, params, A, Y, self.step, cfg.grad_clip)
                 self.ema.update()
                 bad = ~torch.isfinite(loss.detach()) | (loss.detach() > cfg.max_loss)
                 first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, self.step), first_bad)
