@@ -17,8 +17,8 @@ import time
 from typing import Any, Callable
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
+from .compute import counted_flops
 from .data import inverse_problems
 from .seeding import resolve_device
 from .training import build_diffusion, optimization_step
@@ -32,13 +32,6 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
-
-
-def counted_flops(fn: Callable[[], Any]) -> float:
-    """Matmul FLOPs executed by ``fn`` (forward, backward and double backward), from torch.profiler."""
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-        fn()
-    return float(sum(e.flops for e in prof.key_averages()))
 
 
 def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 10) -> float:

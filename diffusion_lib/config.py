@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping
 import jsonschema
 import yaml
 
+from .convergence import ConvergenceRule
 from .diffusion import MiningConfig
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
@@ -150,6 +151,15 @@ def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[st
         if strategies[name]["mode"] != mode:
             problems.append(f"config field 'comparison.{role}': strategy {name!r} has mode "
                             f"{strategies[name]['mode']!r}, expected {mode!r}")
+    try:
+        ConvergenceRule.from_mapping(comparison["convergence"])
+    except ValueError as exc:
+        problems.append(f"config field 'comparison.{exc}")
+    primary_inner = comparison["primary"]["inner_steps"]
+    scored = {0, cfg["evaluation"]["default_inner"], *cfg["evaluation"]["inner_steps"]}
+    if primary_inner is not None and primary_inner not in scored:
+        problems.append(f"config field 'comparison.primary.inner_steps': {primary_inner} is not scored by the "
+                        f"evaluation (scored: {sorted(scored)}); add it to evaluation.inner_steps")
     for i, sweep in enumerate(cfg["sweeps"]):
         if sweep["base"] not in strategies:
             problems.append(f"config field 'sweeps.{i}.base': strategy {sweep['base']!r} is not declared "

@@ -26,6 +26,9 @@ from torch import nn
 
 CLAMP = 2.0
 MODES = ("none", "random", "adversarial")
+# A contrastive pair is "saturated" when E⁻ - E⁺ exceeds ln(99): its loss softplus(E⁺ - E⁻) is below
+# 0.01 and its gradient weight sigmoid(E⁺ - E⁻) below 1%, so it no longer teaches the model anything.
+SATURATION_GAP = math.log(99.0)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,14 @@ def cosine_schedule(timesteps: int, s: float = 0.008) -> torch.Tensor:
     return torch.clip(1 - alphas_cumprod / prev, 0, 0.999)
 
 
+def _count_acceptance(stats: dict[str, torch.Tensor], accept: torch.Tensor) -> None:
+    """Add one opt step's accepted and proposed counts to ``stats`` (device tensors, no sync)."""
+    accepted = accept.sum().to(torch.float64)
+    proposed = torch.full((), accept.numel(), dtype=torch.float64, device=accept.device)
+    stats["accepted"] = stats["accepted"] + accepted if "accepted" in stats else accepted
+    stats["proposed"] = stats["proposed"] + proposed if "proposed" in stats else proposed
+
+
 def _gather(buffer: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """buffer[t] as a column (B, 1), ready to broadcast over the solution entries."""
     return buffer.gather(0, t)[:, None]
@@ -128,12 +139,16 @@ class GaussianDiffusion1D(nn.Module):
     # ------------------------------------------------------------------ energy descent
     @torch.no_grad()
     def opt_step(self, inp: torch.Tensor, img: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
-                 data_cond: torch.Tensor | None = None, step: int = 5, sf: float = 1.0) -> torch.Tensor:
+                 data_cond: torch.Tensor | None = None, step: int = 5, sf: float = 1.0,
+                 stats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``step`` energy-descent steps with rejection (SPEC §5); returns the new y (detached).
 
         Each step proposes y' = clamp(y - sf·η_t·∇_y E, ±c·√ᾱ_t) (t per problem) and keeps it only
         where E(y') ≤ E(y). The accepted energy and gradient are reused by the next step, so k steps
         cost k+1 forward and k backward passes (the last proposal needs only its energy).
+
+        ``stats`` (optional) accumulates the acceptance count as device tensors, without a host sync:
+        ``stats["accepted"]`` (accepted proposals) and ``stats["proposed"]`` (problems × steps).
         """
         img = img.detach()
         if step <= 0:
@@ -151,6 +166,8 @@ class GaussianDiffusion1D(nn.Module):
             else:
                 new_energy, new_grad = self.model(inp, proposal, t, return_both=True)
             accept = (new_energy <= energy)[:, None]
+            if stats is not None:
+                _count_acceptance(stats, accept)
             img = torch.where(accept, proposal, img)
             energy = torch.where(accept[:, 0], new_energy, energy)
             grad = torch.where(accept, new_grad, grad)
@@ -159,12 +176,14 @@ class GaussianDiffusion1D(nn.Module):
     # ------------------------------------------------------------------ training loss
     def make_negative(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                       adversarial: bool, opt_steps: int | None = None, scale_factor: float | None = None,
-                      noise_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      noise_scale: float | None = None, stats: dict[str, torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (y⁺, y⁻_t) for the contrastive term (SPEC §5), both detached.
 
         y⁺ = q(y_0, t, ξ'), y⁻ = q(y_0, t, σ·ξ'), optionally pushed to lower energy by the opt step
         (adversarial), then mapped to ŷ⁻_0 = clamp(y⁻/√ᾱ_t, ±2) and re-noised with ξ'. Parameters
-        left as None take this diffusion's mining config.
+        left as None take this diffusion's mining config. ``stats`` collects the opt step's
+        acceptance counts (see :meth:`opt_step`).
         """
         m = self.mining
         sigma = m.noise_scale if noise_scale is None else noise_scale
@@ -172,7 +191,7 @@ class GaussianDiffusion1D(nn.Module):
         negative = self.q_sample(x_start, t, sigma * noise)
         if adversarial:
             negative = self.opt_step(inp, negative, t, step=m.opt_steps if opt_steps is None else opt_steps,
-                                     sf=m.scale_factor if scale_factor is None else scale_factor)
+                                     sf=m.scale_factor if scale_factor is None else scale_factor, stats=stats)
         clean = (negative / _gather(self.sqrt_alphas_cumprod, t)).clamp(-self.clamp, self.clamp)
         return positive.detach(), self.q_sample(clean, t, noise).detach()
 
@@ -185,6 +204,9 @@ class GaussianDiffusion1D(nn.Module):
         """Total loss mean(L_mse + w·L_E) and its parts for one batch (SPEC §4–5).
 
         The parts are detached 0-d tensors (no host sync per step; the trainer reads them when it logs).
+        Besides the loss terms they hold the diagnostics of the contrastive term: the mean energies,
+        the mean gap E⁻ - E⁺, the share of saturated pairs (gap > :data:`SATURATION_GAP`) and, on
+        mining steps, the opt step's accepted/proposed counts (``mine_accepted``/``mine_proposed``).
 
         L_mse = mean over entries of (∇_y E(x, y_t, t) - ξ)² per problem; for modes 'random' and
         'adversarial', L_E = softplus(E⁺ - E⁻) per problem. Mode 'none' builds no negatives.
@@ -199,14 +221,20 @@ class GaussianDiffusion1D(nn.Module):
             parts.update(loss=loss.detach(), loss_energy=torch.zeros_like(parts["loss_mse"]))
             return loss, parts
         mined = self.is_mining_step(step)
-        positive, negative = self.make_negative(inp, x_start, t, torch.randn_like(x_start), adversarial=mined)
+        stats: dict[str, torch.Tensor] = {}
+        positive, negative = self.make_negative(inp, x_start, t, torch.randn_like(x_start), adversarial=mined,
+                                                stats=stats)
         energies = self.model(torch.cat((inp, inp)), torch.cat((positive, negative)), torch.cat((t, t)),
                               return_energy=True)
         e_pos, e_neg = energies.chunk(2)
         loss_energy = F.softplus(e_pos - e_neg)
         loss = (loss_mse + self.mining.energy_loss_weight * loss_energy).mean()
+        gap = (e_neg - e_pos).detach()
         parts.update(loss=loss.detach(), loss_energy=loss_energy.detach().mean(),
-                     energy_pos=e_pos.detach().mean(), energy_neg=e_neg.detach().mean())
+                     energy_pos=e_pos.detach().mean(), energy_neg=e_neg.detach().mean(), energy_gap=gap.mean(),
+                     saturated_frac=(gap > SATURATION_GAP).float().mean())
+        if stats:
+            parts.update(mine_accepted=stats["accepted"], mine_proposed=stats["proposed"])
         return loss, parts
 
     def forward(self, inp: torch.Tensor, x_start: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -216,12 +244,14 @@ class GaussianDiffusion1D(nn.Module):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def sample(self, inp: torch.Tensor, n_inner: int | None = None, inner_scale: float | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, stats: dict[str, torch.Tensor] | None = None
+               ) -> torch.Tensor:
         """Predict y_0 for each row of ``inp`` by reverse diffusion with energy descent (SPEC §6).
 
         From y ~ N(0, I), for t = K-1..0: ŷ_0 = clamp((y - √(1-ᾱ_t)·ε̂)/√ᾱ_t, ±2); y = √ᾱ_t·ŷ_0;
         ``n_inner`` opt steps of scale ``inner_scale`` (defaults: the diffusion's, 5 and 1);
         y = clamp(y, ±2√ᾱ_t); ŷ_0 = y/√ᾱ_t; y = √ᾱ_{t-1}·ŷ_0 for t > 0. Returns the final ŷ_0.
+        ``stats`` collects the inner steps' acceptance counts (see :meth:`opt_step`).
         """
         n_inner = self.n_inner if n_inner is None else n_inner
         inner_scale = self.inner_scale if inner_scale is None else inner_scale
@@ -235,7 +265,7 @@ class GaussianDiffusion1D(nn.Module):
             x0 = ((y - _gather(self.sqrt_one_minus_alphas_cumprod, t) * eps) / sqrt_ac).clamp(-self.clamp, self.clamp)
             y = sqrt_ac * x0
             if n_inner > 0:
-                y = self.opt_step(inp, y, t, step=n_inner, sf=inner_scale)
+                y = self.opt_step(inp, y, t, step=n_inner, sf=inner_scale, stats=stats)
             bound = self.clamp * sqrt_ac
             y = torch.maximum(torch.minimum(y, bound), -bound)
             x0 = y / sqrt_ac

@@ -21,11 +21,14 @@ import torch
 
 from . import checkpoint as ckpt
 from . import report as rep
+from . import tables as tab
+from .convergence import ConvergenceRule, gap_trend, run_gate, strategy_gate
 from .data import load_heldout, make_heldout, reference_mean_target, save_heldout, trivial_predictor_mse
 from .diffusion import MiningConfig
 from .evaluation import EvalSettings, evaluate_set, per_problem_rows, predict, solution_metrics
 from .seeding import derive_seed, resolve_device
 from .training import CURVE_COLUMNS, TrainConfig, Trainer1D, build_diffusion
+from .verdict import Arm, decide
 
 log = logging.getLogger("diffusion_lib")
 MODEL_FORMAT = "ired-model-v1"
@@ -94,9 +97,13 @@ def make_data(outputs: Mapping[str, str], *, rank: int, seed: int, id_eps: float
 def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: float) -> TrainConfig:
     """Map the config's ``train`` block (schema-validated) onto :class:`TrainConfig`."""
     ema = train.get("ema", {})
+    schedule = train.get("lr_schedule", {})
     keys = {"steps", "batch_size", "lr", "grad_clip", "timesteps", "eval_every", "val_size", "val_inner_steps",
             "log_every", "checkpoint_every", "max_loss"}
     return TrainConfig(**{k: train[k] for k in keys if k in train}, betas=tuple(train.get("betas", (0.9, 0.99))),
+                       lr_schedule=schedule.get("kind", "constant"), warmup_steps=schedule.get("warmup_steps", 0),
+                       min_lr_ratio=schedule.get("min_lr_ratio", 0.0),
+                       warmdown_fraction=schedule.get("warmdown_fraction", 0.5),
                        ema_decay=ema.get("decay", 0.995), ema_update_every=ema.get("update_every", 10),
                        ema_update_after_step=ema.get("update_after_step", 100), ema_power=ema.get("power", 2 / 3),
                        rank=rank, train_eps=id_eps, seed=seed)
@@ -119,7 +126,7 @@ def train_run(*, val_path: str, model_path: str, curve_path: str, status_path: s
     status = {"strategy": strategy, "seed": seed, "mode": mining_cfg.mode, "status": result.status,
               "diverged_at": result.diverged_at, "steps_done": result.steps_done, "steps": cfg.steps,
               "train_seconds": result.train_seconds, "seconds_per_step": result.seconds_per_step,
-              "cpu_seconds_per_step": result.cpu_seconds_per_step,
+              "cpu_seconds_per_step": result.cpu_seconds_per_step, "flops_per_step": result.flops_per_step,
               # the time criterion's cost: CPU time on a CPU (robust to jobs sharing cores), wall time on a GPU
               "cost_seconds_per_step": result.cpu_seconds_per_step if dev.type == "cpu" else result.seconds_per_step,
               "resumed_from": result.resumed_from, "wall_seconds_this_attempt": time.time() - start,
@@ -162,14 +169,17 @@ def evaluate_run(*, model_path: str, test_paths: Mapping[str, str], metrics_path
                  threads: int = 2) -> dict[str, Any]:
     """SPEC §7 on every test set for one trained run; a diverged run gets NaN metrics and its status."""
     dev = _setup_torch(threads, device)
+    probes = settings.get("landscape_probes", {})
     es = EvalSettings(default_inner=settings["default_inner"], inner_scale=settings["inner_scale"],
                       inner_steps=tuple(settings["inner_steps"]), batch_size=settings["batch_size"],
-                      landscape_size=settings["landscape_size"])
+                      landscape_size=settings["landscape_size"],
+                      **{f"landscape_{k}": tuple(v) if isinstance(v, list) else v for k, v in probes.items()})
     sets = {name: load_heldout(path, rank=rank) for name, path in test_paths.items()}
     ema, raw, status = load_model(model_path, dev)
     metrics: dict[str, Any] = {**{k: status[k] for k in ("strategy", "seed", "mode", "status", "diverged_at",
                                                          "steps_done", "train_seconds", "seconds_per_step",
-                                                         "cost_seconds_per_step")},
+                                                         "cost_seconds_per_step", "device", "torch")},
+                               "flops_per_step": status.get("flops_per_step", math.nan),
                                "default_inner": es.default_inner, "sets": {},
                                "landscape": [], "raw_model_mse": {}}
     rows: list[dict[str, Any]] = []
@@ -197,51 +207,90 @@ def evaluate_run(*, model_path: str, test_paths: Mapping[str, str], metrics_path
 
 
 # --------------------------------------------------------------------------- report
-TABLES = ("runs", "strategies", "pairwise", "landscape", "test_time", "curves", "convergence", "ablation")
+TABLES = ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
+          "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation")
 
 
 def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str, int]], reference_path: str,
               tables: Mapping[str, str], verdict_path: str, roles: Mapping[str, str], default_inner: int,
-              improvement: float, alpha: float, sweep_points: Mapping[str, Any], training: Mapping[str, Any],
-              name: str) -> dict[str, Any]:
-    """Combine per-run files (each a dict with 'metrics', 'per_problem', 'curve' paths) into tables."""
-    metrics, per_problem, curves = [], [], []
+              primary: Mapping[str, Any], delta: float, alpha: float, convergence: Mapping[str, Any],
+              sweep_points: Mapping[str, Any], training: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Combine per-run files (dicts with 'metrics' and 'curve' paths) into the study's tables and verdict."""
+    metrics, curves = [], []
     for paths in runs:
-        m, pp, curve = rep.load_run(paths["metrics"], paths["per_problem"], paths["curve"])
+        m, curve = tab.load_run(paths["metrics"], paths["curve"])
         metrics.append(m)
-        per_problem.append(pp)
-        curves.append(curve.assign(strategy=m["strategy"], seed=m["seed"], mode=m["mode"]))
+        cost = "train_cpu_seconds" if str(m.get("device", "cpu")).startswith("cpu") else "train_seconds"
+        curves.append(curve.assign(strategy=m["strategy"], seed=m["seed"], mode=m["mode"],
+                                   compute_seconds=curve.get(cost, math.nan)))
     found = {(m["strategy"], m["seed"]) for m in metrics}
     missing = [f"{s}/seed{k}" for s, k in expected if (s, k) not in found]
     if missing:
         log.warning("missing runs (excluded): %s", ", ".join(missing))
     if not metrics:
         raise ValueError("no evaluated runs to aggregate")
-    runs_df = rep.runs_table(metrics, sweep_points)
-    pp_df = pd.concat(per_problem, ignore_index=True)
+    with open(reference_path) as fh:
+        trivial = {k: v for k, v in json.load(fh)["trivial_mse"].items() if k in ("test_id", "test_ood")}
+    rule = ConvergenceRule.from_mapping(convergence)
+    primary_ep = tab.Endpoint(primary["set"], default_inner if primary["inner_steps"] is None else primary["inner_steps"])
+    runs_df = tab.runs_table(metrics, sweep_points)
     curves_df = pd.concat(curves, ignore_index=True)
+    values = tab.endpoint_values(runs_df, tab.endpoint_family(primary_ep, default_inner))
+    base = roles["baseline"]
+    present = list(dict.fromkeys(runs_df["strategy"]))
+    mining_roles = [roles[r] for r in ("adversarial", "random") if roles.get(r) in present]
+    primary_confidence = 1 - alpha / max(len(mining_roles), 1)
+    pairs = [(s, base, "verdict") for s in mining_roles]
+    pairs += [(s, base, "exploratory") for s in present if s != base and s not in mining_roles]
+    if len(mining_roles) == 2:
+        pairs.append((roles["adversarial"], roles["random"], "exploratory"))
+    contrasts = tab.contrasts_table(values, pairs, primary_ep, delta, alpha, primary_confidence)
+    gates = strategy_gate(curves_df, rule)
+    matched = [tab.compute_matched_table(curves_df, base, measure) for measure in ("train_flops", "compute_seconds")]
     out = {
         "runs": runs_df,
-        "strategies": rep.strategies_table(runs_df),
-        "pairwise": rep.pairwise_table(runs_df, pp_df, roles["baseline"],
-                                       extra_pairs=[(roles.get("adversarial"), roles.get("random"))]),
-        "landscape": rep.landscape_table(metrics),
-        "test_time": rep.test_time_table(runs_df),
+        "strategies": tab.strategies_table(runs_df, trivial),
+        "endpoints": values,
+        "contrasts": contrasts,
+        "landscape": tab.landscape_table(metrics),
+        "test_time": tab.test_time_table(runs_df),
         "curves": curves_df,
-        "convergence": rep.convergence(curves_df),
-        "ablation": rep.ablation_table(runs_df, sweep_points, default_inner),
+        "convergence": gates,
+        "convergence_runs": run_gate(curves_df, rule),
+        "compute_matched": pd.concat([m for m in matched if not m.empty] or [pd.DataFrame()], ignore_index=True),
+        "diagnostics": tab.diagnostics_table(curves_df, runs_df, default_inner),
+        "cost": tab.cost_table(runs_df, base),
+        "ablation": tab.ablation_table(runs_df, sweep_points, default_inner),
     }
     for key, df in out.items():
         Path(tables[key]).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(tables[key], index=False)
-    verdict_info = rep.decide(runs_df, roles, default_inner, improvement, alpha)
-    with open(reference_path) as fh:
-        trivial = json.load(fh)["trivial_mse"]
-    _write_json({**verdict_info, "missing": missing, "trivial_mse": {k: trivial[k] for k in ("test_id", "test_ood")},
-                 "training": dict(training), "name": name, "default_inner": default_inner,
-                 "roles": dict(roles)}, verdict_path)
-    log.info("verdict: %s", verdict_info["scenario"])
-    return verdict_info
+
+    def arm(strategy: str) -> Arm:
+        per_seed = runs_df[runs_df["strategy"] == strategy].drop_duplicates("seed")
+        sel = values[(values["strategy"] == strategy) & (values["endpoint"] == primary_ep.key)]
+        gate = gates[gates["strategy"] == strategy]
+        return Arm(strategy, str(per_seed["mode"].iloc[0]), sel["value"].tolist(), len(per_seed),
+                   int((per_seed["status"] == "diverged").sum()),
+                   gate.iloc[0].to_dict() if len(gate) else {"converged": None, "evals_seen": 0},
+                   gap_trend(curves_df, strategy, base, rule) if strategy != base else {})
+
+    if base in present:
+        v = decide(arm(base), [arm(s) for s in mining_roles], primary_ep.label, delta, alpha).as_dict()
+    else:
+        v = {"outcome": "inconclusive", "sentence": f"Inconclusive: the baseline strategy {base!r} has no runs.",
+             "scenario": None, "strategy": None, "confidence": primary_confidence, "contrasts": [],
+             "reasons": []}
+    environment = runs_df.drop_duplicates(["strategy", "seed"])[["device", "torch"]].astype(str)
+    _write_json({**v, "primary": {"key": primary_ep.key, "label": primary_ep.label}, "delta": delta, "alpha": alpha,
+                 "convergence_rule": rule.describe(), "missing": missing, "trivial_mse": trivial,
+                 "inner_loop_flips": tab.inner_loop_flips(contrasts[contrasts["role"] == "verdict"], default_inner,
+                                                          alpha),
+                 "training": dict(training), "name": name, "default_inner": default_inner, "roles": dict(roles),
+                 "devices": sorted(set(environment["device"])), "torch": sorted(set(environment["torch"]))},
+                verdict_path)
+    log.info("verdict: %s", v["sentence"])
+    return v
 
 
 def _cached(tables: Mapping[str, str], verdict_path: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
@@ -258,28 +307,35 @@ def _cached(tables: Mapping[str, str], verdict_path: str) -> tuple[dict[str, pd.
 
 def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mapping[str, str],
                  options: Mapping[str, Any]) -> None:
-    """Draw the main figures ('mse', 'curves', 'landscape', 'test_time') from cached tables."""
+    """Draw the main figures from cached tables (see :mod:`diffusion_lib.figures`)."""
+    from . import figures as fig
+
     t, v = _cached(tables, verdict_path)
-    rep.plot_mse(t["runs"], v["trivial_mse"], v["default_inner"], figures["mse"], options)
-    rep.plot_learning_curves(t["curves"], figures["curves"], options)
-    rep.plot_landscape(t["landscape"], figures["landscape"], options)
-    rep.plot_test_time(t["runs"], figures["test_time"], options)
+    fig.plot_forest(t["contrasts"], v, figures["forest"], options)
+    fig.plot_mse(t["runs"], v["trivial_mse"], v["default_inner"], figures["mse"], options)
+    fig.plot_learning_curves(t["curves"], v["trivial_mse"], figures["curves"], options)
+    fig.plot_compute_curves(t["curves"], figures["compute"], options)
+    fig.plot_diagnostics(t["curves"], figures["diagnostics"], options)
+    fig.plot_landscape(t["landscape"], figures["landscape"], options)
+    fig.plot_test_time(t["runs"], figures["test_time"], options)
 
 
 def draw_ablation(*, tables: Mapping[str, str], verdict_path: str, parameter: str, figure: str,
                   options: Mapping[str, Any]) -> None:
     """Draw the ablation figure of one swept parameter from cached tables."""
+    from . import figures as fig
+
     t, v = _cached(tables, verdict_path)
-    rep.plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure, options)
+    fig.plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure, options)
 
 
-def write_report(*, tables: Mapping[str, str], verdict_path: str, figures: Mapping[str, str], report_path: str) -> None:
-    """Write ``report.md`` (figure links relative to the report's folder)."""
+def write_report(*, tables: Mapping[str, str], verdict_path: str, figures: Mapping[str, str], report_path: str,
+                 html_path: str | None = None) -> None:
+    """Write ``report.md`` (figure links relative to its folder) and, if asked, the self-contained
+    ``report.html`` page (figures embedded) that the Snakemake HTML report shows."""
     t, v = _cached(tables, verdict_path)
+    doc = rep.build_report(v, t, figures)
     here = Path(report_path).parent.resolve()
-    rel = {k: os.path.relpath(Path(p).resolve(), here) for k, p in figures.items()}
-    text = rep.render_markdown(name=v["name"], verdict_info=v, strategies=t["strategies"], pairwise=t["pairwise"],
-                               test_time=t["test_time"], convergence_table=t["convergence"], trivial=v["trivial_mse"],
-                               training=v["training"], missing=v["missing"], default_inner=v["default_inner"],
-                               figures=rel, ablation=t["ablation"])
-    Path(report_path).write_text(text)
+    Path(report_path).write_text(rep.to_markdown(doc, lambda p: os.path.relpath(Path(p).resolve(), here), figures))
+    if html_path:
+        Path(html_path).write_text(rep.to_html(doc, figures))

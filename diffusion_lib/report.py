@@ -1,412 +1,265 @@
-"""Aggregation of per-run evaluations into tidy tables, seaborn figures and ``report.md`` (SPEC §7–8).
+"""The study's report, leading with the answer: built once as a list of blocks, written as Markdown
+(``report.md``) and as a self-contained HTML page (``report.html``, figures embedded) that the
+Snakemake HTML report shows on its own page.
 
-Inputs are the files the evaluate rule writes per (strategy, seed): ``metrics.json`` (summary,
-landscape, test-time curve, status), ``per_problem.csv`` and the training ``curve.csv``.
-:func:`aggregate` turns them into tables (pandas DataFrames, written as CSV by the workflow);
-``plot_*`` functions draw the figures from those tables only, so figures can be redrawn from cached
-tables; :func:`render_markdown` writes the verdict and its deciding numbers.
+Order: the verdict in one sentence and the scenario it supports; the training scale against the
+paper's; the forest plot and the primary contrasts; what is reported beside the verdict and never
+overrides it (cost, compute-matched view, residuals, diverged runs, secondary endpoints with Holm
+correction); convergence; learning curves; per-strategy numbers; diagnostics; landscape;
+test-time compute; ablations; environment.
 """
 from __future__ import annotations
 
-import json
+import base64
+import html
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from .tables import SET_LABELS
 
-from .statistics import StrategyOutcome, paired, relative_change, summarize, verdict, welch  # noqa: E402
-
-SET_LABELS = {"test_id": "ID (ε = 0.5)", "test_ood": "OOD (ε = 0.1)"}
-SUMMARY_METRICS = ["mse", "residual_mean", "residual_median", "rel_err_mean", "infer_ms_per_problem"]
+PAPER_SCALE = {"steps": 100_000, "batch_size": 2048, "lr": 1e-4, "schedule": "constant"}
+Block = tuple  # ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", DataFrame) | ("fig", key, alt)
 
 
-# --------------------------------------------------------------------------- loading
-def load_run(metrics_path: str | Path, per_problem_path: str | Path, curve_path: str | Path
-             ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """One run's metrics dict, per-problem table and learning curve."""
-    with open(metrics_path) as fh:
-        metrics = json.load(fh)
-    return metrics, pd.read_csv(per_problem_path), pd.read_csv(curve_path)
-
-
-# --------------------------------------------------------------------------- tables
-def runs_table(metrics: Iterable[Mapping[str, Any]], sweep_points: Mapping[str, Mapping[str, Any]] = {}
-               ) -> pd.DataFrame:
-    """One row per (strategy, seed, set, inner_steps) with the run's summary metrics and status;
-    strategies in ``sweep_points`` get ``sweep_<param>`` columns with their grid values."""
-    rows = []
-    for m in metrics:
-        base = {k: m[k] for k in ("strategy", "seed", "mode", "status", "diverged_at", "steps_done",
-                                  "train_seconds", "seconds_per_step", "cost_seconds_per_step")}
-        base.update({f"sweep_{k}": v for k, v in sweep_points.get(m["strategy"], {}).items()})
-        if not m["sets"]:  # diverged: one row with its status and no metrics
-            rows.append({**base, "set": None, "inner_steps": None, **{k: math.nan for k in SUMMARY_METRICS}})
-        for set_name, by_inner in m["sets"].items():
-            for inner, summary in by_inner.items():
-                rows.append({**base, "set": set_name, "inner_steps": int(inner), **summary,
-                             "mse_raw_model": m.get("raw_model_mse", {}).get(set_name, math.nan)
-                             if int(inner) == m["default_inner"] else math.nan})
-    return pd.DataFrame(rows)
-
-
-def strategies_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (strategy, set, inner_steps): mean, std and 95% CI over seeds of MSE and residual."""
-    rows = []
-    ok = runs[runs["status"] == "completed"].dropna(subset=["set"])
-    for (strategy, set_name, inner), g in ok.groupby(["strategy", "set", "inner_steps"], sort=False):
-        row = {"strategy": strategy, "mode": g["mode"].iloc[0], "set": set_name, "inner_steps": int(inner)}
-        for metric in ("mse", "residual_mean", "residual_median", "rel_err_mean"):
-            s = summarize(g[metric].tolist())
-            row.update({f"{metric}_{k}": v for k, v in s.items() if k != "n" or metric == "mse"})
-        row["seconds_per_step"] = g["seconds_per_step"].mean()
-        row["cost_seconds_per_step"] = g["cost_seconds_per_step"].mean()
-        row["infer_ms_per_problem"] = g["infer_ms_per_problem"].mean()
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    status = runs.drop_duplicates(["strategy", "seed"]).groupby("strategy")["status"]
-    if len(table):
-        table["runs"] = table["strategy"].map(status.size())
-        table["diverged"] = table["strategy"].map(status.apply(lambda s: int((s == "diverged").sum())))
-    return table
-
-
-def pairwise_table(runs: pd.DataFrame, per_problem: pd.DataFrame, baseline: str,
-                   extra_pairs: Iterable[tuple[str, str]] = ()) -> pd.DataFrame:
-    """Each strategy vs ``baseline`` (plus ``extra_pairs``), per set and inner setting.
-
-    Columns: relative MSE change, Welch's test over seeds, and the paired t / Wilcoxon tests over
-    per-problem MSE averaged across seeds (every run saw the same problems).
-    """
-    ok = runs[(runs["status"] == "completed")].dropna(subset=["set"])
-    strategies = list(dict.fromkeys(ok["strategy"]))
-    pairs = [(s, baseline) for s in strategies if s != baseline] + [p for p in extra_pairs if p[0] in strategies and p[1] in strategies]
-    good = ok[["strategy", "seed"]].drop_duplicates()
-    pp = per_problem.merge(good, on=["strategy", "seed"])
-    rows = []
-    for set_name, inner in ok[["set", "inner_steps"]].drop_duplicates().itertuples(index=False):
-        sel = ok[(ok["set"] == set_name) & (ok["inner_steps"] == inner)]
-        per = pp[(pp["set"] == set_name) & (pp["inner_steps"] == inner)]
-        per_mean = per.groupby(["strategy", "problem"])["mse"].mean().unstack("problem")
-        for a, b in pairs:
-            xa, xb = sel.loc[sel["strategy"] == a, "mse"], sel.loc[sel["strategy"] == b, "mse"]
-            if xa.empty or xb.empty:
-                continue
-            w = welch(xa.tolist(), xb.tolist())
-            p = paired(per_mean.loc[a].to_numpy(), per_mean.loc[b].to_numpy()) if a in per_mean.index and b in per_mean.index else {}
-            rows.append({"strategy": a, "versus": b, "set": set_name, "inner_steps": int(inner),
-                         "mse": xa.mean(), "mse_versus": xb.mean(),
-                         "relative_change": relative_change(xa.mean(), xb.mean()),
-                         "welch_t": w["t"], "welch_p": w["p"],
-                         "paired_mean_diff": p.get("mean_diff", math.nan), "paired_t_p": p.get("p_t", math.nan),
-                         "wilcoxon_p": p.get("p_wilcoxon", math.nan)})
-    return pd.DataFrame(rows)
-
-
-def landscape_table(metrics: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    rows = [{"strategy": m["strategy"], "seed": m["seed"], "mode": m["mode"], **r}
-            for m in metrics for r in m.get("landscape", [])]
-    return pd.DataFrame(rows, columns=["strategy", "seed", "mode", "t", "negative", "rank_acc", "gap_mean"])
-
-
-def test_time_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """MSE vs inference inner steps per strategy and set: mean and CI over seeds (IRED Table 2 style)."""
-    ok = runs[runs["status"] == "completed"].dropna(subset=["set"])
-    rows = []
-    for (strategy, set_name, inner), g in ok.groupby(["strategy", "set", "inner_steps"], sort=False):
-        s = summarize(g["mse"].tolist())
-        rows.append({"strategy": strategy, "set": set_name, "inner_steps": int(inner), "mse_mean": s["mean"],
-                     "mse_ci_low": s["ci_low"], "mse_ci_high": s["ci_high"], "seeds": s["n"]})
-    return pd.DataFrame(rows).sort_values(["strategy", "set", "inner_steps"]) if rows else pd.DataFrame(rows)
-
-
-def ablation_table(runs: pd.DataFrame, sweep_points: Mapping[str, Mapping[str, Any]], default_inner: int) -> pd.DataFrame:
-    """One row per (swept parameter, value, set) with mean/CI of test MSE over seeds."""
-    ok = runs[(runs["status"] == "completed") & (runs["inner_steps"] == default_inner)]
-    rows = []
-    for name, point in sweep_points.items():
-        for param, value in point.items():
-            if param == "base":
-                continue
-            for set_name, g in ok[ok["strategy"] == name].groupby("set"):
-                s = summarize(g["mse"].tolist())
-                rows.append({"base": point["base"], "parameter": param, "value": value, "strategy": name,
-                             "set": set_name, "mse_mean": s["mean"], "mse_ci_low": s["ci_low"],
-                             "mse_ci_high": s["ci_high"], "seeds": s["n"],
-                             "others": ", ".join(f"{k}={v}" for k, v in point.items() if k not in ("base", param))})
-    return pd.DataFrame(rows, columns=["base", "parameter", "value", "strategy", "set", "mse_mean", "mse_ci_low",
-                                       "mse_ci_high", "seeds", "others"])
-
-
-def convergence(curves: pd.DataFrame, tail: float = 1 / 3) -> pd.DataFrame:
-    """Per strategy: relative change of mean validation MSE (EMA) over the last ``tail`` of training.
-
-    A drop larger than 5% means the runs were still improving (not converged) when they stopped.
-    """
-    rows = []
-    val = curves.dropna(subset=["val_mse_ema"])
-    for strategy, g in val.groupby("strategy", sort=False):
-        mean = g.groupby("step")["val_mse_ema"].mean().sort_index()
-        if len(mean) < 2:
-            rows.append({"strategy": strategy, "tail_relative_change": math.nan, "converged": None})
-            continue
-        cut = mean.index.max() - tail * (mean.index.max() - mean.index.min())
-        start = mean[mean.index <= cut].iloc[-1] if (mean.index <= cut).any() else mean.iloc[0]
-        change = relative_change(mean.iloc[-1], start)
-        rows.append({"strategy": strategy, "tail_relative_change": change, "converged": bool(change > -0.05)})
-    return pd.DataFrame(rows, columns=["strategy", "tail_relative_change", "converged"])
-
-
-def decide(runs: pd.DataFrame, roles: Mapping[str, str], default_inner: int, improvement: float, alpha: float,
-           set_name: str = "test_id") -> dict[str, Any]:
-    """Run the SPEC §8 verdict on the ID test MSE with the default inner loop."""
-    def outcome(name: str | None) -> StrategyOutcome | None:
-        if not name or name not in set(runs["strategy"]):
-            return None
-        per_seed = runs[runs["strategy"] == name].drop_duplicates("seed")
-        sel = runs[(runs["strategy"] == name) & (runs["set"] == set_name) & (runs["inner_steps"] == default_inner)
-                   & (runs["status"] == "completed")]
-        return StrategyOutcome(name, per_seed["mode"].iloc[0], sel["mse"].tolist(), sel["residual_mean"].tolist(),
-                               sel["cost_seconds_per_step"].tolist(), int((per_seed["status"] == "diverged").sum()),
-                               len(per_seed))
-    base = outcome(roles.get("baseline"))
-    if base is None:
-        return {"scenario": "undecided", "criteria": {}, "reasons": ["the baseline strategy has no runs"]}
-    v = verdict(base, outcome(roles.get("random")), outcome(roles.get("adversarial")), improvement, alpha)
-    return {"scenario": v.scenario, "criteria": v.criteria, "reasons": v.reasons, "set": set_name,
-            "inner_steps": default_inner}
-
-
-# --------------------------------------------------------------------------- figures
-def _style(options: Mapping[str, Any]) -> None:
-    sns.set_theme(style=options.get("style", "whitegrid"), context=options.get("context", "notebook"))
-
-
-def _palette(strategies: Iterable[str]) -> dict[str, Any]:
-    """One colour per strategy, in order of first appearance, so every panel and figure agrees."""
-    names = list(dict.fromkeys(strategies))
-    return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "husl", len(names))))
-
-
-def _nothing_to_plot(frame: pd.DataFrame, columns: Iterable[str], path: str | Path, options: Mapping[str, Any],
-                    what: str) -> bool:
-    """Write a figure that says why it is empty (e.g. every run diverged) and return True, if ``frame``
-    has no rows or lacks ``columns``; the workflow then still completes and the report explains."""
-    if len(frame) and set(columns) <= set(frame.columns):
-        return False
-    fig, ax = plt.subplots(figsize=(6, 2.5))
-    ax.axis("off")
-    ax.text(0.5, 0.5, f"{what}: no completed runs to plot\n(see report.md for run status)", ha="center",
-            va="center", fontsize=12)
-    _save(fig, path, options)
-    return True
-
-
-def _plain_log_ticks(ax: plt.Axes) -> None:
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-
-
-def _save(fig: plt.Figure, path: str | Path, options: Mapping[str, Any]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=options.get("dpi", 150), bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot_mse(runs: pd.DataFrame, trivial: Mapping[str, Mapping[str, float]], default_inner: int, path: str | Path,
-             options: Mapping[str, Any] = {}) -> None:
-    """Test MSE per strategy (seeds as points, mean with 95% CI), ID and OOD panels, with and without
-    the inference inner loop; dashed lines are the trivial predictors (zeros, per-entry mean)."""
-    _style(options)
-    ok = runs[(runs["status"] == "completed") & runs["inner_steps"].isin([0, default_inner])].copy()
-    if _nothing_to_plot(ok, ["mse", "set"], path, options, "Test MSE"):
-        return
-    ok["inference"] = np.where(ok["inner_steps"] == 0, "no inner loop", f"{default_inner} inner steps")
-    sets = [s for s in SET_LABELS if s in set(ok["set"])]
-    fig, axes = plt.subplots(1, max(len(sets), 1), figsize=(6.5 * max(len(sets), 1), 4.8), squeeze=False)
-    for ax, set_name in zip(axes[0], sets):
-        d = ok[ok["set"] == set_name]
-        sns.pointplot(data=d, x="strategy", y="mse", hue="inference", errorbar=("ci", 95), dodge=0.4,
-                      linestyle="none", markers="D", capsize=0.1, ax=ax, legend=True)
-        sns.stripplot(data=d, x="strategy", y="mse", hue="inference", dodge=True, alpha=0.55, size=5, ax=ax,
-                      legend=False)
-        for label, value in trivial.get(set_name, {}).items():
-            ax.axhline(value, ls="--", lw=1, color="grey")
-            ax.annotate(f"{label} predictor {value:.4f}", (0.01, value), xycoords=("axes fraction", "data"),
-                        fontsize=8, color="grey", va="bottom")
-        ax.set_yscale("log")
-        _plain_log_ticks(ax)
-        ax.set_title(f"Test MSE, {SET_LABELS.get(set_name, set_name)}")
-        ax.set_xlabel("")
-        ax.tick_params(axis="x", rotation=20)
-    _save(fig, path, options)
-
-
-def plot_learning_curves(curves: pd.DataFrame, path: str | Path, options: Mapping[str, Any] = {}) -> None:
-    """Validation MSE (EMA and raw) and loss terms against training step, mean over seeds with CI bands."""
-    _style(options)
-    panels = [("val_mse_ema", "validation MSE (EMA model)", True), ("val_mse_raw", "validation MSE (raw model)", True),
-              ("loss_mse", "denoising loss L_mse", True), ("loss_energy", "contrastive loss L_E", False)]
-    if _nothing_to_plot(curves, ["step", "strategy", "loss_mse"], path, options, "Learning curves"):
-        return
-    fig, axes = plt.subplots(1, 4, figsize=(22, 4.5))
-    palette = _palette(curves["strategy"])
-    for ax, (col, title, log) in zip(axes, panels):
-        d = curves.dropna(subset=[col])
-        if col == "loss_energy":
-            d = d[d["mode"] != "none"]
-        if not d.empty:
-            sns.lineplot(data=d, x="step", y=col, hue="strategy", palette=palette, errorbar=("ci", 95), ax=ax)
-        if log and not d.empty and (d[col] > 0).all():
-            ax.set_yscale("log")
-        ax.set_title(title)
-    _save(fig, path, options)
-
-
-def plot_landscape(landscape: pd.DataFrame, path: str | Path, options: Mapping[str, Any] = {}) -> None:
-    """Energy-ranking accuracy P(E⁺ < E⁻) per diffusion step t, for random and adversarial negatives."""
-    _style(options)
-    if _nothing_to_plot(landscape, ["t", "rank_acc", "negative"], path, options, "Energy landscape"):
-        return
-    grid = sns.relplot(data=landscape, x="t", y="rank_acc", hue="strategy", palette=_palette(landscape["strategy"]),
-                       col="negative", kind="line",
-                       marker="o", errorbar=("ci", 95), height=4, aspect=1.3)
-    grid.set_axis_labels("diffusion step t", "ranking accuracy P(E⁺ < E⁻)")
-    for ax in grid.axes.flat:
-        ax.axhline(0.5, ls=":", color="grey")
-    grid.figure.suptitle("Energy-landscape quality on held-out ID problems", y=1.03)
-    _save(grid.figure, path, options)
-
-
-def plot_test_time(runs: pd.DataFrame, path: str | Path, options: Mapping[str, Any] = {}) -> None:
-    """MSE against the number of inference inner steps, per strategy, ID and OOD panels."""
-    _style(options)
-    ok = runs[runs["status"] == "completed"].dropna(subset=["set"]).copy()
-    if _nothing_to_plot(ok, ["mse", "inner_steps"], path, options, "Test-time compute"):
-        return
-    ok["set_label"] = ok["set"].map(SET_LABELS)
-    grid = sns.relplot(data=ok, x="inner_steps", y="mse", hue="strategy", palette=_palette(ok["strategy"]),
-                       col="set_label", kind="line", marker="o", errorbar=("ci", 95), height=4, aspect=1.3,
-                       facet_kws={"sharey": False})
-    grid.set_axis_labels("inner steps per diffusion step", "test MSE")
-    grid.set_titles("{col_name}")
-    for ax in grid.axes.flat:
-        ax.set_yscale("log")
-        _plain_log_ticks(ax)
-    _save(grid.figure, path, options)
-
-
-def plot_ablation(ablation: pd.DataFrame, runs: pd.DataFrame, baseline: str, parameter: str, default_inner: int,
-                  path: str | Path, options: Mapping[str, Any] = {}) -> None:
-    """Test MSE against one swept parameter (seeds as points, mean with 95% CI), baseline as a band."""
-    _style(options)
-    names = ablation.loc[ablation["parameter"] == parameter, "strategy"].unique()
-    ok = runs[(runs["status"] == "completed") & (runs["inner_steps"] == default_inner)]
-    d = ok[ok["strategy"].isin(names)].copy()
-    if _nothing_to_plot(d, ["mse", "set"], path, options, f"Ablation of {parameter}"):
-        return
-    col = f"sweep_{parameter}"
-    d["value"] = d[col] if col in d else np.nan
-    sets = [s for s in SET_LABELS if s in set(d["set"])]
-    fig, axes = plt.subplots(1, max(len(sets), 1), figsize=(6 * max(len(sets), 1), 4.3), squeeze=False)
-    for ax, set_name in zip(axes[0], sets):
-        ds = d[d["set"] == set_name]
-        sns.pointplot(data=ds, x="value", y="mse", errorbar=("ci", 95), capsize=0.1, color="C1", ax=ax,
-                      native_scale=True, log_scale=False)
-        sns.stripplot(data=ds, x="value", y="mse", color="C1", alpha=0.5, ax=ax, native_scale=True)
-        base = ok[(ok["strategy"] == baseline) & (ok["set"] == set_name)]["mse"]
-        if len(base):
-            s = summarize(base.tolist())
-            lo = s["ci_low"] if math.isfinite(s["ci_low"]) else s["mean"]
-            hi = s["ci_high"] if math.isfinite(s["ci_high"]) else s["mean"]
-            ax.axhspan(lo, hi, color="grey", alpha=0.2)
-            ax.axhline(s["mean"], color="grey", ls="--", lw=1, label=f"{baseline} (mean, 95% CI)")
-            ax.legend(fontsize=8)
-        ax.set_xlabel(parameter)
-        ax.set_ylabel("test MSE")
-        ax.set_title(f"{SET_LABELS.get(set_name, set_name)}")
-    _save(fig, path, options)
-
-
-# --------------------------------------------------------------------------- markdown
-def _fmt(x: Any, digits: int = 5) -> str:
+def _fmt(x: Any, digits: int = 4) -> str:
     if isinstance(x, (float, np.floating)):
-        if not math.isfinite(x):
-            return "n/a"
-        return f"{x:.{digits}g}"
+        return f"{x:.{digits}g}" if math.isfinite(x) else "n/a"
+    if x is None:
+        return "n/a"
     return str(x)
 
 
-def markdown_table(df: pd.DataFrame, columns: list[str] | None = None) -> str:
-    df = df[columns] if columns else df
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
+def _pct(x: Any) -> str:
+    return f"{x:+.1%}" if isinstance(x, (int, float, np.floating)) and math.isfinite(x) else "n/a"
 
 
-def render_markdown(*, name: str, verdict_info: Mapping[str, Any], strategies: pd.DataFrame, pairwise: pd.DataFrame,
-                    test_time: pd.DataFrame, convergence_table: pd.DataFrame, trivial: Mapping[str, Mapping[str, float]],
-                    training: Mapping[str, Any], missing: list[str], default_inner: int, figures: Mapping[str, str],
-                    ablation: pd.DataFrame | None = None) -> str:
-    """The human-readable report: verdict first, then the numbers that decide it."""
-    out = [f"# IRED negative-mining study: {name}\n"]
-    out.append(f"**Verdict: {verdict_info['scenario']}.**\n")
-    for reason in verdict_info.get("reasons", []):
-        out.append(f"- {reason}")
-    crit = verdict_info.get("criteria", {})
-    if crit:
-        out.append("\nSuccess criteria for adversarial mining (SPEC §8), on the ID test set with "
-                   f"{default_inner} inference inner steps:\n")
-        labels = {"1_mse_better_by_5pct_and_significant": "1. MSE lower than baseline by > 5%, significant",
-                  "2_residual_lower": "2. reconstruction residual lower", "3_stable": "3. training stable",
-                  "4_time_below_2x": "4. training time < 2x baseline"}
-        out += [f"- {labels[k]}: **{'yes' if v else 'no'}**" for k, v in crit.items() if k in labels]
-    out.append("\n## Training scale\n")
-    out.append(", ".join(f"{k} = {v}" for k, v in training.items()) + "\n")
-    out.append("Training cost per step (`cost_seconds_per_step`, criterion 4) is CPU process time on a CPU, which "
-               "other jobs sharing the cores do not inflate, and wall time on a GPU.\n")
-    if missing:
-        out.append("**Missing runs** (failed or not run; excluded from every statistic): " + ", ".join(missing) + "\n")
-    out.append("## Test MSE per strategy (mean ± std over seeds, 95% CI)\n")
-    out.append("Reference predictors: " + "; ".join(
-        f"{SET_LABELS.get(s, s)}: zeros {v['zeros']:.4f}, per-entry mean {v['entry_mean']:.4f}" for s, v in trivial.items()) + "\n")
+def _ci(lo: Any, hi: Any) -> str:
+    return f"{_pct(lo)} to {_pct(hi)}"
+
+
+def _select(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
+    """``df`` restricted to ``columns`` (source -> header) that exist, renamed."""
+    keep = {k: v for k, v in columns.items() if k in df.columns}
+    return df[list(keep)].rename(columns=keep)
+
+
+def _scale_lines(training: Mapping[str, Any]) -> list[str]:
+    steps, batch = training.get("steps"), training.get("batch_size")
+    if not steps or not batch:
+        return []
+    samples = steps * batch
+    paper = PAPER_SCALE["steps"] * PAPER_SCALE["batch_size"]
+    sched = training.get("lr_schedule", {}) or {}
+    kind = sched.get("kind", "constant")
+    text = f"{kind}"
+    if kind != "constant":
+        text += f" (warm-up {sched.get('warmup_steps', 0)} steps, floor {sched.get('min_lr_ratio', 0):g}×lr)"
+    return [f"Training scale: {steps:,} steps × batch {batch:,} = {samples:,} training samples per run, "
+            f"{samples / paper:.2%} of the paper's {PAPER_SCALE['steps']:,} × {PAPER_SCALE['batch_size']:,} = "
+            f"{paper:,} (IRED; SPEC §9).",
+            f"Learning rate {training.get('lr'):g}, schedule {text}; paper: {PAPER_SCALE['lr']:g}, constant. "
+            f"EMA updated every {training.get('ema_update_every')} steps. Seeds per strategy: {training.get('seeds')}.",
+            "A verdict at this scale is a verdict about this scale; config/paper.yaml runs the paper's."]
+
+
+def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: Mapping[str, str]) -> list[Block]:
+    """The report's blocks from the cached verdict ``v`` and tables ``t`` (see the module docstring)."""
+    doc: list[Block] = [("h", 1, f"IRED negative-mining study: {v['name']}")]
+    doc.append(("p", f"**Verdict: {v['outcome']}.** {v['sentence']}"))
+    scenario = v.get("scenario")
+    doc.append(("p", f"Scenario of the seed design the data support: **{scenario}**." if scenario else
+                "The data do not support any of the seed design's scenarios (adversarial wins, random best, "
+                "baseline best, training instability) yet."))
+    doc.append(("p", f"Primary endpoint, declared in the config before running: **{v['primary']['label']}**, "
+                     f"relative change of the mean over seeds versus the baseline; equivalence margin ±{v['delta']:.0%}; "
+                     f"{v['confidence']:.1%} confidence intervals (Welch with the delta method on the log ratio; "
+                     f"Bonferroni over the {len(v['contrasts'])} mining strategies compared). Convergence gate: "
+                     f"{v['convergence_rule']}, on the mean curve over seeds."))
+    doc.append(("ul", _scale_lines(v.get("training", {}))))
+    if v.get("missing"):
+        doc.append(("p", "**Missing runs** (failed or not run; excluded from every statistic): "
+                    + ", ".join(v["missing"])))
+    doc.append(("fig", "forest", "Forest plot: relative MSE change versus the baseline"))
+    if v["contrasts"]:
+        primary = pd.DataFrame(v["contrasts"])
+        primary["change"] = primary["estimate"].map(_pct)
+        primary["CI"] = [_ci(a, b) for a, b in zip(primary["ci_low"], primary["ci_high"])]
+        doc.append(("table", _select(primary, {"strategy": "strategy", "versus": "versus", "change": "MSE change",
+                                               "CI": f"{v['confidence']:.1%} CI", "p": "Welch p", "n_a": "seeds",
+                                               "n_b": "baseline seeds", "outcome": "outcome",
+                                               "seeds_needed": "seeds per arm to decide"})))
+    if v.get("reasons"):
+        doc.append(("ul", v["reasons"]))
+    doc += [("ul", v["inner_loop_flips"])] if v.get("inner_loop_flips") else []
+
+    doc.append(("h", 2, "Beside the verdict (reported, never overriding it)"))
+    cost = t.get("cost", pd.DataFrame())
+    if not cost.empty:
+        doc.append(("p", "Training cost per step: compute seconds (process CPU time on a CPU, wall time on a GPU) and "
+                         "matmul FLOPs counted by torch.profiler."))
+        doc.append(("table", _select(cost, {"strategy": "strategy", "cost_seconds_per_step": "s / step",
+                                            "time_ratio": "× baseline time", "flops_per_step": "FLOP / step",
+                                            "flops_ratio": "× baseline FLOPs"})))
+    matched = t.get("compute_matched", pd.DataFrame())
+    if not matched.empty:
+        doc.append(("p", "Compute-matched view: validation MSE (EMA model) of every run read at the cheapest "
+                         "strategy's total training compute, with the relative change versus the baseline (95% CI). "
+                         "It reads validation, not test, MSE, and a run read part-way is not a run trained for that "
+                         "budget."))
+        m = matched.copy()
+        m["change"] = m["estimate"].map(_pct)
+        m["CI"] = [_ci(a, b) for a, b in zip(m["ci_low"], m["ci_high"])]
+        doc.append(("table", _select(m, {"measure": "compute measure", "strategy": "strategy", "budget": "budget",
+                                         "budget_fraction": "fraction of its training", "runs_at_budget": "runs read",
+                                         "val_mse_mean": "val MSE at budget", "change": "change vs baseline",
+                                         "CI": "95% CI"})))
+    strategies = t.get("strategies", pd.DataFrame())
+    trivial = v.get("trivial_mse", {})
     if not strategies.empty:
-        cols = ["strategy", "set", "inner_steps", "mse_n", "mse_mean", "mse_std", "mse_ci_low", "mse_ci_high",
-                "residual_mean_mean", "rel_err_mean_mean", "cost_seconds_per_step", "infer_ms_per_problem", "diverged"]
-        sel = strategies[strategies["inner_steps"].isin([0, default_inner])]
-        out.append(markdown_table(sel, [c for c in cols if c in sel.columns]))
-    out.append(f"\n![MSE per strategy]({figures.get('mse', '')})\n")
-    out.append("## Pairwise tests (Welch over seeds; paired t and Wilcoxon over per-problem MSE)\n")
-    if not pairwise.empty:
-        pairwise = pairwise[pairwise["inner_steps"].isin([0, default_inner])]
-        out.append(markdown_table(pairwise, ["strategy", "versus", "set", "inner_steps", "mse", "mse_versus",
-                                             "relative_change", "welch_p", "paired_t_p", "wilcoxon_p"]))
-    out.append("\n## Convergence (validation MSE of the EMA model over the last third of training)\n")
-    if not convergence_table.empty:
-        out.append(markdown_table(convergence_table))
-        out.append("\nA change below -5% means the runs were still improving: conclusions hold for this training scale only.\n")
-    out.append(f"\n![Learning curves]({figures.get('curves', '')})\n")
-    out.append("## Energy landscape\n")
-    out.append(f"![Energy ranking accuracy]({figures.get('landscape', '')})\n")
-    out.append("## Test-time compute (MSE vs inference inner steps)\n")
-    if not test_time.empty:
-        wide = test_time.pivot_table(index=["strategy", "set"], columns="inner_steps", values="mse_mean").reset_index()
+        sel = strategies[(strategies["set"] == "test_id") & (strategies["inner_steps"] == v["default_inner"])]
+        doc.append(("p", f"Reconstruction residual ‖AŶ − I‖_F (ID test, {v['default_inner']} inner steps), mean over "
+                         "seeds; predicting zeros gives √n (4.47 for n = 20). Diverged runs per strategy in the last "
+                         "column."))
+        doc.append(("table", _select(sel, {"strategy": "strategy", "residual_mean_mean": "residual",
+                                           "residual_mean_ci_low": "95% CI low", "residual_mean_ci_high": "95% CI high",
+                                           "runs": "runs", "diverged": "diverged"})))
+    contrasts = t.get("contrasts", pd.DataFrame())
+    if not contrasts.empty:
+        sec = contrasts[contrasts["endpoint_role"] == "secondary"].copy()
+        sec["change"] = sec["estimate"].map(_pct)
+        sec["CI"] = [_ci(a, b) for a, b in zip(sec["ci_low"], sec["ci_high"])]
+        doc.append(("h", 3, "Secondary endpoints (95% CI; Holm-adjusted p within each contrast)"))
+        doc.append(("table", _select(sec, {"strategy": "strategy", "versus": "versus", "role": "contrast",
+                                           "label": "endpoint", "change": "MSE change", "CI": "95% CI", "p": "p",
+                                           "p_holm": "p (Holm)", "outcome": "outcome"})))
+
+    doc.append(("h", 2, "Convergence"))
+    conv = t.get("convergence", pd.DataFrame())
+    if not conv.empty:
+        doc.append(("p", f"Gate: {v['convergence_rule']}. `tail change`: first to last of those evaluations."))
+        doc.append(("table", _select(conv, {"strategy": "strategy", "converged": "converged (mean curve)",
+                                            "tail_change": "tail change", "spread": "spread",
+                                            "runs_converged": "runs converged", "runs": "runs"})))
+    doc.append(("fig", "curves", "Learning curves"))
+    doc.append(("fig", "compute", "Validation MSE against training compute"))
+
+    doc.append(("h", 2, "Test MSE per strategy (mean over seeds, 95% t CI)"))
+    doc.append(("p", "Reference predictors: " + "; ".join(
+        f"{SET_LABELS.get(s, s)}: zeros {r['zeros']:.4f}, per-entry mean {r['entry_mean']:.4f}"
+        for s, r in trivial.items()) + ". Skill = 1 − MSE / MSE(per-entry mean). IRED paper: 0.0096 (ID)."))
+    if not strategies.empty:
+        sel = strategies[strategies["inner_steps"].isin([0, v["default_inner"]])]
+        doc.append(("table", _select(sel, {"strategy": "strategy", "set": "set", "inner_steps": "inner steps",
+                                           "mse_n": "seeds", "mse_mean": "MSE", "mse_ci_low": "95% CI low",
+                                           "mse_ci_high": "95% CI high", "mse_raw_model_mean": "MSE, raw model",
+                                           "skill_mean": "skill", "rel_err_mean_mean": "relative error",
+                                           "infer_ms_per_problem": "ms / problem"})))
+    doc.append(("fig", "mse", "Test MSE per strategy"))
+
+    doc.append(("h", 2, "Diagnostics"))
+    diag = t.get("diagnostics", pd.DataFrame())
+    if not diag.empty:
+        doc.append(("p", "Means over seeds of the last third of training; `inference acceptance`: share of accepted "
+                         f"inner opt steps at inference (ID test, {v['default_inner']} inner steps)."))
+        doc.append(("table", _select(diag, {"strategy": "strategy", "grad_norm": "gradient norm",
+                                            "clip_frac": "clipped steps", "energy_gap": "E⁻ − E⁺",
+                                            "saturated_frac": "saturated pairs", "mine_accept": "mining acceptance",
+                                            "infer_accept": "inference acceptance"})))
+    doc.append(("fig", "diagnostics", "Training diagnostics"))
+    land = t.get("landscape", pd.DataFrame())
+    if not land.empty:
+        summary = land.groupby(["strategy", "negative"], sort=False)["rank_acc"].mean().unstack("negative")
+        doc.append(("p", "Energy-ranking accuracy P(E⁺ < E⁻) averaged over t and seeds, per probe (0.5 is chance):"))
+        doc.append(("table", summary.reset_index()))
+    doc.append(("fig", "landscape", "Energy landscape"))
+
+    doc.append(("h", 2, "Test-time compute (MSE against inference inner steps)"))
+    tt = t.get("test_time", pd.DataFrame())
+    if not tt.empty:
+        wide = tt.pivot_table(index=["strategy", "set"], columns="inner_steps", values="mse_mean").reset_index()
         wide.columns = [f"{c} steps" if isinstance(c, (int, np.integer)) else c for c in wide.columns]
-        out.append(markdown_table(wide))
-        out.append("\nIRED paper, Table 2 (matrix inverse, n = 20): 0.0096 → 0.0095 on the training difficulty and "
-                   "0.2110 → 0.2063 on the harder one, from 10 to 40 inference steps.\n")
-    out.append(f"\n![Test-time compute]({figures.get('test_time', '')})\n")
-    if ablation is not None and not ablation.empty:
-        out.append("## Ablations\n")
-        out.append(markdown_table(ablation, ["parameter", "value", "others", "set", "mse_mean", "mse_ci_low",
-                                             "mse_ci_high", "seeds"]))
-        for key, fig in figures.items():
-            if key.startswith("ablation_"):
-                out.append(f"\n![Ablation {key[9:]}]({fig})\n")
-    return "\n".join(out) + "\n"
+        doc.append(("table", wide))
+        doc.append(("p", "IRED paper, Table 2 (matrix inverse, n = 20): 0.0096 → 0.0095 on the training difficulty "
+                         "and 0.2110 → 0.2063 on the harder one, from 10 to 40 inference steps."))
+    doc.append(("fig", "test_time", "Test-time compute"))
+    ablation = t.get("ablation", pd.DataFrame())
+    if not ablation.empty:
+        doc.append(("h", 2, "Ablations (exploratory)"))
+        doc.append(("table", _select(ablation, {"parameter": "parameter", "value": "value", "others": "others",
+                                                "set": "set", "mse_mean": "MSE", "mse_ci_low": "95% CI low",
+                                                "mse_ci_high": "95% CI high", "seeds": "seeds"})))
+        doc += [("fig", k, f"Ablation {k[9:]}") for k in figures if k.startswith("ablation_")]
+    doc.append(("h", 2, "Environment"))
+    doc.append(("p", f"torch {', '.join(v.get('torch', []))}; device(s): {', '.join(v.get('devices', []))}."))
+    return doc
+
+
+# --------------------------------------------------------------------------- writers
+def _md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(x) for x in row) + " |\n" for row in df.itertuples(index=False))
+
+
+def to_markdown(doc: list[Block], figure_path: Callable[[str], str], figures: Mapping[str, str] | None = None) -> str:
+    """Markdown text of ``doc``; ``figure_path`` maps a figure file to the link written."""
+    out = []
+    for block in doc:
+        kind = block[0]
+        if kind == "h":
+            out.append("#" * block[1] + " " + block[2] + "\n")
+        elif kind == "p":
+            out.append(block[1] + "\n")
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in block[1]) + "\n")
+        elif kind == "table":
+            out.append(_md_table(block[1]))
+        elif kind == "fig" and figures and block[1] in figures:
+            out.append(f"![{block[2]}]({figure_path(figures[block[1]])})\n")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    """Escape, then render the Markdown emphasis and code this report uses (**bold**, `code`)."""
+    parts = html.escape(text).split("**")
+    text = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def to_html(doc: list[Block], figures: Mapping[str, str] | None = None) -> str:
+    """A self-contained HTML page of ``doc`` (figures embedded as data URIs)."""
+    body = []
+    for block in doc:
+        kind = block[0]
+        if kind == "h":
+            body.append(f"<h{block[1]}>{_inline(block[2])}</h{block[1]}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(block[1])}</p>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block[1]) + "</ul>")
+        elif kind == "table":
+            df = block[1]
+            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(x))}</td>" for x in row) + "</tr>"
+                           for row in df.itertuples(index=False))
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "fig" and figures and block[1] in figures and Path(figures[block[1]]).exists():
+            path = Path(figures[block[1]])
+            mime = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}.get(path.suffix[1:], "image/png")
+            data = base64.b64encode(path.read_bytes()).decode()
+            if mime == "application/pdf":
+                body.append(f'<p><a download="{path.name}" href="data:{mime};base64,{data}">{html.escape(block[2])} '
+                            "(PDF)</a></p>")
+            else:
+                body.append(f'<figure><img alt="{html.escape(block[2])}" src="data:{mime};base64,{data}">'
+                            f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}"
+             "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f2f2f2}"
+             "img{max-width:100%}figcaption{color:#555;font-size:0.85em}")
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>IRED study report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

@@ -1,28 +1,46 @@
-"""Statistics of the comparison (SPEC §8): per-strategy summaries, pairwise tests, the verdict.
+"""Statistics of the comparison (SPEC §8), with the training run (one seed) as the unit of replication.
 
-* :func:`summarize`: per group, n, mean, std (ddof 1), and the 95% Student-t confidence interval.
-* :func:`welch`: Welch's two-sided two-sample t-test over per-seed values.
-* :func:`paired`: a paired test on per-problem errors. Every run sees the same held-out problems,
-  so each strategy's per-problem error is averaged over its seeds and the two strategies are
-  compared problem by problem (paired t-test, and the Wilcoxon signed-rank test as a check that
-  does not assume normal differences).
-* :func:`verdict`: which of the four scenarios of SPEC §8 the data support, with the reasons.
+Per-problem errors inside a run are never treated as replicates: every function here takes one
+number per run (a seed's test MSE on the whole held-out set).
+
+* :func:`summarize` / :func:`t_interval`: mean, std and the Student-t confidence interval over seeds,
+  the one interval method of every table and figure.
+* :func:`relative_change_ci`: the relative change mean(a)/mean(b) - 1 with its confidence interval
+  and p-value, by Welch's method with the delta method on the log scale (below).
+* :func:`holm`: Holm's step-down adjustment of the secondary endpoints' p-values.
+* :func:`classify` and :func:`seeds_needed`: where a CI lies relative to the equivalence margin
+  ±delta, and how many seeds per arm the observed variance would need to decide.
+
+The relative change. With per-seed values a (n_a seeds) and b (n_b seeds), the log of the ratio of
+means d = log(mean a) - log(mean b) has, by the delta method, variance
+v = s_a² / (n_a · mean_a²) + s_b² / (n_b · mean_b²) (the squared coefficients of variation of the
+two means), and Welch–Satterthwaite degrees of freedom
+df = v² / ((s_a²/(n_a mean_a²))² / (n_a - 1) + (s_b²/(n_b mean_b²))² / (n_b - 1)).
+The CI is exp(d ± t_{df, 1-α/2} · √v) - 1 and the p-value that of t = d / √v on df degrees of
+freedom, so the CI excludes 0 exactly when p < α. Working on the log scale keeps the interval
+inside (-100%, ∞) and makes it symmetric in the ratio.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy import stats
 
 ALPHA = 0.05
+#: Outcomes of one contrast on one endpoint (SPEC §8 verdicts 1-4).
+HELPS, EQUIVALENT, WORSE, INCONCLUSIVE = "helps", "equivalent", "worse", "inconclusive"
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    return np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
 
 
 def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
-    """n, mean, std, sem and a two-sided Student-t confidence interval of finite ``values``."""
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    """n, mean, std, sem and a two-sided Student-t confidence interval of the finite ``values``."""
+    x = _finite(values)
     n = len(x)
     if n == 0:
         return {"n": 0, "mean": math.nan, "std": math.nan, "sem": math.nan, "ci_low": math.nan, "ci_high": math.nan}
@@ -35,105 +53,112 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, fl
     return {"n": n, "mean": mean, "std": std, "sem": sem, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """Welch's t-test of mean(a) vs mean(b) (two-sided); NaN where it is undefined (n < 2 or no spread)."""
-    x = np.asarray([v for v in a if math.isfinite(v)], dtype=float)
-    y = np.asarray([v for v in b if math.isfinite(v)], dtype=float)
-    if len(x) < 2 or len(y) < 2 or (x.std() == 0 and y.std() == 0):
-        return {"t": math.nan, "p": math.nan}
-    res = stats.ttest_ind(x, y, equal_var=False)
-    return {"t": float(res.statistic), "p": float(res.pvalue)}
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """(low, high) of the Student-t CI of the mean; seaborn takes it as ``errorbar=t_interval``.
+    With one value the interval collapses to that value."""
+    s = summarize(values, confidence)
+    if s["n"] == 1:
+        return s["mean"], s["mean"]
+    return s["ci_low"], s["ci_high"]
 
 
-def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Paired tests of per-problem errors ``a`` vs ``b`` (same problems, same order)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape or len(a) < 2:
-        raise ValueError(f"paired test needs two equal-length vectors, got {a.shape} and {b.shape}")
-    diff = a - b
-    if not np.isfinite(diff).all() or np.all(diff == 0):
-        return {"mean_diff": float(np.mean(diff)), "t": math.nan, "p_t": math.nan, "p_wilcoxon": math.nan}
-    t = stats.ttest_rel(a, b)
-    w = stats.wilcoxon(a, b)
-    return {"mean_diff": float(diff.mean()), "t": float(t.statistic), "p_t": float(t.pvalue),
-            "p_wilcoxon": float(w.pvalue)}
+@dataclass(frozen=True)
+class RelativeChange:
+    """mean(a)/mean(b) - 1 with its CI (at ``confidence``) and two-sided p-value; see the module doc."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p: float
+    df: float
+    se_log: float
+    n_a: int
+    n_b: int
+    confidence: float
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{k}": v for k, v in asdict(self).items()}
 
 
-def relative_change(value: float, reference: float) -> float:
-    """(value - reference) / reference: negative means lower (better for errors) than the reference."""
-    return (value - reference) / reference if reference else math.nan
+def _log_ratio_parts(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """(d, va, vb) with va, vb the delta-method variances of log(mean a), log(mean b)."""
+    ma, mb = a.mean(), b.mean()
+    va = a.var(ddof=1) / (len(a) * ma ** 2)
+    vb = b.var(ddof=1) / (len(b) * mb ** 2)
+    return float(math.log(ma) - math.log(mb)), float(va), float(vb), float(ma / mb - 1)
 
 
-@dataclass
-class StrategyOutcome:
-    """What the verdict needs of one strategy (over its seeds)."""
-
-    name: str
-    mode: str
-    mse: list[float]              # primary metric per completed seed
-    residual: list[float]         # mean reconstruction residual per completed seed
-    seconds_per_step: list[float]  # training cost per step (CPU time on CPU, wall time on GPU)
-    diverged: int = 0             # runs that diverged
-    runs: int = 0                 # runs expected
+def _welch_df(va: float, vb: float, na: int, nb: int) -> float:
+    denom = va ** 2 / (na - 1) + vb ** 2 / (nb - 1)
+    return (va + vb) ** 2 / denom if denom > 0 else math.inf
 
 
-@dataclass
-class Verdict:
-    scenario: str                 # "adversarial wins" | "random best" | "baseline best" | "training unstable"
-    criteria: dict[str, Any] = field(default_factory=dict)
-    reasons: list[str] = field(default_factory=list)
+def relative_change_ci(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> RelativeChange:
+    """Relative change of mean(``a``) versus mean(``b``) (per-seed values, positive), Welch + delta method.
 
-
-def _mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
-def verdict(baseline: StrategyOutcome, random: StrategyOutcome | None, adversarial: StrategyOutcome | None,
-            improvement: float = 0.05, alpha: float = ALPHA) -> Verdict:
-    """Decide the scenario of SPEC §8 from per-seed outcomes.
-
-    Adversarial mining wins when (1) its mean MSE is lower than the baseline's by more than
-    ``improvement`` (relative) with Welch p < ``alpha``, (2) its mean residual is lower, (3) no run
-    diverged, and (4) its time per training step is below 2x the baseline's. Otherwise: "training
-    unstable" if a mining strategy (or the baseline) diverged; "random best" if random negatives
-    beat the baseline by the same significance standard and have the lowest mean; else "baseline
-    best" (mining does not help).
+    NaN where it is undefined: fewer than two finite values in an arm, or a non-positive mean.
+    Two arms without any spread give a zero-width interval and p = 0 (or 1 when the means agree).
     """
-    v = Verdict("baseline best")
-    base_mse, base_res, base_time = _mean(baseline.mse), _mean(baseline.residual), _mean(baseline.seconds_per_step)
-    unstable = [s.name for s in (baseline, random, adversarial) if s is not None and s.diverged]
-    if adversarial is not None:
-        adv_mse = _mean(adversarial.mse)
-        rel = relative_change(adv_mse, base_mse)
-        test = welch(adversarial.mse, baseline.mse)
-        time_ratio = _mean(adversarial.seconds_per_step) / base_time if base_time else math.nan
-        c = {
-            "1_mse_better_by_5pct_and_significant": bool(rel < -improvement and test["p"] < alpha),
-            "2_residual_lower": bool(_mean(adversarial.residual) < base_res),
-            "3_stable": adversarial.diverged == 0,
-            "4_time_below_2x": bool(time_ratio < 2.0),
-        }
-        v.criteria = {**c, "relative_mse_change": rel, "welch_p": test["p"], "time_ratio": time_ratio}
-        v.reasons.append(f"adversarial vs baseline: MSE change {rel:+.2%} (Welch p = {test['p']:.3g}), "
-                         f"residual {_mean(adversarial.residual):.4g} vs {base_res:.4g}, "
-                         f"{adversarial.diverged}/{adversarial.runs} runs diverged, time/step ratio {time_ratio:.2f}")
-        if all(c.values()):
-            v.scenario = "adversarial wins"
-            return v
-    if unstable:
-        v.scenario = "training unstable"
-        v.reasons.append(f"runs diverged in: {', '.join(unstable)}")
-        return v
-    if random is not None:
-        rnd_mse = _mean(random.mse)
-        rel = relative_change(rnd_mse, base_mse)
-        test = welch(random.mse, baseline.mse)
-        v.reasons.append(f"random vs baseline: MSE change {rel:+.2%} (Welch p = {test['p']:.3g})")
-        lowest = adversarial is None or not rnd_mse > _mean(adversarial.mse)
-        if rel < -improvement and test["p"] < alpha and lowest:
-            v.scenario = "random best"
-            return v
-    v.reasons.append("no mining strategy beats the baseline by more than "
-                     f"{improvement:.0%} with p < {alpha}: mining does not help at this scale")
-    return v
+    x, y = _finite(a), _finite(b)
+    if not (len(x) and len(y) and x.mean() > 0 and y.mean() > 0):
+        return RelativeChange(*[math.nan] * 6, len(x), len(y), confidence)
+    if len(x) < 2 or len(y) < 2:  # a point estimate, but no interval
+        return RelativeChange(float(x.mean() / y.mean() - 1), *[math.nan] * 5, len(x), len(y), confidence)
+    d, va, vb, estimate = _log_ratio_parts(x, y)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        p = 1.0 if d == 0 else 0.0
+        return RelativeChange(estimate, estimate, estimate, p, math.inf, 0.0, len(x), len(y), confidence)
+    df = _welch_df(va, vb, len(x), len(y))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(d) / se, df))
+    return RelativeChange(estimate, math.expm1(d - half), math.expm1(d + half), p, df, se, len(x), len(y), confidence)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control); NaN entries stay NaN and do not
+    count towards the family size."""
+    p = np.asarray(pvalues, dtype=float)
+    idx = [i for i in np.argsort(p, kind="stable") if math.isfinite(p[i])]
+    m = len(idx)
+    adjusted = [math.nan] * len(p)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def classify(ci_low: float, ci_high: float, delta: float) -> str:
+    """Where the CI of a relative change lies (SPEC §8, checked in this order): entirely below
+    -delta: ``helps``; entirely inside (-delta, +delta): ``equivalent``; entirely above 0:
+    ``worse`` (the baseline is better); anything else (or NaN): ``inconclusive``."""
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return INCONCLUSIVE
+    if ci_high < -delta:
+        return HELPS
+    if -delta < ci_low and ci_high < delta:
+        return EQUIVALENT
+    if ci_low > 0:
+        return WORSE
+    return INCONCLUSIVE
+
+
+def seeds_needed(a: Sequence[float], b: Sequence[float], delta: float, confidence: float = 0.95,
+                 max_seeds: int = 1000) -> int | None:
+    """Seeds per arm at which, with the observed means and standard deviations, the CI of the
+    relative change would fall into a decision region of :func:`classify`; None if more than
+    ``max_seeds`` (or undefined). It is a planning figure, not a promise: the next seeds move the
+    means too."""
+    x, y = _finite(a), _finite(b)
+    if len(x) < 2 or len(y) < 2 or x.mean() <= 0 or y.mean() <= 0:
+        return None
+    d, va, vb, _ = _log_ratio_parts(x, y)
+    cv2a, cv2b = va * len(x), vb * len(y)  # squared coefficients of variation of one seed
+    for n in range(max(len(x), len(y), 2), max_seeds + 1):
+        va_n, vb_n = cv2a / n, cv2b / n
+        se = math.sqrt(va_n + vb_n)
+        half = float(stats.t.ppf(0.5 + confidence / 2, _welch_df(va_n, vb_n, n, n))) * se if se else 0.0
+        if classify(math.expm1(d - half), math.expm1(d + half), delta) != INCONCLUSIVE:
+            return n
+    return None

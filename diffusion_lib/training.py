@@ -35,6 +35,7 @@ from ema_pytorch import EMA
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from .compute import step_flops
 from .data import Heldout, ProblemStream
 from .diffusion import GaussianDiffusion1D, MiningConfig
 from .evaluation import predict
@@ -43,8 +44,13 @@ from .seeding import derive_seed, rng_state, set_rng_state
 
 log = logging.getLogger("diffusion_lib.training")
 
-CURVE_COLUMNS = ["step", "loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg",
-                 "train_seconds", "steps_per_s", "val_mse_ema", "val_mse_raw"]
+CURVE_COLUMNS = ["step", "lr", "loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg", "energy_gap",
+                 "saturated_frac", "mine_accept", "grad_norm", "clip_frac", "train_seconds", "train_cpu_seconds",
+                 "train_flops", "steps_per_s", "val_mse_ema", "val_mse_raw"]
+#: Loss parts averaged per step over a log interval (the rest of a row is computed, see ``_append_row``).
+_MEAN_PARTS = ("loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg", "energy_gap", "saturated_frac",
+               "grad_norm", "clipped")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclass(frozen=True)
@@ -70,10 +76,50 @@ class TrainConfig:
     checkpoint_every: int = 500
     max_loss: float = 1e4
     seed: int = 0
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    warmdown_fraction: float = 0.5
+    measure_flops: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule: {self.lr_schedule!r} is not one of {list(LR_SCHEDULES)}")
+        if not 0 <= self.min_lr_ratio <= 1 or not 0 < self.warmdown_fraction <= 1 or self.warmup_steps < 0:
+            raise ValueError("lr schedule: need warmup_steps >= 0, 0 <= min_lr_ratio <= 1, 0 < warmdown_fraction <= 1")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of training step ``step`` (0-based).
+
+        A linear warm-up from lr/warmup_steps to lr over the first ``warmup_steps`` steps, then:
+        ``constant`` (the paper's) keeps lr; ``cosine`` decays along a half cosine from lr to
+        ``min_lr_ratio``·lr at the last step; ``linear`` keeps lr until the last ``warmdown_fraction``
+        of the steps and then decays linearly to ``min_lr_ratio``·lr at the last step.
+        """
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        floor = self.min_lr_ratio
+        if self.lr_schedule == "cosine":
+            span = max(self.steps - 1 - self.warmup_steps, 1)
+            progress = min((step - self.warmup_steps) / span, 1.0)
+            return self.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+        if self.lr_schedule == "linear":
+            start = max(self.warmup_steps, int(round(self.steps * (1 - self.warmdown_fraction))))
+            if step < start:
+                return self.lr
+            progress = min((step - start) / max(self.steps - 1 - start, 1), 1.0)
+            return self.lr * (1 - (1 - floor) * progress)
+        return self.lr
 
     def fingerprint(self, mining: MiningConfig) -> str:
-        """Hash of everything that shapes the training trajectory (all but ``steps``)."""
-        state = {k: v for k, v in asdict(self).items() if k != "steps"}
+        """Hash of everything that shapes the training trajectory.
+
+        ``steps`` is left out for the constant schedule, so raising it extends a run from its
+        checkpoint; a decaying schedule depends on the total, so there it is part of the hash.
+        ``measure_flops`` only adds bookkeeping and is left out.
+        """
+        skip = {"measure_flops"} | ({"steps"} if self.lr_schedule == "constant" else set())
+        state = {k: v for k, v in asdict(self).items() if k not in skip}
         state["mining"] = asdict(mining)
         return hashlib.sha256(json.dumps(state, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
@@ -95,6 +141,7 @@ class TrainResult:
     resumed_from: int | None
     curve: list[dict[str, Any]] = field(repr=False, default_factory=list)
     train_cpu_seconds: float = 0.0
+    train_flops: float = 0.0
 
     @property
     def seconds_per_step(self) -> float:
@@ -106,16 +153,27 @@ class TrainResult:
         """CPU (process) seconds per step: insensitive to other jobs sharing the CPU."""
         return self.train_cpu_seconds / max(self.steps_done, 1)
 
+    @property
+    def flops_per_step(self) -> float:
+        """Profiler-counted matmul FLOPs per training step (NaN when not measured)."""
+        return self.train_flops / self.steps_done if self.steps_done and self.train_flops else math.nan
+
 
 def optimization_step(diffusion: GaussianDiffusion1D, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
                       A: torch.Tensor, Y: torch.Tensor, step: int, grad_clip: float
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One training update (SPEC §4): loss with its parts, backward, grad-norm clipping, Adam step."""
+    """One training update (SPEC §4): loss with its parts, backward, grad-norm clipping, Adam step.
+
+    The parts gain ``grad_norm`` (the gradient norm before clipping) and ``clipped`` (1 when clipping
+    scaled the gradient down), both device tensors: nothing here waits on the device.
+    """
     loss, parts = diffusion(A, Y, step=step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
+    parts["grad_norm"] = norm.detach()
+    parts["clipped"] = (norm.detach() > grad_clip).float()
     return loss, parts
 
 
@@ -176,14 +234,17 @@ class Trainer1D:
         self.curve: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.train_cpu_seconds = 0.0
+        self.train_flops = 0.0
         self.resumed_from: int | None = None
+        self._step_flops: dict[bool, float] = {}
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         return {"format": "ired-train-checkpoint-v1", "fingerprint": self.fingerprint, "step": self.step,
                 "model": self.diffusion.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": rng_state(), "data": self.stream.state_dict(),
-                "curve": self.curve, "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds}
+                "curve": self.curve, "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds,
+                "train_flops": self.train_flops}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.diffusion.load_state_dict(state["model"])
@@ -195,6 +256,7 @@ class Trainer1D:
         self.curve = list(state["curve"])
         self.train_seconds = float(state["train_seconds"])
         self.train_cpu_seconds = float(state.get("train_cpu_seconds", 0.0))
+        self.train_flops = float(state.get("train_flops", 0.0))
 
     def save_checkpoint(self) -> None:
         if self.resume_path is not None:
@@ -224,6 +286,18 @@ class Trainer1D:
         return {"val_mse_ema": heldout_mse(self.ema.ema_model, self.val_set, cfg.val_inner_steps),
                 "val_mse_raw": heldout_mse(self.diffusion, self.val_set, cfg.val_inner_steps)}
 
+    # ---------------------------------------------------------------- compute
+    def measure_step_flops(self) -> dict[bool, float]:
+        """FLOPs of a mining and of an ordinary training step (see :func:`compute.step_flops`)."""
+        if not self._step_flops and self.config.measure_flops:
+            cfg = self.config
+            kinds = {True, False} if self.diffusion.mining.mode == "adversarial" else {False}
+            self._step_flops = {k: step_flops(self.diffusion, cfg.batch_size, cfg.rank, cfg.train_eps, k, self.device)
+                                for k in kinds}
+            log.info("training FLOPs per step: %s", {("mining" if k else "plain"): f"{v:.4g}"
+                                                     for k, v in self._step_flops.items()})
+        return self._step_flops
+
     # ---------------------------------------------------------------- loop
     def train(self) -> TrainResult:
         """Run (or continue) training to ``config.steps``; returns the run's :class:`TrainResult`."""
@@ -237,10 +311,16 @@ class Trainer1D:
         diverged_at: int | None = None
         interval_start, interval_cpu = time.perf_counter(), time.process_time()
         params = list(self.diffusion.parameters())
+        flops = self.measure_step_flops()
         self.diffusion.train()
         with _StopRequest() as stop:
             while self.step < cfg.steps:
                 A, Y = next(self.stream)
+                lr = cfg.lr_at(self.step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                if flops:
+                    self.train_flops += flops[self.diffusion.is_mining_step(self.step)]
                 loss, parts = optimization_step(self.diffusion, self.optimizer, params, A, Y, self.step, cfg.grad_clip)
                 self.ema.update()
                 bad = ~torch.isfinite(loss.detach()) | (loss.detach() > cfg.max_loss)
@@ -284,13 +364,20 @@ class Trainer1D:
         bar.close()
         status = "diverged" if diverged_at is not None else "completed"
         return TrainResult(status, self.step, diverged_at, self.train_seconds, self.resumed_from, self.curve,
-                           self.train_cpu_seconds)
+                           self.train_cpu_seconds, self.train_flops)
 
     def _append_row(self, sums: dict[str, torch.Tensor], count: int, seconds: float, metrics: dict[str, float]) -> None:
-        row: dict[str, Any] = {"step": self.step}
-        for key in ("loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg"):
-            row[key] = (sums[key] / count).item() if key in sums and count else math.nan
+        """One learning-curve row: per-step means of the loss parts over the interval, the mining
+        acceptance rate (accepted / proposed opt steps), cumulative training time and FLOPs."""
+        row: dict[str, Any] = {"step": self.step, "lr": self.config.lr_at(self.step - 1)}
+        means = {key: (sums[key] / count).item() if key in sums and count else math.nan for key in _MEAN_PARTS}
+        means["clip_frac"] = means.pop("clipped")
+        row.update(means)
+        row["mine_accept"] = ((sums["mine_accepted"] / sums["mine_proposed"]).item()
+                              if "mine_proposed" in sums else math.nan)
         row["train_seconds"] = self.train_seconds
+        row["train_cpu_seconds"] = self.train_cpu_seconds
+        row["train_flops"] = self.train_flops if self.train_flops else math.nan
         row["steps_per_s"] = count / seconds if seconds > 0 else math.nan
         row["val_mse_ema"] = metrics.get("val_mse_ema", math.nan)
         row["val_mse_raw"] = metrics.get("val_mse_raw", math.nan)

@@ -23,10 +23,12 @@ def _seed():
     torch.manual_seed(0)
 
 
-REPORT_FILES = ["report.md", "figures/mse.png", "figures/curves.png", "figures/landscape.png",
-                "figures/test_time.png", "figures/ablation_opt_steps.png",
-                *(f"tables/{t}.csv" for t in ("runs", "strategies", "pairwise", "landscape", "test_time", "curves",
-                                               "convergence", "ablation")), "tables/verdict.json"]
+REPORT_FILES = ["report.md", "report.html", *(f"figures/{f}.png" for f in ("forest", "mse", "curves", "compute",
+                                                                            "diagnostics", "landscape", "test_time",
+                                                                            "ablation_opt_steps")),
+                *(f"tables/{t}.csv" for t in ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time",
+                                               "curves", "convergence", "convergence_runs", "compute_matched",
+                                               "diagnostics", "cost", "ablation")), "tables/verdict.json"]
 
 
 @pytest.fixture(scope="session")

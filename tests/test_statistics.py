@@ -1,10 +1,12 @@
+"""Statistics with the seed as the unit: intervals, the relative-change CI, Holm, classification."""
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from diffusion_lib.statistics import StrategyOutcome, paired, summarize, verdict, welch
+from diffusion_lib.statistics import (EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, classify, holm, relative_change_ci,
+                                      seeds_needed, summarize, t_interval)
 
 
 def test_summarize_student_t_interval():
@@ -14,55 +16,74 @@ def test_summarize_student_t_interval():
     assert s["ci_low"] == pytest.approx(2.5 - half) and s["ci_high"] == pytest.approx(2.5 + half)
     assert summarize([5.0])["n"] == 1 and math.isnan(summarize([5.0])["ci_low"])
     assert summarize([1.0, math.nan, 3.0])["n"] == 2
+    assert t_interval([1.0, 2.0, 3.0, 4.0]) == pytest.approx((s["ci_low"], s["ci_high"]))
+    assert t_interval([7.0]) == (7.0, 7.0)
 
 
-def test_welch_matches_scipy_and_handles_degenerate_input():
-    a, b = [1.0, 1.2, 0.9, 1.1], [1.5, 1.7, 1.6, 1.9]
-    assert welch(a, b)["p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    assert math.isnan(welch([1.0], b)["p"])
+def test_relative_change_matches_the_delta_method_by_hand():
+    a, b = [0.0102, 0.0099, 0.0105, 0.0101], [0.0110, 0.0108, 0.0113, 0.0109, 0.0111]
+    rc = relative_change_ci(a, b)
+    ma, mb = np.mean(a), np.mean(b)
+    va, vb = np.var(a, ddof=1) / (4 * ma ** 2), np.var(b, ddof=1) / (5 * mb ** 2)
+    df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 4)
+    d, se = math.log(ma / mb), math.sqrt(va + vb)
+    half = stats.t.ppf(0.975, df) * se
+    assert rc.estimate == pytest.approx(ma / mb - 1)
+    assert (rc.ci_low, rc.ci_high) == pytest.approx((math.expm1(d - half), math.expm1(d + half)))
+    assert rc.p == pytest.approx(2 * stats.t.sf(abs(d) / se, df)) and rc.df == pytest.approx(df)
+    assert rc.ci_high < 0 and rc.p < 0.05  # the CI excludes 0 exactly when p < alpha
 
 
-def test_paired_detects_consistent_per_problem_difference():
+def test_relative_change_ci_has_its_nominal_coverage():
+    """Simulated studies (5 vs 5 seeds, 3% seed-to-seed spread, true change -4%): the 95% CI covers
+    the truth in 95% ± 1.5% of them. A pooled per-problem interval would not come close."""
     rng = np.random.default_rng(0)
-    base = rng.uniform(0.01, 0.02, 200)
-    better = base * 0.9
-    out = paired(better, base)
-    assert out["mean_diff"] < 0 and out["p_t"] < 1e-10 and out["p_wilcoxon"] < 1e-10
-    with pytest.raises(ValueError):
-        paired(base[:3], base[:4])
+    truth, hits, trials = -0.04, 0, 4000
+    for _ in range(trials):
+        a = 0.0100 * (1 + truth) * (1 + 0.03 * rng.standard_normal(5))
+        b = 0.0100 * (1 + 0.03 * rng.standard_normal(5))
+        rc = relative_change_ci(a, b)
+        hits += rc.ci_low <= truth <= rc.ci_high
+    assert abs(hits / trials - 0.95) < 0.015
 
 
-def _o(name, mode, mse, residual=None, sps=0.01, diverged=0):
-    return StrategyOutcome(name, mode, mse, residual or [m * 100 for m in mse], [sps] * len(mse), diverged, len(mse) + diverged)
+def test_relative_change_degenerate_inputs():
+    assert math.isnan(relative_change_ci([1.0], [1.0, 2.0]).ci_low)
+    assert relative_change_ci([1.0], [2.0, 2.0]).estimate == pytest.approx(-0.5)
+    assert math.isnan(relative_change_ci([], [1.0, 2.0]).estimate)
+    same = relative_change_ci([2.0, 2.0], [1.0, 1.0])
+    assert same.estimate == same.ci_low == same.ci_high == pytest.approx(1.0) and same.p == 0.0
 
 
-BASE = _o("baseline", "none", [0.0100, 0.0101, 0.0099, 0.0100])
+def test_holm_adjusts_step_down_and_keeps_nan():
+    adjusted = holm([0.01, 0.04, 0.03, math.nan])
+    assert adjusted[0] == pytest.approx(0.03) and adjusted[2] == pytest.approx(0.06)
+    assert adjusted[1] == pytest.approx(0.06) and math.isnan(adjusted[3])  # monotone: max(0.06, 0.04)
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
 
 
-def test_verdict_adversarial_wins():
-    adv = _o("adversarial", "adversarial", [0.0090, 0.0091, 0.0089, 0.0090], sps=0.015)
-    v = verdict(BASE, _o("random", "random", [0.0099, 0.0100, 0.0101, 0.0100]), adv)
-    assert v.scenario == "adversarial wins" and all(v.criteria[k] for k in v.criteria if k[0].isdigit())
+@pytest.mark.parametrize("low, high, outcome", [
+    (-0.12, -0.06, HELPS), (-0.04, 0.03, EQUIVALENT), (0.01, 0.04, EQUIVALENT), (0.02, 0.09, WORSE),
+    (-0.08, 0.01, INCONCLUSIVE), (-0.06, -0.03, INCONCLUSIVE), (math.nan, 0.1, INCONCLUSIVE)])
+def test_classify_regions_in_spec_order(low, high, outcome):
+    assert classify(low, high, 0.05) == outcome
 
 
-def test_verdict_fails_on_training_time():
-    adv = _o("adversarial", "adversarial", [0.0090, 0.0091, 0.0089, 0.0090], sps=0.03)
-    v = verdict(BASE, None, adv)
-    assert v.scenario == "baseline best" and v.criteria["4_time_below_2x"] is False
+def _exact(mean, std, n):
+    """n values with exactly this mean and sample standard deviation."""
+    z = np.linspace(-1, 1, n)
+    return mean + std * (z - z.mean()) / z.std(ddof=1)
 
 
-def test_verdict_random_best():
-    rnd = _o("random", "random", [0.0080, 0.0081, 0.0079, 0.0080])
-    adv = _o("adversarial", "adversarial", [0.0101, 0.0102, 0.0100, 0.0101])
-    assert verdict(BASE, rnd, adv).scenario == "random best"
-
-
-def test_verdict_baseline_best_when_differences_are_small():
-    adv = _o("adversarial", "adversarial", [0.0098, 0.0101, 0.0099, 0.0100])
-    assert verdict(BASE, _o("random", "random", [0.0100, 0.0102, 0.0099, 0.0101]), adv).scenario == "baseline best"
-
-
-def test_verdict_unstable_when_a_mining_run_diverged():
-    adv = _o("adversarial", "adversarial", [0.0090, 0.0091, 0.0089], diverged=1)
-    v = verdict(BASE, None, adv)
-    assert v.scenario == "training unstable" and v.criteria["3_stable"] is False
+def test_seeds_needed_is_the_smallest_size_that_decides():
+    base, adv = _exact(0.0100, 0.0003, 3), _exact(0.0097, 0.0003, 3)  # -3%, 3% spread: equivalence reachable
+    n = seeds_needed(adv, base, 0.05)
+    assert n is not None and n > 3
+    decided = relative_change_ci(_exact(0.0097, 0.0003, n), _exact(0.0100, 0.0003, n))
+    before = relative_change_ci(_exact(0.0097, 0.0003, n - 1), _exact(0.0100, 0.0003, n - 1))
+    assert classify(decided.ci_low, decided.ci_high, 0.05) == EQUIVALENT
+    assert classify(before.ci_low, before.ci_high, 0.05) == INCONCLUSIVE
+    noisier = seeds_needed(_exact(0.0097, 0.0009, 3), _exact(0.0100, 0.0009, 3), 0.05)
+    assert noisier is not None and noisier > n
+    # an estimate exactly on the -delta boundary is never decided
+    assert seeds_needed(_exact(0.0095, 0.0003, 3), _exact(0.0100, 0.0003, 3), 0.05, max_seeds=200) is None

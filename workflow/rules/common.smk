@@ -32,11 +32,17 @@ EVAL = "results/eval/{strategy}/seed{seed}"
 RESUME = "results/resume/{strategy}/seed{seed}.ckpt"  # deliberately not a declared output
 REPORT = "results/report"
 TABLE_FILES = {t: f"{REPORT}/tables/{t}.csv" for t in
-               ("runs", "strategies", "pairwise", "landscape", "test_time", "curves", "convergence", "ablation")}
+               ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
+                "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation")}
 FIG_EXT = CFG["report"]["format"]
-FIGURE_FILES = {f: f"{REPORT}/figures/{f}.{FIG_EXT}" for f in ("mse", "curves", "landscape", "test_time")}
+FIGURES = ("forest", "mse", "curves", "compute", "diagnostics", "landscape", "test_time")
+FIGURE_FILES = {f: f"{REPORT}/figures/{f}.{FIG_EXT}" for f in FIGURES}
+# tables the report reads (the rest are for users and figures)
+REPORT_TABLES = ("strategies", "contrasts", "test_time", "convergence", "compute_matched", "diagnostics", "cost",
+                 "landscape", "ablation")
 ABLATION_FIGURES = {f"ablation_{p}": f"{REPORT}/figures/ablation_{p}.{FIG_EXT}" for p in SWEPT_PARAMETERS}
-REPORT_TARGETS = [f"{REPORT}/report.md", *FIGURE_FILES.values(), *ABLATION_FIGURES.values()]
+REPORT_TARGETS = [f"{REPORT}/report.md", f"{REPORT}/report.html", *FIGURE_FILES.values(),
+                  *ABLATION_FIGURES.values()]
 
 
 def _uses_gpu():
@@ -56,8 +62,7 @@ wildcard_constraints:
 
 def run_files(kind):
     """Per-run files of one kind for every (strategy, seed), or only existing ones when PARTIAL."""
-    pattern = {"metrics": f"{EVAL}/metrics.json", "per_problem": f"{EVAL}/per_problem.csv",
-               "curve": f"{TRAIN}/curve.csv"}[kind]
+    pattern = {"metrics": f"{EVAL}/metrics.json", "curve": f"{TRAIN}/curve.csv"}[kind]
     files = [pattern.format(strategy=s, seed=k) for s, k in RUNS]
     if PARTIAL:
         files = [f for f, (s, k) in zip(files, RUNS)

@@ -1,8 +1,7 @@
 rule aggregate:
-    """Tidy tables (per run, per strategy, pairwise tests, curves, landscape, test-time, ablation) and the verdict."""
+    """Tidy tables (runs, endpoints, contrasts, convergence, compute, diagnostics, ...) and the SPEC §8 verdict."""
     input:
         metrics=run_files("metrics"),
-        per_problem=run_files("per_problem"),
         curves=run_files("curve"),
         reference=f"{DATA}/reference.json",
     output:
@@ -11,11 +10,13 @@ rule aggregate:
     params:
         expected=RUNS,
         roles={k: CFG["comparison"][k] for k in ("baseline", "random", "adversarial")},
-        improvement=CFG["comparison"]["improvement"],
+        primary=CFG["comparison"]["primary"],
+        delta=CFG["comparison"]["delta"],
         alpha=CFG["comparison"]["alpha"],
+        convergence=CFG["comparison"]["convergence"],
         default_inner=CFG["evaluation"]["default_inner"],
         sweep_points=CFG["sweep_points"],
-        training={k: CFG["train"][k] for k in ("steps", "batch_size", "lr", "timesteps")}
+        training={k: CFG["train"][k] for k in ("steps", "batch_size", "lr", "timesteps", "lr_schedule")}
         | {"seeds": len(SEEDS), "ema_update_every": CFG["train"]["ema"]["update_every"]},
         name=CFG["name"],
     log:
@@ -29,11 +30,14 @@ rule aggregate:
 rule plot_main:
     """Main seaborn figures, drawn from the cached tables only."""
     input:
-        **{k: TABLE_FILES[k] for k in ("runs", "curves", "landscape")},
+        **{k: TABLE_FILES[k] for k in ("runs", "curves", "landscape", "contrasts")},
         verdict=f"{REPORT}/tables/verdict.json",
     output:
+        forest=report(FIGURE_FILES["forest"], caption="../report/forest.rst", category="0. Verdict"),
         mse=report(FIGURE_FILES["mse"], caption="../report/mse.rst", category="1. Comparison"),
         curves=report(FIGURE_FILES["curves"], caption="../report/curves.rst", category="2. Training"),
+        compute=report(FIGURE_FILES["compute"], caption="../report/compute.rst", category="2. Training"),
+        diagnostics=report(FIGURE_FILES["diagnostics"], caption="../report/diagnostics.rst", category="2. Training"),
         landscape=report(FIGURE_FILES["landscape"], caption="../report/landscape.rst", category="3. Energy landscape"),
         test_time=report(FIGURE_FILES["test_time"], caption="../report/test_time.rst", category="4. Test-time compute"),
     params:
@@ -65,13 +69,14 @@ rule plot_ablation:
 
 
 rule report_md:
-    """report.md: the verdict against the SPEC §8 criteria, with the deciding numbers and figures."""
+    """report.md and report.html: the verdict first, then the numbers and figures behind it."""
     input:
-        **{k: TABLE_FILES[k] for k in ("strategies", "pairwise", "test_time", "convergence", "ablation")},
+        **{k: TABLE_FILES[k] for k in REPORT_TABLES},
         verdict=f"{REPORT}/tables/verdict.json",
         figures=[*FIGURE_FILES.values(), *ABLATION_FIGURES.values()],
     output:
-        report(f"{REPORT}/report.md", caption="../report/report_md.rst", category="0. Verdict"),
+        md=f"{REPORT}/report.md",
+        html=report(f"{REPORT}/report.html", caption="../report/report_md.rst", category="0. Verdict"),
     params:
         figures=FIGURE_FILES | ABLATION_FIGURES,
     log:

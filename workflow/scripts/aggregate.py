@@ -4,8 +4,8 @@ from diffusion_lib.pipeline import TABLES, aggregate, logging_to
 
 i, p = snakemake.input, snakemake.params
 with logging_to(snakemake.log[0]):
-    runs = [{"metrics": m, "per_problem": pp, "curve": c} for m, pp, c in zip(i.metrics, i.per_problem, i.curves)]
-    aggregate(runs=runs, expected=[tuple(r) for r in p.expected], reference_path=i.reference,
+    aggregate(runs=[{"metrics": m, "curve": c} for m, c in zip(i.metrics, i.curves)],
+              expected=[tuple(r) for r in p.expected], reference_path=i.reference,
               tables={t: snakemake.output[t] for t in TABLES}, verdict_path=snakemake.output.verdict,
-              roles=p.roles, default_inner=p.default_inner, improvement=p.improvement, alpha=p.alpha,
-              sweep_points=p.sweep_points, training=p.training, name=p.name)
+              roles=p.roles, default_inner=p.default_inner, primary=p.primary, delta=p.delta, alpha=p.alpha,
+              convergence=p.convergence, sweep_points=p.sweep_points, training=p.training, name=p.name)

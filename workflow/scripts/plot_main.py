@@ -3,7 +3,6 @@ import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.pipeline import draw_figures, logging_to
 
 with logging_to(snakemake.log[0]):
-    draw_figures(tables={k: snakemake.input[k] for k in ("runs", "curves", "landscape")},
-                 verdict_path=snakemake.input.verdict,
-                 figures={k: snakemake.output[k] for k in ("mse", "curves", "landscape", "test_time")},
+    draw_figures(tables={k: snakemake.input[k] for k in ("runs", "curves", "landscape", "contrasts")},
+                 verdict_path=snakemake.input.verdict, figures=dict(snakemake.output.items()),
                  options=snakemake.params.options)

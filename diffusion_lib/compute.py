@@ -1,0 +1,66 @@
+"""Training compute: FLOPs per step counted by the profiler, and learning curves read at a compute budget.
+
+The step-matched comparison (every strategy trained for the same number of steps) favours the more
+expensive strategy if its extra work per step buys accuracy. The compute-matched view asks instead
+what each strategy reaches for the same training compute:
+
+* :func:`step_flops` counts the matmul FLOPs of one training step (forward, the energy gradient and
+  the double backward) with ``torch.profiler`` on a throw-away copy of the model, so the run's own
+  weights and random streams are untouched;
+* :func:`value_at_budget` interpolates a validation curve (log MSE, linear in compute) at a budget,
+  and says when the curve does not reach it (no evaluation before the budget, or the run stopped
+  short of it).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+
+def counted_flops(fn: Callable[[], Any]) -> float:
+    """Matmul FLOPs executed by ``fn`` (forward, backward and double backward), from torch.profiler."""
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        fn()
+    return float(sum(e.flops for e in prof.key_averages()))
+
+
+def step_flops(diffusion: torch.nn.Module, batch_size: int, rank: int, eps: float, mining_step: bool,
+               device: torch.device) -> float:
+    """FLOPs of one training step (loss and parameter gradient) of ``diffusion`` at ``batch_size``.
+
+    ``mining_step`` selects an adversarial-mining step (``step`` 0) or an ordinary one (``step`` 1, only
+    different when ``mine_every`` > 1). Runs on a deep copy inside a forked RNG, so calling it neither
+    changes the model nor consumes the training run's random numbers.
+    """
+    from .data import inverse_problems  # local: data imports nothing from here, keeps import order simple
+
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        model = copy.deepcopy(diffusion).train()
+        gen = torch.Generator(device=device).manual_seed(0)
+        A, Y = inverse_problems(batch_size, rank, eps, gen, device)
+        step = 0 if mining_step else 1
+
+        def one_step() -> None:
+            loss, _ = model(A, Y, step=step)
+            loss.backward()
+
+        return counted_flops(one_step)
+
+
+def value_at_budget(compute: Sequence[float], values: Sequence[float], budget: float) -> float:
+    """The curve ``values`` (positive, e.g. validation MSE) at ``budget``, interpolated linearly in
+    compute and geometrically in value; NaN where the curve does not cover the budget."""
+    x = np.asarray(compute, dtype=float)
+    y = np.asarray(values, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y) & (y > 0)
+    x, y = x[keep], y[keep]
+    if len(x) == 0 or not math.isfinite(budget) or budget < x.min() or budget > x.max() * (1 + 1e-9):
+        return math.nan
+    order = np.argsort(x)
+    return float(np.exp(np.interp(budget, x[order], np.log(y[order]))))

@@ -1,0 +1,190 @@
+"""The SPEC §8 decision table: one test per outcome, from synthetic per-seed results and curves.
+
+The first group calls :func:`verdict.decide` directly; the second runs the whole aggregation
+(:func:`pipeline.aggregate`) on synthetic per-run files, so the tables, the convergence gate and the
+verdict are exercised together.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffusion_lib.convergence import ConvergenceRule, gap_trend, run_gate, strategy_gate
+from diffusion_lib.pipeline import TABLES, aggregate
+from diffusion_lib.verdict import (BASELINE_BETTER, MINING_HELPS, NO_DIFFERENCE, NOT_DECIDED, UNDECIDED, UNSTABLE,
+                                   Arm, decide)
+
+CONVERGED = {"converged": True, "tail_change": -0.001, "spread": 0.001, "evals_seen": 3}
+
+
+def _values(mean, spread=0.01, n=5):
+    z = np.linspace(-1, 1, n)
+    return list(mean * (1 + spread * (z - z.mean()) / z.std(ddof=1)))
+
+
+def _arm(name, mode, mean, spread=0.01, n=5, gate=CONVERGED, diverged=0, trend=None):
+    return Arm(name, mode, _values(mean, spread, n), n + diverged, diverged, gate, trend or {})
+
+
+BASE = _arm("baseline", "none", 0.0100)
+
+
+def test_mining_helps_names_the_adversarial_strategy():
+    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0090), _arm("random", "random", 0.0100)], "ID MSE", 0.05)
+    assert v.outcome == MINING_HELPS and v.strategy == "adversarial" and v.scenario == "adversarial wins"
+    assert v.confidence == pytest.approx(0.975)  # Bonferroni over the two mining strategies
+    assert "adversarial lowers" in v.sentence
+
+
+def test_mining_helps_names_random_when_only_random_helps():
+    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0101), _arm("random", "random", 0.0085)], "ID MSE", 0.05)
+    assert v.outcome == MINING_HELPS and v.strategy == "random" and v.scenario == "random best"
+
+
+def test_no_meaningful_difference_when_every_ci_is_inside_the_margin():
+    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0101), _arm("random", "random", 0.0099)], "ID MSE", 0.05)
+    assert v.outcome == NO_DIFFERENCE and v.scenario == "baseline best"
+
+
+def test_baseline_better_when_a_ci_lies_above_zero_and_outside_the_margin():
+    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0110), _arm("random", "random", 0.0100)], "ID MSE", 0.05)
+    assert v.outcome == BASELINE_BETTER and "adversarial" in v.sentence
+
+
+def test_inconclusive_reports_the_seeds_needed():
+    v = decide(_arm("baseline", "none", 0.0100, spread=0.05, n=3),
+               [_arm("adversarial", "adversarial", 0.0097, spread=0.05, n=3)], "ID MSE", 0.05)
+    assert v.outcome == UNDECIDED and v.scenario is None
+    need = v.contrasts[0]["seeds_needed"]
+    assert need is not None and need > 3 and f"about {need} seeds per arm" in v.sentence
+
+
+def test_unconverged_curves_give_not_decided_with_the_direction_of_the_gap():
+    falling = {"converged": False, "tail_change": -0.23, "spread": 0.09, "evals_seen": 3}
+    trend = {"steps": [1500, 2000, 2500], "gaps": [0.26, 0.069, 0.023], "direction": "shrinking"}
+    # even a large apparent win is not read while a strategy is still improving
+    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0080, gate=falling, trend=trend)], "ID MSE", 0.05)
+    assert v.outcome == NOT_DECIDED and v.scenario is None
+    assert "adversarial has not converged" in v.sentence and "shrinking" in v.sentence
+    unknown = decide(BASE, [_arm("adversarial", "adversarial", 0.0080, gate={"converged": None, "evals_seen": 1})],
+                     "ID MSE", 0.05)
+    assert unknown.outcome == NOT_DECIDED and "too few validation evaluations" in unknown.sentence
+
+
+def test_a_diverged_run_makes_training_unstable_first():
+    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0080, diverged=1)], "ID MSE", 0.05)
+    assert v.outcome == UNSTABLE and v.scenario == "training instability" and "1 of 6 adversarial" in v.sentence
+
+
+# --------------------------------------------------------------------------- convergence gate
+def _curve(values, start=500, every=500):
+    return pd.DataFrame({"step": [start + every * i for i in range(len(values))], "val_mse_ema": values})
+
+
+def test_window_rule_passes_a_plateau_and_fails_a_falling_curve():
+    rule = ConvergenceRule(evals=3, tolerance=0.02)
+    assert rule.assess(*_curve([0.05, 0.02, 0.0101, 0.0100, 0.0100]).T.values)["converged"] is True
+    falling = rule.assess(*_curve([0.05, 0.02, 0.013, 0.0115, 0.0100]).T.values)
+    assert falling["converged"] is False and falling["tail_change"] == pytest.approx(0.0100 / 0.013 - 1)
+    assert rule.assess([500, 1000], [0.02, 0.01])["converged"] is None
+
+
+def test_slope_rule_and_invalid_rules():
+    rule = ConvergenceRule(method="slope", evals=4)
+    assert rule.assess(*_curve([0.03, 0.0102, 0.0100, 0.0101, 0.0100]).T.values)["converged"] is True
+    assert rule.assess(*_curve([0.03, 0.016, 0.014, 0.012, 0.010]).T.values)["converged"] is False
+    with pytest.raises(ValueError, match="slope"):
+        ConvergenceRule(method="slope", evals=2)
+
+
+def test_strategy_gate_reads_the_seed_mean_and_counts_runs():
+    rows = []
+    for seed, wiggle in enumerate([0.004, -0.004]):  # runs wiggle ±4% in opposite directions, the mean is flat
+        for i, step in enumerate([500, 1000, 1500]):
+            rows.append({"strategy": "a", "seed": seed, "step": step, "val_mse_ema": 0.01 * (1 + wiggle * 10 * (i % 2))})
+    curves = pd.DataFrame(rows)
+    rule = ConvergenceRule(evals=3, tolerance=0.02)
+    gate = strategy_gate(curves, rule).iloc[0]
+    assert gate["converged"] and gate["runs_converged"] == 0 and gate["runs"] == 2
+    assert len(run_gate(curves, rule)) == 2
+
+
+def test_gap_trend_direction():
+    rows = [{"strategy": s, "seed": 0, "step": st, "val_mse_ema": v}
+            for s, vals in (("base", [0.010, 0.010, 0.010]), ("adv", [0.0126, 0.0107, 0.0102]))
+            for st, v in zip([1500, 2000, 2500], vals)]
+    trend = gap_trend(pd.DataFrame(rows), "adv", "base", ConvergenceRule(evals=3))
+    assert trend["direction"] == "shrinking" and trend["gaps"][0] == pytest.approx(0.26)
+
+
+# --------------------------------------------------------------------------- whole aggregation
+def _write_run(root, strategy, mode, seed, test_mse, *, final_val, falling=False, cost=0.01, status="completed"):
+    """metrics.json and curve.csv of one synthetic run (ID/OOD, 0 and 5 inner steps)."""
+    run = root / f"{strategy}-{seed}"
+    run.mkdir(parents=True)
+    sets = {} if status != "completed" else {
+        s: {str(k): {"mse": test_mse * (1 if k else 2) * (10 if s == "test_ood" else 1), "residual_mean": 3.0,
+                     "residual_median": 3.0, "rel_err_mean": 0.5, "infer_ms_per_problem": 1.0, "accept_rate": 0.6}
+            for k in (0, 5)} for s in ("test_id", "test_ood")}
+    metrics = {"strategy": strategy, "seed": seed, "mode": mode, "status": status, "diverged_at": None,
+               "steps_done": 1000, "train_seconds": 10.0, "seconds_per_step": cost, "cost_seconds_per_step": cost,
+               "flops_per_step": 1e9 * cost / 0.01, "device": "cpu", "torch": "test", "default_inner": 5,
+               "sets": sets, "landscape": [], "raw_model_mse": {"test_id": test_mse * 1.1}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    steps = np.arange(200, 1001, 200)
+    shape = np.array([3.0, 1.8, 1.3, 1.12, 1.0]) if falling else np.array([3.0, 1.2, 1.003, 1.0, 1.001])
+    pd.DataFrame({"step": steps, "loss": 0.5, "loss_mse": 0.3, "loss_energy": 0.1, "val_mse_ema": final_val * shape,
+                  "val_mse_raw": final_val * shape, "train_flops": steps * 1e9 * cost / 0.01,
+                  "train_cpu_seconds": steps * cost, "grad_norm": 1.0, "clip_frac": 0.1}).to_csv(run / "curve.csv",
+                                                                                               index=False)
+    return {"metrics": str(run / "metrics.json"), "curve": str(run / "curve.csv")}
+
+
+def _study(tmp_path, arms):
+    """Aggregate synthetic runs; ``arms`` maps strategy -> (mode, mean test MSE, kwargs)."""
+    runs, expected = [], []
+    for strategy, (mode, mse, kw) in arms.items():
+        for seed, value in enumerate(_values(mse, 0.01)):
+            runs.append(_write_run(tmp_path / "runs", strategy, mode, seed, value, final_val=value, **kw))
+            expected.append((strategy, seed))
+    ref = tmp_path / "reference.json"
+    ref.write_text(json.dumps({"trivial_mse": {s: {"zeros": 0.02, "entry_mean": 0.014} for s in ("test_id", "test_ood")}}))
+    verdict_path = tmp_path / "verdict.json"
+    aggregate(runs=runs, expected=expected, reference_path=str(ref),
+              tables={t: str(tmp_path / f"{t}.csv") for t in TABLES}, verdict_path=str(verdict_path),
+              roles={"baseline": "baseline", "random": "random", "adversarial": "adversarial"}, default_inner=5,
+              primary={"set": "test_id", "inner_steps": None}, delta=0.05, alpha=0.05,
+              convergence={"method": "window", "evals": 3, "tolerance": 0.02}, sweep_points={}, training={}, name="t")
+    return json.loads(verdict_path.read_text())
+
+
+def test_adversarial_ten_percent_better_but_costlier_never_reads_baseline_best(tmp_path):
+    v = _study(tmp_path, {"baseline": ("none", 0.0100, {"cost": 0.010}),
+                          "random": ("random", 0.0100, {"cost": 0.015}),
+                          "adversarial": ("adversarial", 0.0090, {"cost": 0.021})})
+    assert v["outcome"] == MINING_HELPS and v["strategy"] == "adversarial" and v["scenario"] == "adversarial wins"
+    cost = pd.read_csv(tmp_path / "cost.csv").set_index("strategy")
+    assert cost.loc["adversarial", "time_ratio"] == pytest.approx(2.1)  # reported beside, not a veto
+
+
+def test_unconverged_study_is_not_decided(tmp_path):
+    v = _study(tmp_path, {"baseline": ("none", 0.0100, {}),
+                          "adversarial": ("adversarial", 0.0090, {"falling": True})})
+    assert v["outcome"] == NOT_DECIDED and "adversarial has not converged" in v["sentence"]
+    contrasts = pd.read_csv(tmp_path / "contrasts.csv")
+    primary = contrasts[contrasts["endpoint_role"] == "primary"]
+    assert len(primary) == 1 and primary["confidence"].iloc[0] == pytest.approx(0.95)  # one mining arm: no split
+    secondary = contrasts[contrasts["endpoint_role"] == "secondary"]
+    assert len(secondary) == 4 and secondary["p_holm"].notna().all()
+    assert (secondary["p_holm"] >= secondary["p"] - 1e-15).all()
+
+
+def test_diverged_run_in_a_study_is_unstable(tmp_path):
+    runs_dir = tmp_path
+    v = _study(runs_dir, {"baseline": ("none", 0.0100, {}), "adversarial": ("adversarial", 0.0090, {})})
+    assert v["outcome"] == MINING_HELPS
+    sick = tmp_path / "sick"
+    sick.mkdir()
+    v = _study(sick, {"baseline": ("none", 0.0100, {}), "adversarial": ("adversarial", 0.0090, {"status": "diverged"})})
+    assert v["outcome"] == UNSTABLE
