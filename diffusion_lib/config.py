@@ -88,8 +88,9 @@ def expand_sweep(base: str, base_mining: Mapping[str, Any], grid: Mapping[str, l
 def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Validate ``config`` and return a completed copy with ``strategies`` including expanded sweeps.
 
-    The returned mapping adds ``sweep_points`` (strategy name → its base and swept parameter values)
-    and ``sweep_aliases`` (grid-point name → the existing strategy with the same mining config, whose
+    The returned mapping adds ``strategy_seeds`` (strategy name → its training seeds: its own
+    ``seeds`` if declared, else the top-level ones; the key is removed from the mining config),
+    ``sweep_points`` (strategy name → its base and swept parameter values) and ``sweep_aliases`` (grid-point name → the existing strategy with the same mining config, whose
     runs stand for that point instead of being trained again).
     """
     cfg = copy.deepcopy(dict(config))
@@ -102,6 +103,9 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
         problems = _semantic_problems(cfg, explicit_roles)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    # per-strategy seeds are not part of the mining config: keep them aside (sweep points use the
+    # top-level seeds, so an ablation overlay's `seeds` sets its cost)
+    cfg["strategy_seeds"] = {name: list(m.pop("seeds", cfg["seeds"])) for name, m in cfg["strategies"].items()}
     cfg["sweep_points"], cfg["sweep_aliases"] = {}, {}
     for i, sweep in enumerate(cfg["sweeps"]):
         base = sweep["base"]
@@ -116,6 +120,7 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
                 raise ConfigError(f"config field 'sweeps.{i}': generated strategy name {name!r} "
                                   "collides with a declared strategy")
             cfg["strategies"][name] = mining
+            cfg["strategy_seeds"][name] = list(cfg["seeds"])
             cfg["sweep_points"].setdefault(name, {"base": base}).update(point)
     for name, mining in cfg["strategies"].items():
         # defaults of the mining block are filled by the schema; MiningConfig re-checks values.
@@ -126,7 +131,8 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
 def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[str]:
     problems = []
     train, data = cfg["train"], cfg["data"]
-    if data["seed"] in cfg["seeds"]:
+    all_seeds = set(cfg["seeds"]).union(*(m.get("seeds", []) for m in cfg["strategies"].values()))
+    if data["seed"] in all_seeds:
         problems.append(f"config field 'data.seed': {data['seed']} is also a training seed; held-out data "
                         "must come from a seed distinct from every training seed")
     if train["checkpoint_every"] % train["log_every"]:

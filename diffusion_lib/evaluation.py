@@ -8,12 +8,17 @@ For each held-out set it computes, with the EMA model:
 * inference wall time per problem (with the default inner loop);
 * the acceptance rate of the inference inner steps (accepted / proposed energy-descent steps);
 * energy-landscape quality: for each t, the fraction of pairs with E⁺ < E⁻ (ranking accuracy) and
-  the mean gap E⁻ - E⁺, for a set of probes with one fixed recipe for every strategy. The default
-  probes are random negatives at σ = 1.5 and σ = 3 (σ = 3 is the training recipe's start and is
-  easy: every model ranks it almost perfectly), and an adversarial probe that starts at σ = 1.5 and
-  descends 5 opt steps (the inference inner-loop length), which no strategy trains on (the
-  adversarial arm mines with 2 steps from σ = 3): an out-of-sample test of the landscape near the
-  answer, not a replay of one arm's training recipe.
+  the mean gap E⁻ - E⁺, for a set of probes with one fixed recipe for every strategy:
+
+  - ``random σ``: SPEC §5's random negative, ŷ⁻_0 = clamp((y0 + σ·r_t·ξ)) re-noised with the
+    positive's noise ξ (r_t = √(1-ᾱ_t)/√ᾱ_t). Its distance to the positive grows with σ·r_t, not
+    with σ - 1, so even σ close to 1 is ranked perfectly by every trained model: a sanity check,
+    not a discriminating probe;
+  - ``near-miss ρ``: the clean solution perturbed by ρ times its RMS entry, ŷ⁻_0 = y0 + ρ·rms(y0)·ζ,
+    re-noised with ξ: is the energy sharp around the true answer?
+  - ``adversarial``: a random negative from σ descended by the opt step (5 steps by default, the
+    inference inner-loop length, where the adversarial arm trains with 2 from σ = 3), so no arm is
+    scored on its own training recipe.
 
 All sampling noise comes from generators seeded by ``EvalSettings.seed``: the same model and
 settings give the same numbers.
@@ -40,18 +45,20 @@ class EvalSettings:
     inner_steps: tuple[int, ...] = (0, 1, 2, 5, 10)
     batch_size: int = 1024
     landscape_size: int = 256
-    landscape_noise_scales: tuple[float, ...] = (1.5, 3.0)
+    landscape_noise_scales: tuple[float, ...] = (3.0,)
+    landscape_near_miss: tuple[float, ...] = (0.1, 0.3)
     landscape_adv_noise_scale: float = 1.5
     landscape_opt_steps: int = 5
     landscape_scale_factor: float = 1.0
     seed: int = 0
 
     @property
-    def probes(self) -> list[tuple[str, float, int]]:
-        """(name, σ, opt steps) of each landscape probe; 0 opt steps is a random negative."""
-        probes = [(f"random σ={s:g}", s, 0) for s in self.landscape_noise_scales]
+    def probes(self) -> list[tuple[str, str, float, int]]:
+        """(name, kind, size, opt steps) of each landscape probe (see the module docstring)."""
+        probes = [(f"random σ={s:g}", "random", s, 0) for s in self.landscape_noise_scales]
+        probes += [(f"near-miss ρ={r:g}", "near_miss", r, 0) for r in self.landscape_near_miss]
         k, s = self.landscape_opt_steps, self.landscape_adv_noise_scale
-        return probes + [(f"adversarial σ={s:g}, {k} steps", s, k)]
+        return probes + [(f"adversarial σ={s:g}, {k} steps", "adversarial", s, k)]
 
     @property
     def all_inner_steps(self) -> list[int]:
@@ -101,10 +108,15 @@ def energy_landscape(diffusion: GaussianDiffusion1D, heldout: Heldout, settings:
     for step in range(diffusion.timesteps):
         t = torch.full((len(sub),), step, dtype=torch.long, device=device)
         noise = torch.randn(sub.Y.shape, generator=gen, device=device)
-        for name, sigma, opt_steps in settings.probes:
-            pos, neg = diffusion.make_negative(sub.A, sub.Y, t, noise, adversarial=opt_steps > 0,
-                                               opt_steps=opt_steps, scale_factor=settings.landscape_scale_factor,
-                                               noise_scale=sigma)
+        for name, kind, size, opt_steps in settings.probes:
+            if kind == "near_miss":
+                rms = sub.Y.pow(2).mean(dim=1, keepdim=True).sqrt()
+                shifted = sub.Y + size * rms * torch.randn(sub.Y.shape, generator=gen, device=device)
+                pos, neg = diffusion.q_sample(sub.Y, t, noise), diffusion.q_sample(shifted, t, noise)
+            else:
+                pos, neg = diffusion.make_negative(sub.A, sub.Y, t, noise, adversarial=kind == "adversarial",
+                                                   opt_steps=opt_steps, scale_factor=settings.landscape_scale_factor,
+                                                   noise_scale=size)
             e_pos = diffusion.model(sub.A, pos, t, return_energy=True)
             e_neg = diffusion.model(sub.A, neg, t, return_energy=True)
             rows.append({"t": step, "negative": name,

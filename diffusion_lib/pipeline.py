@@ -67,7 +67,15 @@ def _write_json(obj: Any, path: str | os.PathLike) -> None:
 
 
 def _setup_torch(threads: int, device: str) -> torch.device:
+    """Thread count, device, and denormal flushing on the CPU.
+
+    Training drives some float32 values into the denormal range (below 1.2e-38), where x86 CPUs
+    take a slow path: measured here, adversarial training at batch 64 fell from 29 to 8 steps/s
+    after about 200 steps. Flushing them to zero (a CPU-only setting) keeps the speed; it changes
+    values far below anything the loss can resolve, and runs stay deterministic.
+    """
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
     dev = resolve_device(device)
     log.info("device %s, %d torch threads, torch %s", dev, torch.get_num_threads(), torch.__version__)
     return dev

@@ -47,6 +47,12 @@ def _select(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
     return df[list(keep)].rename(columns=keep)
 
 
+def _seed_counts(seeds: Any) -> str:
+    if isinstance(seeds, Mapping):
+        return ", ".join(f"{name} {n}" for name, n in seeds.items())
+    return str(seeds)
+
+
 def _scale_lines(training: Mapping[str, Any]) -> list[str]:
     steps, batch = training.get("steps"), training.get("batch_size")
     if not steps or not batch:
@@ -62,7 +68,8 @@ def _scale_lines(training: Mapping[str, Any]) -> list[str]:
             f"{samples / paper:.2%} of the paper's {PAPER_SCALE['steps']:,} × {PAPER_SCALE['batch_size']:,} = "
             f"{paper:,} (IRED; SPEC §9).",
             f"Learning rate {training.get('lr'):g}, schedule {text}; paper: {PAPER_SCALE['lr']:g}, constant. "
-            f"EMA updated every {training.get('ema_update_every')} steps. Seeds per strategy: {training.get('seeds')}.",
+            f"EMA updated every {training.get('ema_update_every')} steps. Seeds (training runs) per strategy: "
+            f"{_seed_counts(training.get('seeds'))}.",
             "A verdict at this scale is a verdict about this scale; config/paper.yaml runs the paper's."]
 
 

@@ -9,9 +9,10 @@ outcome is the first that applies:
    the verdict names it and which way its gap to the baseline is moving;
 3. ``mining helps``: the CI of a mining strategy's relative change lies entirely below -delta
    (naming the strategy; with both helping, the one with the lower estimate);
-4. ``no meaningful difference``: every contrast's CI lies inside (-delta, +delta);
-5. ``baseline better``: every contrast is equivalent or lies entirely above 0, and one lies above 0;
-6. ``inconclusive``: anything else, with the seeds per arm the observed variance would need.
+4. otherwise the research question's own contrast decides: that of the adversarial strategy (or
+   the only mining strategy): ``no meaningful difference`` if its CI lies inside (-delta, +delta),
+   ``baseline better`` if it lies entirely above 0, ``inconclusive`` otherwise, with the seeds per
+   arm the observed variance would need. The other contrast's outcome is stated beside it.
 
 Multiplicity: with m mining strategies compared on the primary endpoint (adversarial and random:
 m = 2), each CI of the verdict is taken at level 1 - alpha/m (Bonferroni), so the family of primary
@@ -131,19 +132,17 @@ def decide(baseline: Arm, mining: Sequence[Arm], endpoint: str, delta: float, al
         sentence += f"; {', '.join(also)} helps too." if also else "."
         scenario = "adversarial wins" if best["mode"] == "adversarial" else "random best"
         return verdict(MINING_HELPS, sentence, best["strategy"], scenario)
-    outcomes = {c["outcome"] for c in contrasts}
-    if outcomes == {EQUIVALENT}:
-        parts = ", ".join(f"{c['strategy']} {_pct(c['estimate'])} ({_ci(c)})" for c in contrasts)
-        return verdict(NO_DIFFERENCE, f"No meaningful difference: on the {endpoint}, {parts}: every interval lies "
-                                      f"within ±{delta:.0%} of {baseline.name}.")
-    if outcomes <= {EQUIVALENT, WORSE}:
-        worse = [c for c in contrasts if c["outcome"] == WORSE]
-        parts = ", ".join(f"{c['strategy']} {_pct(c['estimate'])} ({_ci(c)})" for c in worse)
-        return verdict(BASELINE_BETTER, f"Baseline better: on the {endpoint}, {parts} versus {baseline.name}, "
-                                        "entirely above 0.")
-    open_ = [c for c in contrasts if c["outcome"] == INCONCLUSIVE]
-    needs = ", ".join(f"{c['strategy']} {_pct(c['estimate'])} ({_ci(c)}; about "
-                      f"{c['seeds_needed'] if c['seeds_needed'] else f'more than {max_seeds}'} seeds per arm "
-                      "would decide it at the observed variance)" for c in open_)
-    return verdict(UNDECIDED, f"Inconclusive: on the {endpoint}, {needs}. The interval spans more than one of "
-                              f"'below -{delta:.0%}', 'within ±{delta:.0%}' and 'above 0'.")
+    lead = next((c for c in contrasts if c["mode"] == "adversarial"), contrasts[0])
+    beside = " ".join(f"Beside it, {c['strategy']}: {_pct(c['estimate'])} ({_ci(c)}), {c['outcome']}."
+                      for c in contrasts if c is not lead)
+    summary = f"{lead['strategy']} {_pct(lead['estimate'])} versus {baseline.name} ({_ci(lead)})"
+    if lead["outcome"] == EQUIVALENT:
+        return verdict(NO_DIFFERENCE, f"No meaningful difference: on the {endpoint}, {summary} lies within "
+                                      f"±{delta:.0%}. {beside}".strip(), lead["strategy"])
+    if lead["outcome"] == WORSE:
+        return verdict(BASELINE_BETTER, f"Baseline better: on the {endpoint}, {summary}, entirely above 0. "
+                                        f"{beside}".strip(), lead["strategy"])
+    need = lead["seeds_needed"] if lead["seeds_needed"] else f"more than {max_seeds}"
+    return verdict(UNDECIDED, f"Inconclusive: on the {endpoint}, {summary} spans more than one of "
+                              f"'below -{delta:.0%}', 'within ±{delta:.0%}' and 'above 0'; about {need} seeds per "
+                              f"arm would decide it at the observed variance. {beside}".strip(), lead["strategy"])

@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # as the workflow's jobs do
     data_seed = 20240601
     val = make_heldout(a.val_size, 20, 0.5, derive_seed(data_seed, "val_id"), name="val_id")
     test = make_heldout(a.test_size, 20, 0.5, derive_seed(data_seed, "test_id"), name="test_id")

@@ -52,6 +52,16 @@ def test_baseline_better_when_a_ci_lies_above_zero_and_outside_the_margin():
     assert v.outcome == BASELINE_BETTER and "adversarial" in v.sentence
 
 
+def test_the_adversarial_contrast_decides_when_random_is_open():
+    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0110), _arm("random", "random", 0.0097, spread=0.08, n=3)],
+               "ID MSE", 0.05)
+    assert v.outcome == BASELINE_BETTER and v.strategy == "adversarial"
+    assert "Beside it, random" in v.sentence and "inconclusive" in v.sentence
+    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0100, spread=0.08, n=3), _arm("random", "random", 0.0110)],
+               "ID MSE", 0.05)
+    assert v.outcome == UNDECIDED and v.strategy == "adversarial"
+
+
 def test_inconclusive_reports_the_seeds_needed():
     v = decide(_arm("baseline", "none", 0.0100, spread=0.05, n=3),
                [_arm("adversarial", "adversarial", 0.0097, spread=0.05, n=3)], "ID MSE", 0.05)

@@ -18,8 +18,8 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
 STRATEGIES = list(CFG["strategies"])
-SEEDS = list(CFG["seeds"])
-RUNS = [(s, k) for s in STRATEGIES for k in SEEDS]
+SEEDS_OF = CFG["strategy_seeds"]  # a strategy's own `seeds`, else the top-level ones
+RUNS = [(s, k) for s in STRATEGIES for k in SEEDS_OF[s]]
 SPLITS = ["val_id", "val_ood", "test_id", "test_ood"]
 TEST_SETS = ["test_id", "test_ood"]
 SWEPT_PARAMETERS = sorted({p for pt in CFG["sweep_points"].values() for p in pt if p != "base"})

@@ -17,7 +17,7 @@ rule aggregate:
         default_inner=CFG["evaluation"]["default_inner"],
         sweep_points=CFG["sweep_points"],
         training={k: CFG["train"][k] for k in ("steps", "batch_size", "lr", "timesteps", "lr_schedule")}
-        | {"seeds": len(SEEDS), "ema_update_every": CFG["train"]["ema"]["update_every"]},
+        | {"seeds": {s: len(SEEDS_OF[s]) for s in STRATEGIES}, "ema_update_every": CFG["train"]["ema"]["update_every"]},
         name=CFG["name"],
     log:
         f"{REPORT}/logs/aggregate.log",
