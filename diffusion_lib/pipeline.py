@@ -107,7 +107,7 @@ def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: floa
     ema = train.get("ema", {})
     schedule = train.get("lr_schedule", {})
     keys = {"steps", "batch_size", "lr", "grad_clip", "timesteps", "eval_every", "val_size", "val_inner_steps",
-            "log_every", "checkpoint_every", "max_loss"}
+            "log_every", "checkpoint_every", "max_loss", "validate_raw"}
     return TrainConfig(**{k: train[k] for k in keys if k in train}, betas=tuple(train.get("betas", (0.9, 0.99))),
                        lr_schedule=schedule.get("kind", "constant"), warmup_steps=schedule.get("warmup_steps", 0),
                        min_lr_ratio=schedule.get("min_lr_ratio", 0.0),

@@ -81,6 +81,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     warmdown_fraction: float = 0.5
     measure_flops: bool = True
+    validate_raw: bool = True
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
@@ -116,9 +117,9 @@ class TrainConfig:
 
         ``steps`` is left out for the constant schedule, so raising it extends a run from its
         checkpoint; a decaying schedule depends on the total, so there it is part of the hash.
-        ``measure_flops`` only adds bookkeeping and is left out.
+        ``measure_flops`` and ``validate_raw`` only add bookkeeping and are left out.
         """
-        skip = {"measure_flops"} | ({"steps"} if self.lr_schedule == "constant" else set())
+        skip = {"measure_flops", "validate_raw"} | ({"steps"} if self.lr_schedule == "constant" else set())
         state = {k: v for k, v in asdict(self).items() if k not in skip}
         state["mining"] = asdict(mining)
         return hashlib.sha256(json.dumps(state, sort_keys=True, default=list).encode()).hexdigest()[:16]
@@ -283,8 +284,10 @@ class Trainer1D:
         if self.val_set is None:
             return {}
         cfg = self.config
-        return {"val_mse_ema": heldout_mse(self.ema.ema_model, self.val_set, cfg.val_inner_steps),
-                "val_mse_raw": heldout_mse(self.diffusion, self.val_set, cfg.val_inner_steps)}
+        out = {"val_mse_ema": heldout_mse(self.ema.ema_model, self.val_set, cfg.val_inner_steps)}
+        if cfg.validate_raw:
+            out["val_mse_raw"] = heldout_mse(self.diffusion, self.val_set, cfg.val_inner_steps)
+        return out
 
     # ---------------------------------------------------------------- compute
     def measure_step_flops(self) -> dict[bool, float]:

@@ -77,17 +77,53 @@ def test_defaults_are_filled():
     assert cfg["evaluation"]["default_inner"] == 5
 
 
-@pytest.mark.parametrize("path", ["config/config.yaml", "config/paper.yaml", "config/ablation.yaml",
-                                  ".test/config/config.yaml"])
-def test_shipped_configs_are_valid(root, path):
-    """Each config as Snakemake sees it: --configfile overlays are merged over config/config.yaml."""
+def _as_snakemake_sees(root, path):
+    """config/config.yaml with ``path`` merged over it recursively, as Snakemake merges --configfile."""
+    from snakemake.utils import update_config
+
     with open(root / "config/config.yaml") as fh:
         cfg = yaml.safe_load(fh)
     with open(root / path) as fh:
-        overlay = yaml.safe_load(fh)
-    for key, value in overlay.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
-    load_config(cfg)
+        update_config(cfg, yaml.safe_load(fh))
+    return load_config(cfg)
+
+
+@pytest.mark.parametrize("path", ["config/config.yaml", "config/paper.yaml", "config/medium.yaml",
+                                  "config/ablation.yaml", ".test/config/config.yaml"])
+def test_shipped_configs_are_valid(root, path):
+    _as_snakemake_sees(root, path)
+
+
+def test_per_strategy_seeds_survive_overlays_as_intended(root):
+    pilot = _as_snakemake_sees(root, "config/config.yaml")["strategy_seeds"]
+    assert len(pilot["baseline"]) >= 5 and len(pilot["adversarial"]) >= 5 and len(pilot["random"]) >= 3
+    paper = _as_snakemake_sees(root, "config/paper.yaml")["strategy_seeds"]
+    assert all(seeds == list(range(10)) for seeds in paper.values())  # none keeps the pilot's seeds
+    ablation = _as_snakemake_sees(root, "config/ablation.yaml")
+    assert ablation["strategy_seeds"]["adversarial__opt_steps-5"] == [0, 1]  # grid points: top-level seeds
+
+
+def test_strategy_seeds_are_kept_out_of_the_mining_config():
+    cfg = copy.deepcopy(GOOD)
+    cfg["strategies"]["random"] = {"mode": "random", "seeds": [7, 8]}
+    out = load_config(cfg)
+    assert out["strategy_seeds"]["random"] == [7, 8] and "seeds" not in out["strategies"]["random"]
+    assert out["strategy_seeds"]["baseline"] == out["seeds"]
+    cfg["strategies"]["random"]["seeds"] = [cfg["data"]["seed"] if "data" in cfg else 20240601]
+    with pytest.raises(ConfigError, match="data.seed"):
+        load_config(cfg)
+
+
+def test_comparison_settings_are_checked():
+    cfg = _with(("comparison",), {"primary": {"set": "test_id", "inner_steps": 7}})
+    with pytest.raises(ConfigError, match="comparison.primary.inner_steps"):
+        load_config(cfg)
+    cfg = _with(("comparison",), {"convergence": {"method": "slope", "evals": 2}})
+    with pytest.raises(ConfigError, match="comparison.convergence.evals"):
+        load_config(cfg)
+    out = load_config(GOOD)
+    assert out["comparison"]["primary"] == {"set": "test_id", "inner_steps": None}
+    assert out["comparison"]["delta"] == 0.05 and out["comparison"]["convergence"]["method"] == "window"
 
 
 def test_sweep_names_are_stable_and_path_safe():

@@ -87,3 +87,37 @@ def test_divergence_is_detected_and_recorded():
     result = _trainer(cfg, {"mode": "random"}).train()
     assert result.status == "diverged" and result.diverged_at is not None and result.diverged_at < 200
     assert result.steps_done < 200
+
+
+def test_lr_schedules():
+    cos = TrainConfig(steps=101, lr=1.0, lr_schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    assert cos.lr_at(0) == pytest.approx(0.1) and cos.lr_at(9) == pytest.approx(1.0)
+    assert cos.lr_at(10) == pytest.approx(1.0) and cos.lr_at(100) == pytest.approx(0.1)
+    assert cos.lr_at(55) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay
+    lin = TrainConfig(steps=101, lr=1.0, lr_schedule="linear", warmdown_fraction=0.5, min_lr_ratio=0.0)
+    assert lin.lr_at(40) == 1.0 and lin.lr_at(100) == pytest.approx(0.0) and 0 < lin.lr_at(75) < 1
+    assert TrainConfig(lr=0.3).lr_at(999) == 0.3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_fingerprint_covers_steps_only_for_decaying_schedules():
+    from diffusion_lib.diffusion import MiningConfig
+
+    m = MiningConfig()
+    assert TrainConfig(steps=10).fingerprint(m) == TrainConfig(steps=20).fingerprint(m)
+    assert (TrainConfig(steps=10, lr_schedule="cosine").fingerprint(m)
+            != TrainConfig(steps=20, lr_schedule="cosine").fingerprint(m))
+    assert TrainConfig(validate_raw=False).fingerprint(m) == TrainConfig().fingerprint(m)
+
+
+def test_trainer_applies_the_schedule_and_logs_diagnostics():
+    cfg = dataclasses.replace(CFG, lr_schedule="cosine", warmup_steps=5, min_lr_ratio=0.0)
+    trainer = _trainer(cfg)
+    result = trainer.train()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.lr_at(cfg.steps - 1))
+    last = result.curve[-1]
+    assert last["lr"] == pytest.approx(cfg.lr_at(cfg.steps - 1))
+    assert 0 <= last["clip_frac"] <= 1 and last["grad_norm"] > 0 and 0 <= last["mine_accept"] <= 1
+    assert 0 <= last["saturated_frac"] <= 1 and math.isfinite(last["energy_gap"])
+    assert last["train_flops"] > 0 and result.flops_per_step > 0

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from conftest import REPORT_FILES
+from diffusion_lib.config import load_config
 from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, make_workdir, smk
 
 pytestmark = pytest.mark.slow
@@ -28,12 +29,14 @@ def test_dry_run_of_default_config_plans_every_job(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())
     counts = job_counts(output_of(smk(tmp_path, "-n")))
-    n = len(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["seeds"]) * 3
+    seeds = load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))["strategy_seeds"]
+    n = sum(len(k) for k in seeds.values())  # each strategy's own seeds
     assert counts == {"data": 1, "train": n, "evaluate": n, "aggregate": 1, "plot_main": 1, "report_md": 1, "all": 1}
     counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", str(ROOT / "config" / "ablation.yaml"))))
-    # 3 hand-declared + 9 grid points, 3 of which equal `adversarial` and reuse its runs: 9 strategies
-    # × 2 seeds; one ablation figure per swept parameter
-    assert counts["train"] == 18 and counts["evaluate"] == 18 and counts["plot_ablation"] == 3
+    # the overlay's top-level seeds [0, 1] apply to the baseline and the 6 new grid points (3 of the 9
+    # equal `adversarial` and reuse its runs); random and adversarial keep their own seeds
+    expected = 2 + len(seeds["random"]) + len(seeds["adversarial"]) + 6 * 2
+    assert counts["train"] == expected and counts["evaluate"] == expected and counts["plot_ablation"] == 3
 
 
 def test_malformed_config_fails_before_any_job(tmp_path):
@@ -109,6 +112,11 @@ def test_figures_target_redraws_from_cached_tables(finished):
     proc = smk(workdir, "figures")
     assert job_counts(output_of(proc)) == {"plot_main": 1, "figures": 1}
     assert fig.exists()
+    # README's command redraws every figure although all are up to date, and trains nothing
+    before = fig.stat().st_mtime_ns
+    proc = smk(workdir, "figures", "--forcerun", "plot_main", "plot_ablation")
+    assert job_counts(output_of(proc)) == {"plot_main": 1, "plot_ablation": 1, "figures": 1}
+    assert fig.stat().st_mtime_ns > before
 
 
 def test_html_report_shows_the_verdict_and_key_tables_on_its_own_page(finished):

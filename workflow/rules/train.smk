@@ -14,6 +14,7 @@ rule train:
         id_eps=CFG["data"]["id_eps"],
         device=CFG["device"],
     threads: CFG["threads"]
+    priority: train_priority
     resources:
         gpu=GPU,
     log:
