@@ -47,6 +47,10 @@ def _select(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
     return df[list(keep)].rename(columns=keep)
 
 
+def _every(n: Any) -> str:
+    return "step" if n == 1 else f"{n} steps"
+
+
 def _seed_counts(seeds: Any) -> str:
     if isinstance(seeds, Mapping):
         return ", ".join(f"{name} {n}" for name, n in seeds.items())
@@ -68,7 +72,7 @@ def _scale_lines(training: Mapping[str, Any]) -> list[str]:
             f"{samples / paper:.2%} of the paper's {PAPER_SCALE['steps']:,} × {PAPER_SCALE['batch_size']:,} = "
             f"{paper:,} (IRED; SPEC §9).",
             f"Learning rate {training.get('lr'):g}, schedule {text}; paper: {PAPER_SCALE['lr']:g}, constant. "
-            f"EMA updated every {training.get('ema_update_every')} steps. Seeds (training runs) per strategy: "
+            f"EMA updated every {_every(training.get('ema_update_every'))}. Seeds (training runs) per strategy: "
             f"{_seed_counts(training.get('seeds'))}.",
             "A verdict at this scale is a verdict about this scale; config/paper.yaml runs the paper's."]
 
@@ -76,7 +80,11 @@ def _scale_lines(training: Mapping[str, Any]) -> list[str]:
 def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: Mapping[str, str]) -> list[Block]:
     """The report's blocks from the cached verdict ``v`` and tables ``t`` (see the module docstring)."""
     doc: list[Block] = [("h", 1, f"IRED negative-mining study: {v['name']}")]
-    doc.append(("p", f"**Verdict: {v['outcome']}.** {v['sentence']}"))
+    sentence = v["sentence"]
+    if sentence.lower().startswith(v["outcome"] + ":"):  # the bold lead already names the outcome
+        sentence = sentence[len(v["outcome"]) + 1:].strip()
+        sentence = sentence[:1].upper() + sentence[1:]
+    doc.append(("p", f"**Verdict: {v['outcome']}.** {sentence}"))
     scenario = v.get("scenario")
     doc.append(("p", f"Scenario of the seed design the data support: **{scenario}**." if scenario else
                 "The data do not support any of the seed design's scenarios (adversarial wins, random best, "
