@@ -1,10 +1,13 @@
 """diffusion_lib: IRED energy-diffusion for matrix inversion with configurable negative mining.
 
 Modules (one idea each): ``data`` (problems and held-out files), ``model`` (EBM and the gradient
-wrapper), ``diffusion`` (schedule, opt step, mining losses, sampling), ``training`` (Trainer1D),
-``checkpoint`` (atomic resumable checkpoints), ``evaluation`` (SPEC §7 metrics), ``statistics``
-(SPEC §8 tests and verdict), ``report`` (tables, figures, report.md), ``config`` (schema
-validation, sweeps), ``seeding`` (seeds, RNG state, device), ``bench`` (speed benchmark).
+wrapper), ``diffusion`` (schedule, opt step, mining losses, sampling), ``training`` (Trainer1D, lr
+schedules), ``checkpoint`` (atomic resumable checkpoints), ``evaluation`` (SPEC §7 metrics),
+``compute`` (FLOPs per step, curves read at a compute budget), ``statistics`` (seed-unit intervals,
+relative-change CIs, Holm), ``convergence`` (the plateau gate), ``verdict`` (SPEC §8's six
+outcomes), ``tables`` / ``figures`` / ``report`` (the study's tables, seaborn figures, and
+report.md / report.html), ``config`` (schema validation, sweeps, per-strategy seeds), ``seeding``
+(seeds, RNG state, device), ``pipeline`` (one entry point per workflow rule), ``bench`` (speed).
 ``docs/method.md`` maps each SPEC section to the code.
 """
 from .data import Heldout, inverse_problems, load_heldout, make_heldout, save_heldout
