@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny problem size so library tests run in seconds on a CPU."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
