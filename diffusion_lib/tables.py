@@ -48,11 +48,6 @@ class Endpoint:
         model = ", raw model" if self.model == "raw" else ""
         return f"{SET_SHORT.get(self.set, self.set)} test MSE{model}, {self.inner_steps} inner steps"
 
-    @classmethod
-    def from_key(cls, key: str) -> "Endpoint":
-        set_name, model, inner = key.split("/")
-        return cls(set_name, int(inner), model)
-
 
 def endpoint_family(primary: Endpoint, default_inner: int) -> list[Endpoint]:
     """The primary endpoint first, then the secondary ones (SPEC §8) that differ from it."""

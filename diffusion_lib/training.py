@@ -49,7 +49,7 @@ CURVE_COLUMNS = ["step", "lr", "loss", "loss_mse", "loss_energy", "energy_pos", 
                  "train_flops", "steps_per_s", "val_mse_ema", "val_mse_raw"]
 #: Loss parts averaged per step over a log interval (the rest of a row is computed, see ``_append_row``).
 _MEAN_PARTS = ("loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg", "energy_gap", "saturated_frac",
-               "grad_norm", "clipped")
+               "grad_norm", "clip_frac")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -165,8 +165,9 @@ def optimization_step(diffusion: GaussianDiffusion1D, optimizer: torch.optim.Opt
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One training update (SPEC §4): loss with its parts, backward, grad-norm clipping, Adam step.
 
-    The parts gain ``grad_norm`` (the gradient norm before clipping) and ``clipped`` (1 when clipping
-    scaled the gradient down), both device tensors: nothing here waits on the device.
+    The parts gain ``grad_norm`` (the gradient norm before clipping) and ``clip_frac`` (1 when clipping
+    scaled the gradient down; its interval mean is the fraction of steps clipped), both device
+    tensors: nothing here waits on the device.
     """
     loss, parts = diffusion(A, Y, step=step)
     optimizer.zero_grad(set_to_none=True)
@@ -174,7 +175,7 @@ def optimization_step(diffusion: GaussianDiffusion1D, optimizer: torch.optim.Opt
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     parts["grad_norm"] = norm.detach()
-    parts["clipped"] = (norm.detach() > grad_clip).float()
+    parts["clip_frac"] = (norm.detach() > grad_clip).float()
     return loss, parts
 
 
@@ -373,9 +374,7 @@ class Trainer1D:
         """One learning-curve row: per-step means of the loss parts over the interval, the mining
         acceptance rate (accepted / proposed opt steps), cumulative training time and FLOPs."""
         row: dict[str, Any] = {"step": self.step, "lr": self.config.lr_at(self.step - 1)}
-        means = {key: (sums[key] / count).item() if key in sums and count else math.nan for key in _MEAN_PARTS}
-        means["clip_frac"] = means.pop("clipped")
-        row.update(means)
+        row.update({key: (sums[key] / count).item() if key in sums and count else math.nan for key in _MEAN_PARTS})
         row["mine_accept"] = ((sums["mine_accepted"] / sums["mine_proposed"]).item()
                               if "mine_proposed" in sums else math.nan)
         row["train_seconds"] = self.train_seconds
