@@ -6,14 +6,18 @@ schedules), ``checkpoint`` (atomic resumable checkpoints), ``evaluation`` (SPEC 
 ``compute`` (FLOPs per step, curves read at a compute budget), ``statistics`` (seed-unit intervals,
 relative-change CIs, Holm), ``convergence`` (the plateau gate), ``verdict`` (SPEC §8's six
 outcomes), ``tables`` / ``figures`` / ``report`` (the study's tables, seaborn figures, and
-report.md / report.html), ``config`` (schema validation, sweeps, per-strategy seeds), ``seeding``
-(seeds, RNG state, device), ``pipeline`` (one entry point per workflow rule), ``bench`` (speed).
+report.md / report.html), ``config`` (schema validation, sweeps, per-strategy seeds, command-line
+values), ``seeding`` (seeds, RNG state, device), ``provenance`` (code and value fingerprints),
+``layout`` (where each result lives, keyed by what shapes it), ``scheduling`` (runtime and memory
+a job asks for), ``runtime`` (logging, torch setup), ``jobs`` (one module per workflow rule),
+``bench`` (speed).
 ``docs/method.md`` maps each SPEC section to the code.
 """
 from .data import Heldout, inverse_problems, load_heldout, make_heldout, save_heldout
 from .diffusion import GaussianDiffusion1D, MiningConfig, cosine_schedule
 from .model import EBM, DiffusionWrapper
-from .training import TrainConfig, Trainer1D, build_diffusion
+from .diffusion import build_diffusion
+from .training import TrainConfig, Trainer1D
 
 __all__ = ["EBM", "DiffusionWrapper", "GaussianDiffusion1D", "Heldout", "MiningConfig", "TrainConfig",
            "Trainer1D", "build_diffusion", "cosine_schedule", "inverse_problems", "load_heldout",

@@ -47,7 +47,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     """Measure one mode; returns the benchmark record (see module docstring)."""
     if threads:
         torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)  # as the workflow's jobs do (pipeline._setup_torch)
+    torch.set_flush_denormal(True)  # as the workflow's jobs do (runtime.setup_torch)
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -59,3 +59,35 @@ def remove(path: str | os.PathLike) -> None:
     path = Path(path)
     for p in (path, _prev(path), path.with_name(path.name + ".tmp")):
         p.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- finished model files
+MODEL_FORMAT = "ired-model-v1"
+
+
+def save_model(path: str | os.PathLike, *, rank: int, timesteps: int, mining: dict[str, Any], model: Any, ema: Any,
+               status: dict[str, Any]) -> None:
+    """Write a finished run's model file: raw and EMA weights, what builds them, and the run status."""
+    atomic_save({"format": MODEL_FORMAT, "rank": rank, "timesteps": timesteps, "mining": mining,
+                 "model": model.state_dict(), "ema": ema.state_dict(), "status": status}, path)
+    _prev(Path(path)).unlink(missing_ok=True)
+
+
+def load_model(path: str | os.PathLike, device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
+    """(EMA diffusion, raw diffusion, status) from a model file written by :func:`save_model`."""
+    from .diffusion import build_diffusion  # local: the resume-checkpoint helpers above need no model code
+
+    try:
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"model file {path} is unreadable or truncated ({type(exc).__name__}); "
+                         "rerun its training job") from None
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise ValueError(f"model file {path} is not a {MODEL_FORMAT} file")
+    models = []
+    for key in ("ema", "model"):
+        d = build_diffusion(blob["rank"], blob["timesteps"], blob["mining"])
+        d.load_state_dict(blob[key])
+        models.append(d.to(device).eval())
+    return models[0], models[1], blob["status"]

@@ -1,7 +1,7 @@
 """Study configuration: schema validation with defaults, semantic checks, and sweep expansion.
 
 :func:`load_config` is what the Snakefile calls before scheduling anything. It validates the whole
-mapping against ``workflow/schemas/config.schema.yaml`` (filling in defaults), then checks what a
+mapping against ``config.schema.yaml`` (package data, next to this module; filling in defaults), then checks what a
 JSON schema cannot express, and raises :class:`ConfigError` listing *every* problem, each naming the
 field (``train.batch_size``, ``strategies.adv.mode``, ...).
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -26,7 +27,7 @@ import yaml
 from .convergence import ConvergenceRule
 from .diffusion import MiningConfig
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"  # shipped as package data
 SWEEP_SEP = "__"
 
 
@@ -85,6 +86,53 @@ def expand_sweep(base: str, base_mining: Mapping[str, Any], grid: Mapping[str, l
         yield sweep_name(base, point), {**base_mining, **point}, point
 
 
+def _resolve_ref(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    while isinstance(schema, Mapping) and "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def coerce_cli_values(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> Any:
+    """``value`` with strings turned into the integers, numbers, booleans and lists the schema asks for.
+
+    ``snakemake --config seeds=[0,1,2,3]`` delivers ``['0', '1', '2', '3']`` and ``partial=true``
+    the string ``'true'``; a user means integers and a boolean. Only a string that parses exactly
+    as the schema's type is converted; anything else is left for validation to report.
+    """
+    root = schema if root is None else root
+    schema = _resolve_ref(schema, root)
+    kind = schema.get("type")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if kind == "integer" and re.fullmatch(r"[+-]?\d+", text):
+                return int(text)
+            if kind == "number" and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+                return float(text)
+        except ValueError:
+            return value
+        if kind == "boolean" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if kind in ("array", "object") and text[:1] in "[{":
+            try:
+                return coerce_cli_values(yaml.safe_load(text), schema, root)
+            except yaml.YAMLError:
+                return value
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [coerce_cli_values(v, schema["items"], root) for v in value]
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {k: coerce_cli_values(v, props[k], root) if k in props
+                else coerce_cli_values(v, extra, root) if isinstance(extra, Mapping) else v
+                for k, v in value.items()}
+    return value
+
+
 def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Validate ``config`` and return a completed copy with ``strategies`` including expanded sweeps.
 
@@ -96,6 +144,7 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
     cfg = copy.deepcopy(dict(config))
     explicit_roles = set(cfg.get("comparison") or {}) if isinstance(cfg.get("comparison"), dict) else set()
     schema = load_schema(schema_path)
+    cfg = coerce_cli_values(cfg, schema)
     Validator = _with_defaults(jsonschema.validators.validator_for(schema))
     errors = sorted(Validator(schema).iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
@@ -174,3 +223,18 @@ def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[st
             problems.append(f"config field 'sweeps.{i}.base': strategy {sweep['base']!r} has mode 'none', "
                             "which uses no mining parameters to sweep")
     return problems
+
+
+def option(config: Mapping[str, Any], dotted: str, schema_path: str | Path = SCHEMA_PATH) -> Any:
+    """The value of ``dotted`` (``"train.checkpoint_every"``) in a raw config, else the schema default.
+
+    For rule scripts reading a value that does not shape their outputs and therefore is not one
+    of the rule's params (a change must not rerun the job): the checkpoint cadence, the device.
+    """
+    value: Any = coerce_cli_values(dict(config), load_schema(schema_path))
+    schema: Any = load_schema(schema_path)
+    root = schema
+    for part in dotted.split("."):
+        schema = _resolve_ref(schema, root)["properties"][part]
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return copy.deepcopy(_resolve_ref(schema, root).get("default")) if value is None else value

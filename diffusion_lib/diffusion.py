@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .model import EBM, DiffusionWrapper
+
 CLAMP = 2.0
 MODES = ("none", "random", "adversarial")
 # A contrastive pair is "saturated" when E⁻ - E⁺ exceeds ln(99): its loss softplus(E⁺ - E⁻) is below
@@ -272,3 +274,9 @@ class GaussianDiffusion1D(nn.Module):
             if step > 0:
                 y = _gather(self.sqrt_alphas_cumprod_prev, t) * x0
         return x0
+
+
+def build_diffusion(rank: int, timesteps: int, mining: MiningConfig | dict | None = None) -> GaussianDiffusion1D:
+    """The spec's model for n x n inversion: EBM(n², n²) in a DiffusionWrapper in GaussianDiffusion1D."""
+    dim = rank * rank
+    return GaussianDiffusion1D(DiffusionWrapper(EBM(dim, dim)), timesteps=timesteps, mining_config=mining)

@@ -26,7 +26,7 @@ from .statistics import classify, holm, relative_change_ci, summarize
 SET_LABELS = {"test_id": "ID (ε = 0.5)", "test_ood": "OOD (ε = 0.1)"}
 SET_SHORT = {"test_id": "ID", "test_ood": "OOD"}
 SUMMARY_METRICS = ["mse", "residual_mean", "residual_median", "rel_err_mean", "infer_ms_per_problem", "accept_rate"]
-RUN_KEYS = ("strategy", "seed", "mode", "status", "diverged_at", "steps_done", "train_seconds", "seconds_per_step",
+RUN_KEYS = ("strategy", "seed", "run", "mode", "status", "diverged_at", "steps_done", "train_seconds", "seconds_per_step",
             "cost_seconds_per_step", "flops_per_step", "device", "torch")
 
 

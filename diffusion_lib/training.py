@@ -37,9 +37,8 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .compute import step_flops
 from .data import Heldout, ProblemStream
-from .diffusion import GaussianDiffusion1D, MiningConfig
+from .diffusion import GaussianDiffusion1D, MiningConfig, build_diffusion  # noqa: F401 (re-exported)
 from .evaluation import predict
-from .model import EBM, DiffusionWrapper
 from .seeding import derive_seed, rng_state, set_rng_state
 
 log = logging.getLogger("diffusion_lib.training")
@@ -112,23 +111,26 @@ class TrainConfig:
             return self.lr * (1 - (1 - floor) * progress)
         return self.lr
 
-    def fingerprint(self, mining: MiningConfig) -> str:
-        """Hash of everything that shapes the training trajectory.
+    def identity(self, mining: MiningConfig) -> dict[str, Any]:
+        """Every value that shapes a run's outputs (model, curve, status), with its mining config.
 
-        ``steps`` is left out for the constant schedule, so raising it extends a run from its
-        checkpoint; a decaying schedule depends on the total, so there it is part of the hash.
-        ``measure_flops`` and ``validate_raw`` only add bookkeeping and are left out.
+        Left out: ``checkpoint_every`` (checkpoints only save state: a resumed run ends bitwise
+        identical to an uninterrupted one) and ``measure_flops`` (bookkeeping).
         """
-        skip = {"measure_flops", "validate_raw"} | ({"steps"} if self.lr_schedule == "constant" else set())
-        state = {k: v for k, v in asdict(self).items() if k not in skip}
+        state = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "measure_flops")}
         state["mining"] = asdict(mining)
+        return state
+
+    def fingerprint(self, mining: MiningConfig) -> str:
+        """Hash of everything that shapes the training trajectory (a resume checkpoint's key).
+
+        Narrower than :meth:`identity`: ``steps`` is left out for the constant schedule, so raising
+        it extends a run from its checkpoint (a decaying schedule depends on the total, so there it
+        counts), and ``validate_raw`` only adds a curve column.
+        """
+        skip = {"validate_raw"} | ({"steps"} if self.lr_schedule == "constant" else set())
+        state = {k: v for k, v in self.identity(mining).items() if k not in skip}
         return hashlib.sha256(json.dumps(state, sort_keys=True, default=list).encode()).hexdigest()[:16]
-
-
-def build_diffusion(rank: int, timesteps: int, mining: MiningConfig | dict | None = None) -> GaussianDiffusion1D:
-    """The spec's model for n x n inversion: EBM(n², n²) in a DiffusionWrapper in GaussianDiffusion1D."""
-    dim = rank * rank
-    return GaussianDiffusion1D(DiffusionWrapper(EBM(dim, dim)), timesteps=timesteps, mining_config=mining)
 
 
 @dataclass

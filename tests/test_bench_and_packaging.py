@@ -3,6 +3,9 @@ import re
 import subprocess
 import sys
 import tomllib
+import zipfile
+from importlib import metadata
+from pathlib import Path
 
 import yaml
 
@@ -64,3 +67,56 @@ def test_every_rule_has_a_log_and_uses_the_env(root):
             continue
         assert "log:" in body, f"rule {name} has no log"
         assert "conda:" in body, f"rule {name} has no conda env"
+
+
+def _conda_pins(root) -> dict[str, str]:
+    env = yaml.safe_load((root / "envs/ired.yaml").read_text())["dependencies"]
+    pins = {}
+    for item in env:
+        for dep in (item.get("pip", []) if isinstance(item, dict) else [item]):
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(==|=)?\s*([0-9][^\s]*)?", dep.strip())
+            assert m, f"envs/ired.yaml: cannot read {dep!r}"
+            pins[m.group(1).lower()] = m.group(3)
+    return pins
+
+
+def test_conda_env_pins_the_tested_versions(root):
+    """envs/ired.yaml pins exactly the versions of envs/tested.txt, which are the versions installed here."""
+    tested = dict(line.split("==") for line in (root / "envs/tested.txt").read_text().splitlines()
+                  if line.strip() and not line.startswith("#"))
+    pins = _conda_pins(root)
+    for name, version in pins.items():
+        if name in ("python", "pip"):
+            continue
+        assert version, f"envs/ired.yaml: {name} is not pinned"
+        pip_name = {v: k for k, v in CONDA_NAMES.items()}.get(name, name)
+        assert tested.get(pip_name) == version, f"envs/ired.yaml pins {name} {version}, envs/tested.txt {tested.get(pip_name)}"
+    assert pins["python"] == "{}.{}".format(*sys.version_info[:2]), "envs/ired.yaml pins another Python than the tests'"
+    for name, version in tested.items():
+        installed = metadata.version(name).split("+")[0]  # torch's local label (+cpu, +cu12x) is a build, not a version
+        assert installed == version, (f"{name} {installed} is installed but envs/tested.txt says {version}: "
+                                      "install with the README's test command (pip install -c envs/tested.txt ...)")
+
+
+def test_snakemake_files_are_snakefmt_clean(root):
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/"], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_non_editable_install_loads_a_config(root, tmp_path):
+    """The schema ships inside the wheel: a plain install validates a config from any directory."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path / "wheel"), str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    wheel = next((tmp_path / "wheel").glob("*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        assert "diffusion_lib/config.schema.yaml" in zf.namelist()
+        zf.extractall(tmp_path / "site")
+    code = ("import diffusion_lib, yaml; from diffusion_lib.config import load_config; "
+            f"print(diffusion_lib.__file__); load_config(yaml.safe_load(open({str(root / 'config/config.yaml')!r})))")
+    # the extracted wheel goes first on sys.path, before the editable install of this checkout
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); {code}"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).is_relative_to(tmp_path / "site")

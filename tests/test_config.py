@@ -32,7 +32,7 @@ MALFORMED = [
     (_with(("train", "steps"), 0), "train.steps"),
     (_with(("train", "steps"), -5), "train.steps"),
     (_with(("train", "batch_size"), 0), "train.batch_size"),
-    (_with(("train", "batch_size"), "64"), "train.batch_size"),
+    (_with(("train", "batch_size"), "sixty-four"), "train.batch_size"),
     (_with(("seeds",), [0, 0]), "seeds"),
     (_with(("seeds",), [0, 1.5]), "seeds.1"),
     (_with(("train", "bacth_size"), 64), "'bacth_size' was unexpected"),

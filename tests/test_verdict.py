@@ -1,7 +1,7 @@
 """The SPEC §8 decision table: one test per outcome, from synthetic per-seed results and curves.
 
 The first group calls :func:`verdict.decide` directly; the second runs the whole aggregation
-(:func:`pipeline.aggregate`) on synthetic per-run files, so the tables, the convergence gate and the
+(:func:`diffusion_lib.jobs.study.aggregate`) on synthetic per-run files, so the tables, the convergence gate and the
 verdict are exercised together.
 """
 import json
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from diffusion_lib.convergence import ConvergenceRule, gap_trend, run_gate, strategy_gate
-from diffusion_lib.pipeline import TABLES, aggregate
+from diffusion_lib.jobs.study import TABLES, aggregate
 from diffusion_lib.verdict import (BASELINE_BETTER, MINING_HELPS, NO_DIFFERENCE, NOT_DECIDED, UNDECIDED, UNSTABLE,
                                    Arm, decide)
 
@@ -137,7 +137,7 @@ def _write_run(root, strategy, mode, seed, test_mse, *, final_val, falling=False
         s: {str(k): {"mse": test_mse * (1 if k else 2) * (10 if s == "test_ood" else 1), "residual_mean": 3.0,
                      "residual_median": 3.0, "rel_err_mean": 0.5, "infer_ms_per_problem": 1.0, "accept_rate": 0.6}
             for k in (0, 5)} for s in ("test_id", "test_ood")}
-    metrics = {"strategy": strategy, "seed": seed, "mode": mode, "status": status, "diverged_at": None,
+    metrics = {"run": run.name, "seed": seed, "mode": mode, "status": status, "diverged_at": None,
                "steps_done": 1000, "train_seconds": 10.0, "seconds_per_step": cost, "cost_seconds_per_step": cost,
                "flops_per_step": 1e9 * cost / 0.01, "device": "cpu", "torch": "test", "default_inner": 5,
                "sets": sets, "landscape": [], "raw_model_mse": {"test_id": test_mse * 1.1}}
@@ -148,7 +148,8 @@ def _write_run(root, strategy, mode, seed, test_mse, *, final_val, falling=False
                   "val_mse_raw": final_val * shape, "train_flops": steps * 1e9 * cost / 0.01,
                   "train_cpu_seconds": steps * cost, "grad_norm": 1.0, "clip_frac": 0.1}).to_csv(run / "curve.csv",
                                                                                                index=False)
-    return {"metrics": str(run / "metrics.json"), "curve": str(run / "curve.csv")}
+    return {"strategy": strategy, "seed": seed, "run": run.name, "metrics": str(run / "metrics.json"),
+            "curve": str(run / "curve.csv")}
 
 
 def _study(tmp_path, arms):

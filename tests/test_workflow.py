@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPORT_FILES
 from diffusion_lib.config import load_config
-from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, make_workdir, smk
+from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, make_workdir, run_dir, smk, study_dir
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,8 @@ def test_dry_run_of_default_config_plans_every_job(tmp_path):
     counts = job_counts(output_of(smk(tmp_path, "-n")))
     seeds = load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))["strategy_seeds"]
     n = sum(len(k) for k in seeds.values())  # each strategy's own seeds
-    assert counts == {"data": 1, "train": n, "evaluate": n, "aggregate": 1, "plot_main": 1, "report_md": 1, "all": 1}
+    assert counts == {"heldout": 3, "reference": 1, "train": n, "evaluate": n, "aggregate": 1, "plot_main": 1,
+                      "report_md": 1, "all": 1}
     counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", str(ROOT / "config" / "ablation.yaml"))))
     # the overlay's top-level seeds [0, 1] apply to the baseline and the 6 new grid points (3 of the 9
     # equal `adversarial` and reuse its runs); random and adversarial keep their own seeds
@@ -55,23 +56,31 @@ def test_lint_is_clean(tmp_path):
 
 def test_end_to_end_produces_every_report_file(finished):
     workdir, _ = finished
+    study = study_dir(workdir)
+    assert study == workdir / "results/studies/test"
     for name in REPORT_FILES:
-        path = workdir / "results" / "report" / name
+        path = study / name
         assert path.exists() and path.stat().st_size > 0, name
-    runs = pd.read_csv(workdir / "results/report/tables/runs.csv")
+    runs = pd.read_csv(study / "tables/runs.csv")
     assert set(runs["strategy"]) == {"baseline", "random", "adversarial", "adversarial__opt_steps-1",
                                      "adversarial__opt_steps-3"}
     assert set(runs["seed"]) == {0, 1} and (runs["status"] == "completed").all()
     assert set(runs["inner_steps"]) == {0, 1, 2, 5}
-    verdict = json.loads((workdir / "results/report/tables/verdict.json").read_text())
+    assert runs["run"].str.fullmatch(r"(none|random|adversarial)-seed[01]-[0-9a-f]{12}").all()
+    verdict = json.loads((study / "tables/verdict.json").read_text())
     # 20 steps of training decide nothing: the honest answer is "not decided" (or "inconclusive")
     assert verdict["outcome"] in {"not decided at this budget", "inconclusive"} and verdict["scenario"] is None
-    report = (workdir / "results/report/report.md").read_text()
+    report = (study / "report.md").read_text()
     assert report.splitlines()[2].startswith(f"**Verdict: {verdict['outcome']}.**")
     assert "figures/forest.png" in report and "figures/mse.png" in report
-    for log in ("data.log", "train/baseline/seed0.log", "evaluate/adversarial/seed1.log"):
-        assert (workdir / "results/logs" / log).stat().st_size > 0
-    assert not list((workdir / "results").glob("resume/**/*.ckpt"))  # removed after completion
+    run = run_dir(workdir, "adversarial", 1)
+    evaluation = next(run.glob("eval-*"))
+    for log in (run / "train.log", evaluation / "evaluate.log", *(workdir / "results/data/logs").glob("test_id-*.log")):
+        assert log.stat().st_size > 0, log
+    for bench in (run / "train.benchmark.tsv", evaluation / "evaluate.benchmark.tsv"):
+        table = pd.read_csv(bench, sep="\t")
+        assert {"s", "max_rss"} <= set(table.columns) and table["s"].iloc[0] > 0, bench
+    assert not list((workdir / "results").glob("runs/*/resume.ckpt*"))  # removed after completion
 
 
 def test_rerun_after_completion_does_nothing(finished):
@@ -106,7 +115,7 @@ def test_plot_option_change_reruns_only_plotting(finished, tmp_path):
 
 def test_figures_target_redraws_from_cached_tables(finished):
     workdir, _ = finished
-    fig = workdir / "results/report/figures/mse.png"
+    fig = study_dir(workdir) / "figures/mse.png"
     fig.unlink()
     proc = smk(workdir, "figures")
     assert job_counts(output_of(proc)) == {"plot_main": 1, "figures": 1}
@@ -124,7 +133,7 @@ def test_html_report_shows_the_verdict_and_key_tables_on_its_own_page(finished):
     workdir, _ = finished
     smk(workdir, "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="ignore")
-    verdict = json.loads((workdir / "results/report/tables/verdict.json").read_text())
+    verdict = json.loads((study_dir(workdir) / "tables/verdict.json").read_text())
     pages = [base64.b64decode(m).decode("utf-8", "ignore")
              for m in re.findall(r"data:text/html;charset=[^;]+;filename=[^;]+;base64,([A-Za-z0-9+/=]+)", html)]
     page = next(p for p in pages if "Verdict:" in p)
@@ -136,14 +145,14 @@ def test_html_report_shows_the_verdict_and_key_tables_on_its_own_page(finished):
 
 def test_failed_job_leaves_others_and_partial_report_lists_it(finished, tmp_path):
     workdir = copy_workdir(finished[0], tmp_path / "partial")
-    model = workdir / "results/train/random/seed1/model.pt"
+    model = run_dir(workdir, "random", 1) / "model.pt"
     model.write_bytes(b"not a checkpoint")
     proc = smk(workdir, "--keep-going", check=False)
-    assert proc.returncode != 0 and "random/seed1/model.pt is unreadable" in output_of(proc)
+    assert proc.returncode != 0 and f"{model.parent.name}/model.pt is unreadable" in output_of(proc)
     proc = smk(workdir, "--config", "partial=true")
-    verdict = json.loads((workdir / "results/report/tables/verdict.json").read_text())
+    verdict = json.loads((study_dir(workdir) / "tables/verdict.json").read_text())
     assert verdict["missing"] == ["random/seed1"]
-    assert "random/seed1" in (workdir / "results/report/report.md").read_text()
+    assert "random/seed1" in (study_dir(workdir) / "report.md").read_text()
 
 
 def _state(path):
@@ -153,13 +162,14 @@ def _state(path):
 def test_sigkill_then_rerun_resumes_bitwise_identical(tmp_path):
     cfg = {"seeds": [0], "strategies": {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}},
            "sweeps": [], "train": {"steps": 400, "checkpoint_every": 50, "log_every": 25, "eval_every": 100}}
-    target = "results/train/adversarial/seed0/model.pt"
     straight = make_workdir(tmp_path / "straight", cfg)
+    run = run_dir(straight, "adversarial", 0).relative_to(straight)
+    target = str(run / "model.pt")
     smk(straight, target)
     killed = make_workdir(tmp_path / "killed", cfg)
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(killed), "--cores", "2", target]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    resume = killed / "results/resume/adversarial/seed0.ckpt"
+    resume = killed / run / "resume.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and not resume.with_name(resume.name + ".prev").exists():
         time.sleep(0.05)
@@ -169,15 +179,15 @@ def test_sigkill_then_rerun_resumes_bitwise_identical(tmp_path):
     assert not (killed / target).exists()
     smk(killed, "--unlock")  # a hard kill leaves Snakemake's directory lock behind
     smk(killed, target)
-    log = (killed / "results/logs/train/adversarial/seed0.log").read_text()
+    log = (killed / run / "train.log").read_text()
     assert "resumed from" in log
     a, b = _state(straight / target), _state(killed / target)
     assert b["status"]["resumed_from"] >= 100
     for key in ("model", "ema"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs"
-    ca = pd.read_csv(straight / "results/train/adversarial/seed0/curve.csv")
-    cb = pd.read_csv(killed / "results/train/adversarial/seed0/curve.csv")
+    ca = pd.read_csv(straight / run / "curve.csv")
+    cb = pd.read_csv(killed / run / "curve.csv")
     assert ca[["step", "loss", "loss_mse", "loss_energy", "val_mse_ema"]].equals(
         cb[["step", "loss", "loss_mse", "loss_energy", "val_mse_ema"]])
 
@@ -186,10 +196,10 @@ def test_divergence_is_reported_as_unstable(tmp_path):
     cfg = {"seeds": [0], "sweeps": [], "train": {"lr": 1.0e6, "grad_clip": 1.0e12, "max_loss": 50.0, "steps": 60}}
     workdir = make_workdir(tmp_path, cfg)
     smk(workdir)
-    runs = pd.read_csv(workdir / "results/report/tables/runs.csv")
+    runs = pd.read_csv(study_dir(workdir) / "tables/runs.csv")
     assert (runs.drop_duplicates("strategy")["status"] == "diverged").any()
-    verdict = json.loads((workdir / "results/report/tables/verdict.json").read_text())
+    verdict = json.loads((study_dir(workdir) / "tables/verdict.json").read_text())
     assert verdict["outcome"] == "training unstable" and verdict["scenario"] == "training instability"
-    status = json.loads((workdir / "results/train/random/seed0/status.json").read_text())
+    status = json.loads((run_dir(workdir, "random", 0) / "status.json").read_text())
     assert status["status"] == "diverged" and status["diverged_at"] is not None
-    assert "training unstable" in (workdir / "results/report/report.md").read_text()
+    assert "training unstable" in (study_dir(workdir) / "report.md").read_text()

@@ -29,10 +29,11 @@ def make_workdir(path: Path, config: dict | None = None, base: str = ".test/conf
     return path
 
 
-def smk(workdir: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run snakemake on this repo's Snakefile in ``workdir``."""
+def smk(workdir: Path, *args: str, timeout: int = 600, check: bool = True, snakefile: Path | None = None
+        ) -> subprocess.CompletedProcess:
+    """Run snakemake on this repo's Snakefile (or ``snakefile``) in ``workdir``."""
     # --resources takes several values: keep it before --cores so a positional target is not swallowed
-    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--resources", "gpu=1",
+    cmd = [*SNAKEMAKE, "-s", str(snakefile or ROOT / "Snakefile"), "--directory", str(workdir), "--resources", "gpu=1",
            "--cores", "2", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -59,4 +60,34 @@ def job_counts(output: str) -> dict[str, int]:
 
 def copy_workdir(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def layout_of(workdir: Path, *overlays: Path):
+    """The results layout of the study in ``workdir`` (its config/config.yaml, overlays merged on top)."""
+    from diffusion_lib.config import load_config
+    from diffusion_lib.layout import Layout, _merge
+
+    cfg: dict = {}
+    for path in (workdir / "config" / "config.yaml", *overlays):
+        _merge(cfg, yaml.safe_load(Path(path).read_text()) or {})
+    return Layout(load_config(cfg))
+
+
+def run_dir(workdir: Path, strategy: str, seed: int, *overlays: Path) -> Path:
+    """Folder of one (strategy, seed) run of the study in ``workdir``."""
+    layout = layout_of(workdir, *overlays)
+    return workdir / next(r.dir for r in layout.runs if (r.strategy, r.seed) == (strategy, seed))
+
+
+def study_dir(workdir: Path, *overlays: Path) -> Path:
+    return workdir / layout_of(workdir, *overlays).study_dir
+
+
+def copy_repo(dst: Path) -> Path:
+    """A copy of the workflow and library (to edit them in a test without touching this checkout)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "Snakefile", dst)
+    for folder in ("workflow", "diffusion_lib", "profiles", "envs"):
+        shutil.copytree(ROOT / folder, dst / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return dst

@@ -1,4 +1,5 @@
-# Shared helpers: config validation (fails before any job is scheduled), paths, wildcard constraints.
+# Shared helpers: config validation (fails before any job is scheduled), the results layout,
+# code fingerprints, resources and wildcard constraints.
 import os
 import re
 import shutil
@@ -6,43 +7,53 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # rule scripts do the same through workflow/scripts/_repo.py
 
+from diffusion_lib import scheduling
 from diffusion_lib.config import ConfigError, load_config
-
-# --config partial=true arrives as a string; accept exactly true/false for this flag
-if isinstance(config.get("partial"), str) and config["partial"].lower() in ("true", "false"):
-    config["partial"] = config["partial"].lower() == "true"
+from diffusion_lib.jobs.study import TABLES
+from diffusion_lib.layout import EVAL_PATTERN, RUN_PATTERN, SPLITS, TEST_SETS, Layout
+from diffusion_lib.layout import reference_params, run_train_block, split_params
+from diffusion_lib.provenance import code_fingerprint
 
 try:
-    CFG = load_config(config)
+    CFG = load_config(config)  # also turns --config strings ("[0,1,2]", "true") into what the schema asks
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
+# Every output is keyed by what shapes it (diffusion_lib/layout.py): data by its values, runs by
+# their training config and seed, evaluations by their settings and test sets; studies share runs
+# and keep their reports apart under results/studies/<study>/.
+LAYOUT = Layout(CFG)
 STRATEGIES = list(CFG["strategies"])
-SEEDS_OF = CFG["strategy_seeds"]  # a strategy's own `seeds`, else the top-level ones
-RUNS = [(s, k) for s in STRATEGIES for k in SEEDS_OF[s]]
-SPLITS = ["val_id", "val_ood", "test_id", "test_ood"]
-TEST_SETS = ["test_id", "test_ood"]
+RUNS = LAYOUT.runs
 SWEPT_PARAMETERS = sorted({p for pt in CFG["sweep_points"].values() for p in pt if p != "base"})
 # partial=true (e.g. --config partial=true after a --keep-going run) reports only the runs that exist
 PARTIAL = CFG["partial"]
 
-DATA = "results/data"
-TRAIN = "results/train/{strategy}/seed{seed}"
-EVAL = "results/eval/{strategy}/seed{seed}"
-RESUME = "results/resume/{strategy}/seed{seed}.ckpt"  # deliberately not a declared output
-REPORT = "results/report"
-TABLE_FILES = {t: f"{REPORT}/tables/{t}.csv" for t in
-               ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
-                "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation")}
+RUN = "results/runs/{run}"
+EVAL = "results/runs/{run}/eval-{ev}"
+STUDY = LAYOUT.study_dir
+TABLE_FILES = {t: f"{STUDY}/tables/{t}.csv" for t in TABLES}
 FIG_EXT = CFG["report"]["format"]
 FIGURES = ("forest", "mse", "curves", "compute", "diagnostics", "landscape", "test_time")
-FIGURE_FILES = {f: f"{REPORT}/figures/{f}.{FIG_EXT}" for f in FIGURES}
+FIGURE_FILES = {f: f"{STUDY}/figures/{f}.{FIG_EXT}" for f in FIGURES}
 # tables the report reads (the rest are for users and figures)
-REPORT_TABLES = ("strategies", "contrasts", "test_time", "convergence", "compute_matched", "diagnostics", "cost",
-                 "landscape", "ablation")
-ABLATION_FIGURES = {f"ablation_{p}": f"{REPORT}/figures/ablation_{p}.{FIG_EXT}" for p in SWEPT_PARAMETERS}
-REPORT_TARGETS = [f"{REPORT}/report.md", f"{REPORT}/report.html", *FIGURE_FILES.values(),
-                  *ABLATION_FIGURES.values()]
+REPORT_TABLES = tuple(
+    "strategies contrasts test_time convergence compute_matched diagnostics cost landscape ablation".split()
+)
+ABLATION_FIGURES = {f"ablation_{p}": f"{STUDY}/figures/ablation_{p}.{FIG_EXT}" for p in SWEPT_PARAMETERS}
+REPORT_TARGETS = [f"{STUDY}/report.md", f"{STUDY}/report.html", *FIGURE_FILES.values(), *ABLATION_FIGURES.values()]
+
+# Library code each rule runs (its module in diffusion_lib/jobs and everything that imports),
+# without comments and docstrings: a param, so editing a statement reruns exactly the affected
+# jobs. Shims are not fingerprinted: profiles set rerun-triggers without `code`.
+CODE = {job: code_fingerprint(f"diffusion_lib.jobs.{job}") for job in ("data", "train", "evaluate", "study")}
+
+if any(os.path.isdir(f"results/{old}") for old in ("train", "eval", "report")):
+    print(
+        "note: results/train, results/eval and results/report are the layout before studies were kept apart; "
+        "this workflow neither reads nor deletes them (see README, 'Where results live')",
+        file=sys.stderr,
+    )
 
 
 def _uses_gpu():
@@ -53,24 +64,67 @@ def _uses_gpu():
 GPU = 1 if _uses_gpu() else 0
 
 
+def run_spec(wildcards):
+    """The study's (strategy, seed) that a run directory holds."""
+    try:
+        return LAYOUT.run_of[wildcards.run]
+    except KeyError:
+        raise WorkflowError(
+            f"results/runs/{wildcards.run} is not a run of study {CFG['study']!r}: "
+            "ask for the study's report, or run with the config that declares it"
+        ) from None
+
+
+def split_spec(wildcards):
+    """What shapes the requested held-out split; refuses a key the current config would not produce."""
+    if LAYOUT.split_keys[wildcards.split] != wildcards.key:
+        raise WorkflowError(
+            f"results/data/{wildcards.split}-{wildcards.key}.pt is not a split of the current "
+            f"config (it would be {LAYOUT.splits[wildcards.split]})"
+        )
+    return split_params(CFG, wildcards.split)
+
+
+def eval_settings(wildcards):
+    """The evaluation settings of the current config; refuses another config's evaluation folder."""
+    if wildcards.ev != LAYOUT.eval_key:
+        raise WorkflowError(f"eval-{wildcards.ev} is not the current config's evaluation (eval-{LAYOUT.eval_key})")
+    return CFG["evaluation"]
+
+
+def train_runtime(wildcards, attempt):
+    return scheduling.train_runtime(CFG, run_spec(wildcards).mode, attempt)
+
+
+def evaluate_runtime(wildcards, attempt):
+    return scheduling.evaluate_runtime(CFG, attempt)
+
+
 def train_priority(wildcards):
     """Longest jobs first (adversarial > random > none): with more jobs than cores, starting the
     expensive runs early keeps short ones for the tail (measured: about a minute off the pilot)."""
-    return {"adversarial": 2, "random": 1}.get(CFG["strategies"][wildcards.strategy]["mode"], 0)
+    return scheduling.PRIORITY[run_spec(wildcards).mode]
 
 
 wildcard_constraints:
-    strategy="|".join(re.escape(s) for s in STRATEGIES),
-    seed=r"\d+",
+    run=RUN_PATTERN,
+    ev=EVAL_PATTERN,
     split="|".join(SPLITS),
+    key=r"[0-9a-f]{10}",
     parameter="|".join(SWEPT_PARAMETERS) or "NO_SWEEPS",
 
 
-def run_files(kind):
-    """Per-run files of one kind for every (strategy, seed), or only existing ones when PARTIAL."""
-    pattern = {"metrics": f"{EVAL}/metrics.json", "curve": f"{TRAIN}/curve.csv"}[kind]
-    files = [pattern.format(strategy=s, seed=k) for s, k in RUNS]
-    if PARTIAL:
-        files = [f for f, (s, k) in zip(files, RUNS)
-                 if os.path.exists(f"{EVAL}/metrics.json".format(strategy=s, seed=k))]
-    return files
+def run_index():
+    """One entry per (strategy, seed) of the study, with its run and its evaluation files; only
+    the evaluated ones when PARTIAL."""
+    index = [
+        {
+            "strategy": r.strategy,
+            "seed": r.seed,
+            "run": r.run,
+            "metrics": f"{LAYOUT.eval_dir(r.run)}/metrics.json",
+            "curve": f"{r.dir}/curve.csv",
+        }
+        for r in RUNS
+    ]
+    return [e for e in index if os.path.exists(e["metrics"])] if PARTIAL else index

@@ -1,19 +1,30 @@
-rule data:
-    """Held-out validation and test sets (ID and OOD), shared by every run, and trivial-predictor MSEs."""
+rule heldout:
+    """One held-out split (val_id, val_ood, test_id, test_ood), keyed by the values that shape it."""
     output:
-        **{split: f"{DATA}/{split}.pt" for split in SPLITS},
-        reference=f"{DATA}/reference.json",
-    params:
-        rank=CFG["data"]["rank"],
-        seed=CFG["data"]["seed"],
-        id_eps=CFG["data"]["id_eps"],
-        ood_eps=CFG["data"]["ood_eps"],
-        val_size=CFG["data"]["val_size"],
-        test_size=CFG["data"]["test_size"],
-        reference_size=CFG["data"]["reference_size"],
+        "results/data/{split}-{key}.pt",
     log:
-        "results/logs/data.log",
+        "results/data/logs/{split}-{key}.log",
     conda:
         "../../envs/ired.yaml"
+    params:
+        spec=split_spec,
+        code=CODE["data"],
     script:
-        "../scripts/make_data.py"
+        "../scripts/make_split.py"
+
+
+rule reference:
+    """Trivial-predictor MSEs (zeros, per-entry mean) on the test sets: the report's floor lines."""
+    input:
+        **{t: LAYOUT.splits[t] for t in TEST_SETS},
+    output:
+        LAYOUT.reference,
+    log:
+        LAYOUT.reference.replace(".json", ".log").replace("results/data/", "results/data/logs/"),
+    conda:
+        "../../envs/ired.yaml"
+    params:
+        spec=reference_params(CFG),
+        code=CODE["data"],
+    script:
+        "../scripts/make_reference.py"

@@ -1,21 +1,25 @@
 rule evaluate:
     """SPEC §7 metrics of one trained run on the ID and OOD test sets."""
     input:
-        model=f"{TRAIN}/model.pt",
-        **{s: f"{DATA}/{s}.pt" for s in TEST_SETS},
+        **{t: LAYOUT.splits[t] for t in TEST_SETS},
+        model=f"{RUN}/model.pt",
     output:
         metrics=f"{EVAL}/metrics.json",
         per_problem=f"{EVAL}/per_problem.csv",
-    params:
-        settings=CFG["evaluation"],
-        rank=CFG["data"]["rank"],
-        device=CFG["device"],
+    log:
+        f"{EVAL}/evaluate.log",
+    benchmark:
+        f"{EVAL}/evaluate.benchmark.tsv"
+    conda:
+        "../../envs/ired.yaml"
     threads: CFG["threads"]
     resources:
         gpu=GPU,
-    log:
-        "results/logs/evaluate/{strategy}/seed{seed}.log",
-    conda:
-        "../../envs/ired.yaml"
+        runtime=evaluate_runtime,
+        mem_mb=CFG["resources"]["evaluate_mem_mb"],
+    params:
+        settings=eval_settings,
+        rank=CFG["data"]["rank"],
+        code=CODE["evaluate"],
     script:
         "../scripts/evaluate.py"

@@ -1,10 +1,18 @@
-"""Rule train: one (strategy, seed) (shim over diffusion_lib.pipeline.train_run)."""
+"""Rule train: one run (shim over diffusion_lib.jobs.train.train_run)."""
 import _repo  # noqa: F401  (diffusion_lib from this checkout)
-from diffusion_lib.pipeline import logging_to, train_run
+from pathlib import Path
 
-p = snakemake.params
+from diffusion_lib.config import option
+from diffusion_lib.jobs.train import train_run
+from diffusion_lib.runtime import logging_to
+
+p, out = snakemake.params, snakemake.output
+run_dir = Path(out.model).parent
 with logging_to(snakemake.log[0]):
-    train_run(val_path=snakemake.input.val, model_path=snakemake.output.model, curve_path=snakemake.output.curve,
-              status_path=snakemake.output.status, resume_path=p.resume.format(**snakemake.wildcards),
-              strategy=snakemake.wildcards.strategy, seed=int(snakemake.wildcards.seed), mining=p.mining,
-              train=p.train, rank=p.rank, id_eps=p.id_eps, device=p.device, threads=snakemake.threads)
+    # the checkpoint cadence and the device do not shape a run: read from the config, not params,
+    # so that changing them never retrains
+    train_run(val_path=snakemake.input.val, model_path=out.model, curve_path=out.curve, status_path=out.status,
+              resume_path=str(run_dir / "resume.ckpt"), run=run_dir.name, mining=p.mining, seed=p.seed,
+              train=p.train, rank=p.rank, id_eps=p.id_eps,
+              checkpoint_every=option(snakemake.config, "train.checkpoint_every"),
+              device=option(snakemake.config, "device"), threads=snakemake.threads)

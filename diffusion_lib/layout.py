@@ -1,0 +1,141 @@
+"""Where every result of a study lives, keyed by what shapes it.
+
+A study (one validated config) maps onto files under ``results/``::
+
+    data/<split>-<key>.pt              one held-out split; key = hash(rank, data seed, eps, size, split)
+    data/reference-<key>.json          trivial-predictor MSEs; key = hash(test sets, reference_size)
+    runs/<mode>-seed<k>-<key>/         one training run; key = hash(every value that shapes it and its
+                                       validation set): model.pt, curve.csv, status.json, train.log,
+                                       train.benchmark.tsv, resume.ckpt while it trains
+    runs/<run>/eval-<key>/             its evaluation; key = hash(evaluation settings, test sets):
+                                       metrics.json, per_problem.csv, evaluate.log, evaluate.benchmark.tsv
+    studies/<study>/                   the study's tables, figures, report.md, report.html, logs
+
+Strategy names never enter a run's key: two studies (or two strategies of one study) with the
+same mining config, training config and seed share one run, and a study never overwrites another
+study's runs. The training code's fingerprint is not part of the key either: editing the
+library reruns the affected runs in place (a rule parameter), so ``results/`` does not grow with
+every edit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .diffusion import MiningConfig
+from .jobs.train import train_config
+from .provenance import value_key
+
+RESULTS = "results"
+SPLITS = ("val_id", "val_ood", "test_id", "test_ood")
+TEST_SETS = ("test_id", "test_ood")
+RUN_PATTERN = r"(none|random|adversarial)-seed\d+-[0-9a-f]{12}"
+EVAL_PATTERN = r"[0-9a-f]{10}"
+NOT_SHAPING_TRAIN_KEYS = ("checkpoint_every",)  # changing these never retrains (see TrainConfig.identity)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (strategy, seed) of a study and the run directory that holds it."""
+
+    strategy: str
+    seed: int
+    run: str
+    mode: str
+    mining: dict[str, Any] = field(hash=False, compare=False)
+
+    @property
+    def dir(self) -> str:
+        return f"{RESULTS}/runs/{self.run}"
+
+
+def split_params(cfg: Mapping[str, Any], split: str) -> dict[str, Any]:
+    """The values that shape held-out split ``split``: what its data job is given."""
+    data = cfg["data"]
+    kind = split.split("_")[1]
+    return {"split": split, "rank": data["rank"], "seed": data["seed"], "eps": data[f"{kind}_eps"],
+            "size": data["val_size"] if split.startswith("val") else data["test_size"]}
+
+
+def reference_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The values that shape the trivial-predictor reference (besides the test sets it scores)."""
+    data = cfg["data"]
+    return {k: data[k] for k in ("rank", "seed", "id_eps", "ood_eps", "reference_size")}
+
+
+def run_train_block(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's ``train`` block without the values that do not shape a run."""
+    return {k: v for k, v in cfg["train"].items() if k not in NOT_SHAPING_TRAIN_KEYS}
+
+
+class Layout:
+    """Paths of one validated study config (see the module docstring)."""
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = cfg
+        self.study = cfg["study"]
+        self.study_dir = f"{RESULTS}/studies/{self.study}"
+        self.split_keys = {s: value_key(split_params(cfg, s), 10) for s in SPLITS}
+        self.splits = {s: f"{RESULTS}/data/{s}-{k}.pt" for s, k in self.split_keys.items()}
+        self.reference = (f"{RESULTS}/data/reference-"
+                          f"{value_key({**reference_params(cfg), 'tests': [self.splits[t] for t in TEST_SETS]}, 10)}"
+                          ".json")
+        self.eval_key = value_key({"settings": cfg["evaluation"], "tests": [self.splits[t] for t in TEST_SETS]}, 10)
+        self.runs = [self._run(strategy, seed) for strategy in cfg["strategies"]
+                     for seed in cfg["strategy_seeds"][strategy]]
+        self.run_of: dict[str, RunSpec] = {}
+        for spec in self.runs:
+            self.run_of.setdefault(spec.run, spec)
+
+    def _run(self, strategy: str, seed: int) -> RunSpec:
+        data = self.cfg["data"]
+        mining = dict(self.cfg["strategies"][strategy])
+        identity = train_config(run_train_block(self.cfg), seed=seed, rank=data["rank"], id_eps=data["id_eps"]
+                                ).identity(MiningConfig.from_mapping(mining))
+        key = value_key({"train": identity, "val": self.splits["val_id"]}, 12)
+        return RunSpec(strategy, int(seed), f"{mining['mode']}-seed{seed}-{key}", mining["mode"], mining)
+
+    def eval_dir(self, run: str) -> str:
+        return f"{RESULTS}/runs/{run}/eval-{self.eval_key}"
+
+    def index(self) -> list[dict[str, Any]]:
+        """One row per (strategy, seed): where its run and its evaluation live."""
+        return [{"strategy": r.strategy, "seed": r.seed, "run": r.run, "run_dir": r.dir,
+                 "eval_dir": self.eval_dir(r.run)} for r in self.runs]
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Snakemake's --configfile semantics: mappings merge recursively, anything else replaces."""
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m diffusion_lib.layout config/config.yaml [overlay.yaml ...]``: where each
+    (strategy, seed) of that study lives, as tab-separated lines."""
+    import argparse
+
+    import yaml
+
+    from .config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m diffusion_lib.layout", description=main.__doc__)
+    parser.add_argument("configfiles", nargs="+", help="config files, later ones merged over earlier ones")
+    args = parser.parse_args(argv)
+    cfg: dict[str, Any] = {}
+    for path in args.configfiles:
+        with open(path) as fh:
+            _merge(cfg, yaml.safe_load(fh) or {})
+    layout = Layout(load_config(cfg))
+    print(f"# study {layout.study}: report in {layout.study_dir}/")
+    print("strategy\tseed\trun_dir\teval_dir")
+    for row in layout.index():
+        print(f"{row['strategy']}\t{row['seed']}\t{row['run_dir']}\t{row['eval_dir']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Keys and fingerprints behind the results layout (diffusion_lib.layout, .provenance, .scheduling)
+and command-line values in configs: fast unit tests of what decides reruns."""
+from __future__ import annotations
+
+import copy
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from diffusion_lib import scheduling
+from diffusion_lib.config import coerce_cli_values, load_config, load_schema, option
+from diffusion_lib.data import make_heldout
+from diffusion_lib.diffusion import MiningConfig, build_diffusion
+from diffusion_lib.layout import Layout, _merge
+from diffusion_lib.provenance import module_closure, normalized_source, value_key
+from diffusion_lib.training import TrainConfig, Trainer1D
+
+
+@pytest.fixture
+def pilot(root):
+    return yaml.safe_load((root / "config/config.yaml").read_text())
+
+
+def _layout(cfg, **changes):
+    cfg = copy.deepcopy(cfg)
+    for dotted, value in changes.items():
+        *path, last = dotted.split("__")
+        target = cfg
+        for part in path:
+            target = target.setdefault(part, {})
+        target[last] = value
+    return Layout(load_config(cfg))
+
+
+def _runs(layout):
+    return {(r.strategy, r.seed): r.run for r in layout.runs}
+
+
+def test_value_key_ignores_key_order_and_sees_every_value():
+    assert value_key({"a": 1, "b": [1, 2]}) == value_key({"b": [1, 2], "a": 1})
+    assert value_key({"a": 1.0}) != value_key({"a": 1.0000001})
+
+
+def test_run_keys_follow_what_shapes_a_run(pilot):
+    base = _layout(pilot)
+    assert _runs(_layout(pilot, train__checkpoint_every=58)) == _runs(base)
+    assert _runs(_layout(pilot, threads=2, device="cpu", name="x", study="other")) == _runs(base)
+    for change in ({"train__steps": 3000}, {"train__lr": 1e-3}, {"data__val_size": 512}, {"data__id_eps": 0.4},
+                   {"train__validate_raw": True}, {"train__log_every": 29}):
+        changed = _runs(_layout(pilot, **change))
+        assert all(changed[k] != v for k, v in _runs(base).items()), change
+    # test sets and the reference shape evaluations and the report, never a run
+    resized = _layout(pilot, data__test_size=1024, data__reference_size=5000)
+    assert _runs(resized) == _runs(base)
+    assert resized.eval_key != base.eval_key and resized.reference != base.reference
+    assert resized.splits["val_id"] == base.splits["val_id"] and resized.splits["test_id"] != base.splits["test_id"]
+    # a mining parameter changes only the strategy that uses it
+    tuned = _runs(_layout(pilot, strategies__adversarial__opt_steps=3))
+    assert all((tuned[k] == v) == (k[0] != "adversarial") for k, v in _runs(base).items())
+
+
+def test_strategy_names_do_not_enter_run_keys_and_overlays_share_runs(pilot, root):
+    renamed = copy.deepcopy(pilot)
+    renamed["strategies"] = {"plain": pilot["strategies"]["baseline"], **pilot["strategies"]}
+    shared = _runs(Layout(load_config(renamed)))
+    assert [shared[("plain", k)] for k in pilot["seeds"]] == [shared[("baseline", k)] for k in pilot["seeds"]]
+    ablation = _merge(copy.deepcopy(pilot), yaml.safe_load((root / "config/ablation.yaml").read_text()))
+    a, b = _runs(_layout(pilot)), _runs(Layout(load_config(ablation)))
+    common = set(a) & set(b)
+    assert {("baseline", 0), ("adversarial", 5), ("random", 2)} <= common
+    assert all(a[k] == b[k] for k in common)
+    assert Layout(load_config(ablation)).study_dir == "results/studies/ablation"
+
+
+def test_checkpoint_cadence_does_not_change_what_a_run_computes():
+    """The claim behind leaving checkpoint_every out of a run's key: two cadences, identical runs."""
+    val = make_heldout(16, 3, 0.5, seed=7)
+    curves = []
+    for every in (4, 12):
+        cfg = TrainConfig(steps=12, batch_size=8, lr=1e-3, rank=3, eval_every=4, val_size=8, log_every=4,
+                          checkpoint_every=every, ema_update_every=1, ema_update_after_step=0, measure_flops=False)
+        torch.manual_seed(0)
+        trainer = Trainer1D(build_diffusion(3, 10, MiningConfig(mode="adversarial")), cfg, val)
+        curve = pd.DataFrame(trainer.train().curve)
+        curves.append(curve.drop(columns=[c for c in curve.columns if "seconds" in c or "per_s" in c]))
+    pd.testing.assert_frame_equal(curves[0], curves[1])
+    mining = MiningConfig(mode="none")
+    assert TrainConfig(checkpoint_every=4).identity(mining) == TrainConfig(checkpoint_every=8).identity(mining)
+
+
+def test_rule_code_closures_hold_what_each_rule_runs():
+    train = module_closure("diffusion_lib.jobs.train")
+    evaluate = module_closure("diffusion_lib.jobs.evaluate")
+    study = module_closure("diffusion_lib.jobs.study")
+    assert {"diffusion_lib.diffusion", "diffusion_lib.model", "diffusion_lib.training", "diffusion_lib.data"} <= set(train)
+    assert not {"diffusion_lib.report", "diffusion_lib.figures", "diffusion_lib.verdict"} & set(train)
+    assert "diffusion_lib.diffusion" in evaluate and "diffusion_lib.training" not in evaluate
+    assert {"diffusion_lib.figures", "diffusion_lib.verdict", "diffusion_lib.report"} <= set(study)
+    assert not {"diffusion_lib.diffusion", "diffusion_lib.training"} & set(study)
+
+
+def test_normalized_source_drops_prose_and_keeps_code(tmp_path):
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text('"""Module doc."""\nX = 1  # one\n\n\ndef f():\n    """Doc."""\n    return "# not a comment"\n')
+    b.write_text('"""Another doc,\nover two lines."""\n# a note\nX = 1\ndef f():\n    """Changed."""\n'
+                 '    return "# not a comment"\n')
+    c.write_text(a.read_text().replace("X = 1", "X = 2"))
+    assert normalized_source(a) == normalized_source(b) == 'X = 1\ndef f():\n    return "# not a comment"\n'
+    assert normalized_source(c) != normalized_source(a)
+
+
+def test_train_runtime_grows_with_steps_and_attempts(pilot):
+    cfg = load_config(pilot)
+    first = scheduling.train_runtime(cfg, "adversarial", 1)
+    assert first == max(5, math.ceil(2900 / 24 / 60 * 2.0))  # pilot: 24 steps/s, margin 2, at least 5 min
+    assert scheduling.train_runtime(cfg, "adversarial", 2) == 2 * first
+    assert scheduling.train_runtime(cfg, "none", 1) <= first
+    big = copy.deepcopy(pilot)
+    big["train"]["steps"] = 100_000
+    assert scheduling.train_runtime(load_config(big), "adversarial", 1) == math.ceil(100_000 / 24 / 60 * 2.0)
+    assert scheduling.evaluate_runtime(cfg, 3) == 3 * scheduling.evaluate_runtime(cfg, 1)
+
+
+def test_command_line_strings_become_what_the_schema_asks(pilot):
+    schema = load_schema()
+    got = coerce_cli_values({"seeds": ["0", "1", "2"], "partial": "true", "train": {"steps": "100", "lr": "1e-3"},
+                             "evaluation": {"inner_steps": "[0, 5]"}, "name": "42",
+                             "strategies": {"adv": {"mode": "adversarial", "seeds": ["3"], "scale_factor": "0.5"}}},
+                            schema)
+    assert got == {"seeds": [0, 1, 2], "partial": True, "train": {"steps": 100, "lr": 1e-3},
+                   "evaluation": {"inner_steps": [0, 5]}, "name": "42",
+                   "strategies": {"adv": {"mode": "adversarial", "seeds": [3], "scale_factor": 0.5}}}
+    assert coerce_cli_values({"seeds": ["zero"]}, schema) == {"seeds": ["zero"]}  # left for validation to name
+    assert option({}, "train.checkpoint_every") == 5000 and option(pilot, "train.checkpoint_every") == 580

@@ -1,0 +1,162 @@
+"""What reruns, and what does not, after a finished study (issue 14): dry runs over the finished
+.test study, one per scenario. Each of these failed before runs were keyed by what shapes them."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from diffusion_lib import scheduling
+from workflow_helpers import copy_repo, copy_workdir, job_counts, layout_of, make_workdir, smk, study_dir
+
+pytestmark = pytest.mark.slow
+STUDY_RULES = {"aggregate": 1, "plot_main": 1, "plot_ablation": 1, "report_md": 1, "all": 1}
+
+
+def output_of(proc):
+    return proc.stdout + proc.stderr
+
+
+def planned(workdir, *args, **kwargs) -> dict[str, int]:
+    """Jobs a dry run would run ({} when nothing is to be done)."""
+    out = output_of(smk(workdir, "-n", *args, **kwargs))
+    counts = job_counts(out)
+    assert counts or "Nothing to be done" in out, out[-3000:]
+    return counts
+
+
+def overlay(tmp_path, text: str) -> str:
+    path = tmp_path / f"overlay{len(list(tmp_path.glob('overlay*')))}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_checkpoint_cadence_threads_and_device_retrain_nothing(finished, tmp_path):
+    workdir, _ = finished
+    assert planned(workdir, "--configfile", overlay(tmp_path, "train: {checkpoint_every: 5}\n")) == {}
+    assert planned(workdir, "--configfile", overlay(tmp_path, "threads: 2\ndevice: auto\n")) == {}
+
+
+def test_a_new_test_set_reevaluates_and_never_retrains(finished, tmp_path):
+    workdir, _ = finished
+    counts = planned(workdir, "--configfile", overlay(tmp_path, "data: {test_size: 30}\n"))
+    assert counts == {"heldout": 2, "reference": 1, "evaluate": 10, **STUDY_RULES}
+
+
+def test_a_new_reference_size_reruns_only_the_report(finished, tmp_path):
+    workdir, _ = finished
+    assert planned(workdir, "--configfile", overlay(tmp_path, "data: {reference_size: 300}\n")) == {
+        "reference": 1, **STUDY_RULES}
+
+
+def test_library_edits_rerun_what_they_affect_and_prose_or_shims_nothing(finished, tmp_path):
+    workdir, _ = finished
+    repo = copy_repo(tmp_path / "repo")
+    snakefile = repo / "Snakefile"
+    assert planned(workdir, snakefile=snakefile) == {}
+
+    diffusion = repo / "diffusion_lib/diffusion.py"
+    original = diffusion.read_text()
+    assert "CLAMP = 2.0" in original and '"""The spec\'s model' in original
+    # prose only (a docstring and a comment): nothing reruns
+    diffusion.write_text(original.replace('"""The spec\'s model', '"""The model of the spec') + "# a note\n")
+    assert planned(workdir, snakefile=snakefile) == {}
+    # a statement every run executes: every run retrains and is re-evaluated; the data stands
+    diffusion.write_text(original.replace("CLAMP = 2.0", "CLAMP = 2.5"))
+    assert planned(workdir, snakefile=snakefile) == {"train": 10, "evaluate": 10, **STUDY_RULES}
+    diffusion.write_text(original)
+
+    # evaluation-only code: re-evaluates, never retrains
+    job = repo / "diffusion_lib/jobs/evaluate.py"
+    job_text = job.read_text()
+    job.write_text(job_text.replace('status.get("flops_per_step", math.nan)', 'status.get("flops_per_step", -1.0)'))
+    assert planned(workdir, snakefile=snakefile) == {"evaluate": 10, **STUDY_RULES}
+    job.write_text(job_text)
+
+    # report code: only the study's own rules
+    figures = repo / "diffusion_lib/figures.py"
+    figures_text = figures.read_text()
+    figures.write_text(figures_text + "\nUNUSED_CONSTANT = 1\n")
+    assert planned(workdir, snakefile=snakefile) == STUDY_RULES
+    figures.write_text(figures_text)
+
+    # a comment in a rule script, and every script touched (as a git checkout does): nothing
+    shim = repo / "workflow/scripts/train.py"
+    shim.write_text(shim.read_text() + "# reviewed\n")
+    for script in (repo / "workflow/scripts").glob("*.py"):
+        os.utime(script)
+    assert planned(workdir, snakefile=snakefile) == {}
+
+
+def test_studies_never_overwrite_each_other(finished, tmp_path):
+    workdir = copy_workdir(finished[0], tmp_path / "studies")
+    report_a = study_dir(workdir) / "report.md"
+    stamp = report_a.stat().st_mtime_ns
+    study_b = overlay(tmp_path, "study: other\nseeds: [0]\nsweeps: []\ntrain: {steps: 30}\n")
+    counts = job_counts(output_of(smk(workdir, "--configfile", study_b)))
+    assert counts["train"] == 3 and counts["evaluate"] == 3  # baseline, random, adversarial, seed 0
+    assert (workdir / "results/studies/other/report.md").stat().st_size > 0
+    assert report_a.stat().st_mtime_ns == stamp
+    # A again, then B again: nothing to train, nothing to redo
+    assert planned(workdir) == {}
+    assert planned(workdir, "--configfile", study_b) == {}
+
+
+def test_an_ablation_overlay_reuses_the_study_runs(finished, tmp_path):
+    workdir, _ = finished
+    ablation = overlay(tmp_path, "study: ablation\nsweeps:\n  - base: adversarial\n    grid: {opt_steps: [1, 2, 3, 4]}\n")
+    # opt_steps 1 and 3 are the finished study's runs, 2 is `adversarial`: only opt_steps-4 trains
+    assert planned(workdir, "--configfile", ablation) == {"train": 2, "evaluate": 2, **STUDY_RULES}
+
+
+def test_integer_lists_and_booleans_from_the_command_line(finished):
+    workdir, _ = finished
+    counts = planned(workdir, "--config", "seeds=[0,1,2]")
+    assert counts == {"train": 5, "evaluate": 5, **STUDY_RULES}
+    assert planned(workdir, "--config", "seeds=[0, 1]", "partial=true") == {}
+
+
+def _jobs(dry_run: str) -> list[dict[str, str]]:
+    """(rule, wildcards, resources) of every job in a dry run's output."""
+    jobs = []
+    for block in re.split(r"\n(?=\[\w{3} \w{3} )", dry_run):
+        m = re.search(r"^(local)?rule (\w+):", block, flags=re.M)
+        if not m:
+            continue
+        res = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
+        wc = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
+        jobs.append({"rule": m.group(2),
+                     "wildcards": dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {},
+                     "resources": dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}})
+    return jobs
+
+
+def test_rules_declare_runtime_memory_and_gpu(tmp_path):
+    """Runtime from steps and measured steps/s, memory and GPU, for every training and evaluation job
+    (that the light rules run on the submit host, never through SLURM, tests/test_slurm.py shows)."""
+    workdir = make_workdir(tmp_path)
+    jobs = _jobs(output_of(smk(workdir, "-n")))
+    layout = layout_of(workdir)
+    cfg = layout.cfg
+    assert {j["rule"] for j in jobs} == {"heldout", "reference", "train", "evaluate", "aggregate", "plot_main",
+                                         "plot_ablation", "report_md", "all"}
+    for job in jobs:
+        if job["rule"] == "train":
+            mode = layout.run_of[job["wildcards"]["run"]].mode
+            assert int(job["resources"]["runtime"]) == scheduling.train_runtime(cfg, mode, 1)
+            assert int(job["resources"]["mem_mb"]) == cfg["resources"]["train_mem_mb"]
+            assert job["resources"]["gpu"] == "0"  # device: cpu
+        if job["rule"] == "evaluate":
+            assert int(job["resources"]["runtime"]) == scheduling.evaluate_runtime(cfg, 1)
+            assert int(job["resources"]["mem_mb"]) == cfg["resources"]["evaluate_mem_mb"]
+
+
+def test_an_old_results_layout_is_named_and_left_alone(tmp_path):
+    workdir = make_workdir(tmp_path)
+    old = workdir / "results/train/baseline/seed0"
+    old.mkdir(parents=True)
+    (old / "model.pt").write_bytes(b"old")
+    out = output_of(smk(workdir, "-n"))
+    assert "results/train, results/eval and results/report are the layout before" in out
+    assert (old / "model.pt").read_bytes() == b"old"
