@@ -1,9 +1,13 @@
 """Speed benchmark of training, data generation and sampling.
 
-    python -m diffusion_lib.bench --mode adversarial --batch-size 256 --steps 50 [--device cpu|cuda] --json
+    python -m diffusion_lib.bench --mode adversarial --batch-size 256 --steps 50 [--device cpu|cuda]
+        [--compile] [--cuda-graphs] [--precision fp32|tf32] --json
 
-prints one JSON object: ``steps_per_s`` (median over timed steps after warm-up, data generation
-included), ``compute_steps_per_s`` (same, on a pre-generated batch), ``data_ms_per_batch``,
+prints one JSON object: ``steps_per_s`` (the training loop's step: data, update, EMA and the
+logged sums; median over blocks of :data:`BLOCK` steps after warm-up, one device sync per block),
+``compute_steps_per_s`` (same, on a pre-generated batch), ``syncs_per_step`` (host reads of device
+values per step, :mod:`diffusion_lib.syncs`), ``warmup_seconds`` (includes compiling and graph
+capture), ``data_ms_per_batch``,
 ``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
 per problem (matmul FLOPs counted by ``torch.profiler``), the achieved GFLOP/s, the machine's fp32 matmul
 peak measured on the spot (``--peak``), device, torch version and thread count.
@@ -18,10 +22,13 @@ from typing import Any, Callable
 
 import torch
 
-from .compute import counted_flops
-from .data import inverse_problems
+from .compute import counted_flops, step_flops
+from .data import ProblemStream, inverse_problems
+from .diffusion import build_diffusion
+from .ema import DeviceEMA
 from .seeding import resolve_device
-from .training import build_diffusion, optimization_step
+from .step import TrainStep
+from .syncs import adam_step_counters, count_host_reads
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -41,51 +48,76 @@ def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 10
     return 2 * size ** 3 / best / 1e9
 
 
+BLOCK = 10
+
+
 def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmup: int = 5,
         device: str = "auto", rank: int = 20, threads: int | None = None, sample_problems: int = 256,
-        peak: bool = True, tf32: bool = False) -> dict[str, Any]:
-    """Measure one mode; returns the benchmark record (see module docstring)."""
+        peak: bool = True, precision: str = "fp32", compile: bool = False, cuda_graphs: bool = False
+        ) -> dict[str, Any]:
+    """Measure one mode and step implementation; returns the benchmark record (see module docstring)."""
     if threads:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # as the workflow's jobs do (runtime.setup_torch)
     dev = resolve_device(device)
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    if cuda_graphs and dev.type != "cuda":
+        raise ValueError("--cuda-graphs needs a CUDA device")
     torch.manual_seed(0)
     gen = torch.Generator(device=dev).manual_seed(0)
     diffusion = build_diffusion(rank, 10, {"mode": mode}).to(dev)
-    opt = torch.optim.Adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))
-    params = list(diffusion.parameters())
-    state = {"step": 0}
+    lr = torch.tensor(1e-4, device=dev) if cuda_graphs else 1e-4
+    opt = torch.optim.Adam(diffusion.parameters(), lr=lr, betas=(0.9, 0.99), capturable=cuda_graphs)
+    step = TrainStep(diffusion, opt, 1.0, compile=compile, cuda_graphs=cuda_graphs)
+    ema = DeviceEMA(diffusion, update_every=10, update_after_step=100)
+    stream = ProblemStream(batch_size, rank, 0.5, 0, dev)
+    state: dict[str, Any] = {"step": 0, "sums": {}}
 
     def train_step(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        A, Y = batch if batch is not None else inverse_problems(batch_size, rank, 0.5, gen, dev)
-        optimization_step(diffusion, opt, params, A, Y, state["step"], grad_clip=1.0)
+        A, Y = batch if batch is not None else next(stream)
+        _, parts = step(A, Y, state["step"])
+        ema.update()
+        sums = state["sums"]
+        for key, value in parts.items():  # what the trainer accumulates between log rows
+            sums[key] = sums[key] + value if key in sums else value.clone()
         state["step"] += 1
 
-    for _ in range(warmup):
+    def block(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        for _ in range(BLOCK):
+            train_step(batch)
+
+    start = time.perf_counter()
+    for _ in range(max(warmup, 1)):
         train_step()
-    full = [_timed(train_step, dev) for _ in range(steps)]
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    warmup_s = time.perf_counter() - start
+    blocks = max(1, steps // BLOCK)
+    full = [_timed(block, dev) / BLOCK for _ in range(blocks)]
     fixed = inverse_problems(batch_size, rank, 0.5, gen, dev)
-    compute = [_timed(lambda: train_step(fixed), dev) for _ in range(steps)]
-    data = [_timed(lambda: inverse_problems(batch_size, rank, 0.5, gen, dev), dev) for _ in range(max(10, steps // 2))]
-    flops_per_problem = counted_flops(lambda: train_step(fixed)) / batch_size
+    compute = [_timed(lambda: block(fixed), dev) / BLOCK for _ in range(blocks)]
+    with count_host_reads(exclude=adam_step_counters(opt)) as reads:
+        block()
+    data = [_timed(lambda: next(stream), dev) for _ in range(max(10, steps // 2))]
+    flops_per_problem = step_flops(diffusion, batch_size, rank, 0.5, mode == "adversarial", dev) / batch_size
     A, _ = inverse_problems(sample_problems, rank, 0.5, gen, dev)
     diffusion.sample(A[:8])  # warm-up
     sample_s = statistics.median(_timed(lambda: diffusion.sample(A), dev) for _ in range(3))
     sample_flops = counted_flops(lambda: diffusion.sample(A))
     steps_per_s = 1 / statistics.median(full)
     record = {
-        "mode": mode, "batch_size": batch_size, "timed_steps": steps, "warmup_steps": warmup,
-        "steps_per_s": steps_per_s, "compute_steps_per_s": 1 / statistics.median(compute),
+        "mode": mode, "batch_size": batch_size, "timed_steps": blocks * BLOCK, "warmup_steps": max(warmup, 1),
+        "step": step.mode + ("" if not compile or not step.step_fn.failed else " (compile failed: eager)"),
+        "precision": precision, "steps_per_s": steps_per_s, "compute_steps_per_s": 1 / statistics.median(compute),
+        "syncs_per_step": sum(reads.values()) / BLOCK, "warmup_seconds": warmup_s,
         "data_ms_per_batch": 1000 * statistics.median(data),
         "sample_ms_per_problem": 1000 * sample_s / sample_problems,
         "train_mflop_per_problem": flops_per_problem / 1e6,
         "sample_mflop_per_problem": sample_flops / sample_problems / 1e6,
         "achieved_gflops": flops_per_problem * batch_size * steps_per_s / 1e9,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "tf32": tf32,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     if peak:
         record["matmul_peak_gflops"] = matmul_peak_gflops(dev)
@@ -103,15 +135,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rank", type=int, default=20, help="matrix size n")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--sample-problems", type=int, default=256)
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
+    parser.add_argument("--precision", choices=["fp32", "tf32"], default="fp32", help="tf32: TF32 matmuls on CUDA")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the whole training step")
+    parser.add_argument("--cuda-graphs", action="store_true", help="capture and replay the step as CUDA graphs")
     parser.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
     args = parser.parse_args(argv)
     for name, value in (("--batch-size", args.batch_size), ("--steps", args.steps), ("--rank", args.rank)):
         if value < 1:
             parser.error(f"{name} must be >= 1, got {value}")
-    record = run(args.mode, args.batch_size, args.steps, args.warmup, args.device, args.rank, args.threads,
-                 args.sample_problems, not args.no_peak, args.tf32)
+    try:
+        record = run(args.mode, args.batch_size, args.steps, args.warmup, args.device, args.rank, args.threads,
+                     args.sample_problems, not args.no_peak, args.precision, args.compile, args.cuda_graphs)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.json:
         print(json.dumps(record))
     else:

@@ -32,9 +32,10 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def load_latest(path: str | os.PathLike, fingerprint: str, log: Callable[[str], None] = print
-                ) -> dict[str, Any] | None:
-    """The newest readable checkpoint at ``path`` (or its ``.prev``) whose fingerprint matches."""
+def load_latest(path: str | os.PathLike, fingerprint: str, log: Callable[[str], None] = print,
+                format: str | None = None) -> dict[str, Any] | None:
+    """The newest readable checkpoint at ``path`` (or its ``.prev``) whose fingerprint (and
+    ``format``, when given) matches."""
     path = Path(path)
     for candidate in (path, _prev(path)):
         if not candidate.exists():
@@ -46,6 +47,9 @@ def load_latest(path: str | os.PathLike, fingerprint: str, log: Callable[[str], 
             continue
         if not isinstance(blob, dict) or "step" not in blob:
             log(f"checkpoint {candidate} is not a training checkpoint; ignoring it")
+            continue
+        if format is not None and blob.get("format") != format:
+            log(f"checkpoint {candidate} has format {blob.get('format')!r}, not {format!r}; ignoring it")
             continue
         if blob.get("fingerprint") != fingerprint:
             log(f"checkpoint {candidate} was written by a different configuration; ignoring it")

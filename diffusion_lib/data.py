@@ -18,6 +18,7 @@ truncated or mis-shaped file raises :class:`HeldoutError` naming the file.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +53,12 @@ def inverse_problems(
     return A, Y
 
 
-def _draw(
+def _solve(
     n: int, rank: int, eps: float, generator: torch.Generator | None, device: str | torch.device
-) -> tuple[torch.Tensor, torch.Tensor, float]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A, Y) as float32 (n, rank²) and the largest |AY - I| as a 0-d float64 device tensor (inf
+    if a factorisation failed). Nothing here waits for the device: ``cholesky_ex`` does not check
+    its ``info`` on the host as ``cholesky`` does."""
     if n < 1 or rank < 1:
         raise ValueError(f"need n >= 1 and rank >= 1, got n={n}, rank={rank}")
     if not eps > 0:
@@ -64,18 +68,31 @@ def _draw(
     S = U @ U.transpose(-1, -2)
     eye = torch.eye(rank, device=device, dtype=torch.float64)
     A = S + S.transpose(-1, -2) + eps * eye
-    Y = torch.cholesky_inverse(torch.linalg.cholesky(A))
-    residual = (A @ Y - eye).abs().amax().item()
+    L, info = torch.linalg.cholesky_ex(A)
+    Y = torch.cholesky_inverse(L)
+    residual = (A @ Y - eye).abs().amax()
+    residual = torch.where((info != 0).any(), torch.full_like(residual, math.inf), residual)
+    return A.reshape(n, -1).float(), Y.reshape(n, -1).float(), residual
+
+
+def _draw(
+    n: int, rank: int, eps: float, generator: torch.Generator | None, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    A, Y, residual_t = _solve(n, rank, eps, generator, device)
+    residual = residual_t.item()
     if not residual <= RESIDUAL_TOLERANCE:
         raise ValueError(f"generated inverse is inaccurate: max |AY - I| = {residual:.3e}")
-    return A.reshape(n, -1).float(), Y.reshape(n, -1).float(), residual
+    return A, Y, residual
 
 
 class ProblemStream:
     """Infinite seeded stream of training batches, drawn on the training device (SPEC §2).
 
-    Its whole state is the generator's; :meth:`state_dict` / :meth:`load_state_dict` let a resumed
-    run continue the exact same sequence.
+    Drawing a batch never waits for the device: the accuracy of its inverses is folded into
+    ``max_residual`` (a device tensor), which the trainer reads when it logs and hands to
+    :meth:`check` (a batch with |AY - I| above :data:`RESIDUAL_TOLERANCE` then stops training with
+    an error). Its whole state is the generator's; :meth:`state_dict` / :meth:`load_state_dict`
+    let a resumed run continue the exact same sequence.
     """
 
     def __init__(self, batch_size: int, rank: int, eps: float, seed: int, device: str | torch.device):
@@ -83,12 +100,22 @@ class ProblemStream:
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self.max_residual = torch.zeros((), dtype=torch.float64, device=self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return inverse_problems(self.batch_size, self.rank, self.eps, self.generator, self.device)
+        A, Y, residual = _solve(self.batch_size, self.rank, self.eps, self.generator, self.device)
+        self.max_residual = torch.maximum(self.max_residual, residual)
+        return A, Y
+
+    @staticmethod
+    def check(max_residual: float) -> None:
+        """Raise if a batch since the last check had an inaccurate inverse (``max_residual`` read
+        from :attr:`max_residual` by the caller, together with its other logged values)."""
+        if not max_residual <= RESIDUAL_TOLERANCE:
+            raise ValueError(f"a training batch's inverse is inaccurate: max |AY - I| = {max_residual:.3e}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

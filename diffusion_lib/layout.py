@@ -31,7 +31,8 @@ SPLITS = ("val_id", "val_ood", "test_id", "test_ood")
 TEST_SETS = ("test_id", "test_ood")
 RUN_PATTERN = r"(none|random|adversarial)-seed\d+-[0-9a-f]{12}"
 EVAL_PATTERN = r"[0-9a-f]{10}"
-NOT_SHAPING_TRAIN_KEYS = ("checkpoint_every",)  # changing these never retrains (see TrainConfig.identity)
+# how a run is computed, not what it computes: never part of a key or a param (TrainConfig.identity)
+NOT_SHAPING_TRAIN_KEYS = ("checkpoint_every", "compile", "cuda_graphs")
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ema_pytorch import EMA
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .compute import step_flops
 from .data import Heldout, ProblemStream
+from .ema import DeviceEMA
 from .diffusion import GaussianDiffusion1D, MiningConfig, build_diffusion  # noqa: F401 (re-exported)
 from .evaluation import predict
 from .seeding import derive_seed, rng_state, set_rng_state
+from .step import TrainStep
 
 log = logging.getLogger("diffusion_lib.training")
 
@@ -50,6 +51,10 @@ CURVE_COLUMNS = ["step", "lr", "loss", "loss_mse", "loss_energy", "energy_pos", 
 _MEAN_PARTS = ("loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg", "energy_gap", "saturated_frac",
                "grad_norm", "clip_frac")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+CHECKPOINT_FORMAT = "ired-train-checkpoint-v2"  # v2: the EMA is a DeviceEMA
+PRECISIONS = ("fp32", "tf32")
+#: Settings that choose how a step is computed, not what it computes (proven equal in float64).
+IMPLEMENTATION_KEYS = ("checkpoint_every", "measure_flops", "compile", "cuda_graphs")
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,13 @@ class TrainConfig:
     warmdown_fraction: float = 0.5
     measure_flops: bool = True
     validate_raw: bool = True
+    compile: bool = False
+    cuda_graphs: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule: {self.lr_schedule!r} is not one of {list(LR_SCHEDULES)}")
         if not 0 <= self.min_lr_ratio <= 1 or not 0 < self.warmdown_fraction <= 1 or self.warmup_steps < 0:
@@ -114,10 +124,12 @@ class TrainConfig:
     def identity(self, mining: MiningConfig) -> dict[str, Any]:
         """Every value that shapes a run's outputs (model, curve, status), with its mining config.
 
-        Left out: ``checkpoint_every`` (checkpoints only save state: a resumed run ends bitwise
-        identical to an uninterrupted one) and ``measure_flops`` (bookkeeping).
+        Left out (:data:`IMPLEMENTATION_KEYS`): ``checkpoint_every`` (checkpoints only save state: a
+        resumed run ends bitwise identical to an uninterrupted one), ``measure_flops`` (bookkeeping),
+        ``compile`` and ``cuda_graphs`` (the same step, computed another way: equal to the module
+        path in float64, tests/test_functional.py). ``precision`` stays in: TF32 changes the numbers.
         """
-        state = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "measure_flops")}
+        state = {k: v for k, v in asdict(self).items() if k not in IMPLEMENTATION_KEYS}
         state["mining"] = asdict(mining)
         return state
 
@@ -227,10 +239,21 @@ class Trainer1D:
         self.val_set = val_set.subset(config.val_size).to(self.device) if val_set is not None else None
         self.resume_path = Path(resume_path) if resume_path else None
         self.progress = progress
-        self.optimizer = torch.optim.Adam(self.diffusion.parameters(), lr=config.lr, betas=tuple(config.betas))
-        self.ema = EMA(self.diffusion, beta=config.ema_decay, update_every=config.ema_update_every,
-                       update_after_step=config.ema_update_after_step, power=config.ema_power,
-                       include_online_model=False).to(self.device)
+        graphs = config.cuda_graphs and self.device.type == "cuda"
+        if config.cuda_graphs and not graphs:
+            log.warning("train.cuda_graphs needs a CUDA device; training on %s without graphs", self.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
+        elif config.precision == "tf32":
+            log.info("train.precision tf32 has no effect on %s (float32 matmuls)", self.device)
+        # a CUDA graph replays a capturable Adam whose learning rate lives on the device
+        lr = torch.tensor(config.lr, device=self.device) if graphs else config.lr
+        self.optimizer = torch.optim.Adam(self.diffusion.parameters(), lr=lr, betas=tuple(config.betas),
+                                          capturable=graphs)
+        self.train_step = TrainStep(self.diffusion, self.optimizer, config.grad_clip, compile=config.compile,
+                                    cuda_graphs=graphs)
+        self.ema = DeviceEMA(self.diffusion, beta=config.ema_decay, update_every=config.ema_update_every,
+                             update_after_step=config.ema_update_after_step, power=config.ema_power)
         self.stream = ProblemStream(config.batch_size, config.rank, config.train_eps,
                                     derive_seed(config.seed, "train-data"), self.device)
         self.fingerprint = config.fingerprint(diffusion.mining)
@@ -244,7 +267,7 @@ class Trainer1D:
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        return {"format": "ired-train-checkpoint-v1", "fingerprint": self.fingerprint, "step": self.step,
+        return {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "step": self.step,
                 "model": self.diffusion.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": rng_state(), "data": self.stream.state_dict(),
                 "curve": self.curve, "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds,
@@ -270,7 +293,7 @@ class Trainer1D:
         """Load the resume checkpoint if a usable one exists; return the step resumed from."""
         if self.resume_path is None:
             return None
-        state = ckpt.load_latest(self.resume_path, self.fingerprint, log=log.warning)
+        state = ckpt.load_latest(self.resume_path, self.fingerprint, log=log.warning, format=CHECKPOINT_FORMAT)
         if state is None:
             return None
         if int(state["step"]) > self.config.steps:
@@ -316,7 +339,6 @@ class Trainer1D:
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         diverged_at: int | None = None
         interval_start, interval_cpu = time.perf_counter(), time.process_time()
-        params = list(self.diffusion.parameters())
         flops = self.measure_step_flops()
         self.diffusion.train()
         with _StopRequest() as stop:
@@ -324,10 +346,13 @@ class Trainer1D:
                 A, Y = next(self.stream)
                 lr = cfg.lr_at(self.step)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    if isinstance(group["lr"], torch.Tensor):
+                        group["lr"].fill_(lr)
+                    else:
+                        group["lr"] = lr
                 if flops:
                     self.train_flops += flops[self.diffusion.is_mining_step(self.step)]
-                loss, parts = optimization_step(self.diffusion, self.optimizer, params, A, Y, self.step, cfg.grad_clip)
+                loss, parts = self.train_step(A, Y, self.step)
                 self.ema.update()
                 bad = ~torch.isfinite(loss.detach()) | (loss.detach() > cfg.max_loss)
                 first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, self.step), first_bad)
@@ -343,17 +368,18 @@ class Trainer1D:
                     torch.cuda.synchronize(self.device)
                 interval_seconds = time.perf_counter() - interval_start
                 interval_cpu_seconds = time.process_time() - interval_cpu
-                bad_step = int(first_bad.item())
+                bad_step, max_residual, means = self._read_interval(sums, count, first_bad)
                 if bad_step >= 0:
                     diverged_at = bad_step
                     log.error("training diverged at step %d (loss NaN/inf or > max_loss=%g); stopping",
                               bad_step, cfg.max_loss)
-                    self._append_row(sums, count, interval_seconds, {})
+                    self._append_row(means, count, interval_seconds, {})
                     break
+                self.stream.check(max_residual)
                 self.train_seconds += interval_seconds
                 self.train_cpu_seconds += interval_cpu_seconds
                 metrics = self.validate() if (self.step % cfg.eval_every == 0 or self.step == cfg.steps) else {}
-                self._append_row(sums, count, interval_seconds, metrics)
+                self._append_row(means, count, interval_seconds, metrics)
                 if metrics:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
                     log.info("step %d: loss %.4f, %s", self.step, self.curve[-1]["loss"],
@@ -372,13 +398,27 @@ class Trainer1D:
         return TrainResult(status, self.step, diverged_at, self.train_seconds, self.resumed_from, self.curve,
                            self.train_cpu_seconds, self.train_flops)
 
-    def _append_row(self, sums: dict[str, torch.Tensor], count: int, seconds: float, metrics: dict[str, float]) -> None:
+    def _read_interval(self, sums: dict[str, torch.Tensor], count: int, first_bad: torch.Tensor
+                       ) -> tuple[int, float, dict[str, float]]:
+        """Everything the host needs at a log boundary, in one read from the device: the first
+        diverged step (-1 if none), the data stream's largest residual since the last read, and
+        the interval means of the loss parts (with the mining acceptance rate)."""
+        keys = sorted(sums)
+        values = torch.stack([first_bad.double(), self.stream.max_residual.double(),
+                              *(sums[k].double() for k in keys)]).tolist()
+        self.stream.max_residual = torch.zeros_like(self.stream.max_residual)
+        totals = dict(zip(keys, values[2:]))
+        means = {k: totals[k] / count if count else math.nan for k in _MEAN_PARTS if k in totals}
+        if totals.get("mine_proposed"):
+            means["mine_accept"] = totals["mine_accepted"] / totals["mine_proposed"]
+        return int(values[0]), values[1], means
+
+    def _append_row(self, means: dict[str, float], count: int, seconds: float, metrics: dict[str, float]) -> None:
         """One learning-curve row: per-step means of the loss parts over the interval, the mining
         acceptance rate (accepted / proposed opt steps), cumulative training time and FLOPs."""
         row: dict[str, Any] = {"step": self.step, "lr": self.config.lr_at(self.step - 1)}
-        row.update({key: (sums[key] / count).item() if key in sums and count else math.nan for key in _MEAN_PARTS})
-        row["mine_accept"] = ((sums["mine_accepted"] / sums["mine_proposed"]).item()
-                              if "mine_proposed" in sums else math.nan)
+        row.update({key: means.get(key, math.nan) for key in _MEAN_PARTS})
+        row["mine_accept"] = means.get("mine_accept", math.nan)
         row["train_seconds"] = self.train_seconds
         row["train_cpu_seconds"] = self.train_cpu_seconds
         row["train_flops"] = self.train_flops if self.train_flops else math.nan

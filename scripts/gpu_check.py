@@ -1,73 +1,124 @@
-"""One prepared GPU measurement (run it where a CUDA GPU is present; nothing here needs network).
+"""One prepared GPU measurement (nothing here needs a network). Writes JSON after every section, so a
+run cut short by its time limit still leaves what it measured.
 
-    python scripts/gpu_check.py --out gpu-results.json [--steps 30] [--tf32-train-steps 3000]
+    python scripts/gpu_check.py --out $OUT/gpu.json [--budget-s 540] [--device cuda]
 
-Measures, on the current GPU:
-1. training steps/s at batch 2048 for each mode, fp32 and TF32 (diffusion_lib.bench, median of timed steps);
-2. the projected wall time of a 100K-step adversarial run (both precisions);
-3. throughput of 1, 2 and 4 concurrent adversarial runs on the one GPU (the `--resources gpu=N` story);
-4. the effect of TF32 on validation MSE after a short training run (same seed, fp32 vs TF32).
-Prints and writes one JSON document; copy its numbers into docs/performance.md.
+1. steps/s at batch 2048 for each mode x step implementation (eager, compiled, CUDA graphs) x
+   precision (fp32, tf32), with host syncs per step and warm-up (compile/capture) time
+   (diffusion_lib.bench);
+2. the projected wall time of a 100K-step adversarial run for each implementation and precision;
+3. TF32 against float64 on a briefly trained adversarial model: gradient cosine and the opt-step
+   accept-flip rate (diffusion_lib.precision.tf32_report, real TF32);
+4. a short study: --seeds adversarial runs in fp32 and in TF32, test MSE (5 inner steps) and the
+   95% CI of the relative change TF32 vs fp32 (seed = unit).
+``--device cpu --rank 4 --batch-size 16 --steps 10 --study-steps 20 --impls eager`` runs every section on a
+CPU as a smoke test (tests/test_bench_and_packaging.py).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import multiprocessing as mp
 import time
 
 import torch
 
 
-def _bench(args: tuple[str, int, int, bool]) -> dict:
-    from diffusion_lib import bench
-    mode, batch, steps, tf32 = args
-    return bench.run(mode, batch_size=batch, steps=steps, warmup=5, device="cuda", peak=False, tf32=tf32)
+def _save(out: dict, path: str) -> None:
+    with open(path, "w") as fh:
+        json.dump(out, fh, indent=2, default=str)
 
 
-def _short_run(tf32: bool, steps: int) -> dict:
+def _train(mode: str, seed: int, steps: int, batch: int, precision: str, device: str, rank: int = 20):
     from diffusion_lib.data import make_heldout
-    from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion, heldout_mse
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.manual_seed(0)
-    cfg = TrainConfig(steps=steps, batch_size=2048, lr=1e-4, eval_every=steps, val_size=1024, log_every=100,
-                      checkpoint_every=10**9, seed=0)
-    trainer = Trainer1D(build_diffusion(20, 10, {"mode": "none"}), cfg, make_heldout(1024, 20, 0.5, 7),
-                        device="cuda", progress=False)
-    start = time.time()
+    from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion
+
+    cfg = TrainConfig(steps=steps, batch_size=batch, lr=1e-4, rank=rank, eval_every=10**9, val_size=8,
+                      log_every=max(steps // 4, 1), checkpoint_every=10**9, measure_flops=False, seed=seed,
+                      precision=precision)
+    torch.manual_seed(seed)
+    trainer = Trainer1D(build_diffusion(rank, 10, {"mode": mode}), cfg, make_heldout(8, rank, 0.5, seed=99),
+                        device=device, progress=False)
     trainer.train()
-    return {"tf32": tf32, "steps": steps, "seconds": time.time() - start,
-            "val_mse_ema": heldout_mse(trainer.ema.ema_model, trainer.val_set, 5),
-            "val_mse_raw": heldout_mse(trainer.diffusion, trainer.val_set, 5)}
+    return trainer
 
 
 def main() -> None:
+    from diffusion_lib import bench
+    from diffusion_lib.data import inverse_problems, make_heldout
+    from diffusion_lib.evaluation import predict
+    from diffusion_lib.precision import tf32_report
+    from diffusion_lib.statistics import relative_change_ci
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="gpu-results.json")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--tf32-train-steps", type=int, default=3000)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per benchmark")
+    parser.add_argument("--study-steps", type=int, default=1500)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=540, help="skip remaining sections after this")
+    parser.add_argument("--rank", type=int, default=20, help="matrix size n (20: the paper's)")
+    parser.add_argument("--impls", default="eager,cuda_graphs,compile", help="step implementations to benchmark")
     args = parser.parse_args()
-    assert torch.cuda.is_available(), "no CUDA device"
-    out: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "bench": []}
-    for tf32 in (False, True):
-        for mode in ("none", "random", "adversarial"):
-            rec = _bench((mode, 2048, args.steps, tf32))
-            out["bench"].append(rec)
-            print(json.dumps({k: rec[k] for k in ("mode", "tf32", "steps_per_s", "achieved_gflops")}), flush=True)
-    adv = {r["tf32"]: r["steps_per_s"] for r in out["bench"] if r["mode"] == "adversarial"}
-    out["adversarial_100k_minutes"] = {("tf32" if k else "fp32"): 100_000 / v / 60 for k, v in adv.items()}
-    ctx = mp.get_context("spawn")
-    out["concurrent"] = []
-    for n in (1, 2, 4):
-        with ctx.Pool(n) as pool:
-            recs = pool.map(_bench, [("adversarial", 2048, args.steps, True)] * n)
-        total = sum(r["steps_per_s"] for r in recs)
-        out["concurrent"].append({"processes": n, "total_steps_per_s": total})
-        print(json.dumps(out["concurrent"][-1]), flush=True)
-    out["tf32_effect"] = [_short_run(False, args.tf32_train_steps), _short_run(True, args.tf32_train_steps)]
-    print(json.dumps(out["tf32_effect"]), flush=True)
-    with open(args.out, "w") as fh:
-        json.dump(out, fh, indent=2)
+    start = time.time()
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    out: dict = {"device": torch.cuda.get_device_name(dev) if cuda else "cpu", "torch": torch.__version__,
+                 "batch_size": args.batch_size, "rank": args.rank, "bench": [], "skipped": []}
+    impls = [(name, flags) for name, flags in (("eager", {}), ("cuda_graphs", {"cuda_graphs": True}),
+                                               ("compile", {"compile": True})) if name in args.impls.split(",")]
+    for precision in ("fp32", "tf32"):
+        for name, flags in impls:
+            if name == "cuda_graphs" and not cuda:
+                continue
+            for mode in ("adversarial", "none", "random"):
+                if time.time() - start > args.budget_s * 0.55 or (name == "compile" and mode != "adversarial"):
+                    out["skipped"].append(f"bench {mode} {name} {precision}")
+                    continue
+                try:
+                    rec = bench.run(mode, batch_size=args.batch_size, steps=args.steps, warmup=5, device=args.device,
+                                    rank=args.rank, sample_problems=256 if cuda else 16, peak=False,
+                                    precision=precision, **flags)
+                except Exception as exc:  # record and go on: one failing mode must not lose the rest
+                    rec = {"mode": mode, "step": name, "precision": precision, "error": repr(exc)[:300]}
+                rec["impl"] = name
+                out["bench"].append(rec)
+                print(json.dumps({k: rec.get(k) for k in ("mode", "impl", "step", "precision", "steps_per_s",
+                                                           "syncs_per_step", "warmup_seconds", "error")}), flush=True)
+                _save(out, args.out)
+    out["adversarial_100k_minutes"] = {f"{r['impl']}/{r['precision']}": 100_000 / r["steps_per_s"] / 60
+                                       for r in out["bench"] if r["mode"] == "adversarial" and "steps_per_s" in r}
+    print(json.dumps(out["adversarial_100k_minutes"]), flush=True)
+    _save(out, args.out)
+
+    if time.time() - start < args.budget_s * 0.65:
+        trainer = _train("adversarial", 0, args.study_steps, args.batch_size, "fp32", args.device, args.rank)
+        A, Y = inverse_problems(1024 if cuda else 64, args.rank, 0.5, torch.Generator(device=dev).manual_seed(5), dev)
+        out["tf32_report"] = tf32_report(trainer.diffusion, A, Y)
+        print(json.dumps(out["tf32_report"]), flush=True)
+        _save(out, args.out)
+    else:
+        out["skipped"].append("tf32_report")
+
+    test = make_heldout(1024 if cuda else 64, args.rank, 0.5, seed=2024)
+    study: dict[str, list[float]] = {"fp32": [], "tf32": []}
+    for seed in range(args.seeds):
+        for precision in ("fp32", "tf32"):
+            if time.time() - start > args.budget_s:
+                out["skipped"].append(f"study seed {seed} {precision}")
+                continue
+            trainer = _train("adversarial", seed, args.study_steps, args.batch_size, precision, args.device, args.rank)
+            pred, _ = predict(trainer.ema.ema_model, test.to(dev), 5)
+            study[precision].append(float((pred - test.Y).pow(2).mean()))
+            out["study"] = {"steps": args.study_steps, "test_mse": study}
+            _save(out, args.out)
+    if len(study["fp32"]) >= 2 and len(study["tf32"]) == len(study["fp32"]):
+        rc = relative_change_ci(study["tf32"], study["fp32"], 0.95)
+        out["study"]["tf32_vs_fp32"] = rc._asdict() if hasattr(rc, "_asdict") else dataclasses.asdict(rc)
+        print(json.dumps(out["study"]), flush=True)
+    out["seconds"] = time.time() - start
+    _save(out, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import yaml
 from diffusion_lib import bench
 
 ROOT_KEYS = {"steps_per_s", "compute_steps_per_s", "data_ms_per_batch", "sample_ms_per_problem",
-             "train_mflop_per_problem", "device", "torch", "threads", "matmul_peak_gflops"}
+             "train_mflop_per_problem", "device", "torch", "threads", "matmul_peak_gflops", "syncs_per_step",
+            "warmup_seconds", "step", "precision"}
 
 
 def test_bench_runs_at_tiny_size_and_prints_one_json_object():
@@ -36,6 +37,10 @@ def test_bench_rejects_bad_arguments():
     proc = subprocess.run([sys.executable, "-m", "diffusion_lib.bench", "--batch-size", "0"], capture_output=True,
                           text=True)
     assert proc.returncode != 0 and "--batch-size" in proc.stderr
+    if not __import__("torch").cuda.is_available():
+        proc = subprocess.run([sys.executable, "-m", "diffusion_lib.bench", "--device", "cpu", "--cuda-graphs"],
+                              capture_output=True, text=True)
+        assert proc.returncode != 0 and "CUDA" in proc.stderr
 
 
 CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
@@ -120,3 +125,23 @@ def test_a_non_editable_install_loads_a_config(root, tmp_path):
                          cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).is_relative_to(tmp_path / "site")
+
+
+def test_bench_steady_state_step_reads_nothing_from_the_device():
+    record = bench.run("adversarial", batch_size=8, steps=10, warmup=2, device="cpu", rank=3, sample_problems=8,
+                       peak=False)
+    assert record["syncs_per_step"] == 0 and record["step"] == "eager" and record["steps_per_s"] > 0
+
+
+def test_gpu_check_script_runs_end_to_end_on_a_cpu(root, tmp_path):
+    """The prepared GPU script, at toy size on the CPU, so a lent GPU's minutes are not spent on a typo."""
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(root / "scripts/gpu_check.py"), "--out", str(out), "--device", "cpu", "--rank", "4",
+                           "--batch-size", "16", "--steps", "10", "--study-steps", "20", "--seeds", "2",
+                           "--impls", "eager"], capture_output=True, text=True, cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {r["mode"] for r in result["bench"]} == {"none", "random", "adversarial"}
+    assert all("steps_per_s" in r for r in result["bench"]), result["bench"]
+    assert "fp32" in result["tf32_report"] and len(result["study"]["test_mse"]["tf32"]) == 2
+    assert "tf32_vs_fp32" in result["study"] and not result["skipped"]

@@ -48,9 +48,10 @@ def test_value_key_ignores_key_order_and_sees_every_value():
 def test_run_keys_follow_what_shapes_a_run(pilot):
     base = _layout(pilot)
     assert _runs(_layout(pilot, train__checkpoint_every=58)) == _runs(base)
+    assert _runs(_layout(pilot, train__compile=True, train__cuda_graphs=True)) == _runs(base)
     assert _runs(_layout(pilot, threads=2, device="cpu", name="x", study="other")) == _runs(base)
     for change in ({"train__steps": 3000}, {"train__lr": 1e-3}, {"data__val_size": 512}, {"data__id_eps": 0.4},
-                   {"train__validate_raw": True}, {"train__log_every": 29}):
+                   {"train__validate_raw": True}, {"train__log_every": 29}, {"train__precision": "tf32"}):
         changed = _runs(_layout(pilot, **change))
         assert all(changed[k] != v for k, v in _runs(base).items()), change
     # test sets and the reference shape evaluations and the report, never a run

@@ -32,9 +32,10 @@ def overlay(tmp_path, text: str) -> str:
     return str(path)
 
 
-def test_checkpoint_cadence_threads_and_device_retrain_nothing(finished, tmp_path):
+def test_checkpoint_cadence_compile_threads_and_device_retrain_nothing(finished, tmp_path):
     workdir, _ = finished
     assert planned(workdir, "--configfile", overlay(tmp_path, "train: {checkpoint_every: 5}\n")) == {}
+    assert planned(workdir, "--configfile", overlay(tmp_path, "train: {compile: true, cuda_graphs: true}\n")) == {}
     assert planned(workdir, "--configfile", overlay(tmp_path, "threads: 2\ndevice: auto\n")) == {}
 
 

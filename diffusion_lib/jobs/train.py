@@ -20,7 +20,7 @@ def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: floa
     ema = train.get("ema", {})
     schedule = train.get("lr_schedule", {})
     keys = {"steps", "batch_size", "lr", "grad_clip", "timesteps", "eval_every", "val_size", "val_inner_steps",
-            "log_every", "checkpoint_every", "max_loss", "validate_raw"}
+            "log_every", "checkpoint_every", "max_loss", "validate_raw", "compile", "cuda_graphs", "precision"}
     return TrainConfig(**{k: train[k] for k in keys if k in train}, betas=tuple(train.get("betas", (0.9, 0.99))),
                        lr_schedule=schedule.get("kind", "constant"), warmup_steps=schedule.get("warmup_steps", 0),
                        min_lr_ratio=schedule.get("min_lr_ratio", 0.0),
@@ -32,17 +32,17 @@ def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: floa
 
 def train_run(*, val_path: str, model_path: str, curve_path: str, status_path: str, resume_path: str,
               mining: Mapping[str, Any], train: Mapping[str, Any], seed: int, rank: int, id_eps: float,
-              checkpoint_every: int | None = None, run: str = "", device: str = "auto",
+              implementation: Mapping[str, Any] | None = None, run: str = "", device: str = "auto",
               threads: int = 2) -> dict[str, Any]:
     """Train one run; write the model (raw + EMA), the learning curve and a status file.
 
-    ``checkpoint_every`` overrides ``train['checkpoint_every']``: the workflow passes it apart from
-    the values that shape the run, so changing the cadence never retrains. ``run`` names the run
-    (its directory) in the logs and the status file.
+    ``implementation`` overrides ``train`` with the values that choose how the run is computed,
+    not what it computes (``checkpoint_every``, ``compile``, ``cuda_graphs``): the workflow passes
+    them apart from the values that shape the run, so changing them never retrains. ``run`` names
+    the run (its directory) in the logs and the status file.
     """
     dev = setup_torch(threads, device)
-    if checkpoint_every is not None:
-        train = {**train, "checkpoint_every": checkpoint_every}
+    train = {**train, **(implementation or {})}
     cfg = train_config(train, seed=seed, rank=rank, id_eps=id_eps)
     mining_cfg = MiningConfig.from_mapping(mining)
     val = load_heldout(val_path, rank=rank)

@@ -4,15 +4,16 @@ from pathlib import Path
 
 from diffusion_lib.config import option
 from diffusion_lib.jobs.train import train_run
+from diffusion_lib.layout import NOT_SHAPING_TRAIN_KEYS
 from diffusion_lib.runtime import logging_to
 
 p, out = snakemake.params, snakemake.output
 run_dir = Path(out.model).parent
 with logging_to(snakemake.log[0]):
-    # the checkpoint cadence and the device do not shape a run: read from the config, not params,
-    # so that changing them never retrains
+    # the checkpoint cadence, compile, CUDA graphs and the device do not shape a run: read from the
+    # config, not params, so that changing them never retrains
     train_run(val_path=snakemake.input.val, model_path=out.model, curve_path=out.curve, status_path=out.status,
               resume_path=str(run_dir / "resume.ckpt"), run=run_dir.name, mining=p.mining, seed=p.seed,
               train=p.train, rank=p.rank, id_eps=p.id_eps,
-              checkpoint_every=option(snakemake.config, "train.checkpoint_every"),
+              implementation={k: option(snakemake.config, f"train.{k}") for k in NOT_SHAPING_TRAIN_KEYS},
               device=option(snakemake.config, "device"), threads=snakemake.threads)

@@ -1,0 +1,134 @@
+"""The training loss as a pure function of the weights (``torch.func``), for compiling the whole step.
+
+:class:`~diffusion_lib.model.DiffusionWrapper` differentiates the energy with
+``torch.autograd.grad(create_graph=True)`` on a tensor it marks ``requires_grad_`` inside its
+forward, which ``torch.func`` transforms and ``torch.compile`` cannot trace through twice. Here the
+same mathematics is written functionally: :func:`energy_grad` is ``torch.func.grad`` of the
+summed energy with respect to y, and :func:`loss_and_grads` takes ``torch.func.grad`` of the loss
+(which contains that gradient) with respect to the parameters. Both equal the module path
+(tests/test_functional.py: float64, 1e-12) and the whole function compiles with ``fullgraph``.
+
+The random draws (time steps and the two noises) are arguments, drawn by :func:`draw_noise` in the
+module path's order, so a functional step consumes the generator exactly as the module step does.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, grad_and_value
+
+from .diffusion import SATURATION_GAP, GaussianDiffusion1D, _gather
+
+Params = dict[str, torch.Tensor]
+
+
+def energy(ebm: torch.nn.Module, params: Params, inp: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """E(x, y, t) per problem with the weights ``params`` (names as in ``ebm.named_parameters()``)."""
+    return functional_call(ebm, params, (inp, y, t))
+
+
+def energy_grad(ebm: torch.nn.Module, params: Params, inp: torch.Tensor, y: torch.Tensor, t: torch.Tensor
+                ) -> torch.Tensor:
+    """ε̂(x, y, t) = ∇_y E(x, y, t), differentiable with respect to ``params``."""
+    return grad(lambda y_: energy(ebm, params, inp, y_, t).sum())(y)
+
+
+def energy_and_grad(ebm: torch.nn.Module, params: Params, inp: torch.Tensor, y: torch.Tensor, t: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E, ∇_y E) per problem (for the opt step, with detached weights)."""
+    def total(y_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = energy(ebm, params, inp, y_, t)
+        return e.sum(), e
+
+    g, (_, e) = grad_and_value(total, has_aux=True)(y)
+    return e, g
+
+
+def opt_step(diffusion: GaussianDiffusion1D, params: Params, inp: torch.Tensor, img: torch.Tensor, t: torch.Tensor,
+             steps: int, sf: float, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """:meth:`GaussianDiffusion1D.opt_step` (no mask) with functional energies; ``params`` detached."""
+    ebm = diffusion.model.ebm
+    img = img.detach()
+    lr = sf * _gather(diffusion.opt_step_size, t)
+    bound = diffusion.clamp * _gather(diffusion.sqrt_alphas_cumprod, t)
+    e, g = energy_and_grad(ebm, params, inp, img, t)
+    accepted = torch.zeros((), dtype=torch.float64, device=img.device)
+    for i in range(steps):
+        proposal = torch.maximum(torch.minimum(img - lr * g, bound), -bound)
+        if i == steps - 1:
+            new_e, new_g = energy(ebm, params, inp, proposal, t), g
+        else:
+            new_e, new_g = energy_and_grad(ebm, params, inp, proposal, t)
+        accept = (new_e <= e)[:, None]
+        accepted = accepted + accept.sum().to(torch.float64)
+        img = torch.where(accept, proposal, img)
+        e = torch.where(accept[:, 0], new_e, e)
+        g = torch.where(accept, new_g, g)
+    stats["accepted"] = accepted
+    stats["proposed"] = torch.full((), float(img.shape[0] * steps), dtype=torch.float64, device=img.device)
+    return img.detach()
+
+
+def draw_noise(diffusion: GaussianDiffusion1D, x_start: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(t, ξ, ξ') drawn as the module path draws them (ξ' only when the mode uses negatives)."""
+    t = torch.randint(0, diffusion.timesteps, (x_start.shape[0],), device=x_start.device)
+    noise = torch.randn_like(x_start)
+    if diffusion.mining.mode == "none":
+        return t, noise
+    return t, noise, torch.randn_like(x_start)
+
+
+def loss(diffusion: GaussianDiffusion1D, params: Params, inp: torch.Tensor, x_start: torch.Tensor,
+         t: torch.Tensor, noise: torch.Tensor, noise_neg: torch.Tensor | None = None, mined: bool = False
+         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:meth:`GaussianDiffusion1D.p_losses` as a function of the energy network's weights."""
+    ebm, m = diffusion.model.ebm, diffusion.mining
+    y_t = diffusion.q_sample(x_start, t, noise)
+    loss_mse = (energy_grad(ebm, params, inp, y_t, t) - noise).pow(2).mean(dim=-1)
+    parts = {"loss_mse": loss_mse.detach().mean()}
+    if m.mode == "none":
+        total = loss_mse.mean()
+        parts.update(loss=total.detach(), loss_energy=torch.zeros_like(parts["loss_mse"]))
+        return total, parts
+    positive = diffusion.q_sample(x_start, t, noise_neg)
+    negative = diffusion.q_sample(x_start, t, m.noise_scale * noise_neg)
+    stats: dict[str, torch.Tensor] = {}
+    if mined:
+        frozen = {k: v.detach() for k, v in params.items()}
+        negative = opt_step(diffusion, frozen, inp, negative, t, m.opt_steps, m.scale_factor, stats)
+    clean = (negative / _gather(diffusion.sqrt_alphas_cumprod, t)).clamp(-diffusion.clamp, diffusion.clamp)
+    negative = diffusion.q_sample(clean, t, noise_neg).detach()
+    energies = energy(ebm, params, torch.cat((inp, inp)), torch.cat((positive.detach(), negative)), torch.cat((t, t)))
+    e_pos, e_neg = energies.chunk(2)
+    loss_energy = F.softplus(e_pos - e_neg)
+    total = (loss_mse + m.energy_loss_weight * loss_energy).mean()
+    gap = (e_neg - e_pos).detach()
+    parts.update(loss=total.detach(), loss_energy=loss_energy.detach().mean(), energy_pos=e_pos.detach().mean(),
+                 energy_neg=e_neg.detach().mean(), energy_gap=gap.mean(),
+                 saturated_frac=(gap > SATURATION_GAP).float().mean())
+    if stats:
+        parts.update(mine_accepted=stats["accepted"], mine_proposed=stats["proposed"])
+    return total, parts
+
+
+def clip_by_total_norm(grads: list[torch.Tensor], max_norm: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``torch.nn.utils.clip_grad_norm_`` on a list of gradients: (clipped gradients, norm before)."""
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    return [g * scale for g in grads], norm
+
+
+def make_step_fn(diffusion: GaussianDiffusion1D, grad_clip: float) -> Callable[..., Any]:
+    """``fn(params, A, Y, t, noise[, noise_neg], mined) -> (grads, parts)``: loss, the parameter
+    gradients, clipping and the step's diagnostics (``grad_norm``, ``clip_frac``) in one function,
+    the unit that ``torch.compile`` compiles and a CUDA graph captures."""
+    def step_fn(params: Params, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        grads, parts = grad(lambda p: loss(diffusion, p, inp, x_start, t, noise, noise_neg, mined), has_aux=True)(params)
+        clipped, norm = clip_by_total_norm(list(grads.values()), grad_clip)
+        parts = {**parts, "grad_norm": norm.detach(), "clip_frac": (norm.detach() > grad_clip).float()}
+        return clipped, parts
+
+    return step_fn

@@ -1,0 +1,79 @@
+"""Training-loop speed of one checkout, for before/after comparisons in the same session.
+
+    PYTHONPATH=<checkout> python scripts/step_speed.py --mode adversarial --steps 600 [--compile] --json
+
+Trains the pilot's configuration (rank 20, batch 64, one thread, the pilot's EMA and logging) for
+``--steps`` steps with ``Trainer1D`` and prints the loop's steps/s: the median over its 58-step log
+intervals after the first (which includes compiling), and overall (validation off, FLOPs not
+measured). Only the ``diffusion_lib`` on PYTHONPATH decides what is measured, so
+an older checkout can be timed by the same command, alternating with the current one.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import diffusion_lib
+from diffusion_lib.data import make_heldout
+from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["none", "random", "adversarial"], default="adversarial")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--syncs-steps", type=int, default=116, help="steps of a second run that counts host reads")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    extra = {"compile": True} if args.compile else {}
+    if extra and "compile" not in fields:
+        parser.error("this checkout has no train.compile")
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=5e-4, rank=20, eval_every=10**9, val_size=8,
+                      log_every=58, checkpoint_every=58 * 10**6, ema_update_every=1, ema_update_after_step=100,
+                      measure_flops=False, seed=0, **extra)
+    torch.manual_seed(0)
+    trainer = Trainer1D(build_diffusion(20, 10, {"mode": args.mode}), cfg, make_heldout(8, 20, 0.5, seed=1),
+                        progress=False)
+    start = time.perf_counter()
+    result = trainer.train()
+    rates = sorted(row["steps_per_s"] for row in result.curve[1:])  # the first interval includes compiling
+    record = {"checkout": diffusion_lib.__file__, "mode": args.mode, "compile": args.compile, "steps": args.steps,
+              "steps_per_s": rates[len(rates) // 2], "overall_steps_per_s": result.steps_done / result.train_seconds,
+              "wall_s": time.perf_counter() - start}
+    if args.syncs_steps:
+        record["syncs_per_step"] = _syncs_per_step(cfg, args.mode, args.syncs_steps, args.compile)
+    print(json.dumps(record) if args.json else record)
+
+
+def _syncs_per_step(cfg: TrainConfig, mode: str, steps: int, compile: bool) -> float:
+    """Host reads per step of a fresh run (this checkout's diffusion_lib/syncs.py counts them, so an
+    older checkout on PYTHONPATH is counted the same way)."""
+    try:  # the checkout's own counter, so its host_reads() marks are honoured
+        from diffusion_lib import syncs
+    except ImportError:  # an older checkout: this checkout's counter, loaded by path
+        spec = importlib.util.spec_from_file_location("syncs", Path(__file__).resolve().parents[1] / "diffusion_lib/syncs.py")
+        syncs = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(syncs)
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(cfg, steps=steps)
+    trainer = Trainer1D(build_diffusion(20, 10, {"mode": mode}), cfg, make_heldout(8, 20, 0.5, seed=1), progress=False)
+    if compile:  # compiling reads constants once: count the steady state
+        trainer.train_step(*next(trainer.stream), 0)
+    with syncs.count_host_reads(exclude=syncs.adam_step_counters(trainer.optimizer)) as reads:
+        trainer.train()
+    return sum(reads.values()) / steps
+
+
+if __name__ == "__main__":
+    main()
