@@ -29,6 +29,7 @@ from .ema import DeviceEMA
 from .seeding import resolve_device
 from .step import TrainStep
 from .syncs import adam_step_counters, count_host_reads
+from .training import accumulate
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -78,9 +79,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         A, Y = batch if batch is not None else next(stream)
         _, parts = step(A, Y, state["step"])
         ema.update()
-        sums = state["sums"]
-        for key, value in parts.items():  # what the trainer accumulates between log rows
-            sums[key] = sums[key] + value if key in sums else value.clone()
+        accumulate(state["sums"], parts)  # as the trainer does between log rows
         state["step"] += 1
 
     def block(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:

@@ -231,8 +231,8 @@ def option(config: Mapping[str, Any], dotted: str, schema_path: str | Path = SCH
     For rule scripts reading a value that does not shape their outputs and therefore is not one
     of the rule's params (a change must not rerun the job): the checkpoint cadence, the device.
     """
-    value: Any = coerce_cli_values(dict(config), load_schema(schema_path))
     schema: Any = load_schema(schema_path)
+    value: Any = coerce_cli_values(dict(config), schema)
     root = schema
     for part in dotted.split("."):
         schema = _resolve_ref(schema, root)["properties"][part]

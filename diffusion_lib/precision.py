@@ -15,6 +15,7 @@ round-to-nearest-even, as the tensor cores do, and accumulates in float32.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import Any
@@ -59,16 +60,8 @@ def _cast(diffusion: GaussianDiffusion1D, dtype: torch.dtype) -> GaussianDiffusi
 def _context(precision: str, device: torch.device) -> Any:
     """A context computing float32 matmuls at ``precision`` ('fp32' or 'tf32') on ``device``."""
     if precision == "fp32":
-        return _Flag(False) if device.type == "cuda" else _Nothing()
+        return _Flag(False) if device.type == "cuda" else contextlib.nullcontext()
     return _Flag(True) if device.type == "cuda" else EmulatedTF32()
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 class _Flag:

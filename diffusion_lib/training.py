@@ -193,6 +193,12 @@ def optimization_step(diffusion: GaussianDiffusion1D, optimizer: torch.optim.Opt
     return loss, parts
 
 
+def accumulate(sums: dict[str, torch.Tensor], parts: dict[str, torch.Tensor]) -> None:
+    """Add one step's loss parts to the interval sums (device tensors: no host read)."""
+    for key, value in parts.items():
+        sums[key] = sums[key] + value if key in sums else value.clone()
+
+
 def heldout_mse(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, seed: int = 0,
                 batch_size: int = 1024) -> float:
     """MSE of ``diffusion.sample`` on ``heldout`` (fixed sampling noise from ``seed``)."""
@@ -356,8 +362,7 @@ class Trainer1D:
                 self.ema.update()
                 bad = ~torch.isfinite(loss.detach()) | (loss.detach() > cfg.max_loss)
                 first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, self.step), first_bad)
-                for key, value in parts.items():
-                    sums[key] = sums[key] + value if key in sums else value.clone()
+                accumulate(sums, parts)
                 count += 1
                 self.step += 1
                 bar.update(1)

@@ -128,3 +128,6 @@ def run_index():
         for r in RUNS
     ]
     return [e for e in index if os.path.exists(e["metrics"])] if PARTIAL else index
+
+
+RUN_INDEX = run_index()

@@ -12,8 +12,8 @@ localrules:
 rule aggregate:
     """Tidy tables (runs, endpoints, contrasts, convergence, compute, diagnostics, ...) and the SPEC §8 verdict."""
     input:
-        metrics=[e["metrics"] for e in run_index()],
-        curves=[e["curve"] for e in run_index()],
+        metrics=[e["metrics"] for e in RUN_INDEX],
+        curves=[e["curve"] for e in RUN_INDEX],
         reference=LAYOUT.reference,
     output:
         **TABLE_FILES,
@@ -23,7 +23,7 @@ rule aggregate:
     conda:
         "../../envs/ired.yaml"
     params:
-        runs=run_index(),
+        runs=RUN_INDEX,
         expected=[(r.strategy, r.seed) for r in RUNS],
         roles={k: CFG["comparison"][k] for k in ("baseline", "random", "adversarial")},
         primary=CFG["comparison"]["primary"],
