@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -152,28 +152,37 @@ class GaussianDiffusion1D(nn.Module):
         ``stats`` (optional) accumulates the acceptance count as device tensors, without a host sync:
         ``stats["accepted"]`` (accepted proposals) and ``stats["proposed"]`` (problems × steps).
         """
+        return self.descend(lambda y: self.model(inp, y, t, return_both=True),
+                            lambda y: self.model(inp, y, t, return_energy=True), img, t, step, sf, stats,
+                            mask, data_cond)
+
+    def descend(self, energy_and_grad: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                energy: Callable[[torch.Tensor], torch.Tensor], img: torch.Tensor, t: torch.Tensor, step: int,
+                sf: float, stats: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None,
+                data_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The loop of :meth:`opt_step` over any energy: ``energy_and_grad(y) -> (E, ∇_y E)`` and
+        ``energy(y) -> E`` per problem (the module's, or :mod:`diffusion_lib.functional`'s)."""
         img = img.detach()
         if step <= 0:
             return img
         lr = sf * _gather(self.opt_step_size, t)
         bound = self.clamp * _gather(self.sqrt_alphas_cumprod, t)
-        energy, grad = self.model(inp, img, t, return_both=True)
+        e, g = energy_and_grad(img)
         for i in range(step):
-            proposal = torch.maximum(torch.minimum(img - lr * grad, bound), -bound)
+            proposal = torch.maximum(torch.minimum(img - lr * g, bound), -bound)
             if mask is not None:
                 proposal = proposal * (1 - mask) + mask * data_cond
             if i == step - 1:
-                new_energy = self.model(inp, proposal, t, return_energy=True)
-                new_grad = grad
+                new_e, new_g = energy(proposal), g
             else:
-                new_energy, new_grad = self.model(inp, proposal, t, return_both=True)
-            accept = (new_energy <= energy)[:, None]
+                new_e, new_g = energy_and_grad(proposal)
+            accept = (new_e <= e)[:, None]
             if stats is not None:
                 _count_acceptance(stats, accept)
             img = torch.where(accept, proposal, img)
-            energy = torch.where(accept[:, 0], new_energy, energy)
-            grad = torch.where(accept, new_grad, grad)
-        return img
+            e = torch.where(accept[:, 0], new_e, e)
+            g = torch.where(accept, new_g, g)
+        return img.detach()
 
     # ------------------------------------------------------------------ training loss
     def make_negative(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,

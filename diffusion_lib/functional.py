@@ -4,7 +4,7 @@
 ``torch.autograd.grad(create_graph=True)`` on a tensor it marks ``requires_grad_`` inside its
 forward, which ``torch.func`` transforms and ``torch.compile`` cannot trace through twice. Here the
 same mathematics is written functionally: :func:`energy_grad` is ``torch.func.grad`` of the
-summed energy with respect to y, and :func:`loss_and_grads` takes ``torch.func.grad`` of the loss
+summed energy with respect to y, and :func:`make_step_fn` takes ``torch.func.grad`` of the loss
 (which contains that gradient) with respect to the parameters. Both equal the module path
 (tests/test_functional.py: float64, 1e-12) and the whole function compiles with ``fullgraph``.
 
@@ -50,25 +50,8 @@ def opt_step(diffusion: GaussianDiffusion1D, params: Params, inp: torch.Tensor, 
              steps: int, sf: float, stats: dict[str, torch.Tensor]) -> torch.Tensor:
     """:meth:`GaussianDiffusion1D.opt_step` (no mask) with functional energies; ``params`` detached."""
     ebm = diffusion.model.ebm
-    img = img.detach()
-    lr = sf * _gather(diffusion.opt_step_size, t)
-    bound = diffusion.clamp * _gather(diffusion.sqrt_alphas_cumprod, t)
-    e, g = energy_and_grad(ebm, params, inp, img, t)
-    accepted = torch.zeros((), dtype=torch.float64, device=img.device)
-    for i in range(steps):
-        proposal = torch.maximum(torch.minimum(img - lr * g, bound), -bound)
-        if i == steps - 1:
-            new_e, new_g = energy(ebm, params, inp, proposal, t), g
-        else:
-            new_e, new_g = energy_and_grad(ebm, params, inp, proposal, t)
-        accept = (new_e <= e)[:, None]
-        accepted = accepted + accept.sum().to(torch.float64)
-        img = torch.where(accept, proposal, img)
-        e = torch.where(accept[:, 0], new_e, e)
-        g = torch.where(accept, new_g, g)
-    stats["accepted"] = accepted
-    stats["proposed"] = torch.full((), float(img.shape[0] * steps), dtype=torch.float64, device=img.device)
-    return img.detach()
+    return diffusion.descend(lambda y: energy_and_grad(ebm, params, inp, y, t), lambda y: energy(ebm, params, inp, y, t),
+                             img, t, steps, sf, stats)
 
 
 def draw_noise(diffusion: GaussianDiffusion1D, x_start: torch.Tensor) -> tuple[torch.Tensor, ...]:
