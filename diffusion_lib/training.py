@@ -242,6 +242,7 @@ class Trainer1D:
         self.config = config
         self.device = torch.device(device)
         self.diffusion = diffusion.to(self.device)
+        self.dtype = next(diffusion.parameters()).dtype
         self.val_set = val_set.subset(config.val_size).to(self.device) if val_set is not None else None
         self.resume_path = Path(resume_path) if resume_path else None
         self.progress = progress
@@ -350,6 +351,7 @@ class Trainer1D:
         with _StopRequest() as stop:
             while self.step < cfg.steps:
                 A, Y = next(self.stream)
+                A, Y = A.to(self.dtype), Y.to(self.dtype)  # no-op unless the model is not float32
                 lr = cfg.lr_at(self.step)
                 for group in self.optimizer.param_groups:
                     if isinstance(group["lr"], torch.Tensor):

@@ -1,0 +1,135 @@
+"""Seed packs: N runs in one process equal N solo runs (float64), a diverged member leaves the
+others bitwise unchanged, and members resume from their own checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from diffusion_lib.pack import PackTrainer, init_member
+from diffusion_lib.training import TrainConfig, Trainer1D
+
+RANK = 3
+SEEDS = (0, 1, 2)
+MINING = {"none": {"mode": "none"}, "random": {"mode": "random"},
+          "adversarial": {"mode": "adversarial", "opt_steps": 2, "mine_every": 2}}
+# small enough to run in seconds; clipping, the EMA's copy and lerp phases and two log intervals all happen
+CFG = TrainConfig(steps=8, batch_size=16, lr=1e-3, grad_clip=0.05, rank=RANK, timesteps=10, log_every=4,
+                  eval_every=4, ema_update_every=1, ema_update_after_step=2, measure_flops=False, checkpoint_every=4)
+
+
+@pytest.fixture
+def float64():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def _solo(mode, seed, cfg=CFG, resume=None):
+    diffusion, _ = init_member(seed, RANK, cfg.timesteps, MINING[mode])  # leaves the global RNG as the solo job does
+    trainer = Trainer1D(diffusion, dataclasses.replace(cfg, seed=seed), resume_path=resume, progress=False)
+    return trainer, trainer.train()
+
+
+def _pack(mode, seeds=SEEDS, cfg=CFG, resume=None, trainer_cls=PackTrainer):
+    members = [init_member(s, RANK, cfg.timesteps, MINING[mode]) for s in seeds]
+    trainer = trainer_cls([d for d, _ in members], [g for _, g in members],
+                          [dataclasses.replace(cfg, seed=s) for s in seeds], progress=False,
+                          resume_paths=resume)
+    return trainer, trainer.train()
+
+
+def _curve_values(curve):
+    keys = ("loss", "loss_mse", "loss_energy", "energy_gap", "grad_norm", "clip_frac", "mine_accept")
+    return torch.tensor([[row[k] for k in keys] for row in curve], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["none", "random", "adversarial"])
+def test_a_pack_equals_its_solo_runs_in_float64(mode, float64):
+    pack, results = _pack(mode)
+    for i, seed in enumerate(SEEDS):
+        solo, solo_result = _solo(mode, seed)
+        raw, ema = pack.member_models(i)
+        for ours, theirs in ((raw, solo.diffusion), (ema, solo.ema.ema_model)):
+            for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+                torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=f"{mode} seed {seed} {name}")
+        assert [r["step"] for r in results[i].curve] == [r["step"] for r in solo_result.curve] == [4, 8]
+        torch.testing.assert_close(_curve_values(results[i].curve), _curve_values(solo_result.curve),
+                                   rtol=1e-9, atol=1e-12, equal_nan=True)
+    # the runs differ from each other: the pack did not train one seed three times
+    assert not torch.equal(pack.params[0][0], pack.params[0][1])
+
+
+class _NaNPack(PackTrainer):
+    """Puts NaN into member 1's batch at pack step 5."""
+
+    calls = 0
+
+    def _draw(self, active):
+        A, *rest = super()._draw(active)
+        if self.calls == 5:
+            A = A.clone()
+            A[1] = float("nan")
+        self.calls += 1
+        return (A, *rest)
+
+
+def test_a_nan_in_one_member_leaves_the_others_bitwise_unchanged():
+    cfg = dataclasses.replace(CFG, steps=12)
+    clean, clean_results = _pack("adversarial", cfg=cfg)
+    broken, results = _pack("adversarial", cfg=cfg, trainer_cls=_NaNPack)
+    assert [r.status for r in results] == ["completed", "diverged", "completed"]
+    assert results[1].diverged_at == 5 and results[1].steps_done == 8  # stopped at the next log boundary
+    assert len(results[1].curve) == 2
+    for i in (0, 2):
+        for group in ("params", "ema", "exp_avg", "exp_avg_sq"):
+            for a, b in zip(getattr(broken, group), getattr(clean, group)):
+                assert torch.equal(a[i], b[i]), (group, i)
+        assert _curve_values(results[i].curve).nan_to_num(7).equal(_curve_values(clean_results[i].curve).nan_to_num(7))
+    # (that a frozen member's weights, moments and EMA stay untouched is shown by the next test, where
+    # members wait frozen while another catches up and still end bitwise equal to an uninterrupted pack)
+
+
+def test_members_resume_from_their_own_checkpoints_even_from_different_steps(tmp_path):
+    paths = [tmp_path / f"m{s}.ckpt" for s in SEEDS]
+    full, full_results = _pack("random", cfg=dataclasses.replace(CFG, steps=12))
+    # an interrupted pack: 8 of 12 steps, checkpoints at step 4 (the cadence) and at the end of this attempt
+    short, _ = _pack("random", cfg=CFG, resume=paths)
+    short.save_checkpoints()
+    # member 1's newest checkpoint is lost: it falls back to its previous one (step 4), then to none
+    # (say, it joined the pack later); the others wait, frozen, until it catches up
+    saved = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    for lost, expected in (([paths[1]], 4), ([paths[1], paths[1].with_name("m1.ckpt.prev")], None)):
+        for path, blob in saved.items():
+            path.write_bytes(blob)
+        for path in lost:
+            path.unlink()
+        resumed, results = _pack("random", cfg=dataclasses.replace(CFG, steps=12), resume=paths)
+        assert [r.resumed_from for r in results] == [8, expected, 8]
+        for group in ("params", "ema", "exp_avg", "exp_avg_sq"):
+            for a, b in zip(getattr(resumed, group), getattr(full, group)):
+                assert torch.equal(a, b), group
+        for i in range(3):
+            ours, theirs = _curve_values(results[i].curve), _curve_values(full_results[i].curve)
+            assert ours.nan_to_num(7).equal(theirs.nan_to_num(7))
+
+
+def test_a_solo_run_resumes_from_a_pack_members_checkpoint(tmp_path, float64):
+    short, _ = _pack("adversarial", seeds=(0, 1), cfg=dataclasses.replace(CFG, steps=4))
+    path = tmp_path / "resume.ckpt"
+    from diffusion_lib import checkpoint as ckpt
+
+    ckpt.atomic_save(short.member_state(1), path)
+    solo, result = _solo("adversarial", 1, resume=path)
+    assert result.resumed_from == 4
+    reference, _ = _solo("adversarial", 1)
+    for p, q in zip(solo.diffusion.parameters(), reference.diffusion.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+
+
+def test_a_pack_refuses_members_with_different_configs():
+    members = [init_member(s, RANK, 10, MINING["none"]) for s in (0, 1)]
+    with pytest.raises(ValueError, match="only in their seed"):
+        PackTrainer([d for d, _ in members], [g for _, g in members],
+                    [CFG, dataclasses.replace(CFG, seed=1, lr=1e-2)])
