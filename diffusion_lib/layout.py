@@ -19,6 +19,7 @@ every edit.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -32,7 +33,8 @@ TEST_SETS = ("test_id", "test_ood")
 RUN_PATTERN = r"(none|random|adversarial)-seed\d+-[0-9a-f]{12}"
 EVAL_PATTERN = r"[0-9a-f]{10}"
 # how a run is computed, not what it computes: never part of a key or a param (TrainConfig.identity)
-NOT_SHAPING_TRAIN_KEYS = ("checkpoint_every", "compile", "cuda_graphs")
+# (``pack``: runs trained together equal their solo runs, tests/test_pack.py)
+NOT_SHAPING_TRAIN_KEYS = ("checkpoint_every", "compile", "cuda_graphs", "pack")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,14 @@ class RunSpec:
     @property
     def dir(self) -> str:
         return f"{RESULTS}/runs/{self.run}"
+
+
+def seed_of(run: str) -> int:
+    """The training seed of run directory ``run`` (its name holds it, and its key depends on it)."""
+    match = re.fullmatch(RUN_PATTERN.replace(r"seed\d+", r"seed(\d+)"), run)
+    if match is None:
+        raise ValueError(f"{run!r} is not a run directory name ({RUN_PATTERN})")
+    return int(match.group(2))
 
 
 def split_params(cfg: Mapping[str, Any], split: str) -> dict[str, Any]:

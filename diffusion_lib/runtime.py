@@ -19,12 +19,14 @@ log = logging.getLogger("diffusion_lib")
 
 
 @contextlib.contextmanager
-def logging_to(path: str | os.PathLike | None, level: int = logging.INFO) -> Iterator[logging.Logger]:
-    """Send ``diffusion_lib`` logging to ``path`` (and stderr); log any exception before re-raising."""
+def logging_to(path: str | os.PathLike | list[str | os.PathLike] | None, level: int = logging.INFO
+               ) -> Iterator[logging.Logger]:
+    """Send ``diffusion_lib`` logging to ``path`` (a file, or each file of a list: a pack's runs)
+    and stderr; log any exception before re-raising."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="a"))
+    for file in ([] if not path else path if isinstance(path, list) else [path]):
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(file, mode="a"))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     for h in handlers:
         h.setFormatter(fmt)

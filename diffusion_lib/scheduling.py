@@ -1,27 +1,87 @@
-"""What a job asks of a scheduler: runtime and memory, from the config's ``resources`` block.
+"""What a job asks of a scheduler, and which runs train together.
 
 Training's runtime follows from the work: ``steps`` over the measured ``steps_per_second`` of its
 mining mode, times a safety ``margin``, times the attempt number, so a job that SLURM killed at
 its time limit is resubmitted (``retries`` in the profile) with more time and resumes from its
-checkpoint. Memory is declared per rule. Profiles then carry only what a site decides (account,
-partition, GPU type).
+checkpoint. A pack of m runs asks for ``1 + pack_member_cost · (m - 1)`` times a run's time and
+``pack_member_mem_mb`` more memory per extra run. Memory is declared per rule. Profiles then
+carry only what a site decides (account, partition, GPU type).
+
+Packs (``train.pack`` = N > 1, see :mod:`diffusion_lib.pack`): :func:`plan_packs` groups the
+runs of one mining config into packs of at most N in seed order, separately for runs that are
+finished and runs still to train. So adding seeds to a finished study puts only the new seeds
+into new packs, and no finished run is ever retrained to fill a pack.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from typing import Any, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from .diffusion import MiningConfig
+from .layout import RunSpec
+from .provenance import value_key
 
 PRIORITY = {"adversarial": 2, "random": 1, "none": 0}  # longest training first
 
 
-def train_runtime(cfg: Mapping[str, Any], mode: str, attempt: int = 1) -> int:
-    """Minutes to request for one training run of ``mode`` on attempt ``attempt`` (1, 2, ...)."""
+def train_runtime(cfg: Mapping[str, Any], mode: str, attempt: int = 1, members: int = 1) -> int:
+    """Minutes to request for a training job of ``members`` runs of ``mode`` on attempt ``attempt``."""
     res = cfg["resources"]
     expected = cfg["train"]["steps"] / res["steps_per_second"][mode] / 60
+    expected *= 1 + res["pack_member_cost"] * (members - 1)
     return max(res["min_runtime"], math.ceil(expected * res["margin"])) * attempt
+
+
+def train_mem_mb(cfg: Mapping[str, Any], members: int = 1) -> int:
+    """Memory (MB) to request for a training job of ``members`` runs."""
+    res = cfg["resources"]
+    return res["train_mem_mb"] + res["pack_member_mem_mb"] * (members - 1)
 
 
 def evaluate_runtime(cfg: Mapping[str, Any], attempt: int = 1) -> int:
     """Minutes to request for one evaluation job on attempt ``attempt``."""
     res = cfg["resources"]
     return max(res["min_runtime"], res["evaluate_runtime"]) * attempt
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Runs of one mining config trained by one job (one run: trained alone, as without packs)."""
+
+    runs: tuple[RunSpec, ...]
+
+    @property
+    def mode(self) -> str:
+        return self.runs[0].mode
+
+    @property
+    def mining(self) -> dict[str, Any]:
+        return self.runs[0].mining
+
+    @property
+    def rule(self) -> str:
+        """A rule name that says what the pack holds: mode, mining-config key, seeds, and a hash of
+        its run directories (two studies' packs with the same seeds may hold different runs)."""
+        digest = hashlib.sha256(" ".join(r.run for r in self.runs).encode()).hexdigest()[:6]
+        return f"train_{self.mode}_seeds_{'_'.join(str(r.seed) for r in self.runs)}_{digest}"
+
+
+def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec], bool]) -> list[Pack]:
+    """Packs of at most ``size`` runs covering every run once (see the module docstring)."""
+    if size < 1:
+        raise ValueError(f"train.pack must be >= 1, got {size}")
+    groups: dict[tuple[str, bool], list[RunSpec]] = {}
+    seen: set[str] = set()
+    for spec in runs:  # strategies with the same mining config share runs: each run once
+        if spec.run in seen:
+            continue
+        seen.add(spec.run)
+        mining = asdict(MiningConfig.from_mapping(spec.mining))
+        groups.setdefault((value_key(mining, 12), finished(spec)), []).append(spec)
+    packs = []
+    for members in groups.values():
+        members = sorted(members, key=lambda r: r.seed)
+        packs += [Pack(tuple(members[i:i + size])) for i in range(0, len(members), size)]
+    return packs

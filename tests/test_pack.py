@@ -133,3 +133,66 @@ def test_a_pack_refuses_members_with_different_configs():
     with pytest.raises(ValueError, match="only in their seed"):
         PackTrainer([d for d, _ in members], [g for _, g in members],
                     [CFG, dataclasses.replace(CFG, seed=1, lr=1e-2)])
+
+
+# ----------------------------------------------------------------------------- the job, killed
+_JOB = """
+import sys
+from diffusion_lib.jobs.train import train_runs
+out = sys.argv[1]
+runs = [{"run": f"adversarial-seed{s}", "seed": s, "model_path": f"{out}/{s}/model.pt",
+         "curve_path": f"{out}/{s}/curve.csv", "status_path": f"{out}/{s}/status.json",
+         "resume_path": f"{out}/{s}/resume.ckpt"} for s in (0, 1)]
+train_runs(val_path=sys.argv[2], runs=runs, mining={"mode": "adversarial", "opt_steps": 2},
+           train={"steps": 160, "batch_size": 16, "log_every": 10, "checkpoint_every": 20, "eval_every": 100,
+                  "val_size": 16, "measure_flops": False},
+           rank=3, id_eps=0.5, device="cpu", threads=1)
+"""
+
+
+def _job(out, val):
+    import os
+    import subprocess
+    import sys
+
+    for s in (0, 1):
+        (out / str(s)).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(__import__("conftest").ROOT)}
+    return subprocess.Popen([sys.executable, "-c", _JOB, str(out), str(val)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_pack_killed_with_sigkill_resumes_where_its_checkpoints_left_off(tmp_path):
+    import json
+    import signal
+    import time
+
+    import pandas as pd
+
+    from diffusion_lib.data import make_heldout, save_heldout
+
+    val = tmp_path / "val.pt"
+    save_heldout(make_heldout(32, 3, 0.5, seed=7), val)
+    whole = tmp_path / "whole"
+    assert _job(whole, val).wait(timeout=600) == 0
+    killed = tmp_path / "killed"
+    proc = _job(killed, val)
+    deadline = time.time() + 300
+    while not all((killed / str(s) / "resume.ckpt.prev").exists() for s in (0, 1)):  # two checkpoints each
+        assert proc.poll() is None and time.time() < deadline, "the pack ended before it was killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "0" / "model.pt").exists()
+    assert _job(killed, val).wait(timeout=600) == 0
+    timing = ["train_seconds", "train_cpu_seconds", "steps_per_s"]
+    for s in (0, 1):
+        status = json.loads((killed / str(s) / "status.json").read_text())
+        assert status["resumed_from"] >= 40 and status["pack"] == ["adversarial-seed0", "adversarial-seed1"]
+        a = torch.load(killed / str(s) / "model.pt", weights_only=False)
+        b = torch.load(whole / str(s) / "model.pt", weights_only=False)
+        for key in ("model", "ema"):
+            assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), (s, key)
+        curves = [pd.read_csv(d / str(s) / "curve.csv").drop(columns=timing) for d in (killed, whole)]
+        pd.testing.assert_frame_equal(*curves)
+        assert not (killed / str(s) / "resume.ckpt").exists()

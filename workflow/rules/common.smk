@@ -96,6 +96,19 @@ def train_runtime(wildcards, attempt):
     return scheduling.train_runtime(CFG, run_spec(wildcards).mode, attempt)
 
 
+def pack_runtime(pack):
+    """A pack rule's runtime function (minutes on attempt ``attempt``)."""
+    return lambda wildcards, attempt: scheduling.train_runtime(CFG, pack.mode, attempt, len(pack.runs))
+
+
+def _finished(spec):
+    return all(os.path.exists(f"{spec.dir}/{name}") for name in ("model.pt", "curve.csv", "status.json"))
+
+
+# train.pack > 1: which runs train together (finished runs and runs to train are never mixed)
+PACKS = scheduling.plan_packs(RUNS, CFG["train"]["pack"], _finished) if CFG["train"]["pack"] > 1 else []
+
+
 def evaluate_runtime(wildcards, attempt):
     return scheduling.evaluate_runtime(CFG, attempt)
 
