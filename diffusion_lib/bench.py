@@ -1,7 +1,7 @@
 """Speed benchmark of training, data generation and sampling.
 
     python -m diffusion_lib.bench --mode adversarial --batch-size 256 --steps 50 [--device cpu|cuda]
-        [--compile] [--cuda-graphs] [--precision fp32|tf32] --json
+        [--compile] [--cuda-graphs] [--precision fp32|tf32] [--pack N] --json
 
 prints one JSON object: ``steps_per_s`` (the training loop's step: data, update, EMA and the
 logged sums; median over blocks of :data:`BLOCK` steps after warm-up, one device sync per block),
@@ -11,11 +11,17 @@ capture), ``data_ms_per_batch``,
 ``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
 per problem (matmul FLOPs counted by ``torch.profiler``), the achieved GFLOP/s, the machine's fp32 matmul
 peak measured on the spot (``--peak``), device, torch version and thread count.
+
+``--pack N`` times a pack of N runs (:mod:`diffusion_lib.pack`) instead of one run:
+``steps_per_s`` is then the pack's step rate and ``run_steps_per_s`` = N × that, the training
+throughput to compare with a single run's ``steps_per_s`` (``compute_steps_per_s`` is not measured).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import statistics
 import time
 from typing import Any, Callable
@@ -54,8 +60,8 @@ BLOCK = 10
 
 def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmup: int = 5,
         device: str = "auto", rank: int = 20, threads: int | None = None, sample_problems: int = 256,
-        peak: bool = True, precision: str = "fp32", compile: bool = False, cuda_graphs: bool = False
-        ) -> dict[str, Any]:
+        peak: bool = True, precision: str = "fp32", compile: bool = False, cuda_graphs: bool = False,
+        pack: int = 1) -> dict[str, Any]:
     """Measure one mode and step implementation; returns the benchmark record (see module docstring)."""
     if threads:
         torch.set_num_threads(threads)
@@ -82,6 +88,15 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         accumulate(state["sums"], parts)  # as the trainer does between log rows
         state["step"] += 1
 
+    if pack > 1:
+        if compile or cuda_graphs:
+            raise ValueError("--pack trains eagerly: drop --compile/--cuda-graphs")
+        packed = _pack_trainer(pack, mode, batch_size, rank, dev)
+
+        def train_step(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+            accumulate(state["sums"], packed.step_once(state["step"]))
+            state["step"] += 1
+
     def block(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         for _ in range(BLOCK):
             train_step(batch)
@@ -95,7 +110,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     blocks = max(1, steps // BLOCK)
     full = [_timed(block, dev) / BLOCK for _ in range(blocks)]
     fixed = inverse_problems(batch_size, rank, 0.5, gen, dev)
-    compute = [_timed(lambda: block(fixed), dev) / BLOCK for _ in range(blocks)]
+    compute = [_timed(lambda: block(fixed), dev) / BLOCK for _ in range(blocks)] if pack == 1 else [math.nan]
     with count_host_reads(exclude=adam_step_counters(opt)) as reads:
         block()
     data = [_timed(lambda: next(stream), dev) for _ in range(max(10, steps // 2))]
@@ -108,13 +123,14 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     record = {
         "mode": mode, "batch_size": batch_size, "timed_steps": blocks * BLOCK, "warmup_steps": max(warmup, 1),
         "step": step.mode + ("" if not compile or not step.step_fn.failed else " (compile failed: eager)"),
+        "pack": pack, "run_steps_per_s": pack * steps_per_s,
         "precision": precision, "steps_per_s": steps_per_s, "compute_steps_per_s": 1 / statistics.median(compute),
         "syncs_per_step": sum(reads.values()) / BLOCK, "warmup_seconds": warmup_s,
         "data_ms_per_batch": 1000 * statistics.median(data),
         "sample_ms_per_problem": 1000 * sample_s / sample_problems,
         "train_mflop_per_problem": flops_per_problem / 1e6,
         "sample_mflop_per_problem": sample_flops / sample_problems / 1e6,
-        "achieved_gflops": flops_per_problem * batch_size * steps_per_s / 1e9,
+        "achieved_gflops": flops_per_problem * batch_size * pack * steps_per_s / 1e9,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
@@ -122,6 +138,17 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         record["matmul_peak_gflops"] = matmul_peak_gflops(dev)
         record["fraction_of_peak"] = record["achieved_gflops"] / record["matmul_peak_gflops"]
     return record
+
+
+def _pack_trainer(pack: int, mode: str, batch_size: int, rank: int, dev: torch.device) -> Any:
+    """A :class:`~diffusion_lib.pack.PackTrainer` of ``pack`` fresh runs (seeds 0..pack-1)."""
+    from .pack import PackTrainer, init_member
+    from .training import TrainConfig
+
+    cfg = TrainConfig(batch_size=batch_size, rank=rank, ema_update_every=10, ema_update_after_step=100)
+    members = [init_member(seed, rank, 10, {"mode": mode}, dev) for seed in range(pack)]
+    return PackTrainer([d for d, _ in members], [g for _, g in members],
+                       [dataclasses.replace(cfg, seed=seed) for seed in range(pack)], device=dev, progress=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,15 +164,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", choices=["fp32", "tf32"], default="fp32", help="tf32: TF32 matmuls on CUDA")
     parser.add_argument("--compile", action="store_true", help="torch.compile the whole training step")
     parser.add_argument("--cuda-graphs", action="store_true", help="capture and replay the step as CUDA graphs")
+    parser.add_argument("--pack", type=int, default=1, help="time a pack of N runs trained together")
     parser.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
     args = parser.parse_args(argv)
-    for name, value in (("--batch-size", args.batch_size), ("--steps", args.steps), ("--rank", args.rank)):
+    for name, value in (("--batch-size", args.batch_size), ("--steps", args.steps), ("--rank", args.rank),
+                        ("--pack", args.pack)):
         if value < 1:
             parser.error(f"{name} must be >= 1, got {value}")
     try:
         record = run(args.mode, args.batch_size, args.steps, args.warmup, args.device, args.rank, args.threads,
-                     args.sample_problems, not args.no_peak, args.precision, args.compile, args.cuda_graphs)
+                     args.sample_problems, not args.no_peak, args.precision, args.compile, args.cuda_graphs,
+                     args.pack)
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:

@@ -9,6 +9,8 @@ A study (one validated config) maps onto files under ``results/``::
                                        train.benchmark.tsv, resume.ckpt while it trains
     runs/<run>/eval-<key>/             its evaluation; key = hash(evaluation settings, test sets):
                                        metrics.json, per_problem.csv, evaluate.log, evaluate.benchmark.tsv
+    packs/<rule>.benchmark.tsv         with train.pack > 1: a pack job's benchmark (its runs' train.log
+                                       files each hold the pack's log; a run has no train.benchmark.tsv)
     studies/<study>/                   the study's tables, figures, report.md, report.html, logs
 
 Strategy names never enter a run's key: two studies (or two strategies of one study) with the

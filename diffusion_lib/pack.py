@@ -140,7 +140,7 @@ class PackTrainer:
             else:
                 fn = (lambda m: lambda p, A, Y, t, xi: step_fn(p, A, Y, t, xi, None, m))(mined)
                 self._vstep[mined] = vmap(fn, in_dims=(0, 0, 0, 0, 0))
-        self._active_host: list[bool] = []
+        self._active_host: list[bool] = [True] * self.n
         self._active = torch.ones(self.n, dtype=torch.bool, device=self.device)
 
     # ---------------------------------------------------------------- members
@@ -307,6 +307,17 @@ class PackTrainer:
             out["val_mse_raw"] = heldout_mse(self.template, self.val_set, cfg.val_inner_steps)
         return out
 
+    def step_once(self, step: int) -> dict[str, torch.Tensor]:
+        """Pack step ``step`` for the active members: batch and noises, the vmapped loss and
+        gradients (clipped per member), Adam and the EMA. Returns the loss parts, shape (N,) each;
+        reads nothing from the device."""
+        A, Y, *noise = self._draw(self._active_host)
+        params = dict(zip(self.names, self.params))
+        grads, parts = self._vstep[self.template.is_mining_step(step)](params, A, Y, *noise)
+        self._adam(list(grads), self.config.lr_at(step), step)
+        self._ema_update(step)
+        return parts
+
     # ---------------------------------------------------------------- loop
     def train(self) -> list[TrainResult]:
         """Run (or continue) every member to ``config.steps``; one result per member."""
@@ -335,13 +346,8 @@ class PackTrainer:
                     step = min(waiting)
                     continue
                 self._set_active(active)
-                A, Y, *noise = self._draw(active)
-                lr = cfg.lr_at(step)
+                parts = self.step_once(step)
                 mined = self.template.is_mining_step(step)
-                params = dict(zip(self.names, self.params))
-                grads, parts = self._vstep[mined](params, A, Y, *noise)
-                self._adam(list(grads), lr, step)
-                self._ema_update(step)
                 loss = parts["loss"]
                 bad = (~torch.isfinite(loss) | (loss > cfg.max_loss)) & self._active & (first_bad < 0)
                 first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)

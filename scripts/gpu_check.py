@@ -7,11 +7,14 @@ run cut short by its time limit still leaves what it measured.
    precision (fp32, tf32), with host syncs per step and warm-up (compile/capture) time
    (diffusion_lib.bench);
 2. the projected wall time of a 100K-step adversarial run for each implementation and precision;
+2b. seed packs (diffusion_lib.pack): run-steps/s at batch 2048 for packs of --packs runs per mode,
+   and the projected GPU-hours of the paper study (3 strategies x 10 seeds x 100K steps) with the
+   best pack size of each mode;
 3. TF32 against float64 on a briefly trained adversarial model: gradient cosine and the opt-step
    accept-flip rate (diffusion_lib.precision.tf32_report, real TF32);
 4. a short study: --seeds adversarial runs in fp32 and in TF32, test MSE (5 inner steps) and the
    95% CI of the relative change TF32 vs fp32 (seed = unit).
-``--device cpu --rank 4 --batch-size 16 --steps 10 --study-steps 20 --impls eager`` runs every section on a
+``--device cpu --rank 4 --batch-size 16 --steps 10 --study-steps 20 --impls eager --packs 1,2`` runs every section on a
 CPU as a smoke test (tests/test_bench_and_packaging.py).
 """
 from __future__ import annotations
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=540, help="skip remaining sections after this")
     parser.add_argument("--rank", type=int, default=20, help="matrix size n (20: the paper's)")
     parser.add_argument("--impls", default="eager,cuda_graphs,compile", help="step implementations to benchmark")
+    parser.add_argument("--packs", default="1,5,10", help="pack sizes to benchmark (eager, fp32)")
     args = parser.parse_args()
     start = time.time()
     dev = torch.device(args.device)
@@ -73,7 +77,7 @@ def main() -> None:
             if name == "cuda_graphs" and not cuda:
                 continue
             for mode in ("adversarial", "none", "random"):
-                if time.time() - start > args.budget_s * 0.55 or (name == "compile" and mode != "adversarial"):
+                if time.time() - start > args.budget_s * 0.35 or (name == "compile" and mode != "adversarial"):
                     out["skipped"].append(f"bench {mode} {name} {precision}")
                     continue
                 try:
@@ -90,6 +94,34 @@ def main() -> None:
     out["adversarial_100k_minutes"] = {f"{r['impl']}/{r['precision']}": 100_000 / r["steps_per_s"] / 60
                                        for r in out["bench"] if r["mode"] == "adversarial" and "steps_per_s" in r}
     print(json.dumps(out["adversarial_100k_minutes"]), flush=True)
+    _save(out, args.out)
+
+    out["packs"] = []
+    for mode in ("adversarial", "none", "random"):
+        for size in (int(v) for v in args.packs.split(",")):
+            if time.time() - start > args.budget_s * 0.6:
+                out["skipped"].append(f"pack {mode} x{size}")
+                continue
+            try:
+                rec = bench.run(mode, batch_size=args.batch_size, steps=args.steps, warmup=3, device=args.device,
+                                rank=args.rank, sample_problems=16, peak=False, pack=size)
+            except Exception as exc:  # out of memory at a large pack, say: record it and go on
+                rec = {"mode": mode, "pack": size, "error": repr(exc)[:300]}
+            out["packs"].append(rec)
+            print(json.dumps({k: rec.get(k) for k in ("mode", "pack", "steps_per_s", "run_steps_per_s",
+                                                       "syncs_per_step", "error")}), flush=True)
+            _save(out, args.out)
+    best = {}
+    for rec in out["packs"]:
+        if "run_steps_per_s" in rec and rec["run_steps_per_s"] > best.get(rec["mode"], (0, 0))[0]:
+            best[rec["mode"]] = (rec["run_steps_per_s"], rec["pack"])
+    if len(best) == 3:
+        out["paper_study_gpu_hours"] = {
+            "best_pack": {m: p for m, (_, p) in best.items()},
+            "hours": sum(10 * 100_000 / rate for rate, _ in best.values()) / 3600,
+            "hours_unpacked": sum(10 * 100_000 / r["run_steps_per_s"] for r in out["packs"]
+                                  if r.get("pack") == 1 and "run_steps_per_s" in r) / 3600}
+        print(json.dumps(out["paper_study_gpu_hours"]), flush=True)
     _save(out, args.out)
 
     if time.time() - start < args.budget_s * 0.65:

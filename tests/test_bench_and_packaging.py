@@ -138,10 +138,14 @@ def test_gpu_check_script_runs_end_to_end_on_a_cpu(root, tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(root / "scripts/gpu_check.py"), "--out", str(out), "--device", "cpu", "--rank", "4",
                            "--batch-size", "16", "--steps", "10", "--study-steps", "20", "--seeds", "2",
-                           "--impls", "eager"], capture_output=True, text=True, cwd=root, timeout=600)
+                           "--impls", "eager", "--packs", "1,2"], capture_output=True, text=True, cwd=root,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert {r["mode"] for r in result["bench"]} == {"none", "random", "adversarial"}
     assert all("steps_per_s" in r for r in result["bench"]), result["bench"]
     assert "fp32" in result["tf32_report"] and len(result["study"]["test_mse"]["tf32"]) == 2
     assert "tf32_vs_fp32" in result["study"] and not result["skipped"]
+    assert {(r["mode"], r["pack"]) for r in result["packs"] if "run_steps_per_s" in r} == {
+        (m, p) for m in ("none", "random", "adversarial") for p in (1, 2)}
+    assert result["paper_study_gpu_hours"]["hours"] > 0

@@ -128,6 +128,22 @@ def test_a_solo_run_resumes_from_a_pack_members_checkpoint(tmp_path, float64):
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
 
 
+def test_a_pack_reads_the_device_less_than_once_per_ten_steps():
+    from diffusion_lib.data import make_heldout
+    from diffusion_lib.syncs import count_host_reads
+
+    cfg = dataclasses.replace(CFG, steps=100, log_every=50, eval_every=1000, checkpoint_every=1000, val_size=8)
+    members = [init_member(s, RANK, 10, MINING["adversarial"]) for s in SEEDS]
+    trainer = PackTrainer([d for d, _ in members], [g for _, g in members],
+                          [dataclasses.replace(cfg, seed=s) for s in SEEDS], make_heldout(8, RANK, 0.5, seed=1),
+                          progress=False)
+    with count_host_reads() as reads:
+        results = trainer.train()
+    assert [r.status for r in results] == ["completed"] * 3
+    # one read per log interval for the whole pack, and the final validation of each member
+    assert sum(reads.values()) / cfg.steps < 0.1, dict(reads)
+
+
 def test_a_pack_refuses_members_with_different_configs():
     members = [init_member(s, RANK, 10, MINING["none"]) for s in (0, 1)]
     with pytest.raises(ValueError, match="only in their seed"):

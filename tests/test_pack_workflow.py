@@ -1,0 +1,73 @@
+"""Seed packs in the workflow (train.pack): a packed .test study gives the unpacked study's test
+MSEs, adding seeds trains only the new ones, and the pack size never retrains a finished run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workflow_helpers import copy_workdir, job_counts, make_workdir, smk
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    workdir = make_workdir(tmp_path_factory.mktemp("packed"), {"train": {"pack": 2}})
+    return workdir, smk(workdir)
+
+
+def planned(workdir, *args) -> dict[str, int]:
+    proc = smk(workdir, "-n", *args)
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    assert counts or "Nothing to be done" in out, out[-3000:]
+    return counts
+
+
+def overlay(tmp_path, text: str) -> str:
+    path = tmp_path / f"overlay{len(list(tmp_path.glob('overlay*')))}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _test_mses(metrics: dict) -> dict[str, float]:
+    return {f"{split}/{inner}": float(v["mse"]) for split, by_inner in metrics["sets"].items()
+            for inner, v in by_inner.items()}
+
+
+def test_a_packed_study_gives_the_unpacked_test_mses(packed, finished):
+    counts = job_counts(packed[1].stdout + packed[1].stderr)
+    trains = {rule: n for rule, n in counts.items() if rule.startswith("train")}
+    # 10 runs in 5 packs of 2 (baseline, random, and the three adversarial opt_steps), no single-run jobs
+    assert len(trains) == 5 and set(trains.values()) == {1} and all("_seeds_0_1_" in r for r in trains)
+    solo_runs = sorted((finished[0] / "results/runs").iterdir())
+    assert len(solo_runs) == 10
+    for solo in solo_runs:
+        pack = packed[0] / "results/runs" / solo.name
+        status = json.loads((pack / "status.json").read_text())
+        assert status["status"] == "completed" and len(status["pack"]) == 2 and solo.name in status["pack"]
+        assert "training a pack of 2 runs" in (pack / "train.log").read_text()
+        ev = next(solo.glob("eval-*")).name
+        ours = _test_mses(json.loads((pack / ev / "metrics.json").read_text()))
+        theirs = _test_mses(json.loads((solo / ev / "metrics.json").read_text()))
+        assert ours.keys() == theirs.keys() and len(ours) >= 6
+        for key, value in theirs.items():
+            assert ours[key] == pytest.approx(value, rel=1e-3), (solo.name, key)
+
+
+def test_adding_seeds_to_a_packed_study_trains_only_the_new_seeds(packed, tmp_path):
+    workdir = copy_workdir(packed[0], tmp_path / "more")
+    counts = planned(workdir, "--config", "seeds=[0,1,2,3,4]")
+    trains = {rule: n for rule, n in counts.items() if rule.startswith("train")}
+    # seeds 2 and 3 in one pack per mining config, seed 4 alone; seeds 0 and 1 untouched
+    assert sorted(r.split("_seeds_")[1].rsplit("_", 1)[0] for r in trains) == ["2_3"] * 5 + ["4"] * 5
+    assert counts["evaluate"] == 15
+
+
+def test_the_pack_size_never_retrains_a_finished_run(packed, finished, tmp_path):
+    assert planned(packed[0]) == {}
+    assert planned(packed[0], "--configfile", overlay(tmp_path, "train: {pack: 1}\n")) == {}
+    assert planned(packed[0], "--configfile", overlay(tmp_path, "train: {pack: 3}\n")) == {}
+    assert planned(finished[0], "--configfile", overlay(tmp_path, "train: {pack: 2}\n")) == {}
