@@ -71,3 +71,12 @@ def test_the_pack_size_never_retrains_a_finished_run(packed, finished, tmp_path)
     assert planned(packed[0], "--configfile", overlay(tmp_path, "train: {pack: 1}\n")) == {}
     assert planned(packed[0], "--configfile", overlay(tmp_path, "train: {pack: 3}\n")) == {}
     assert planned(finished[0], "--configfile", overlay(tmp_path, "train: {pack: 2}\n")) == {}
+
+
+def test_pack_rules_take_the_profile_settings_of_rule_train(packed):
+    """A SLURM profile's set-resources/set-threads for `train` (GPU partition, gpu=1) reach pack jobs."""
+    rule = next(r for r in job_counts(packed[1].stdout + packed[1].stderr) if r.startswith("train_none"))
+    proc = smk(packed[0], "-n", "--forcerun", rule, "--set-resources", "train:slurm_partition=gpuq", "train:gpu=1",
+               "--set-threads", "train=2")
+    block = proc.stdout.split(f"rule {rule}:")[1].split("\n\n")[0]
+    assert "slurm_partition=gpuq" in block and "gpu=1" in block and "threads: 2" in block, block

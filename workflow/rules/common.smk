@@ -109,6 +109,31 @@ def _finished(spec):
 PACKS = scheduling.plan_packs(RUNS, CFG["train"]["pack"], _finished) if CFG["train"]["pack"] > 1 else []
 
 
+def _pack_rules_take_the_train_rules_profile_settings():
+    """Profiles give the `train` rule its threads, GPU partition and gpu request (set-threads,
+    set-resources: profiles/slurm). A pack rule is the same kind of job under another name, so it
+    gets the same settings (the pack rules' own values stay where the profile sets none).
+    Snakemake has no rule-name patterns for these, hence its resource settings are extended here."""
+    settings = workflow.resource_settings
+    try:
+        resources, threads = settings._parsed_overwrite_resources, settings._parsed_overwrite_threads
+    except AttributeError:
+        print(
+            "warning: this Snakemake does not expose its set-resources/set-threads; pack rules do not "
+            "inherit the train rule's profile settings; set them per pack rule",
+            file=sys.stderr,
+        )
+        return
+    for pack in PACKS:
+        if "train" in resources:
+            resources.setdefault(pack.rule, resources["train"])
+        if "train" in threads:
+            threads.setdefault(pack.rule, threads["train"])
+
+
+_pack_rules_take_the_train_rules_profile_settings()
+
+
 def evaluate_runtime(wildcards, attempt):
     return scheduling.evaluate_runtime(CFG, attempt)
 
