@@ -15,7 +15,9 @@ into new packs, and no finished run is ever retrained to fill a pack.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -85,3 +87,18 @@ def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec],
         members = sorted(members, key=lambda r: r.seed)
         packs += [Pack(tuple(members[i:i + size])) for i in range(0, len(members), size)]
     return packs
+
+
+def write_pack_plan(packs: Iterable[Pack], path: str) -> None:
+    """Save a plan (the run directories of each pack) atomically, for the job processes."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump([[r.run for r in pack.runs] for pack in packs], fh, indent=1)
+    os.replace(tmp, path)
+
+
+def read_pack_plan(path: str, run_of: Mapping[str, RunSpec]) -> list[Pack]:
+    """The plan :func:`write_pack_plan` saved, with each run directory's spec from ``run_of``."""
+    with open(path) as fh:
+        return [Pack(tuple(run_of[run] for run in runs)) for runs in json.load(fh)]

@@ -80,3 +80,23 @@ def test_pack_rules_take_the_profile_settings_of_rule_train(packed):
                "--set-threads", "train=2")
     block = proc.stdout.split(f"rule {rule}:")[1].split("\n\n")[0]
     assert "slurm_partition=gpuq" in block and "gpu=1" in block and "threads: 2" in block, block
+
+
+def test_job_processes_use_the_main_process_plan(packed, tmp_path):
+    """A SLURM job (or subprocess) parses the Snakefile again, while other jobs write their outputs.
+    Re-planning then could miss its own pack rule (a run half written counts as unfinished): job
+    processes read the plan the main process wrote instead."""
+    workdir = copy_workdir(packed[0], tmp_path / "job")
+    out = smk(workdir, "-n").stdout  # the main process writes the plan
+    assert "Nothing to be done" in out or not job_counts(out)
+    rule = next(r for r in job_counts(packed[1].stdout + packed[1].stderr) if r.startswith("train_none"))
+    first = sorted((workdir / "results/runs").glob("none-seed0-*"))[0]
+    (first / "status.json").unlink()  # as while that run's files are being rewritten
+    job = ["--mode", "remote", "--target-jobs", f"{rule}:", "--allowed-rules", rule, "-n"]
+    proc = smk(workdir, *job, check=False)
+    assert proc.returncode == 0 and f"rule {rule}:" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
+    # without the plan the job process would re-plan: seed 0 alone to train, and no such rule
+    for plan in (workdir / "results/packs").glob("plan-*.json"):
+        plan.unlink()
+    proc = smk(workdir, *job, check=False)
+    assert proc.returncode != 0 and f"There is no rule named {rule}" in proc.stdout + proc.stderr

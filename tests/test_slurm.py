@@ -86,3 +86,28 @@ def test_workflow_runs_through_slurm_like_locally(cluster, finished, tmp_path):
     key = ["strategy", "seed", "set", "inner_steps"]
     pd.testing.assert_frame_equal(a[keep].sort_values(key).reset_index(drop=True),
                                   b[keep].sort_values(key).reset_index(drop=True))  # same machine, same numbers
+
+
+def test_pack_jobs_run_through_slurm(cluster, tmp_path):
+    """Pack jobs through SLURM: a finished packed study gains seed 3 while its seed-2 packs are forced
+    to retrain; every pack job's process parses the Snakefile again and finds its rule (the plan
+    file; the deterministic case is tests/test_pack_workflow.py), and the new seed trains alone."""
+    import json
+
+    from workflow_helpers import job_counts, smk
+
+    workdir = make_workdir(tmp_path / "packs", {"train": {"pack": 2}, "seeds": [0, 1, 2], "sweeps": []})
+    local = smk(workdir)
+    seed2 = sorted(r for r in job_counts(local.stdout + local.stderr) if "_seeds_2_" in r)
+    assert len(seed2) == 3, seed2
+    cmd = ["timeout", "-s", "INT", "-k", "10", "1200", *SNAKEMAKE, "-s", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--workflow-profile", str(ROOT / "profiles" / "slurm-local"),
+           "--config", "seeds=[0,1,2,3]", "--forcerun", *seed2]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert out.count("submitted with SLURM jobid") == 12  # 3 + 3 training jobs, 6 evaluations
+    for rule in seed2:
+        assert f"rule {rule}:" in out
+    statuses = [json.loads(p.read_text()) for p in (workdir / "results/runs").glob("*-seed[23]-*/status.json")]
+    assert sorted(s["seed"] for s in statuses) == [2, 2, 2, 3, 3, 3] and all(s["status"] == "completed" for s in statuses)

@@ -12,7 +12,7 @@ from diffusion_lib.config import ConfigError, load_config
 from diffusion_lib.jobs.study import TABLES
 from diffusion_lib.layout import EVAL_PATTERN, RUN_PATTERN, SPLITS, TEST_SETS, Layout
 from diffusion_lib.layout import reference_params, run_train_block, split_params
-from diffusion_lib.provenance import code_fingerprint
+from diffusion_lib.provenance import code_fingerprint, value_key
 
 try:
     CFG = load_config(config)  # also turns --config strings ("[0,1,2]", "true") into what the schema asks
@@ -105,8 +105,24 @@ def _finished(spec):
     return all(os.path.exists(f"{spec.dir}/{name}") for name in ("model.pt", "curve.csv", "status.json"))
 
 
-# train.pack > 1: which runs train together (finished runs and runs to train are never mixed)
-PACKS = scheduling.plan_packs(RUNS, CFG["train"]["pack"], _finished) if CFG["train"]["pack"] > 1 else []
+def _packs():
+    """train.pack > 1: which runs train together (finished runs and runs to train are never mixed).
+    The main process plans from what is finished now and writes the plan; job processes (SLURM
+    jobs, subprocesses) parse this file again while other jobs finish, so they read the plan
+    instead of re-planning, and every pack rule they are asked to run exists."""
+    size = CFG["train"]["pack"]
+    if size == 1:
+        return []
+    path = f"results/packs/plan-{value_key({'runs': [r.run for r in RUNS], 'pack': size}, 12)}.json"
+    if not workflow.is_main_process and os.path.exists(path):
+        return scheduling.read_pack_plan(path, LAYOUT.run_of)
+    packs = scheduling.plan_packs(RUNS, size, _finished)
+    if workflow.is_main_process:
+        scheduling.write_pack_plan(packs, path)
+    return packs
+
+
+PACKS = _packs()
 
 
 def _pack_rules_take_the_train_rules_profile_settings():
