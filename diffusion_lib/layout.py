@@ -22,7 +22,7 @@ every edit.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from .diffusion import MiningConfig
@@ -52,6 +52,12 @@ class RunSpec:
     @property
     def dir(self) -> str:
         return f"{RESULTS}/runs/{self.run}"
+
+    @property
+    def mining_config(self) -> dict[str, Any]:
+        """The mining config with every default filled in: what training is given (strategies
+        spelled differently but meaning the same share a run, and get the same params)."""
+        return asdict(MiningConfig.from_mapping(self.mining))
 
 
 def seed_of(run: str) -> int:

@@ -178,14 +178,22 @@ class PackTrainer:
                           for j in range(len(self.names))} if step else {},
                 "param_groups": self._adam_groups}
         gen = self.generators[i].get_state()
-        rng = {"torch": gen} if self.device.type == "cpu" else {"torch": torch.get_rng_state(), "cuda": [gen]}
+        if self.device.type == "cpu":
+            rng = {"torch": gen}
+        else:  # Trainer1D's layout: every visible device's state, this member's at the training device
+            cuda = torch.cuda.get_rng_state_all()
+            cuda[self.device.index or 0] = gen
+            rng = {"torch": torch.get_rng_state(), "cuda": cuda}
         return {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprints[i], "step": step,
                 "model": {k: p[i].clone() for k, p in zip(keys, self.params)},
                 "ema": {"format": "device-ema-v1", "step": step, "initted": step > 0,
                         "ema_model": {k: p[i].clone() for k, p in zip(keys, self.ema)}},
                 "optimizer": adam, "rng": rng, "data": self.streams[i].state_dict(), "curve": self.curves[i],
                 "train_seconds": self.train_seconds[i], "train_cpu_seconds": self.train_cpu_seconds[i],
-                "train_flops": self.train_flops[i]}
+                "train_flops": self.train_flops[i],
+                # a diverged member stays diverged when its pack resumes (a solo run never
+                # checkpoints after diverging; Trainer1D honours this key too)
+                "diverged_at": self.diverged_at[i]}
 
     @torch.no_grad()
     def load_member_state(self, i: int, state: dict[str, Any]) -> None:
@@ -200,13 +208,21 @@ class PackTrainer:
             self.exp_avg[j][i].copy_(adam[j]["exp_avg"] if j in adam else 0)
             self.exp_avg_sq[j][i].copy_(adam[j]["exp_avg_sq"] if j in adam else 0)
         rng = state["rng"]
-        self.generators[i].set_state((rng["torch"] if self.device.type == "cpu" else rng["cuda"][0]).cpu())
+        index = self.device.index or 0
+        if self.device.type == "cpu":
+            self.generators[i].set_state(rng["torch"].cpu())
+        elif len(rng.get("cuda", [])) > index:
+            self.generators[i].set_state(rng["cuda"][index].cpu())
+        else:
+            log.warning("member %d: its checkpoint holds no RNG state of %s (written on another device); its "
+                        "noise continues from a fresh generator", i, self.device)
         self.streams[i].load_state_dict(state["data"])
         self.steps[i] = int(state["step"])
         self.curves[i] = list(state["curve"])
         self.train_seconds[i] = float(state["train_seconds"])
         self.train_cpu_seconds[i] = float(state.get("train_cpu_seconds", 0.0))
         self.train_flops[i] = float(state.get("train_flops", 0.0))
+        self.diverged_at[i] = state.get("diverged_at")
 
     def save_checkpoints(self) -> None:
         for i, path in enumerate(self.resume_paths):
@@ -371,7 +387,7 @@ class PackTrainer:
                 cpu_seconds = time.process_time() - interval_cpu
                 first, residuals, means = self._read_interval(sums, counts, first_bad)
                 trained = [i for i in range(self.n) if counts[i]]
-                share = 1.0 / max(len(trained), 1)
+                share = 1.0 / max(sum(first[i] < 0 for i in trained), 1)  # among those not diverging now
                 for i in trained:
                     if first[i] >= 0:
                         self.diverged_at[i] = first[i]

@@ -18,10 +18,9 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from .diffusion import MiningConfig
 from .layout import RunSpec
 from .provenance import value_key
 
@@ -60,7 +59,7 @@ class Pack:
 
     @property
     def mining(self) -> dict[str, Any]:
-        return self.runs[0].mining
+        return self.runs[0].mining_config
 
     @property
     def rule(self) -> str:
@@ -80,8 +79,7 @@ def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec],
         if spec.run in seen:
             continue
         seen.add(spec.run)
-        mining = asdict(MiningConfig.from_mapping(spec.mining))
-        groups.setdefault((value_key(mining, 12), finished(spec)), []).append(spec)
+        groups.setdefault((value_key(spec.mining_config, 12), finished(spec)), []).append(spec)
     packs = []
     for members in groups.values():
         members = sorted(members, key=lambda r: r.seed)

@@ -270,6 +270,7 @@ class Trainer1D:
         self.train_cpu_seconds = 0.0
         self.train_flops = 0.0
         self.resumed_from: int | None = None
+        self.diverged_at: int | None = None
         self._step_flops: dict[bool, float] = {}
 
     # ---------------------------------------------------------------- state
@@ -284,6 +285,7 @@ class Trainer1D:
         self.diffusion.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self._own_adam_flags()
         set_rng_state(state["rng"])
         self.stream.load_state_dict(state["data"])
         self.step = int(state["step"])
@@ -291,6 +293,22 @@ class Trainer1D:
         self.train_seconds = float(state["train_seconds"])
         self.train_cpu_seconds = float(state.get("train_cpu_seconds", 0.0))
         self.train_flops = float(state.get("train_flops", 0.0))
+        self.diverged_at = state.get("diverged_at")  # set in a pack member's checkpoint after it diverged
+
+    def _own_adam_flags(self) -> None:
+        """After loading an optimizer state written elsewhere (another run mode, a pack): this
+        trainer's ``capturable`` flag and learning-rate type, and step counters on its device when
+        capturable (a CUDA graph replays them)."""
+        capturable = self.train_step.mode == "cuda_graphs"
+        for group in self.optimizer.param_groups:
+            group["capturable"] = capturable
+            if capturable and not isinstance(group["lr"], torch.Tensor):
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+            elif not capturable and isinstance(group["lr"], torch.Tensor):
+                group["lr"] = float(group["lr"])
+        if capturable:
+            for state in self.optimizer.state.values():
+                state["step"] = state["step"].to(self.device)
 
     def save_checkpoint(self) -> None:
         if self.resume_path is not None:
@@ -339,6 +357,9 @@ class Trainer1D:
         """Run (or continue) training to ``config.steps``; returns the run's :class:`TrainResult`."""
         cfg = self.config
         self.try_resume()
+        if self.diverged_at is not None:  # resumed a run that had diverged (in a pack): it stays so
+            return TrainResult("diverged", self.step, self.diverged_at, self.train_seconds, self.resumed_from,
+                               self.curve, self.train_cpu_seconds, self.train_flops)
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not show, dynamic_ncols=True, desc="train")
         sums: dict[str, torch.Tensor] = {}

@@ -91,6 +91,19 @@ def test_a_nan_in_one_member_leaves_the_others_bitwise_unchanged():
     # members wait frozen while another catches up and still end bitwise equal to an uninterrupted pack)
 
 
+def test_a_diverged_member_stays_diverged_when_its_pack_or_its_run_resumes(tmp_path):
+    paths = [tmp_path / f"m{s}.ckpt" for s in SEEDS]
+    _, before = _pack("adversarial", cfg=dataclasses.replace(CFG, steps=12), resume=paths, trainer_cls=_NaNPack)
+    assert before[1].diverged_at == 5  # frozen at step 8; the step-8 checkpoint holds it frozen
+    _, after = _pack("adversarial", cfg=dataclasses.replace(CFG, steps=16), resume=paths)
+    assert [r.status for r in after] == ["completed", "diverged", "completed"]
+    assert (after[1].diverged_at, after[1].steps_done, len(after[1].curve)) == (5, 8, 2)
+    trainer = Trainer1D(init_member(1, RANK, 10, MINING["adversarial"])[0], dataclasses.replace(CFG, seed=1, steps=16),
+                        resume_path=paths[1], progress=False)
+    alone = trainer.train()
+    assert (alone.status, alone.diverged_at, alone.steps_done) == ("diverged", 5, 8)
+
+
 def test_members_resume_from_their_own_checkpoints_even_from_different_steps(tmp_path):
     paths = [tmp_path / f"m{s}.ckpt" for s in SEEDS]
     full, full_results = _pack("random", cfg=dataclasses.replace(CFG, steps=12))

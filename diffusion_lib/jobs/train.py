@@ -33,7 +33,8 @@ def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: floa
 
 def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, mining: MiningConfig, dev: torch.device,
             model: torch.nn.Module, ema: torch.nn.Module, started: float, pack: Sequence[str] = ()) -> dict[str, Any]:
-    """Write one run's model file (raw + EMA), learning curve and status; drop its checkpoint."""
+    """Write one run's model file (raw + EMA), learning curve and status (the caller then drops
+    its resume checkpoint)."""
     status = {"run": run["run"], "seed": run["seed"], "mode": mining.mode, "status": result.status,
               "diverged_at": result.diverged_at, "steps_done": result.steps_done, "steps": cfg.steps,
               "train_seconds": result.train_seconds, "seconds_per_step": result.seconds_per_step,
@@ -47,7 +48,6 @@ def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, minin
                     ema=ema, status=status)
     pd.DataFrame(result.curve, columns=CURVE_COLUMNS).to_csv(run["curve_path"], index=False)
     write_json(status, run["status_path"])
-    ckpt.remove(run["resume_path"])
     if result.status == "diverged":
         log.error("run %s DIVERGED at step %s; outputs are marked diverged", run["run"], result.diverged_at)
     else:
@@ -81,7 +81,9 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
         log.info("training run %s (seed %d): %s; %s", run["run"], cfg.seed, mining_cfg, cfg)
         trainer = Trainer1D(diffusion, cfg, val, device=dev, resume_path=run["resume_path"])
         result = trainer.train()
-        return [_finish(run, result, cfg, mining_cfg, dev, trainer.diffusion, trainer.ema.ema_model, started)]
+        status = _finish(run, result, cfg, mining_cfg, dev, trainer.diffusion, trainer.ema.ema_model, started)
+        ckpt.remove(run["resume_path"])
+        return [status]
     from ..pack import PackTrainer, init_member  # local: only packs need it
 
     names = [r["run"] for r in runs]
@@ -94,4 +96,6 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     for i, (run, result, cfg) in enumerate(zip(runs, results, configs)):
         raw, ema = trainer.member_models(i)
         statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started, pack=names))
+    for run in runs:  # only now: a kill while the outputs are written leaves every run resumable
+        ckpt.remove(run["resume_path"])
     return statuses

@@ -21,7 +21,7 @@ if not PACKS:
             runtime=train_runtime,
             mem_mb=CFG["resources"]["train_mem_mb"],
         params:
-            mining=lambda wc: run_spec(wc).mining,
+            mining=lambda wc: run_spec(wc).mining_config,
             train=run_train_block(CFG),  # all but what does not shape a run, which the script reads from the config
             rank=CFG["data"]["rank"],
             id_eps=CFG["data"]["id_eps"],
