@@ -81,21 +81,19 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     stream = ProblemStream(batch_size, rank, 0.5, 0, dev)
     state: dict[str, Any] = {"step": 0, "sums": {}}
 
+    if pack > 1 and (compile or cuda_graphs):
+        raise ValueError("--pack trains eagerly: drop --compile/--cuda-graphs")
+    packed = _pack_trainer(pack, mode, batch_size, rank, dev) if pack > 1 else None
+
     def train_step(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        A, Y = batch if batch is not None else next(stream)
-        _, parts = step(A, Y, state["step"])
-        ema.update()
+        if packed is not None:  # each member draws its own batch
+            parts = packed.step_once(state["step"])
+        else:
+            A, Y = batch if batch is not None else next(stream)
+            _, parts = step(A, Y, state["step"])
+            ema.update()
         accumulate(state["sums"], parts)  # as the trainer does between log rows
         state["step"] += 1
-
-    if pack > 1:
-        if compile or cuda_graphs:
-            raise ValueError("--pack trains eagerly: drop --compile/--cuda-graphs")
-        packed = _pack_trainer(pack, mode, batch_size, rank, dev)
-
-        def train_step(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-            accumulate(state["sums"], packed.step_once(state["step"]))
-            state["step"] += 1
 
     def block(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         for _ in range(BLOCK):

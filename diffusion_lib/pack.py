@@ -50,7 +50,7 @@ from .diffusion import GaussianDiffusion1D, MiningConfig, build_diffusion
 from .ema import ema_decay
 from .functional import make_step_fn
 from .seeding import derive_seed
-from .training import (_MEAN_PARTS, CHECKPOINT_FORMAT, TrainConfig, TrainResult, _StopRequest, accumulate,
+from .training import (_MEAN_PARTS, CHECKPOINT_FORMAT, TrainConfig, TrainResult, _StopRequest, accumulate, elapsed,
                        heldout_mse)
 
 log = logging.getLogger("diffusion_lib.pack")
@@ -381,10 +381,7 @@ class PackTrainer:
                 at_log = step % cfg.log_every == 0 or step == cfg.steps
                 if not (at_log or stop.signum is not None):
                     continue
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                seconds = time.perf_counter() - interval_start
-                cpu_seconds = time.process_time() - interval_cpu
+                seconds, cpu_seconds = elapsed(self.device, interval_start, interval_cpu)
                 first, residuals, means = self._read_interval(sums, counts, first_bad)
                 trained = [i for i in range(self.n) if counts[i]]
                 share = 1.0 / max(sum(first[i] < 0 for i in trained), 1)  # among those not diverging now

@@ -199,6 +199,14 @@ def accumulate(sums: dict[str, torch.Tensor], parts: dict[str, torch.Tensor]) ->
         sums[key] = sums[key] + value if key in sums else value.clone()
 
 
+def elapsed(device: torch.device, wall_start: float, cpu_start: float) -> tuple[float, float]:
+    """Wall and CPU seconds since a log interval began, after the device finished its queued work
+    (the interval's one wait)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - wall_start, time.process_time() - cpu_start
+
+
 def heldout_mse(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, seed: int = 0,
                 batch_size: int = 1024) -> float:
     """MSE of ``diffusion.sample`` on ``heldout`` (fixed sampling noise from ``seed``)."""
@@ -392,10 +400,7 @@ class Trainer1D:
                 at_log = self.step % cfg.log_every == 0 or self.step == cfg.steps
                 if not (at_log or stop.signum is not None):
                     continue
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                interval_seconds = time.perf_counter() - interval_start
-                interval_cpu_seconds = time.process_time() - interval_cpu
+                interval_seconds, interval_cpu_seconds = elapsed(self.device, interval_start, interval_cpu)
                 bad_step, max_residual, means = self._read_interval(sums, count, first_bad)
                 if bad_step >= 0:
                     diverged_at = bad_step

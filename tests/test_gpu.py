@@ -47,3 +47,34 @@ def test_compiled_steps_follow_the_eager_steps_on_the_gpu():
     comp_loss, comp_params, _ = _train("adversarial", 6, compile=True)
     torch.testing.assert_close(comp_loss, eager_loss, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(comp_params, eager_params, rtol=1e-3, atol=1e-5)
+
+
+def test_a_pack_on_the_gpu_follows_its_solo_runs_and_never_waits():
+    """The pack's CUDA paths (device noise generators, the stacked step, checkpoint RNG layout):
+    CPU proofs are tests/test_pack.py (float64 pack = solo, bitwise freezing and resume)."""
+    import dataclasses
+
+    from diffusion_lib.pack import PackTrainer, init_member
+    from diffusion_lib.training import TrainConfig, Trainer1D
+
+    cfg = TrainConfig(steps=12, batch_size=256, lr=1e-3, rank=RANK, log_every=6, eval_every=1000,
+                      checkpoint_every=1000, ema_update_every=1, ema_update_after_step=2, measure_flops=False)
+    mining = {"mode": "adversarial", "mine_every": 2}
+    members = [init_member(s, RANK, 10, mining, "cuda") for s in (0, 1)]
+    pack = PackTrainer([d for d, _ in members], [g for _, g in members],
+                       [dataclasses.replace(cfg, seed=s) for s in (0, 1)], device="cuda", progress=False)
+    with count_host_reads() as reads:
+        results = pack.train()
+    assert sum(reads.values()) <= 2 * 2, dict(reads)  # one read per log interval
+    for i, seed in enumerate((0, 1)):
+        solo = Trainer1D(init_member(seed, RANK, 10, mining, "cuda")[0], dataclasses.replace(cfg, seed=seed),
+                         device="cuda", progress=False)
+        solo_result = solo.train()
+        raw, _ = pack.member_models(i)
+        ours = torch.cat([p.detach().flatten() for p in raw.parameters()])
+        theirs = torch.cat([p.detach().flatten() for p in solo.diffusion.parameters()])
+        torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-5)
+        assert [r["loss"] for r in results[i].curve] == pytest.approx([r["loss"] for r in solo_result.curve],
+                                                                       rel=1e-3)
+        state = pack.member_state(i)
+        assert torch.equal(state["rng"]["cuda"][0], members[i][1].get_state())

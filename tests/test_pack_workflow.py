@@ -3,11 +3,10 @@ MSEs, adding seeds trains only the new ones, and the pack size never retrains a 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from workflow_helpers import copy_workdir, job_counts, make_workdir, smk
+from workflow_helpers import copy_workdir, job_counts, make_workdir, overlay, planned, smk
 
 pytestmark = pytest.mark.slow
 
@@ -16,20 +15,6 @@ pytestmark = pytest.mark.slow
 def packed(tmp_path_factory):
     workdir = make_workdir(tmp_path_factory.mktemp("packed"), {"train": {"pack": 2}})
     return workdir, smk(workdir)
-
-
-def planned(workdir, *args) -> dict[str, int]:
-    proc = smk(workdir, "-n", *args)
-    out = proc.stdout + proc.stderr
-    counts = job_counts(out)
-    assert counts or "Nothing to be done" in out, out[-3000:]
-    return counts
-
-
-def overlay(tmp_path, text: str) -> str:
-    path = tmp_path / f"overlay{len(list(tmp_path.glob('overlay*')))}.yaml"
-    path.write_text(text)
-    return str(path)
 
 
 def _test_mses(metrics: dict) -> dict[str, float]:

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from diffusion_lib import scheduling
-from workflow_helpers import copy_repo, copy_workdir, job_counts, layout_of, make_workdir, smk, study_dir
+from workflow_helpers import (copy_repo, copy_workdir, job_counts, layout_of, make_workdir, overlay, planned, smk,
+                              study_dir)
 
 pytestmark = pytest.mark.slow
 STUDY_RULES = {"aggregate": 1, "plot_main": 1, "plot_ablation": 1, "report_md": 1, "all": 1}
@@ -16,20 +17,6 @@ STUDY_RULES = {"aggregate": 1, "plot_main": 1, "plot_ablation": 1, "report_md": 
 
 def output_of(proc):
     return proc.stdout + proc.stderr
-
-
-def planned(workdir, *args, **kwargs) -> dict[str, int]:
-    """Jobs a dry run would run ({} when nothing is to be done)."""
-    out = output_of(smk(workdir, "-n", *args, **kwargs))
-    counts = job_counts(out)
-    assert counts or "Nothing to be done" in out, out[-3000:]
-    return counts
-
-
-def overlay(tmp_path, text: str) -> str:
-    path = tmp_path / f"overlay{len(list(tmp_path.glob('overlay*')))}.yaml"
-    path.write_text(text)
-    return str(path)
 
 
 def test_checkpoint_cadence_compile_threads_and_device_retrain_nothing(finished, tmp_path):

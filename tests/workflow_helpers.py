@@ -58,6 +58,22 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def planned(workdir: Path, *args: str, **kwargs) -> dict[str, int]:
+    """Jobs a dry run would run ({} when nothing is to be done)."""
+    proc = smk(workdir, "-n", *args, **kwargs)
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    assert counts or "Nothing to be done" in out, out[-3000:]
+    return counts
+
+
+def overlay(tmp_path: Path, text: str) -> str:
+    """A config overlay file in ``tmp_path`` holding ``text`` (for --configfile)."""
+    path = tmp_path / f"overlay{len(list(tmp_path.glob('overlay*')))}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
 def copy_workdir(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst
