@@ -2,7 +2,7 @@
 
 Modules (one idea each): ``data`` (problems and held-out files), ``model`` (EBM and the gradient
 wrapper), ``diffusion`` (schedule, opt step, mining losses, sampling), ``training`` (Trainer1D, lr
-schedules), ``pack`` (several seeds of one strategy trained together: stacked weights, one vmapped
+schedules), ``curve`` (learning-curve rows), ``pack`` (several seeds of one strategy trained together: stacked weights, one vmapped
 step), ``functional`` / ``step`` (the step as a function of the weights; eager, compiled or CUDA
 graphs), ``ema`` (the EMA without host syncs), ``gpus`` (GPU slots per job), ``checkpoint`` (atomic resumable checkpoints), ``evaluation`` (SPEC §7 metrics),
 ``compute`` (FLOPs per step, curves read at a compute budget), ``statistics`` (seed-unit intervals,

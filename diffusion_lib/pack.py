@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -44,14 +43,14 @@ from torch.func import vmap
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .compute import step_flops
 from .data import Heldout, ProblemStream
 from .diffusion import GaussianDiffusion1D, MiningConfig, build_diffusion
 from .ema import ema_decay
 from .functional import make_step_fn
 from .seeding import derive_seed
-from .training import (_MEAN_PARTS, CHECKPOINT_FORMAT, TrainConfig, TrainResult, _StopRequest, accumulate, elapsed,
-                       heldout_mse)
+from .curve import curve_row, interval_means
+from .training import (CHECKPOINT_FORMAT, TrainConfig, TrainResult, _StopRequest, accumulate, elapsed, heldout_mse,
+                       load_resume, seeded_model, training_step_flops)
 
 log = logging.getLogger("diffusion_lib.pack")
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, as the solo trainer uses it
@@ -67,8 +66,7 @@ def init_member(seed: int, rank: int, timesteps: int, mining: MiningConfig | dic
     generator's state after the build, or on a GPU a device generator seeded alike.
     """
     device = torch.device(device)
-    torch.manual_seed(derive_seed(seed, "init"))
-    diffusion = build_diffusion(rank, timesteps, mining)
+    diffusion = seeded_model(seed, rank, timesteps, mining)
     generator = torch.Generator(device=device)
     if device.type == "cpu":
         generator.set_state(torch.get_rng_state())
@@ -234,12 +232,8 @@ class PackTrainer:
         for i, path in enumerate(self.resume_paths):
             if path is None:
                 continue
-            state = ckpt.load_latest(path, self.fingerprints[i], log=log.warning, format=CHECKPOINT_FORMAT)
+            state = load_resume(path, self.fingerprints[i], self.config.steps)
             if state is None:
-                continue
-            if int(state["step"]) > self.config.steps:
-                log.warning("checkpoint %s is at step %d, beyond the requested %d steps; starting over",
-                            path, state["step"], self.config.steps)
                 continue
             self.load_member_state(i, state)
             self.resumed_from[i] = self.steps[i]
@@ -342,11 +336,7 @@ class PackTrainer:
         start = min(self.steps)
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=cfg.steps, initial=start, disable=not show, dynamic_ncols=True, desc=f"train x{self.n}")
-        flops: dict[bool, float] = {}
-        if cfg.measure_flops:
-            kinds = {True, False} if self.mining.mode == "adversarial" else {False}
-            flops = {k: step_flops(self.template, cfg.batch_size, cfg.rank, cfg.train_eps, k, self.device)
-                     for k in kinds}
+        flops = training_step_flops(self.template, cfg, self.device)
         sums: dict[str, torch.Tensor] = {}
         counts = [0] * self.n
         first_bad = torch.full((self.n,), -1, dtype=torch.long, device=self.device)
@@ -424,26 +414,12 @@ class PackTrainer:
         table = torch.stack([first_bad.double(), residuals.double(), *(sums[k].double() for k in keys)]).tolist()
         for s in self.streams:
             s.max_residual = torch.zeros_like(s.max_residual)
-        means = []
-        for i in range(self.n):
-            totals = {k: row[i] for k, row in zip(keys, table[2:])}
-            count = counts[i]
-            m = {k: totals[k] / count if count else math.nan for k in _MEAN_PARTS if k in totals}
-            if totals.get("mine_proposed"):
-                m["mine_accept"] = totals["mine_accepted"] / totals["mine_proposed"]
-            means.append(m)
+        means = [interval_means({k: row[i] for k, row in zip(keys, table[2:])}, counts[i]) for i in range(self.n)]
         return [int(v) for v in table[0]], table[1], means
 
     def _append_row(self, i: int, means: dict[str, float], count: int, seconds: float,
                     metrics: dict[str, float]) -> None:
-        """Member ``i``'s learning-curve row (:meth:`Trainer1D._append_row`'s columns)."""
-        row: dict[str, Any] = {"step": self.steps[i], "lr": self.config.lr_at(self.steps[i] - 1)}
-        row.update({key: means.get(key, math.nan) for key in _MEAN_PARTS})
-        row["mine_accept"] = means.get("mine_accept", math.nan)
-        row["train_seconds"] = self.train_seconds[i]
-        row["train_cpu_seconds"] = self.train_cpu_seconds[i]
-        row["train_flops"] = self.train_flops[i] if self.train_flops[i] else math.nan
-        row["steps_per_s"] = count / seconds if seconds > 0 else math.nan
-        row["val_mse_ema"] = metrics.get("val_mse_ema", math.nan)
-        row["val_mse_raw"] = metrics.get("val_mse_raw", math.nan)
-        self.curves[i].append(row)
+        """Member ``i``'s learning-curve row (:func:`diffusion_lib.curve.curve_row`, as a solo run's)."""
+        self.curves[i].append(curve_row(self.steps[i], self.config.lr_at(self.steps[i] - 1), means, count, seconds,
+                                        metrics, self.train_seconds[i], self.train_cpu_seconds[i],
+                                        self.train_flops[i]))

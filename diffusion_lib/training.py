@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .compute import step_flops
+from .curve import curve_row, interval_means
 from .data import Heldout, ProblemStream
 from .ema import DeviceEMA
 from .diffusion import GaussianDiffusion1D, MiningConfig, build_diffusion  # noqa: F401 (re-exported)
@@ -44,12 +45,6 @@ from .step import TrainStep
 
 log = logging.getLogger("diffusion_lib.training")
 
-CURVE_COLUMNS = ["step", "lr", "loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg", "energy_gap",
-                 "saturated_frac", "mine_accept", "grad_norm", "clip_frac", "train_seconds", "train_cpu_seconds",
-                 "train_flops", "steps_per_s", "val_mse_ema", "val_mse_raw"]
-#: Loss parts averaged per step over a log interval (the rest of a row is computed, see ``_append_row``).
-_MEAN_PARTS = ("loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg", "energy_gap", "saturated_frac",
-               "grad_norm", "clip_frac")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 CHECKPOINT_FORMAT = "ired-train-checkpoint-v2"  # v2: the EMA is a DeviceEMA
 PRECISIONS = ("fp32", "tf32")
@@ -207,6 +202,37 @@ def elapsed(device: torch.device, wall_start: float, cpu_start: float) -> tuple[
     return time.perf_counter() - wall_start, time.process_time() - cpu_start
 
 
+def seeded_model(seed: int, rank: int, timesteps: int, mining: MiningConfig | dict | None) -> GaussianDiffusion1D:
+    """A run's initial model: the global RNG seeded with ``derive_seed(seed, "init")``, the model
+    built on the CPU. The global RNG then goes on as the run's training noise (on a GPU, the
+    device's generator, seeded by the same call)."""
+    torch.manual_seed(derive_seed(seed, "init"))
+    return build_diffusion(rank, timesteps, mining)
+
+
+def load_resume(path: str | Path, fingerprint: str, steps: int) -> dict[str, Any] | None:
+    """The usable resume checkpoint at ``path`` (see :func:`checkpoint.load_latest`), or None;
+    one beyond ``steps`` is not usable (the run starts over)."""
+    state = ckpt.load_latest(path, fingerprint, log=log.warning, format=CHECKPOINT_FORMAT)
+    if state is not None and int(state["step"]) > steps:
+        log.warning("checkpoint %s is at step %d, beyond the requested %d steps; starting over",
+                    path, state["step"], steps)
+        return None
+    return state
+
+
+def training_step_flops(diffusion: GaussianDiffusion1D, config: TrainConfig, device: torch.device
+                        ) -> dict[bool, float]:
+    """FLOPs of a mining and of an ordinary training step (see :func:`compute.step_flops`); {}
+    when ``config.measure_flops`` is off."""
+    if not config.measure_flops:
+        return {}
+    kinds = {True, False} if diffusion.mining.mode == "adversarial" else {False}
+    flops = {k: step_flops(diffusion, config.batch_size, config.rank, config.train_eps, k, device) for k in kinds}
+    log.info("training FLOPs per step: %s", {("mining" if k else "plain"): f"{v:.4g}" for k, v in flops.items()})
+    return flops
+
+
 def heldout_mse(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, seed: int = 0,
                 batch_size: int = 1024) -> float:
     """MSE of ``diffusion.sample`` on ``heldout`` (fixed sampling noise from ``seed``)."""
@@ -326,12 +352,8 @@ class Trainer1D:
         """Load the resume checkpoint if a usable one exists; return the step resumed from."""
         if self.resume_path is None:
             return None
-        state = ckpt.load_latest(self.resume_path, self.fingerprint, log=log.warning, format=CHECKPOINT_FORMAT)
+        state = load_resume(self.resume_path, self.fingerprint, self.config.steps)
         if state is None:
-            return None
-        if int(state["step"]) > self.config.steps:
-            log.warning("checkpoint %s is at step %d, beyond the requested %d steps; starting over",
-                        self.resume_path, state["step"], self.config.steps)
             return None
         self.load_state_dict(state)
         self.resumed_from = self.step
@@ -351,13 +373,8 @@ class Trainer1D:
     # ---------------------------------------------------------------- compute
     def measure_step_flops(self) -> dict[bool, float]:
         """FLOPs of a mining and of an ordinary training step (see :func:`compute.step_flops`)."""
-        if not self._step_flops and self.config.measure_flops:
-            cfg = self.config
-            kinds = {True, False} if self.diffusion.mining.mode == "adversarial" else {False}
-            self._step_flops = {k: step_flops(self.diffusion, cfg.batch_size, cfg.rank, cfg.train_eps, k, self.device)
-                                for k in kinds}
-            log.info("training FLOPs per step: %s", {("mining" if k else "plain"): f"{v:.4g}"
-                                                     for k, v in self._step_flops.items()})
+        if not self._step_flops:
+            self._step_flops = training_step_flops(self.diffusion, self.config, self.device)
         return self._step_flops
 
     # ---------------------------------------------------------------- loop
@@ -440,22 +457,9 @@ class Trainer1D:
         values = torch.stack([first_bad.double(), self.stream.max_residual.double(),
                               *(sums[k].double() for k in keys)]).tolist()
         self.stream.max_residual = torch.zeros_like(self.stream.max_residual)
-        totals = dict(zip(keys, values[2:]))
-        means = {k: totals[k] / count if count else math.nan for k in _MEAN_PARTS if k in totals}
-        if totals.get("mine_proposed"):
-            means["mine_accept"] = totals["mine_accepted"] / totals["mine_proposed"]
-        return int(values[0]), values[1], means
+        return int(values[0]), values[1], interval_means(dict(zip(keys, values[2:])), count)
 
     def _append_row(self, means: dict[str, float], count: int, seconds: float, metrics: dict[str, float]) -> None:
-        """One learning-curve row: per-step means of the loss parts over the interval, the mining
-        acceptance rate (accepted / proposed opt steps), cumulative training time and FLOPs."""
-        row: dict[str, Any] = {"step": self.step, "lr": self.config.lr_at(self.step - 1)}
-        row.update({key: means.get(key, math.nan) for key in _MEAN_PARTS})
-        row["mine_accept"] = means.get("mine_accept", math.nan)
-        row["train_seconds"] = self.train_seconds
-        row["train_cpu_seconds"] = self.train_cpu_seconds
-        row["train_flops"] = self.train_flops if self.train_flops else math.nan
-        row["steps_per_s"] = count / seconds if seconds > 0 else math.nan
-        row["val_mse_ema"] = metrics.get("val_mse_ema", math.nan)
-        row["val_mse_raw"] = metrics.get("val_mse_raw", math.nan)
-        self.curve.append(row)
+        """One learning-curve row (:func:`diffusion_lib.curve.curve_row`)."""
+        self.curve.append(curve_row(self.step, self.config.lr_at(self.step - 1), means, count, seconds, metrics,
+                                    self.train_seconds, self.train_cpu_seconds, self.train_flops))

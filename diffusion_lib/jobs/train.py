@@ -10,10 +10,10 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..data import load_heldout
-from ..diffusion import MiningConfig, build_diffusion
+from ..curve import CURVE_COLUMNS
+from ..diffusion import MiningConfig
 from ..runtime import log, setup_torch, write_json
-from ..seeding import derive_seed
-from ..training import CURVE_COLUMNS, TrainConfig, Trainer1D, TrainResult
+from ..training import TrainConfig, Trainer1D, TrainResult, seeded_model
 
 
 def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: float) -> TrainConfig:
@@ -76,8 +76,7 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     started = time.time()
     if len(runs) == 1:
         (run,), (cfg,) = runs, configs
-        torch.manual_seed(derive_seed(cfg.seed, "init"))
-        diffusion = build_diffusion(rank, cfg.timesteps, mining_cfg)
+        diffusion = seeded_model(cfg.seed, rank, cfg.timesteps, mining_cfg)
         log.info("training run %s (seed %d): %s; %s", run["run"], cfg.seed, mining_cfg, cfg)
         trainer = Trainer1D(diffusion, cfg, val, device=dev, resume_path=run["resume_path"])
         result = trainer.train()

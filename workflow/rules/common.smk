@@ -96,6 +96,17 @@ def train_runtime(wildcards, attempt):
     return scheduling.train_runtime(CFG, run_spec(wildcards).mode, attempt)
 
 
+# Training params besides the mining config, equal for the single-run and the pack rules so that
+# changing train.pack never retrains. Only what shapes a run is here; the script reads the rest
+# (checkpoint_every, compile, ...) from the config.
+TRAIN_PARAMS = {
+    "train": run_train_block(CFG),
+    "rank": CFG["data"]["rank"],
+    "id_eps": CFG["data"]["id_eps"],
+    "code": CODE["train"],
+}
+
+
 def pack_runtime(pack):
     """A pack rule's runtime function (minutes on attempt ``attempt``)."""
     return lambda wildcards, attempt: scheduling.train_runtime(CFG, pack.mode, attempt, len(pack.runs))

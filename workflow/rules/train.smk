@@ -21,11 +21,8 @@ if not PACKS:
             runtime=train_runtime,
             mem_mb=CFG["resources"]["train_mem_mb"],
         params:
+            **TRAIN_PARAMS,
             mining=lambda wc: run_spec(wc).mining_config,
-            train=run_train_block(CFG),  # all but what does not shape a run, which the script reads from the config
-            rank=CFG["data"]["rank"],
-            id_eps=CFG["data"]["id_eps"],
-            code=CODE["train"],
         script:
             "../scripts/train.py"
 
@@ -57,10 +54,7 @@ for pack in PACKS:
             runtime=pack_runtime(pack),
             mem_mb=scheduling.train_mem_mb(CFG, len(pack.runs)),
         params:
+            **TRAIN_PARAMS,
             mining=pack.mining,
-            train=run_train_block(CFG),
-            rank=CFG["data"]["rank"],
-            id_eps=CFG["data"]["id_eps"],
-            code=CODE["train"],
         script:
             "../scripts/train.py"
