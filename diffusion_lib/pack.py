@@ -49,8 +49,8 @@ from .ema import ema_decay
 from .functional import make_step_fn
 from .seeding import derive_seed
 from .curve import curve_row, interval_means
-from .training import (CHECKPOINT_FORMAT, TrainConfig, TrainResult, _StopRequest, accumulate, elapsed, heldout_mse,
-                       load_resume, seeded_model, training_step_flops)
+from .training import (CHECKPOINT_FORMAT, TrainConfig, TrainResult, _StopRequest, accumulate, apply_precision, elapsed,
+                       heldout_mse, load_resume, seeded_model, training_step_flops)
 
 log = logging.getLogger("diffusion_lib.pack")
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, as the solo trainer uses it
@@ -99,8 +99,7 @@ class PackTrainer:
         self.device = torch.device(device)
         if cfg.cuda_graphs or cfg.compile:
             log.warning("train.compile and train.cuda_graphs apply to single runs; a pack trains eagerly")
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = cfg.precision == "tf32"
+        apply_precision(cfg.precision, self.device)
         self.template = diffusions[0].to(self.device)  # structure, buffers, and scratch weights for validation
         self.mining = self.template.mining
         self.names = [name for name, _ in self.template.model.ebm.named_parameters()]
@@ -129,15 +128,11 @@ class PackTrainer:
         self._adam_groups = torch.optim.Adam(self.template.parameters(), lr=cfg.lr,
                                              betas=tuple(cfg.betas)).state_dict()["param_groups"]
         step_fn = make_step_fn(self.template, cfg.grad_clip)
-        with_neg = self.mining.mode != "none"
-        self._vstep: dict[bool, Callable[..., Any]] = {}
-        for mined in (False, True):
-            if with_neg:
-                fn = (lambda m: lambda p, A, Y, t, xi, xn: step_fn(p, A, Y, t, xi, xn, m))(mined)
-                self._vstep[mined] = vmap(fn, in_dims=(0, 0, 0, 0, 0, 0))
-            else:
-                fn = (lambda m: lambda p, A, Y, t, xi: step_fn(p, A, Y, t, xi, None, m))(mined)
-                self._vstep[mined] = vmap(fn, in_dims=(0, 0, 0, 0, 0))
+
+        def member_step(mined: bool) -> Callable[..., Any]:  # one member's step; ξ' only with negatives
+            return lambda p, A, Y, t, xi, *neg: step_fn(p, A, Y, t, xi, neg[0] if neg else None, mined)
+
+        self._vstep = {mined: vmap(member_step(mined)) for mined in (False, True)}  # every input batched on dim 0
         self._active_host: list[bool] = [True] * self.n
         self._active = torch.ones(self.n, dtype=torch.bool, device=self.device)
 

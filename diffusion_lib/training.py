@@ -202,6 +202,14 @@ def elapsed(device: torch.device, wall_start: float, cpu_start: float) -> tuple[
     return time.perf_counter() - wall_start, time.process_time() - cpu_start
 
 
+def apply_precision(precision: str, device: torch.device) -> None:
+    """``train.precision`` on ``device``: TF32 matmuls allowed or not on CUDA; no effect on a CPU."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    elif precision == "tf32":
+        log.info("train.precision tf32 has no effect on %s (float32 matmuls)", device)
+
+
 def seeded_model(seed: int, rank: int, timesteps: int, mining: MiningConfig | dict | None) -> GaussianDiffusion1D:
     """A run's initial model: the global RNG seeded with ``derive_seed(seed, "init")``, the model
     built on the CPU. The global RNG then goes on as the run's training noise (on a GPU, the
@@ -283,10 +291,7 @@ class Trainer1D:
         graphs = config.cuda_graphs and self.device.type == "cuda"
         if config.cuda_graphs and not graphs:
             log.warning("train.cuda_graphs needs a CUDA device; training on %s without graphs", self.device)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
-        elif config.precision == "tf32":
-            log.info("train.precision tf32 has no effect on %s (float32 matmuls)", self.device)
+        apply_precision(config.precision, self.device)
         # a CUDA graph replays a capturable Adam whose learning rate lives on the device
         lr = torch.tensor(config.lr, device=self.device) if graphs else config.lr
         self.optimizer = torch.optim.Adam(self.diffusion.parameters(), lr=lr, betas=tuple(config.betas),
