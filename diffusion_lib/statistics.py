@@ -8,8 +8,9 @@ number per run (a seed's test MSE on the whole held-out set).
 * :func:`relative_change_ci`: the relative change mean(a)/mean(b) - 1 with its confidence interval
   and p-value, by Welch's method with the delta method on the log scale (below).
 * :func:`holm`: Holm's step-down adjustment of the secondary endpoints' p-values.
-* :func:`classify` and :func:`seeds_needed`: where a CI lies relative to the equivalence margin
-  ±delta, and how many seeds per arm the observed variance would need to decide.
+* :func:`classify`: where a CI lies relative to the equivalence margin ±delta;
+  :func:`seeds_needed`: how many seeds per arm each arm's observed variance would need to detect a
+  change of delta with 80% power (:func:`welch_power`).
 
 The relative change. With per-seed values a (n_a seeds) and b (n_b seeds), the log of the ratio of
 means d = log(mean a) - log(mean b) has, by the delta method, variance
@@ -144,21 +145,34 @@ def classify(ci_low: float, ci_high: float, delta: float) -> str:
     return INCONCLUSIVE
 
 
+def welch_power(cv2_a: float, cv2_b: float, n: int, delta: float, confidence: float = 0.95) -> float:
+    """Power of the two-sided Welch test on the log ratio of means (level 1 - ``confidence``) with
+    ``n`` seeds per arm, when the true relative change is ``delta`` and one seed of each arm has
+    squared coefficient of variation ``cv2_a`` and ``cv2_b`` (each arm its own): the noncentral t
+    with the Welch–Satterthwaite degrees of freedom."""
+    va, vb = cv2_a / n, cv2_b / n
+    se = math.sqrt(va + vb)
+    effect = abs(math.log1p(delta))
+    if se == 0:
+        return 1.0
+    df = _welch_df(va, vb, n, n)
+    crit = float(stats.t.ppf(0.5 + confidence / 2, df))
+    return float(stats.nct.sf(crit, df, effect / se) + stats.nct.cdf(-crit, df, effect / se))
+
+
 def seeds_needed(a: Sequence[float], b: Sequence[float], delta: float, confidence: float = 0.95,
-                 max_seeds: int = 1000) -> int | None:
-    """Seeds per arm at which, with the observed means and standard deviations, the CI of the
-    relative change would fall into a decision region of :func:`classify`; None if more than
-    ``max_seeds`` (or undefined). It is a planning figure, not a promise: the next seeds move the
-    means too."""
+                 power: float = 0.8, max_seeds: int = 1000) -> int | None:
+    """Seeds per arm that a study needs to detect a relative change of ``delta`` (the smallest
+    effect of interest) with ``power``, at the confidence level of its CI, given each arm's own
+    observed seed-to-seed variance (:func:`welch_power`; the arms are not pooled). None if more than
+    ``max_seeds`` or undefined (fewer than two values in an arm, a non-positive mean). A planning
+    figure, not a promise: the next seeds move the variances too."""
     x, y = _finite(a), _finite(b)
     if len(x) < 2 or len(y) < 2 or x.mean() <= 0 or y.mean() <= 0:
         return None
-    d, va, vb, _ = _log_ratio_parts(x, y)
+    _, va, vb, _ = _log_ratio_parts(x, y)
     cv2a, cv2b = va * len(x), vb * len(y)  # squared coefficients of variation of one seed
-    for n in range(max(len(x), len(y), 2), max_seeds + 1):
-        va_n, vb_n = cv2a / n, cv2b / n
-        se = math.sqrt(va_n + vb_n)
-        half = float(stats.t.ppf(0.5 + confidence / 2, _welch_df(va_n, vb_n, n, n))) * se if se else 0.0
-        if classify(math.expm1(d - half), math.expm1(d + half), delta) != INCONCLUSIVE:
+    for n in range(2, max_seeds + 1):
+        if welch_power(cv2a, cv2b, n, delta, confidence) >= power:
             return n
     return None

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from diffusion_lib.statistics import (EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, classify, holm, relative_change_ci,
-                                      seeds_needed, summarize, t_interval)
+                                      seeds_needed, summarize, t_interval, welch_power)
 
 
 def test_summarize_student_t_interval():
@@ -75,15 +75,40 @@ def _exact(mean, std, n):
     return mean + std * (z - z.mean()) / z.std(ddof=1)
 
 
-def test_seeds_needed_is_the_smallest_size_that_decides():
-    base, adv = _exact(0.0100, 0.0003, 3), _exact(0.0097, 0.0003, 3)  # -3%, 3% spread: equivalence reachable
-    n = seeds_needed(adv, base, 0.05)
-    assert n is not None and n > 3
-    decided = relative_change_ci(_exact(0.0097, 0.0003, n), _exact(0.0100, 0.0003, n))
-    before = relative_change_ci(_exact(0.0097, 0.0003, n - 1), _exact(0.0100, 0.0003, n - 1))
-    assert classify(decided.ci_low, decided.ci_high, 0.05) == EQUIVALENT
-    assert classify(before.ci_low, before.ci_high, 0.05) == INCONCLUSIVE
-    noisier = seeds_needed(_exact(0.0097, 0.0009, 3), _exact(0.0100, 0.0009, 3), 0.05)
-    assert noisier is not None and noisier > n
-    # an estimate exactly on the -delta boundary is never decided
-    assert seeds_needed(_exact(0.0095, 0.0003, 3), _exact(0.0100, 0.0003, 3), 0.05, max_seeds=200) is None
+def _simulated_power(cv_a, cv_b, n, delta, confidence, trials=4000, seed=0):
+    """Share of simulated studies (n seeds per arm, true change delta, each arm its own spread)
+    whose Welch + delta-method CI excludes 0."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(trials):
+        a = (1 + delta) * (1 + cv_a * rng.standard_normal(n))
+        b = 1 + cv_b * rng.standard_normal(n)
+        rc = relative_change_ci(a, b, confidence)
+        hits += rc.ci_low > 0 or rc.ci_high < 0
+    return hits / trials
+
+
+def test_seeds_needed_gives_80_percent_power_at_delta():
+    """The returned size detects a change of delta in 80% of simulated studies; one seed fewer does not."""
+    adv, base = _exact(0.0103, 0.0004, 3), _exact(0.0100, 0.0002, 3)
+    n = seeds_needed(adv, base, 0.05, confidence=0.975)
+    cv_a, cv_b = 0.0004 / 0.0103, 0.0002 / 0.0100
+    assert n is not None and n > 2
+    assert welch_power(cv_a ** 2, cv_b ** 2, n, 0.05, 0.975) >= 0.8 > welch_power(cv_a ** 2, cv_b ** 2, n - 1, 0.05,
+                                                                                  0.975)
+    assert _simulated_power(cv_a, cv_b, n, 0.05, 0.975) == pytest.approx(welch_power(cv_a ** 2, cv_b ** 2, n, 0.05,
+                                                                                     0.975), abs=0.03)
+    # the planning figure does not depend on where the observed means happen to lie
+    assert seeds_needed(_exact(0.0095, 0.0004 * 0.95 / 1.03, 3), base, 0.05, confidence=0.975) == n
+
+
+def test_seeds_needed_uses_each_arms_own_variance():
+    """A noisy arm against a quiet one needs the same seeds in either role, and fewer than two noisy
+    arms: neither arm's variance stands in for the other's."""
+    noisy, quiet = _exact(0.0100, 0.0008, 4), _exact(0.0100, 0.0001, 4)
+    one_way, other_way = seeds_needed(noisy, quiet, 0.05), seeds_needed(quiet, noisy, 0.05)
+    both = seeds_needed(noisy, _exact(0.0100, 0.0008, 4), 0.05)
+    assert one_way == other_way and both > one_way
+    assert seeds_needed(quiet, quiet, 0.05) < one_way
+    assert seeds_needed([0.01], quiet, 0.05) is None
+    assert seeds_needed(_exact(0.0100, 0.005, 3), _exact(0.0100, 0.005, 3), 0.05, max_seeds=20) is None
