@@ -109,7 +109,9 @@ def plot_forest(contrasts: pd.DataFrame, verdict: Mapping[str, Any], path: str |
     ax.set_yticklabels(labels[::-1], fontsize=8)
     ax.set_xlim(-limit, limit)
     ax.set_xlabel("relative change of test MSE versus the baseline (%), negative = better")
-    ax.set_title(f"Verdict: {verdict.get('outcome', '?')}", loc="left", fontsize=11)
+    budget = (verdict.get("budget") or {}).get("short")
+    ax.set_title(f"Verdict{' at ' + budget if budget else ''}: {verdict.get('outcome', '?')}", loc="left",
+                 fontsize=11)
     ax.legend(loc="lower right", fontsize=8)
     _save(fig, path, options)
 

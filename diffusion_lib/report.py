@@ -2,49 +2,27 @@
 (``report.md``) and as a self-contained HTML page (``report.html``, figures embedded) that the
 Snakemake HTML report shows on its own page.
 
-Order: the verdict in one sentence and the scenario it supports; the training scale against the
-paper's; the forest plot and the primary contrasts; what is reported beside the verdict and never
-overrides it (cost, compute-matched view, residuals, diverged runs, secondary endpoints with Holm
+Order: the verdict paragraph (its sentence names the budget; the inner-loop flip, if any) and the
+scenario it supports; the budget ladder (each arm and contrast per rung, the figure) and the gap's
+stability; the comparison at the full budget (training scale against the paper's, forest plot,
+primary contrasts); what is reported beside the verdict and never overrides it (interpretation
+lines, cost, the compute-matched rungs, residuals, skill, secondary endpoints with Holm
 correction); convergence; learning curves; per-strategy numbers; diagnostics; landscape;
 test-time compute; ablations; environment.
 """
 from __future__ import annotations
 
-import base64
-import html
-import math
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
+from .budget import PAPER_BATCH, PAPER_STEPS
+from .report_ladder import compute_matched_blocks, ladder_blocks, skill_blocks, stability_blocks
+from .report_render import Block, ci_text, fmt, pct, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
 from .tables import SET_LABELS
 
-PAPER_SCALE = {"steps": 100_000, "batch_size": 2048, "lr": 1e-4, "schedule": "constant"}
-Block = tuple  # ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", DataFrame) | ("fig", key, alt)
-
-
-def _fmt(x: Any, digits: int = 4) -> str:
-    if isinstance(x, (float, np.floating)):
-        return f"{x:.{digits}g}" if math.isfinite(x) else "n/a"
-    if x is None:
-        return "n/a"
-    return str(x)
-
-
-def _pct(x: Any) -> str:
-    return f"{x:+.1%}" if isinstance(x, (int, float, np.floating)) and math.isfinite(x) else "n/a"
-
-
-def _ci(lo: Any, hi: Any) -> str:
-    return f"{_pct(lo)} to {_pct(hi)}"
-
-
-def _select(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
-    """``df`` restricted to ``columns`` (source -> header) that exist, renamed."""
-    keep = {k: v for k, v in columns.items() if k in df.columns}
-    return df[list(keep)].rename(columns=keep)
+PAPER_SCALE = {"steps": PAPER_STEPS, "batch_size": PAPER_BATCH, "lr": 1e-4, "schedule": "constant"}
 
 
 def _every(n: Any) -> str:
@@ -77,14 +55,21 @@ def _scale_lines(training: Mapping[str, Any]) -> list[str]:
             "A verdict at this scale is a verdict about this scale; config/paper.yaml runs the paper's."]
 
 
+def _verdict_paragraph(v: Mapping[str, Any]) -> str:
+    """``**Verdict: <outcome>.** At <budget>: ...`` followed by the inner-loop flip sentences."""
+    sentence, outcome = v["sentence"], v["outcome"]
+    name = outcome.removesuffix(" at this budget")
+    for lead in (name + ":", name + " at "):  # the bold lead already names the outcome
+        if sentence.lower().startswith(lead):
+            sentence = ("at " if lead.endswith(" at ") else "") + sentence[len(lead):].strip()
+            sentence = sentence[:1].upper() + sentence[1:]
+            break
+    return " ".join([f"**Verdict: {outcome}.** {sentence}", *v.get("inner_loop_flips", [])])
+
+
 def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: Mapping[str, str]) -> list[Block]:
     """The report's blocks from the cached verdict ``v`` and tables ``t`` (see the module docstring)."""
-    doc: list[Block] = [("h", 1, f"IRED negative-mining study: {v['name']}")]
-    sentence = v["sentence"]
-    if sentence.lower().startswith(v["outcome"] + ":"):  # the bold lead already names the outcome
-        sentence = sentence[len(v["outcome"]) + 1:].strip()
-        sentence = sentence[:1].upper() + sentence[1:]
-    doc.append(("p", f"**Verdict: {v['outcome']}.** {sentence}"))
+    doc: list[Block] = [("h", 1, f"IRED negative-mining study: {v['name']}"), ("p", _verdict_paragraph(v))]
     scenario = v.get("scenario")
     doc.append(("p", f"Scenario of the seed design the data support: **{scenario}**." if scenario else
                 "The data do not support any of the seed design's scenarios (adversarial wins, random best, "
@@ -92,71 +77,67 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
     doc.append(("p", f"Primary endpoint, declared in the config before running: **{v['primary']['label']}**, "
                      f"relative change of the mean over seeds versus the baseline; equivalence margin ±{v['delta']:.0%}; "
                      f"{v['confidence']:.1%} confidence intervals (Welch with the delta method on the log ratio; "
-                     f"Bonferroni over the {len(v['contrasts'])} mining strategies compared). Convergence gate: "
-                     f"{v['convergence_rule']}, on the mean curve over seeds."))
+                     f"Bonferroni over the {len(v['contrasts'])} mining strategies compared). Plateau check: "
+                     f"{v['convergence_rule']}, on the mean curve over seeds and on every run's curve."))
+    if v.get("uninformative"):
+        doc.append(("p", "Uninformative at this budget (best arm's skill versus the per-entry-mean predictor below "
+                         "5%): " + "; ".join(v["uninformative"]) + "."))
+    doc += ladder_blocks(v, t) + stability_blocks(v, t)
+    doc.append(("h", 2, "The comparison at the full budget"))
     doc.append(("ul", _scale_lines(v.get("training", {}))))
-    if v.get("missing"):
-        doc.append(("p", "**Missing runs** (failed or not run; excluded from every statistic): "
-                    + ", ".join(v["missing"])))
+    if v.get("missing") or v.get("missing_rungs"):
+        doc.append(("p", "**Missing runs and rung models** (failed or not run; excluded from every statistic): "
+                    + ", ".join([*v.get("missing", []), *v.get("missing_rungs", [])])))
     doc.append(("fig", "forest", "Forest plot: relative MSE change versus the baseline"))
     if v["contrasts"]:
         primary = pd.DataFrame(v["contrasts"])
-        primary["change"] = primary["estimate"].map(_pct)
-        primary["CI"] = [_ci(a, b) for a, b in zip(primary["ci_low"], primary["ci_high"])]
-        doc.append(("table", _select(primary, {"strategy": "strategy", "versus": "versus", "change": "MSE change",
-                                               "CI": f"{v['confidence']:.1%} CI", "p": "Welch p", "n_a": "seeds",
-                                               "n_b": "baseline seeds", "outcome": "outcome",
-                                               "seeds_needed": "seeds per arm to decide"})))
+        primary["change"] = primary["estimate"].map(pct)
+        primary["CI"] = [ci_text(a, b) for a, b in zip(primary["ci_low"], primary["ci_high"])]
+        doc.append(("table", select(primary, {"strategy": "strategy", "versus": "versus", "change": "MSE change",
+                                              "CI": f"{v['confidence']:.1%} CI", "p": "Welch p", "n_a": "seeds",
+                                              "n_b": "baseline seeds", "outcome": "outcome",
+                                              "seeds_needed": "seeds per arm for 80% power at ±delta"})))
     if v.get("reasons"):
         doc.append(("ul", v["reasons"]))
-    doc += [("ul", v["inner_loop_flips"])] if v.get("inner_loop_flips") else []
 
     doc.append(("h", 2, "Beside the verdict (reported, never overriding it)"))
+    doc += [("ul", v["interpretation"])] if v.get("interpretation") else []
     cost = t.get("cost", pd.DataFrame())
     if not cost.empty:
         doc.append(("p", "Training cost per step: compute seconds (process CPU time on a CPU, wall time on a GPU) and "
                          "matmul FLOPs counted by torch.profiler."))
-        doc.append(("table", _select(cost, {"strategy": "strategy", "cost_seconds_per_step": "s / step",
-                                            "time_ratio": "× baseline time", "flops_per_step": "FLOP / step",
-                                            "flops_ratio": "× baseline FLOPs"})))
-    matched = t.get("compute_matched", pd.DataFrame())
-    if not matched.empty:
-        doc.append(("p", "Compute-matched view: validation MSE (EMA model) of every run read at the cheapest "
-                         "strategy's total training compute, with the relative change versus the baseline (95% CI). "
-                         "It reads validation, not test, MSE, and a run read part-way is not a run trained for that "
-                         "budget."))
-        m = matched.copy()
-        m["change"] = m["estimate"].map(_pct)
-        m["CI"] = [_ci(a, b) for a, b in zip(m["ci_low"], m["ci_high"])]
-        doc.append(("table", _select(m, {"measure": "compute measure", "strategy": "strategy", "budget": "budget",
-                                         "budget_fraction": "fraction of its training", "runs_at_budget": "runs read",
-                                         "val_mse_mean": "val MSE at budget", "change": "change vs baseline",
-                                         "CI": "95% CI"})))
+        doc.append(("table", select(cost, {"strategy": "strategy", "cost_seconds_per_step": "s / step",
+                                           "time_ratio": "× baseline time", "flops_per_step": "FLOP / step",
+                                           "flops_ratio": "× baseline FLOPs"})))
+    doc += compute_matched_blocks(v, t)
     strategies = t.get("strategies", pd.DataFrame())
     trivial = v.get("trivial_mse", {})
     if not strategies.empty:
         sel = strategies[(strategies["set"] == "test_id") & (strategies["inner_steps"] == v["default_inner"])]
         doc.append(("p", f"Reconstruction residual ‖AŶ − I‖_F (ID test, {v['default_inner']} inner steps), mean over "
-                         "seeds; predicting zeros gives √n (4.47 for n = 20). Diverged runs per strategy in the last "
-                         "column."))
-        doc.append(("table", _select(sel, {"strategy": "strategy", "residual_mean_mean": "residual",
-                                           "residual_mean_ci_low": "95% CI low", "residual_mean_ci_high": "95% CI high",
-                                           "runs": "runs", "diverged": "diverged"})))
+                         "seeds with its 95% CI; diverged runs per strategy in the last column."))
+        doc.append(("table", select(sel, {"strategy": "strategy", "residual_mean_mean": "residual",
+                                          "residual_mean_ci_low": "95% CI low", "residual_mean_ci_high": "95% CI high",
+                                          "runs": "runs", "diverged": "diverged"})))
+    doc += skill_blocks(v, t)
     contrasts = t.get("contrasts", pd.DataFrame())
     if not contrasts.empty:
+        level = f"{1 - v['alpha']:.0%}"
         sec = contrasts[contrasts["endpoint_role"] == "secondary"].copy()
-        sec["change"] = sec["estimate"].map(_pct)
-        sec["CI"] = [_ci(a, b) for a, b in zip(sec["ci_low"], sec["ci_high"])]
-        doc.append(("h", 3, "Secondary endpoints (95% CI; Holm-adjusted p within each contrast)"))
-        doc.append(("table", _select(sec, {"strategy": "strategy", "versus": "versus", "role": "contrast",
-                                           "label": "endpoint", "change": "MSE change", "CI": "95% CI", "p": "p",
-                                           "p_holm": "p (Holm)", "outcome": "outcome"})))
+        sec["change"] = sec["estimate"].map(pct)
+        sec["CI"] = [ci_text(a, b) for a, b in zip(sec["ci_low"], sec["ci_high"])]
+        doc.append(("h", 3, f"Secondary endpoints ({level} CI; Holm-adjusted p within each contrast, and over the "
+                            "whole primary family)"))
+        doc.append(("table", select(sec, {"strategy": "strategy", "versus": "versus", "role": "contrast",
+                                          "label": "endpoint", "change": "MSE change", "CI": f"{level} CI", "p": "p",
+                                          "p_holm": "p (Holm)", "p_holm_family": "p (Holm, primary family)",
+                                          "outcome": "outcome"})))
 
     doc.append(("h", 2, "Convergence"))
     conv = t.get("convergence", pd.DataFrame())
     if not conv.empty:
         doc.append(("p", f"Gate: {v['convergence_rule']}. `tail change`: first to last of those evaluations."))
-        doc.append(("table", _select(conv, {"strategy": "strategy", "converged": "converged (mean curve)",
+        doc.append(("table", select(conv, {"strategy": "strategy", "converged": "converged (mean curve)",
                                             "tail_change": "tail change", "spread": "spread",
                                             "runs_converged": "runs converged", "runs": "runs"})))
     doc.append(("fig", "curves", "Learning curves"))
@@ -168,7 +149,7 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
         for s, r in trivial.items()) + ". Skill = 1 − MSE / MSE(per-entry mean). IRED paper: 0.0096 (ID)."))
     if not strategies.empty:
         sel = strategies[strategies["inner_steps"].isin([0, v["default_inner"]])]
-        doc.append(("table", _select(sel, {"strategy": "strategy", "set": "set", "inner_steps": "inner steps",
+        doc.append(("table", select(sel, {"strategy": "strategy", "set": "set", "inner_steps": "inner steps",
                                            "mse_n": "seeds", "mse_mean": "MSE", "mse_ci_low": "95% CI low",
                                            "mse_ci_high": "95% CI high", "mse_raw_model_mean": "MSE, raw model",
                                            "skill_mean": "skill", "rel_err_mean_mean": "relative error",
@@ -180,7 +161,7 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
     if not diag.empty:
         doc.append(("p", "Means over seeds of the last third of training; `inference acceptance`: share of accepted "
                          f"inner opt steps at inference (ID test, {v['default_inner']} inner steps)."))
-        doc.append(("table", _select(diag, {"strategy": "strategy", "grad_norm": "gradient norm",
+        doc.append(("table", select(diag, {"strategy": "strategy", "grad_norm": "gradient norm",
                                             "clip_frac": "clipped steps", "energy_gap": "E⁻ − E⁺",
                                             "saturated_frac": "saturated pairs", "mine_accept": "mining acceptance",
                                             "infer_accept": "inference acceptance"})))
@@ -204,7 +185,7 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
     ablation = t.get("ablation", pd.DataFrame())
     if not ablation.empty:
         doc.append(("h", 2, "Ablations (exploratory)"))
-        doc.append(("table", _select(ablation, {"parameter": "parameter", "value": "value", "others": "others",
+        doc.append(("table", select(ablation, {"parameter": "parameter", "value": "value", "others": "others",
                                                 "set": "set", "mse_mean": "MSE", "mse_ci_low": "95% CI low",
                                                 "mse_ci_high": "95% CI high", "seeds": "seeds"})))
         doc += [("fig", k, f"Ablation {k[9:]}") for k in figures if k.startswith("ablation_")]
@@ -213,68 +194,3 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
     return doc
 
 
-# --------------------------------------------------------------------------- writers
-def _md_table(df: pd.DataFrame) -> str:
-    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(x) for x in row) + " |\n" for row in df.itertuples(index=False))
-
-
-def to_markdown(doc: list[Block], figure_path: Callable[[str], str], figures: Mapping[str, str] | None = None) -> str:
-    """Markdown text of ``doc``; ``figure_path`` maps a figure file to the link written."""
-    out = []
-    for block in doc:
-        kind = block[0]
-        if kind == "h":
-            out.append("#" * block[1] + " " + block[2] + "\n")
-        elif kind == "p":
-            out.append(block[1] + "\n")
-        elif kind == "ul":
-            out.append("\n".join(f"- {item}" for item in block[1]) + "\n")
-        elif kind == "table":
-            out.append(_md_table(block[1]))
-        elif kind == "fig" and figures and block[1] in figures:
-            out.append(f"![{block[2]}]({figure_path(figures[block[1]])})\n")
-    return "\n".join(out)
-
-
-def _inline(text: str) -> str:
-    """Escape, then render the Markdown emphasis and code this report uses (**bold**, `code`)."""
-    parts = html.escape(text).split("**")
-    text = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
-    parts = text.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def to_html(doc: list[Block], figures: Mapping[str, str] | None = None) -> str:
-    """A self-contained HTML page of ``doc`` (figures embedded as data URIs)."""
-    body = []
-    for block in doc:
-        kind = block[0]
-        if kind == "h":
-            body.append(f"<h{block[1]}>{_inline(block[2])}</h{block[1]}>")
-        elif kind == "p":
-            body.append(f"<p>{_inline(block[1])}</p>")
-        elif kind == "ul":
-            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block[1]) + "</ul>")
-        elif kind == "table":
-            df = block[1]
-            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(x))}</td>" for x in row) + "</tr>"
-                           for row in df.itertuples(index=False))
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif kind == "fig" and figures and block[1] in figures and Path(figures[block[1]]).exists():
-            path = Path(figures[block[1]])
-            mime = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}.get(path.suffix[1:], "image/png")
-            data = base64.b64encode(path.read_bytes()).decode()
-            if mime == "application/pdf":
-                body.append(f'<p><a download="{path.name}" href="data:{mime};base64,{data}">{html.escape(block[2])} '
-                            "(PDF)</a></p>")
-            else:
-                body.append(f'<figure><img alt="{html.escape(block[2])}" src="data:{mime};base64,{data}">'
-                            f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
-             "table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}"
-             "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f2f2f2}"
-             "img{max-width:100%}figcaption{color:#555;font-size:0.85em}")
-    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>IRED study report</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

@@ -20,12 +20,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .compute import value_at_budget
 from .statistics import classify, holm, relative_change_ci, summarize
 
 SET_LABELS = {"test_id": "ID (ε = 0.5)", "test_ood": "OOD (ε = 0.1)"}
 SET_SHORT = {"test_id": "ID", "test_ood": "OOD"}
 SUMMARY_METRICS = ["mse", "residual_mean", "residual_median", "rel_err_mean", "infer_ms_per_problem", "accept_rate"]
+CONTRAST_COLUMNS = ["strategy", "versus", "role", "endpoint_role", "endpoint", "label", "mean", "mean_versus",
+                    "estimate", "ci_low", "ci_high", "confidence", "p", "p_holm", "df", "n_a", "n_b", "outcome"]
 RUN_KEYS = ("strategy", "seed", "run", "mode", "status", "diverged_at", "steps_done", "train_seconds", "seconds_per_step",
             "cost_seconds_per_step", "flops_per_step", "device", "torch")
 
@@ -155,66 +156,10 @@ def contrasts_table(values: pd.DataFrame, pairs: Sequence[tuple[str, str, str]],
         for r, p in zip(secondary, holm([r["p"] for r in secondary])):
             r["p_holm"] = p
         rows += family
-    columns = ["strategy", "versus", "role", "endpoint_role", "endpoint", "label", "mean", "mean_versus", "estimate",
-               "ci_low", "ci_high", "confidence", "p", "p_holm", "df", "n_a", "n_b", "outcome"]
-    return pd.DataFrame(rows).reindex(columns=columns)
-
-
-def inner_loop_flips(contrasts: pd.DataFrame, default_inner: int, alpha: float, set_name: str = "test_id") -> list[str]:
-    """Sentences for each contrast whose answer flips between the default inner loop and none: the
-    two estimates have opposite signs and at least one is significant (its CI excludes 0)."""
-    lines = []
-    for (strategy, versus), g in contrasts.groupby(["strategy", "versus"], sort=False):
-        with_loop = g[g["endpoint"] == Endpoint(set_name, default_inner).key]
-        without = g[g["endpoint"] == Endpoint(set_name, 0).key]
-        if with_loop.empty or without.empty or default_inner == 0:
-            continue
-        a, b = with_loop.iloc[0], without.iloc[0]
-        significant = any(r["ci_low"] > 0 or r["ci_high"] < 0 for r in (a, b))
-        if np.sign(a["estimate"]) != np.sign(b["estimate"]) and significant:
-            lines.append(f"The inner-loop axis flips the answer for {strategy} vs {versus} on {SET_SHORT[set_name]}: "
-                         f"{a['estimate']:+.1%} (CI {a['ci_low']:+.1%} to {a['ci_high']:+.1%}) with {default_inner} "
-                         f"inference inner steps, {b['estimate']:+.1%} (CI {b['ci_low']:+.1%} to "
-                         f"{b['ci_high']:+.1%}) without the inner loop.")
-    return lines
+    return pd.DataFrame(rows).reindex(columns=CONTRAST_COLUMNS)
 
 
 # --------------------------------------------------------------------------- compute
-def compute_matched_table(curves: pd.DataFrame, baseline: str, measure: str = "train_flops",
-                          metric: str = "val_mse_ema", confidence: float = 0.95) -> pd.DataFrame:
-    """Each strategy's validation MSE at the cheapest strategy's total training compute.
-
-    The budget is the smallest final ``measure`` (FLOPs, or compute seconds) of any run of the
-    cheapest strategy (the one with the smallest mean), so every run of that strategy reaches it. Each run's validation curve is read at that budget (:func:`compute.value_at_budget`);
-    runs whose curve has no evaluation before the budget give NaN and are counted in
-    ``runs_at_budget``. The relative change versus ``baseline`` uses the same method as the
-    step-matched contrasts. This reads validation MSE (the only quantity measured during training),
-    not the test endpoint, and a run stopped early is not a run trained with a schedule for that
-    budget: a secondary view.
-    """
-    d = curves.dropna(subset=[metric, measure])
-    if d.empty:
-        return pd.DataFrame()
-    per_run = d.sort_values("step").groupby(["strategy", "seed"])[measure].last()
-    finals = per_run.groupby("strategy").mean()
-    cheapest = finals.idxmin()
-    budget = float(per_run[cheapest].min())
-    at = {}
-    for (strategy, seed), g in d.groupby(["strategy", "seed"], sort=False):
-        g = g.sort_values("step")
-        at.setdefault(strategy, []).append(value_at_budget(g[measure], g[metric], budget))
-    base = at.get(baseline, [])
-    rows = []
-    for strategy, values in at.items():
-        finite = [v for v in values if math.isfinite(v)]
-        rc = relative_change_ci(finite, [v for v in base if math.isfinite(v)], confidence)
-        rows.append({"strategy": strategy, "measure": measure, "budget": budget, "cheapest": cheapest,
-                     "budget_fraction": budget / finals[strategy], "runs_at_budget": len(finite), "runs": len(values),
-                     "val_mse_mean": float(np.mean(finite)) if finite else math.nan,
-                     **{k: v for k, v in rc.as_dict().items() if k in ("estimate", "ci_low", "ci_high", "p")}})
-    return pd.DataFrame(rows)
-
-
 def diagnostics_table(curves: pd.DataFrame, runs: pd.DataFrame, default_inner: int, tail: float = 1 / 3) -> pd.DataFrame:
     """Per strategy, means over seeds of the training diagnostics over the last ``tail`` of training
     (gradient norm, clip fraction, energy gap E⁻ - E⁺, share of saturated pairs, mining acceptance)

@@ -1,23 +1,34 @@
-"""The verdict of SPEC §8: one outcome, decided on the primary endpoint declared in the config.
+"""The verdict of SPEC §8.2: one outcome on the primary endpoint, at the budget it was measured at.
 
-Inputs are per-seed values of the primary endpoint (one number per training run), each compared
-strategy's diverged-run count, and its convergence gate (:mod:`diffusion_lib.convergence`). The
-outcome is the first that applies:
+Inputs are per-seed values of the primary endpoint at the full budget (one number per training
+run), each compared strategy's diverged-run count and convergence gate (the seed-mean curve's
+plateau check and how many of its runs pass on their own, :func:`convergence.strategy_gate`), the
+gap stability of each mining contrast across the budget ladder (:mod:`diffusion_lib.stability`)
+and the :class:`~diffusion_lib.budget.Budget`. The outcome is the first that applies:
 
 1. ``training unstable``: a run of a compared strategy (or of the baseline) diverged;
-2. ``not decided at this budget``: a compared strategy (or the baseline) fails the convergence gate;
-   the verdict names it and which way its gap to the baseline is moving;
-3. ``mining helps``: the CI of a mining strategy's relative change lies entirely below -delta
-   (naming the strategy; with both helping, the one with the lower estimate);
-4. otherwise the research question's own contrast decides: that of the adversarial strategy (or
-   the only mining strategy): ``no meaningful difference`` if its CI lies inside (-delta, +delta),
-   ``baseline better`` if it lies entirely above 0, ``inconclusive`` otherwise, with the seeds per
-   arm the observed variance would need. The other contrast's outcome is stated beside it.
+2. ``not decided at this budget``: a compared strategy's mean curve or one of its runs fails the
+   plateau check, or a mining contrast is not stable across the ladder (including a ladder of one
+   rung, where stability cannot be assessed). The sentence says which, which way the gap moves and
+   its estimate at each rung, and adds the labelled extrapolation where the estimates are monotone;
+3. ``mining helps``: the CI of a mining strategy's relative change lies entirely below -delta and
+   every compared run passed the plateau check (naming the strategy; with both helping, the one
+   with the lower estimate);
+4. otherwise the research question's own contrast decides, that of the adversarial strategy (or
+   the only mining strategy): ``no meaningful difference`` if its CI lies inside (-delta, +delta)
+   (saying so when the baseline is nevertheless better by less than the margin: CI above 0),
+   ``baseline better`` if it lies entirely above 0 (saying whether harm beyond +delta is
+   established), ``inconclusive`` otherwise, with the seeds per arm needed to detect a change of
+   delta with 80% power at each arm's own observed variance. The other contrast is stated beside it.
+
+The sentence names the budget (training samples and their share of the paper's). The scenario of
+the seed design: ``adversarial wins`` / ``random best`` (mining helps), ``training instability``,
+``baseline best`` only when the outcome favours the baseline and no mining arm's CI lies below 0;
+otherwise None (the data do not support one yet).
 
 Multiplicity: with m mining strategies compared on the primary endpoint (adversarial and random:
 m = 2), each CI of the verdict is taken at level 1 - alpha/m (Bonferroni), so the family of primary
-contrasts keeps its error rate at alpha. Training cost, residuals and the secondary endpoints are
-reported beside the verdict and never change it.
+contrasts keeps its error rate at alpha. Every CI printed names its level.
 """
 from __future__ import annotations
 
@@ -25,6 +36,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .budget import PAPER_SAMPLES, Budget
+from .stability import GapStability
 from .statistics import EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, classify, relative_change_ci, seeds_needed
 
 UNSTABLE = "training unstable"
@@ -34,8 +47,7 @@ NO_DIFFERENCE = "no meaningful difference"
 BASELINE_BETTER = "baseline better"
 UNDECIDED = "inconclusive"
 OUTCOMES = (MINING_HELPS, NO_DIFFERENCE, BASELINE_BETTER, UNDECIDED, NOT_DECIDED, UNSTABLE)
-#: The seed design's scenarios (SPEC §8) each outcome supports; None: the data support none yet.
-SCENARIOS = {NO_DIFFERENCE: "baseline best", BASELINE_BETTER: "baseline best", UNSTABLE: "training instability"}
+POWER = 0.8
 
 
 @dataclass
@@ -47,8 +59,15 @@ class Arm:
     values: list[float]
     runs: int
     diverged: int = 0
-    gate: Mapping[str, Any] = field(default_factory=dict)   # convergence.ConvergenceRule.assess of the mean curve
+    # convergence.strategy_gate row: the mean curve's plateau check, runs_converged of runs on their own
+    gate: Mapping[str, Any] = field(default_factory=dict)
     trend: Mapping[str, Any] = field(default_factory=dict)  # convergence.gap_trend versus the baseline
+
+    @property
+    def every_run_plateaued(self) -> bool:
+        """Every run of the arm passed the plateau check on its own curve (unknown counts as no)."""
+        runs = self.gate.get("runs")
+        return bool(runs) and self.gate.get("runs_converged") == runs
 
 
 @dataclass
@@ -60,11 +79,12 @@ class Verdict:
     confidence: float = 0.95
     contrasts: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    budget: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"outcome": self.outcome, "sentence": self.sentence, "scenario": self.scenario,
                 "strategy": self.strategy, "confidence": self.confidence, "contrasts": self.contrasts,
-                "reasons": self.reasons}
+                "reasons": self.reasons, "budget": self.budget}
 
 
 def _pct(x: float) -> str:
@@ -78,7 +98,7 @@ def _ci(c: Mapping[str, Any]) -> str:
 def _unconverged_reason(arm: Arm, baseline: str) -> str:
     gate = arm.gate
     if gate.get("converged") is None:
-        why = (f"too few validation evaluations to judge ({gate.get('evals_seen', 0)} seen)")
+        why = f"too few validation evaluations to judge ({gate.get('evals_seen', 0)} seen)"
     else:
         why = (f"its validation MSE still moved {_pct(gate['tail_change'])} over the last evaluations "
                f"(spread ±{gate['spread']:.1%})")
@@ -90,59 +110,110 @@ def _unconverged_reason(arm: Arm, baseline: str) -> str:
     return text
 
 
+def _not_decided_reasons(arms: Sequence[Arm], baseline: Arm, stability: Mapping[str, GapStability] | None,
+                         mining: Sequence[Arm]) -> list[str]:
+    """Rule 2: mean curves and runs that fail the plateau check, and unstable mining contrasts."""
+    reasons = [_unconverged_reason(a, baseline.name) for a in arms if a.gate.get("converged") is not True]
+    reasons += [f"{a.gate.get('runs', 0) - a.gate.get('runs_converged', 0)} of {a.gate.get('runs', 0)} {a.name} runs "
+                "fail the plateau check on their own curves (the mean curve passes)"
+                for a in arms if a.gate.get("converged") is True and not a.every_run_plateaued]
+    for arm in mining:
+        st = (stability or {}).get(arm.name)
+        if st is None:
+            reasons.append(f"the {arm.name} vs {baseline.name} gap's stability across budgets was not assessed "
+                           "(no budget ladder)")
+        elif not st.settled:
+            reasons.append(st.ladder_reason())
+        elif not st.plateaued and all(a.every_run_plateaued for a in arms):
+            reasons.append(st.plateau_reason())
+    return reasons
+
+
+def _trajectories(mining: Sequence[Arm], baseline: Arm, stability: Mapping[str, GapStability] | None) -> list[str]:
+    """Each settled mining contrast's estimate at every rung, so the sentence always carries them."""
+    out = []
+    for arm in mining:
+        st = (stability or {}).get(arm.name)
+        if st is not None and st.settled:
+            out.append(f"the {arm.name} vs {baseline.name} gap is settled across the ladder ({st.trajectory()})")
+    return out
+
+
+def _scenario(outcome: str, lead: Mapping[str, Any] | None, contrasts: Sequence[Mapping[str, Any]]) -> str | None:
+    """The seed design's scenario the outcome supports (see the module docstring)."""
+    if outcome == UNSTABLE:
+        return "training instability"
+    if outcome == MINING_HELPS and lead is not None:
+        return "adversarial wins" if lead["mode"] == "adversarial" else "random best"
+    below_zero = any(math.isfinite(c["ci_high"]) and c["ci_high"] < 0 for c in contrasts)
+    if outcome in (NO_DIFFERENCE, BASELINE_BETTER) and not below_zero:
+        return "baseline best"
+    return None
+
+
 def decide(baseline: Arm, mining: Sequence[Arm], endpoint: str, delta: float, alpha: float = 0.05,
-           max_seeds: int = 1000) -> Verdict:
+           max_seeds: int = 1000, *, budget: Budget | None = None,
+           stability: Mapping[str, GapStability] | None = None) -> Verdict:
     """The verdict on ``endpoint`` (its label, for the sentence) of each arm in ``mining`` versus
-    ``baseline``; see the module docstring for the order of the rules."""
-    m = max(len(mining), 1)
-    confidence = 1 - alpha / m
+    ``baseline`` at ``budget``, given each mining contrast's ``stability`` across the ladder (by
+    strategy name; a contrast without one is not stable); see the module docstring for the rules."""
+    confidence = 1 - alpha / max(len(mining), 1)
     contrasts = []
     for arm in mining:
         rc = relative_change_ci(arm.values, baseline.values, confidence)
         outcome = classify(rc.ci_low, rc.ci_high, delta)
         contrasts.append({"strategy": arm.name, "mode": arm.mode, "versus": baseline.name, **rc.as_dict(),
                           "outcome": outcome,
-                          "seeds_needed": seeds_needed(arm.values, baseline.values, delta, confidence, max_seeds)
+                          "seeds_needed": seeds_needed(arm.values, baseline.values, delta, confidence, POWER, max_seeds)
                           if outcome == INCONCLUSIVE else None})
     reasons = [f"{c['strategy']} vs {baseline.name}: {_pct(c['estimate'])} ({_ci(c)}; Welch p = {c['p']:.3g}; "
                f"{c['n_a']} vs {c['n_b']} seeds): {c['outcome']}" for c in contrasts]
+    at = f" at {budget.phrase()}" if budget else ""
 
-    def verdict(outcome: str, sentence: str, strategy: str | None = None, scenario: str | None = None) -> Verdict:
-        return Verdict(outcome, sentence, scenario if scenario is not None else SCENARIOS.get(outcome), strategy,
-                       confidence, contrasts, reasons)
+    def verdict(outcome: str, sentence: str, lead: Mapping[str, Any] | None = None) -> Verdict:
+        return Verdict(outcome, sentence, _scenario(outcome, lead, contrasts), lead["strategy"] if lead else None,
+                       confidence, contrasts, reasons, budget.as_dict() if budget else None)
 
     arms = [baseline, *mining]
     unstable = [a for a in arms if a.diverged]
     if unstable:
         what = "; ".join(f"{a.diverged} of {a.runs} {a.name} runs diverged" for a in unstable)
-        return verdict(UNSTABLE, f"Training unstable: {what} (NaN/inf or exploding loss).")
-    unconverged = [a for a in arms if a.gate.get("converged") is not True]
-    if unconverged:
-        why = "; ".join(_unconverged_reason(a, baseline.name) for a in unconverged)
-        return verdict(NOT_DECIDED, f"Not decided at this budget: {why}. Train longer (or with a decaying "
-                                    "learning rate) before reading the comparison.")
+        return verdict(UNSTABLE, f"Training unstable{at}: {what} (NaN/inf or exploding loss).")
+    why = _not_decided_reasons(arms, baseline, stability, mining)
+    if why:
+        why += _trajectories(mining, baseline, stability)
+        paper = budget.paper_samples if budget else PAPER_SAMPLES
+        extra = [t for a in mining if (st := (stability or {}).get(a.name)) and (t := st.extrapolation_text(paper))]
+        return verdict(NOT_DECIDED, f"Not decided{at or ' at this budget'}: {'; '.join(why)}. "
+                                    + " ".join(extra))
     if not contrasts:
-        return verdict(UNDECIDED, "Inconclusive: no mining strategy to compare with the baseline.")
+        return verdict(UNDECIDED, f"Inconclusive{at}: no mining strategy to compare with the baseline.")
     helping = sorted((c for c in contrasts if c["outcome"] == HELPS), key=lambda c: c["estimate"])
     if helping:
         best = helping[0]
         also = [c["strategy"] for c in helping[1:]]
-        sentence = (f"Mining helps: {best['strategy']} lowers the {endpoint} by {abs(best['estimate']):.1%} versus "
-                    f"{baseline.name} ({_ci(best)}, entirely below -{delta:.0%})")
+        sentence = (f"Mining helps{at}: {best['strategy']} lowers the {endpoint} by {abs(best['estimate']):.1%} "
+                    f"versus {baseline.name} ({_ci(best)}, entirely below -{delta:.0%}), and every compared run "
+                    "passed the plateau check")
         sentence += f"; {', '.join(also)} helps too." if also else "."
-        scenario = "adversarial wins" if best["mode"] == "adversarial" else "random best"
-        return verdict(MINING_HELPS, sentence, best["strategy"], scenario)
+        return verdict(MINING_HELPS, sentence, best)
     lead = next((c for c in contrasts if c["mode"] == "adversarial"), contrasts[0])
     beside = " ".join(f"Beside it, {c['strategy']}: {_pct(c['estimate'])} ({_ci(c)}), {c['outcome']}."
                       for c in contrasts if c is not lead)
-    summary = f"{lead['strategy']} {_pct(lead['estimate'])} versus {baseline.name} ({_ci(lead)})"
+    summary = f"on the {endpoint}, {lead['strategy']} {_pct(lead['estimate'])} versus {baseline.name} ({_ci(lead)})"
     if lead["outcome"] == EQUIVALENT:
-        return verdict(NO_DIFFERENCE, f"No meaningful difference: on the {endpoint}, {summary} lies within "
-                                      f"±{delta:.0%}. {beside}".strip(), lead["strategy"])
+        margin = (f"; the baseline is better by less than the margin (the CI lies above 0 and below +{delta:.0%})"
+                  if lead["ci_low"] > 0 else "")
+        return verdict(NO_DIFFERENCE, f"No meaningful difference{at}: {summary} lies within ±{delta:.0%}{margin}. "
+                                      f"{beside}".strip(), lead)
     if lead["outcome"] == WORSE:
-        return verdict(BASELINE_BETTER, f"Baseline better: on the {endpoint}, {summary}, entirely above 0. "
-                                        f"{beside}".strip(), lead["strategy"])
+        harm = (f"harm beyond +{delta:.0%} is established (lower bound {_pct(lead['ci_low'])} above +{delta:.0%})"
+                if lead["ci_low"] > delta else
+                f"harm beyond +{delta:.0%} is not established (lower bound {_pct(lead['ci_low'])})")
+        return verdict(BASELINE_BETTER, f"Baseline better{at}: {summary}, entirely above 0; {harm}. "
+                                        f"{beside}".strip(), lead)
     need = lead["seeds_needed"] if lead["seeds_needed"] else f"more than {max_seeds}"
-    return verdict(UNDECIDED, f"Inconclusive: on the {endpoint}, {summary} spans more than one of "
-                              f"'below -{delta:.0%}', 'within ±{delta:.0%}' and 'above 0'; about {need} seeds per "
-                              f"arm would decide it at the observed variance. {beside}".strip(), lead["strategy"])
+    return verdict(UNDECIDED, f"Inconclusive{at}: {summary} spans more than one of 'below -{delta:.0%}', "
+                              f"'within ±{delta:.0%}' and 'above 0'; detecting a {delta:.0%} change with "
+                              f"{POWER:.0%} power at each arm's observed variance would need about {need} seeds per "
+                              f"arm. {beside}".strip(), lead)

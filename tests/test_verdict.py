@@ -4,14 +4,13 @@ The first group calls :func:`verdict.decide` directly; the second runs the whole
 (:func:`diffusion_lib.jobs.study.aggregate`) on synthetic per-run files, so the tables, the convergence gate and the
 verdict are exercised together.
 """
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic_study import study
 
 from diffusion_lib.convergence import ConvergenceRule, gap_trend, run_gate, strategy_gate
-from diffusion_lib.jobs.study import TABLES, aggregate
+from diffusion_lib.stability import GapStability
 from diffusion_lib.verdict import (BASELINE_BETTER, MINING_HELPS, NO_DIFFERENCE, NOT_DECIDED, UNDECIDED, UNSTABLE,
                                    Arm, decide)
 
@@ -23,47 +22,59 @@ def _values(mean, spread=0.01, n=5):
     return list(mean * (1 + spread * (z - z.mean()) / z.std(ddof=1)))
 
 
-def _arm(name, mode, mean, spread=0.01, n=5, gate=CONVERGED, diverged=0, trend=None):
+def _arm(name, mode, mean, spread=0.01, n=5, gate=None, diverged=0, trend=None):
+    gate = gate if gate is not None else {**CONVERGED, "runs_converged": n, "runs": n}  # every run plateaued
     return Arm(name, mode, _values(mean, spread, n), n + diverged, diverged, gate, trend or {})
+
+
+def _settled(name):
+    """A gap that has stopped moving over a three-rung ladder, every compared run plateaued."""
+    return GapStability(name, "baseline", 0.05, (725, 1450, 2900), (46400, 92800, 185600), (0.0, 0.0, 0.0), 10, 10)
+
+
+def _decide(baseline, mining, *args, **kw):
+    """decide() with every mining contrast stable across the ladder unless ``stability`` is given."""
+    kw.setdefault("stability", {a.name: _settled(a.name) for a in mining})
+    return decide(baseline, mining, *args, **kw)
 
 
 BASE = _arm("baseline", "none", 0.0100)
 
 
 def test_mining_helps_names_the_adversarial_strategy():
-    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0090), _arm("random", "random", 0.0100)], "ID MSE", 0.05)
+    v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0090), _arm("random", "random", 0.0100)], "ID MSE", 0.05)
     assert v.outcome == MINING_HELPS and v.strategy == "adversarial" and v.scenario == "adversarial wins"
     assert v.confidence == pytest.approx(0.975)  # Bonferroni over the two mining strategies
     assert "adversarial lowers" in v.sentence
 
 
 def test_mining_helps_names_random_when_only_random_helps():
-    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0101), _arm("random", "random", 0.0085)], "ID MSE", 0.05)
+    v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0101), _arm("random", "random", 0.0085)], "ID MSE", 0.05)
     assert v.outcome == MINING_HELPS and v.strategy == "random" and v.scenario == "random best"
 
 
 def test_no_meaningful_difference_when_every_ci_is_inside_the_margin():
-    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0101), _arm("random", "random", 0.0099)], "ID MSE", 0.05)
+    v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0101), _arm("random", "random", 0.0099)], "ID MSE", 0.05)
     assert v.outcome == NO_DIFFERENCE and v.scenario == "baseline best"
 
 
 def test_baseline_better_when_a_ci_lies_above_zero_and_outside_the_margin():
-    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0110), _arm("random", "random", 0.0100)], "ID MSE", 0.05)
+    v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0110), _arm("random", "random", 0.0100)], "ID MSE", 0.05)
     assert v.outcome == BASELINE_BETTER and "adversarial" in v.sentence
 
 
 def test_the_adversarial_contrast_decides_when_random_is_open():
-    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0110), _arm("random", "random", 0.0097, spread=0.08, n=3)],
+    v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0110), _arm("random", "random", 0.0097, spread=0.08, n=3)],
                "ID MSE", 0.05)
     assert v.outcome == BASELINE_BETTER and v.strategy == "adversarial"
     assert "Beside it, random" in v.sentence and "inconclusive" in v.sentence
-    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0100, spread=0.08, n=3), _arm("random", "random", 0.0110)],
+    v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0100, spread=0.08, n=3), _arm("random", "random", 0.0110)],
                "ID MSE", 0.05)
     assert v.outcome == UNDECIDED and v.strategy == "adversarial"
 
 
 def test_inconclusive_reports_the_seeds_needed():
-    v = decide(_arm("baseline", "none", 0.0100, spread=0.05, n=3),
+    v = _decide(_arm("baseline", "none", 0.0100, spread=0.05, n=3),
                [_arm("adversarial", "adversarial", 0.0097, spread=0.05, n=3)], "ID MSE", 0.05)
     assert v.outcome == UNDECIDED and v.scenario is None
     need = v.contrasts[0]["seeds_needed"]
@@ -74,16 +85,16 @@ def test_unconverged_curves_give_not_decided_with_the_direction_of_the_gap():
     falling = {"converged": False, "tail_change": -0.23, "spread": 0.09, "evals_seen": 3}
     trend = {"steps": [1500, 2000, 2500], "gaps": [0.26, 0.069, 0.023], "direction": "shrinking"}
     # even a large apparent win is not read while a strategy is still improving
-    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0080, gate=falling, trend=trend)], "ID MSE", 0.05)
+    v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0080, gate=falling, trend=trend)], "ID MSE", 0.05)
     assert v.outcome == NOT_DECIDED and v.scenario is None
     assert "adversarial has not converged" in v.sentence and "shrinking" in v.sentence
-    unknown = decide(BASE, [_arm("adversarial", "adversarial", 0.0080, gate={"converged": None, "evals_seen": 1})],
+    unknown = _decide(BASE, [_arm("adversarial", "adversarial", 0.0080, gate={"converged": None, "evals_seen": 1})],
                      "ID MSE", 0.05)
     assert unknown.outcome == NOT_DECIDED and "too few validation evaluations" in unknown.sentence
 
 
 def test_a_diverged_run_makes_training_unstable_first():
-    v = decide(BASE, [_arm("adversarial", "adversarial", 0.0080, diverged=1)], "ID MSE", 0.05)
+    v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0080, diverged=1)], "ID MSE", 0.05)
     assert v.outcome == UNSTABLE and v.scenario == "training instability" and "1 of 6 adversarial" in v.sentence
 
 
@@ -129,45 +140,10 @@ def test_gap_trend_direction():
 
 
 # --------------------------------------------------------------------------- whole aggregation
-def _write_run(root, strategy, mode, seed, test_mse, *, final_val, falling=False, cost=0.01, status="completed"):
-    """metrics.json and curve.csv of one synthetic run (ID/OOD, 0 and 5 inner steps)."""
-    run = root / f"{strategy}-{seed}"
-    run.mkdir(parents=True)
-    sets = {} if status != "completed" else {
-        s: {str(k): {"mse": test_mse * (1 if k else 2) * (10 if s == "test_ood" else 1), "residual_mean": 3.0,
-                     "residual_median": 3.0, "rel_err_mean": 0.5, "infer_ms_per_problem": 1.0, "accept_rate": 0.6}
-            for k in (0, 5)} for s in ("test_id", "test_ood")}
-    metrics = {"run": run.name, "seed": seed, "mode": mode, "status": status, "diverged_at": None,
-               "steps_done": 1000, "train_seconds": 10.0, "seconds_per_step": cost, "cost_seconds_per_step": cost,
-               "flops_per_step": 1e9 * cost / 0.01, "device": "cpu", "torch": "test", "default_inner": 5,
-               "sets": sets, "landscape": [], "raw_model_mse": {"test_id": test_mse * 1.1}}
-    (run / "metrics.json").write_text(json.dumps(metrics))
-    steps = np.arange(200, 1001, 200)
-    shape = np.array([3.0, 1.8, 1.3, 1.12, 1.0]) if falling else np.array([3.0, 1.2, 1.003, 1.0, 1.001])
-    pd.DataFrame({"step": steps, "loss": 0.5, "loss_mse": 0.3, "loss_energy": 0.1, "val_mse_ema": final_val * shape,
-                  "val_mse_raw": final_val * shape, "train_flops": steps * 1e9 * cost / 0.01,
-                  "train_cpu_seconds": steps * cost, "grad_norm": 1.0, "clip_frac": 0.1}).to_csv(run / "curve.csv",
-                                                                                               index=False)
-    return {"strategy": strategy, "seed": seed, "run": run.name, "metrics": str(run / "metrics.json"),
-            "curve": str(run / "curve.csv")}
-
-
 def _study(tmp_path, arms):
-    """Aggregate synthetic runs; ``arms`` maps strategy -> (mode, mean test MSE, kwargs)."""
-    runs, expected = [], []
-    for strategy, (mode, mse, kw) in arms.items():
-        for seed, value in enumerate(_values(mse, 0.01)):
-            runs.append(_write_run(tmp_path / "runs", strategy, mode, seed, value, final_val=value, **kw))
-            expected.append((strategy, seed))
-    ref = tmp_path / "reference.json"
-    ref.write_text(json.dumps({"trivial_mse": {s: {"zeros": 0.02, "entry_mean": 0.014} for s in ("test_id", "test_ood")}}))
-    verdict_path = tmp_path / "verdict.json"
-    aggregate(runs=runs, expected=expected, reference_path=str(ref),
-              tables={t: str(tmp_path / f"{t}.csv") for t in TABLES}, verdict_path=str(verdict_path),
-              roles={"baseline": "baseline", "random": "random", "adversarial": "adversarial"}, default_inner=5,
-              primary={"set": "test_id", "inner_steps": None}, delta=0.05, alpha=0.05,
-              convergence={"method": "window", "evals": 3, "tolerance": 0.02}, sweep_points={}, training={}, name="t")
-    return json.loads(verdict_path.read_text())
+    """Aggregate synthetic runs over a three-rung ladder whose smaller rungs repeat the full budget's
+    values (a settled gap); ``arms`` maps strategy -> (mode, mean test MSE, kwargs)."""
+    return study(tmp_path, arms)
 
 
 def test_adversarial_ten_percent_better_but_costlier_never_reads_baseline_best(tmp_path):

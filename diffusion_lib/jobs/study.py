@@ -10,26 +10,23 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from .. import interpretation as interp
+from .. import ladder_tables as lt
 from .. import report as rep
 from .. import tables as tab
+from ..budget import PAPER_SAMPLES, Budget
 from ..convergence import ConvergenceRule, gap_trend, run_gate, strategy_gate
 from ..runtime import log, write_json
+from ..stability import gap_stability, stability_table
 from ..verdict import Arm, decide
 
 TABLES = ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
-          "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation")
+          "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
+          "gap_stability", "skill")
 
 
-def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str, int]], reference_path: str,
-              tables: Mapping[str, str], verdict_path: str, roles: Mapping[str, str], default_inner: int,
-              primary: Mapping[str, Any], delta: float, alpha: float, convergence: Mapping[str, Any],
-              sweep_points: Mapping[str, Any], training: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Combine per-run files into the study's tables and verdict.
-
-    ``runs``: one mapping per evaluated run with its ``strategy`` name and ``seed`` in this study,
-    its ``run`` directory name, and the paths of its ``metrics`` and ``curve`` files. ``expected``:
-    every (strategy, seed) of the study; those absent from ``runs`` are reported as missing.
-    """
+def _load_runs(runs: Sequence[Mapping[str, str]]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Each run's metrics (labelled with this study's strategy and seed) and the learning curves."""
     metrics, curves = [], []
     for paths in runs:
         m, curve = tab.load_run(paths["metrics"], paths["curve"])
@@ -39,6 +36,36 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
         cost = "train_cpu_seconds" if str(m.get("device", "cpu")).startswith("cpu") else "train_seconds"
         curves.append(curve.assign(strategy=m["strategy"], seed=m["seed"], mode=m["mode"],
                                    compute_seconds=curve.get(cost, math.nan)))
+    return metrics, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+
+
+def _budget(ladder: Mapping[str, Any] | None, training: Mapping[str, Any]) -> Budget | None:
+    """The full budget: the ladder's largest rung (else ``train.steps``) at its batch size."""
+    steps = (ladder or {}).get("rungs", [None])[-1] or training.get("steps")
+    batch = (ladder or {}).get("batch_size") or training.get("batch_size")
+    if not steps or not batch:
+        return None
+    return Budget(int(steps), int(batch), int((ladder or {}).get("paper_samples", PAPER_SAMPLES)))
+
+
+def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str, int]], reference_path: str,
+              tables: Mapping[str, str], verdict_path: str, roles: Mapping[str, str], default_inner: int,
+              primary: Mapping[str, Any], delta: float, alpha: float, convergence: Mapping[str, Any],
+              sweep_points: Mapping[str, Any], training: Mapping[str, Any], name: str,
+              rungs: Sequence[Mapping[str, Any]] = (), ladder: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Combine per-run files into the study's tables and verdict.
+
+    ``runs``: one mapping per evaluated run with its ``strategy`` name and ``seed`` in this study,
+    its ``run`` directory name, and the paths of its ``metrics`` and ``curve`` files. ``expected``:
+    every (strategy, seed) of the study; those absent from ``runs`` are reported as missing.
+    ``rungs``: one mapping per rung model (``strategy``, ``seed``, ``run``, ``rung`` steps, ``kind``
+    ``ladder`` or ``compute_matched``, ``samples``, ``metrics``, ``curve``; see
+    :mod:`diffusion_lib.ladder_tables`); rungs whose files are missing are skipped with a warning.
+    ``ladder``: ``rungs`` (ladder budgets in steps, ascending, the last the full budget),
+    ``decay_fraction``, ``batch_size``, ``paper_samples``, ``compute_matched`` ({strategy: steps}).
+    Without rungs the full budget is the only rung, and the gap's stability cannot be assessed.
+    """
+    metrics, curves_df = _load_runs(runs)
     found = {(m["strategy"], m["seed"]) for m in metrics}
     missing = [f"{s}/seed{k}" for s, k in expected if (s, k) not in found]
     if missing:
@@ -49,34 +76,56 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
         trivial = {k: v for k, v in json.load(fh)["trivial_mse"].items() if k in ("test_id", "test_ood")}
     rule = ConvergenceRule.from_mapping(convergence)
     primary_ep = tab.Endpoint(primary["set"], default_inner if primary["inner_steps"] is None else primary["inner_steps"])
+    family = tab.endpoint_family(primary_ep, default_inner)
+    budget = _budget(ladder, training)
+    paper = budget.paper_samples if budget else PAPER_SAMPLES
     runs_df = tab.runs_table(metrics, sweep_points)
-    curves_df = pd.concat(curves, ignore_index=True)
-    values = tab.endpoint_values(runs_df, tab.endpoint_family(primary_ep, default_inner))
+    values = tab.endpoint_values(runs_df, family)
     base = roles["baseline"]
     present = list(dict.fromkeys(runs_df["strategy"]))
     mining_roles = [roles[r] for r in ("adversarial", "random") if roles.get(r) in present]
     primary_confidence = 1 - alpha / max(len(mining_roles), 1)
-    pairs = [(s, base, "verdict") for s in mining_roles]
-    pairs += [(s, base, "exploratory") for s in present if s != base and s not in mining_roles]
+    verdict_pairs = [(s, base, "verdict") for s in mining_roles]
+    pairs = verdict_pairs + [(s, base, "exploratory") for s in present if s != base and s not in mining_roles]
     if len(mining_roles) == 2:
         pairs.append((roles["adversarial"], roles["random"], "exploratory"))
     contrasts = tab.contrasts_table(values, pairs, primary_ep, delta, alpha, primary_confidence)
+    contrasts["p_holm_family"] = interp.family_holm(contrasts)
     gates = strategy_gate(curves_df, rule)
-    matched = [tab.compute_matched_table(curves_df, base, measure) for measure in ("train_flops", "compute_seconds")]
+    run_gates = run_gate(curves_df, rule)
+
+    if rungs:
+        rung_vals, missing_rungs = lt.rung_values(rungs, family)
+    else:  # the full budget as the only rung
+        rung_vals, missing_rungs = values.assign(rung=budget.steps if budget else 0, kind=lt.LADDER,
+                                                 samples=budget.samples if budget else 0), []
+    full_rung = budget.steps if budget else int(rung_vals["rung"].max())
+    ladder_contrasts = lt.ladder_contrasts_table(rung_vals, verdict_pairs, primary_ep, delta, alpha,
+                                                 primary_confidence, paper)
+    on_primary = ladder_contrasts[ladder_contrasts["endpoint_role"] == "primary"]
+    stabilities = {s: gap_stability(on_primary, run_gates, s, base, delta) for s in mining_roles}
+    skill = interp.skill_table(values, trivial)
+    strategies = tab.strategies_table(runs_df, trivial)
+    diagnostics = tab.diagnostics_table(curves_df, runs_df, default_inner)
     out = {
         "runs": runs_df,
-        "strategies": tab.strategies_table(runs_df, trivial),
+        "strategies": strategies,
         "endpoints": values,
         "contrasts": contrasts,
         "landscape": tab.landscape_table(metrics),
         "test_time": tab.test_time_table(runs_df),
         "curves": curves_df,
         "convergence": gates,
-        "convergence_runs": run_gate(curves_df, rule),
-        "compute_matched": pd.concat([m for m in matched if not m.empty] or [pd.DataFrame()], ignore_index=True),
-        "diagnostics": tab.diagnostics_table(curves_df, runs_df, default_inner),
+        "convergence_runs": run_gates,
+        "compute_matched": lt.compute_matched_table(rung_vals, mining_roles, base, primary_ep, full_rung, delta,
+                                                    primary_confidence, paper),
+        "diagnostics": diagnostics,
         "cost": tab.cost_table(runs_df, base),
         "ablation": tab.ablation_table(runs_df, sweep_points, default_inner),
+        "ladder": lt.ladder_table(rung_vals, primary_ep, paper, trivial, 1 - alpha),
+        "ladder_contrasts": ladder_contrasts,
+        "gap_stability": stability_table(list(stabilities.values()), paper),
+        "skill": skill,
     }
     for key, df in out.items():
         Path(tables[key]).parent.mkdir(parents=True, exist_ok=True)
@@ -92,19 +141,28 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
                    gap_trend(curves_df, strategy, base, rule) if strategy != base else {})
 
     if base in present:
-        v = decide(arm(base), [arm(s) for s in mining_roles], primary_ep.label, delta, alpha).as_dict()
+        v = decide(arm(base), [arm(s) for s in mining_roles], primary_ep.label, delta, alpha, budget=budget,
+                   stability=stabilities).as_dict()
     else:
         v = {"outcome": "inconclusive", "sentence": f"Inconclusive: the baseline strategy {base!r} has no runs.",
              "scenario": None, "strategy": None, "confidence": primary_confidence, "contrasts": [],
-             "reasons": []}
+             "reasons": [], "budget": budget.as_dict() if budget else None}
+    flips = interp.inner_loop_flips(contrasts, skill, default_inner, alpha)
     environment = runs_df.drop_duplicates(["strategy", "seed"])[["device", "torch"]].astype(str)
-    write_json({**v, "primary": {"key": primary_ep.key, "label": primary_ep.label}, "delta": delta, "alpha": alpha,
-                 "convergence_rule": rule.describe(), "missing": missing, "trivial_mse": trivial,
-                 "inner_loop_flips": tab.inner_loop_flips(contrasts[contrasts["role"] == "verdict"], default_inner,
-                                                          alpha),
-                 "training": dict(training), "name": name, "default_inner": default_inner, "roles": dict(roles),
-                 "devices": sorted(set(environment["device"])), "torch": sorted(set(environment["torch"]))},
-                verdict_path)
+    uninformative = skill[skill["uninformative"]].drop_duplicates("endpoint")
+    write_json({**v, "paragraph": " ".join([v["sentence"], *flips]), "inner_loop_flips": flips,
+                "primary": {"key": primary_ep.key, "label": primary_ep.label}, "delta": delta, "alpha": alpha,
+                "convergence_rule": rule.describe(), "missing": missing, "missing_rungs": missing_rungs,
+                "trivial_mse": trivial, "ladder": {"paper_samples": paper, **dict(ladder or {})},
+                "stability": [s.as_dict() for s in stabilities.values()],
+                "extrapolations": [t for s in stabilities.values() if (t := s.extrapolation_text(paper))],
+                "uninformative": [f"{r.label} (best skill {r.best_skill:.1%})" for r in uninformative.itertuples()],
+                "interpretation": [line for line in [interp.residual_line(strategies, default_inner,
+                                                                          training.get("rank")),
+                                                     *interp.diagnostic_lines(diagnostics, mining_roles)] if line],
+                "training": dict(training), "name": name, "default_inner": default_inner, "roles": dict(roles),
+                "devices": sorted(set(environment["device"])), "torch": sorted(set(environment["torch"]))},
+               verdict_path)
     log.info("verdict: %s", v["sentence"])
     return v
 
@@ -125,9 +183,11 @@ def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mappi
                  options: Mapping[str, Any]) -> None:
     """Draw the main figures from cached tables (see :mod:`diffusion_lib.figures`)."""
     from .. import figures as fig
+    from ..ladder_figure import plot_ladder
 
     t, v = _cached(tables, verdict_path)
     fig.plot_forest(t["contrasts"], v, figures["forest"], options)
+    plot_ladder(t["ladder_contrasts"], t["compute_matched"], v, figures["ladder"], options)
     fig.plot_mse(t["runs"], v["trivial_mse"], v["default_inner"], figures["mse"], options)
     fig.plot_learning_curves(t["curves"], v["trivial_mse"], figures["curves"], options)
     fig.plot_compute_curves(t["curves"], figures["compute"], options)
