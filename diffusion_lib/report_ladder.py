@@ -33,11 +33,13 @@ def ladder_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[B
     lad = v.get("ladder", {})
     doc: list[Block] = [("h", 2, "The answer at each training budget (budget ladder)")]
     rungs = ", ".join(f"{r:,}" for r in lad.get("rungs", sorted(set(ladder["rung"]))))
-    doc.append(("p", f"Every run is also trained to smaller budgets (rungs, in steps: {rungs}) with the "
-                     f"warmup-stable-decay schedule: one constant-lr trunk per run and, per rung, a decay branch over "
-                     f"its last {lad.get('decay_fraction', float('nan')):.0%}; the largest rung is the run itself. "
-                     "`compute-matched` rows: a mining arm's own decay branch at the budget where its cumulative "
-                     "training FLOPs equal the baseline's full budget. Means over seeds with Student-t CIs."))
+    f = lad.get("decay_fraction")
+    how = (f"with the warmup-stable-decay schedule: one constant-lr trunk per run and, per rung, a decay branch over "
+           f"its last {f:.0%}" if f else f"with the {lad.get('schedule', 'constant')} schedule")
+    doc.append(("p", f"Every run is evaluated at a ladder of budgets (rungs, in steps: {rungs}) {how}; the largest "
+                     "rung is the run itself. `compute_matched` rows: a mining arm's own rung at the budget where its "
+                     "cumulative training FLOPs equal the baseline's full budget. Means over seeds with Student-t "
+                     "CIs."))
     primary = _budget_columns(ladder[ladder["endpoint_role"] == "primary"])
     primary["CI"] = _level(primary, relative=False)
     doc.append(("table", select(primary, {"kind": "rung kind", "rung": "steps", "training samples": "training samples",

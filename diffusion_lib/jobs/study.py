@@ -41,7 +41,7 @@ def _load_runs(runs: Sequence[Mapping[str, str]]) -> tuple[list[dict[str, Any]],
 
 def _budget(ladder: Mapping[str, Any] | None, training: Mapping[str, Any]) -> Budget | None:
     """The full budget: the ladder's largest rung (else ``train.steps``) at its batch size."""
-    steps = (ladder or {}).get("rungs", [None])[-1] or training.get("steps")
+    steps = ((ladder or {}).get("rungs") or [None])[-1] or training.get("steps")
     batch = (ladder or {}).get("batch_size") or training.get("batch_size")
     if not steps or not batch:
         return None
