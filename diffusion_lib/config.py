@@ -5,12 +5,19 @@ mapping against ``config.schema.yaml`` (package data, next to this module; filli
 JSON schema cannot express, and raises :class:`ConfigError` listing *every* problem, each naming the
 field (``train.batch_size``, ``strategies.adv.mode``, ...).
 
+Training overrides (issue 19): a strategy may declare ``train: {lr: ..., grad_clip: ..., betas: ...}``,
+its own values of those top-level ``train`` keys (``grad_clip: .inf`` never clips). They are kept
+out of the mining config (``strategy_train``) and enter its runs' keys through
+:func:`diffusion_lib.layout.run_train_block`: an override equal to the top-level value changes nothing.
+
 Sweeps (issue 7): each entry ``{base: NAME, grid: {param: [values...]}}`` expands into one strategy
 per grid point, named ``NAME__param-value[__param-value...]`` with parameters in sorted order and
-values formatted canonically (``1.0`` → ``1``, ``0.5`` → ``0.5``), so the same grid always yields the
-same names (and Snakemake reuses cached runs) whatever order the YAML lists them in. A grid point whose
-mining config equals an existing strategy's (typically the base itself) is not trained again: that
-strategy's runs stand for the point in the ablation table and figures.
+values formatted canonically (``1.0`` → ``1``, ``0.5`` → ``0.5``, ``.inf`` → ``inf``), so the same grid
+always yields the same names (and Snakemake reuses cached runs) whatever order the YAML lists them in.
+A grid varies mining parameters and, spelled ``train.lr`` / ``train.grad_clip``, the base's training
+overrides (the only kind of grid a mode-``none`` base accepts). A grid point whose mining config and
+overridable train values equal an existing strategy's (typically the base itself) is not trained
+again: that strategy's runs stand for the point in the ablation table and figures.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import itertools
 import math
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import jsonschema
 import yaml
@@ -29,6 +36,8 @@ from .diffusion import MiningConfig
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"  # shipped as package data
 SWEEP_SEP = "__"
+#: grid keys spelled ``train.<key>`` vary the base strategy's training override of ``<key>``
+SWEEP_TRAIN_PREFIX = "train."
 
 
 class ConfigError(ValueError):
@@ -66,10 +75,15 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
 
 
 def format_value(value: Any) -> str:
-    """Canonical, path-safe text of a sweep value (integers and floats without trailing zeros)."""
+    """Canonical, path-safe text of a sweep value: integers and floats without trailing zeros
+    (``1.0`` → ``1``, ``5e-4`` → ``0.0005``, ``1e-5`` → ``1e-05``, ``inf`` → ``inf``), and exact: two
+    values never share a text (``1234567.5`` → ``1234567.5``, not ``g``'s ``1.23457e+06``)."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return format(value, "g") if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return str(value)
+    text = format(value, "g")
+    return text if float(text) == value else repr(value)  # repr: the shortest exact text
 
 
 def sweep_name(base: str, point: Mapping[str, Any]) -> str:
@@ -77,13 +91,39 @@ def sweep_name(base: str, point: Mapping[str, Any]) -> str:
     return SWEEP_SEP.join([base, *(f"{k}-{format_value(point[k])}" for k in sorted(point))])
 
 
-def expand_sweep(base: str, base_mining: Mapping[str, Any], grid: Mapping[str, list]) -> Iterator[tuple[str, dict, dict]]:
-    """Yield ``(name, mining_config, point)`` for every point of ``grid`` over ``base_mining``."""
+class GridPoint(NamedTuple):
+    """One point of a sweep: the strategy it becomes."""
+
+    name: str
+    mining: dict[str, Any]  #: the base's mining config with the point's mining values
+    train: dict[str, Any]  #: the base's training overrides with the point's ``train.*`` values
+    point: dict[str, Any]  #: the swept values, keyed as in the grid (``opt_steps``, ``train.lr``)
+
+
+def expand_sweep(base: str, base_mining: Mapping[str, Any], grid: Mapping[str, list],
+                 base_train: Mapping[str, Any] | None = None) -> Iterator[GridPoint]:
+    """Every point of ``grid`` over the base strategy's mining config and training overrides."""
     keys = sorted(grid)
     values = [sorted(set(grid[k])) for k in keys]
     for combo in itertools.product(*values):
         point = dict(zip(keys, combo))
-        yield sweep_name(base, point), {**base_mining, **point}, point
+        mining = {k: v for k, v in point.items() if not k.startswith(SWEEP_TRAIN_PREFIX)}
+        train = {k[len(SWEEP_TRAIN_PREFIX):]: v for k, v in point.items() if k.startswith(SWEEP_TRAIN_PREFIX)}
+        yield GridPoint(sweep_name(base, point), {**base_mining, **mining}, {**(base_train or {}), **train}, point)
+
+
+def override_keys(schema: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """The ``train`` keys a strategy may override (``$defs.train_override`` of the schema)."""
+    schema = load_schema() if schema is None else schema
+    return tuple(schema["$defs"]["train_override"]["properties"])
+
+
+def effective_overrides(train: Mapping[str, Any], override: Mapping[str, Any], keys: tuple[str, ...]
+                        ) -> dict[str, Any]:
+    """Every overridable key's value for a strategy with ``override`` (the top-level ``train``
+    block's where it declares none): with its mining config, what tells its runs apart."""
+    values = {k: override.get(k, train[k]) for k in keys}
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
 
 
 def _resolve_ref(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -99,7 +139,8 @@ def coerce_cli_values(value: Any, schema: Mapping[str, Any], root: Mapping[str, 
     """``value`` with strings turned into the integers, numbers, booleans and lists the schema asks for.
 
     ``snakemake --config seeds=[0,1,2,3]`` delivers ``['0', '1', '2', '3']`` and ``partial=true``
-    the string ``'true'``; a user means integers and a boolean. Only a string that parses exactly
+    the string ``'true'``; a user means integers and a boolean (and ``.inf``/``inf`` a float
+    infinity, e.g. ``grad_clip``: no clipping). Only a string that parses exactly
     as the schema's type is converted; anything else is left for validation to report.
     """
     root = schema if root is None else root
@@ -112,6 +153,8 @@ def coerce_cli_values(value: Any, schema: Mapping[str, Any], root: Mapping[str, 
                 return int(text)
             if kind == "number" and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
                 return float(text)
+            if kind == "number" and re.fullmatch(r"[+-]?\.?inf(inity)?", text, re.IGNORECASE):
+                return float(text.replace(".", ""))  # YAML's .inf (grad_clip: no clipping)
         except ValueError:
             return value
         if kind == "boolean" and text.lower() in ("true", "false"):
@@ -138,8 +181,11 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
 
     The returned mapping adds ``strategy_seeds`` (strategy name → its training seeds: its own
     ``seeds`` if declared, else the top-level ones; the key is removed from the mining config),
-    ``sweep_points`` (strategy name → its base and swept parameter values) and ``sweep_aliases`` (grid-point name → the existing strategy with the same mining config, whose
-    runs stand for that point instead of being trained again).
+    ``strategy_train`` (strategy name → its training overrides as declared, ``{}`` without; a grid
+    point's are its base's with the swept ``train.*`` values; the key is removed from the mining
+    config), ``sweep_points`` (strategy name → its base and swept parameter values, keyed as in the
+    grid) and ``sweep_aliases`` (grid-point name → the existing strategy with the same mining config
+    and overridable train values, whose runs stand for that point instead of being trained again).
     """
     cfg = copy.deepcopy(dict(config))
     explicit_roles = set(cfg.get("comparison") or {}) if isinstance(cfg.get("comparison"), dict) else set()
@@ -155,20 +201,34 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
     # per-strategy seeds are not part of the mining config: keep them aside (sweep points use the
     # top-level seeds, so an ablation overlay's `seeds` sets its cost)
     cfg["strategy_seeds"] = {name: list(m.pop("seeds", cfg["seeds"])) for name, m in cfg["strategies"].items()}
+    # so are the training overrides (they enter the run key through layout.run_train_block)
+    cfg["strategy_train"] = {name: m.pop("train", {}) for name, m in cfg["strategies"].items()}
+    keys = override_keys(schema)
+
+    def identity(mining: Mapping[str, Any], train: Mapping[str, Any]) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        return mining, effective_overrides(cfg["train"], train, keys)
+
+    name_is_safe = Validator(schema["$defs"]["name"]).is_valid
     cfg["sweep_points"], cfg["sweep_aliases"] = {}, {}
     for i, sweep in enumerate(cfg["sweeps"]):
         base = sweep["base"]
-        for name, mining, point in expand_sweep(base, cfg["strategies"][base], sweep["grid"]):
-            twin = next((s for s, m in cfg["strategies"].items() if m == mining), None)
+        for name, mining, train, point in expand_sweep(base, cfg["strategies"][base], sweep["grid"],
+                                                       cfg["strategy_train"][base]):
+            twin = next((s for s, m in cfg["strategies"].items()
+                         if identity(m, cfg["strategy_train"][s]) == identity(mining, train)), None)
             if twin is not None and twin != name:
-                # same mining config as an existing strategy: reuse its runs instead of retraining
+                # same mining config and training values as an existing strategy: reuse its runs
                 cfg["sweep_aliases"][name] = twin
                 cfg["sweep_points"].setdefault(twin, {"base": base}).update(point)
                 continue
             if name in cfg["strategies"] and name not in cfg["sweep_points"]:
                 raise ConfigError(f"config field 'sweeps.{i}': generated strategy name {name!r} "
                                   "collides with a declared strategy")
+            if not name_is_safe(name):
+                raise ConfigError(f"config field 'sweeps.{i}': generated strategy name {name!r} is not a safe "
+                                  "path component of at most 100 characters (shorten the base's name or the grid)")
             cfg["strategies"][name] = mining
+            cfg["strategy_train"][name] = train
             cfg["strategy_seeds"][name] = list(cfg["seeds"])
             cfg["sweep_points"].setdefault(name, {"base": base}).update(point)
     for name, mining in cfg["strategies"].items():
@@ -190,10 +250,10 @@ def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[st
     if train["val_size"] > data["val_size"]:
         problems.append(f"config field 'train.val_size': {train['val_size']} exceeds data.val_size "
                         f"({data['val_size']}), the size of the validation set")
-    for key in ("lr", "max_loss", "grad_clip"):
-        if not math.isfinite(train[key]):
-            problems.append(f"config field 'train.{key}': must be finite, got {train[key]}")
+    problems += _number_problems("train", train)
     strategies, comparison = cfg["strategies"], cfg["comparison"]
+    for name, mining in strategies.items():
+        problems += _number_problems(f"strategies.{name}.train", mining.get("train", {}))
     expected_mode = {"baseline": "none", "random": "random", "adversarial": "adversarial"}
     for role, mode in expected_mode.items():
         name = comparison[role]
@@ -219,9 +279,30 @@ def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[st
         if sweep["base"] not in strategies:
             problems.append(f"config field 'sweeps.{i}.base': strategy {sweep['base']!r} is not declared "
                             f"(declared: {sorted(strategies)})")
-        elif strategies[sweep["base"]]["mode"] == "none":
+        elif strategies[sweep["base"]]["mode"] == "none" and any(
+                not key.startswith(SWEEP_TRAIN_PREFIX) for key in sweep["grid"]):
             problems.append(f"config field 'sweeps.{i}.base': strategy {sweep['base']!r} has mode 'none', "
-                            "which uses no mining parameters to sweep")
+                            "which uses no mining parameters to sweep (only train.* grid keys apply to it)")
+        problems += _number_problems(f"sweeps.{i}.grid.train", {
+            key[len(SWEEP_TRAIN_PREFIX):]: values for key, values in sweep["grid"].items()
+            if key.startswith(SWEEP_TRAIN_PREFIX)})
+    return problems
+
+
+def _number_problems(field: str, block: Mapping[str, Any]) -> list[str]:
+    """NaN and infinities a JSON schema lets through (NaN passes every bound): ``lr``, ``max_loss``
+    and ``betas`` must be finite; ``grad_clip`` may be ``.inf`` (never clip), never NaN. A value
+    may be a list (betas, or a sweep's grid values): each element is checked."""
+    problems = []
+    for key in ("lr", "max_loss", "betas", "grad_clip"):
+        if key not in block:
+            continue
+        values = block[key] if isinstance(block[key], (list, tuple)) else [block[key]]
+        if key == "grad_clip" and any(math.isnan(v) for v in values):
+            problems.append(f"config field '{field}.{key}': must be a positive number or .inf (no clipping), "
+                            f"got {block[key]}")
+        elif key != "grad_clip" and not all(math.isfinite(v) for v in values):
+            problems.append(f"config field '{field}.{key}': must be finite, got {block[key]}")
     return problems
 
 

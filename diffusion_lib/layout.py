@@ -21,6 +21,7 @@ every edit.
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
@@ -48,6 +49,9 @@ class RunSpec:
     run: str
     mode: str
     mining: dict[str, Any] = field(hash=False, compare=False)
+    #: the ``train`` block that shapes this run: the config's, without :data:`NOT_SHAPING_TRAIN_KEYS`,
+    #: with the strategy's overrides applied (:func:`run_train_block`); what its training job is given
+    train: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def dir(self) -> str:
@@ -82,9 +86,14 @@ def reference_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: data[k] for k in ("rank", "seed", "id_eps", "ood_eps", "reference_size")}
 
 
-def run_train_block(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The config's ``train`` block without the values that do not shape a run."""
-    return {k: v for k, v in cfg["train"].items() if k not in NOT_SHAPING_TRAIN_KEYS}
+def run_train_block(cfg: Mapping[str, Any], strategy: str | None = None) -> dict[str, Any]:
+    """The config's ``train`` block without the values that do not shape a run; with ``strategy``,
+    that strategy's training overrides (``cfg["strategy_train"]``, from ``strategies.<name>.train``
+    or a sweep's ``train.*`` grid keys) applied: what shapes that strategy's runs."""
+    block = {k: copy.deepcopy(v) for k, v in cfg["train"].items() if k not in NOT_SHAPING_TRAIN_KEYS}
+    if strategy is not None:
+        block.update(copy.deepcopy(cfg["strategy_train"][strategy]))
+    return block
 
 
 class Layout:
@@ -109,10 +118,11 @@ class Layout:
     def _run(self, strategy: str, seed: int) -> RunSpec:
         data = self.cfg["data"]
         mining = dict(self.cfg["strategies"][strategy])
-        identity = train_config(run_train_block(self.cfg), seed=seed, rank=data["rank"], id_eps=data["id_eps"]
+        train = run_train_block(self.cfg, strategy)
+        identity = train_config(train, seed=seed, rank=data["rank"], id_eps=data["id_eps"]
                                 ).identity(MiningConfig.from_mapping(mining))
         key = value_key({"train": identity, "val": self.splits["val_id"]}, 12)
-        return RunSpec(strategy, int(seed), f"{mining['mode']}-seed{seed}-{key}", mining["mode"], mining)
+        return RunSpec(strategy, int(seed), f"{mining['mode']}-seed{seed}-{key}", mining["mode"], mining, train)
 
     def eval_dir(self, run: str) -> str:
         return f"{RESULTS}/runs/{run}/eval-{self.eval_key}"

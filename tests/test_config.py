@@ -3,7 +3,10 @@ import copy
 import pytest
 import yaml
 
-from diffusion_lib.config import ConfigError, expand_sweep, load_config, sweep_name
+import math
+import re
+
+from diffusion_lib.config import ConfigError, expand_sweep, format_value, load_config, load_schema, sweep_name
 
 GOOD = {
     "seeds": [0, 1],
@@ -60,6 +63,21 @@ MALFORMED = [
     (_with(("sweeps",), [{"base": "baseline", "grid": {"opt_steps": [1]}}]), "sweeps.0.base"),
     (_drop("strategies"), "'strategies' is a required property"),
     (_with(("evaluation", "inner_steps"), [-1]), "evaluation.inner_steps.0"),
+    # per-strategy training overrides (issue 19)
+    (_with(("strategies", "adversarial", "train"), {"steps": 10}), "'strategies.adversarial.train'"),
+    (_with(("strategies", "adversarial", "train"), {"steps": 10}), "'steps' was unexpected"),
+    (_with(("strategies", "adversarial", "train"), {"lr": -1e-3}), "strategies.adversarial.train.lr"),
+    (_with(("strategies", "adversarial", "train"), {"lr": float("inf")}), "strategies.adversarial.train.lr"),
+    (_with(("strategies", "adversarial", "train"), {"grad_clip": 0}), "strategies.adversarial.train.grad_clip"),
+    (_with(("strategies", "adversarial", "train"), {"grad_clip": float("nan")}),
+     "strategies.adversarial.train.grad_clip"),
+    (_with(("strategies", "random", "train"), {"betas": [0.9, 1.0]}), "strategies.random.train.betas.1"),
+    (_with(("train", "grad_clip"), float("nan")), "train.grad_clip"),
+    (_with(("train", "lr"), float("inf")), "train.lr"),
+    (_with(("sweeps",), [{"base": "adversarial", "grid": {"train.lr": [-1e-3]}}]), "sweeps.0.grid.train.lr.0"),
+    (_with(("sweeps",), [{"base": "adversarial", "grid": {"train.lr": [float("inf")]}}]), "sweeps.0.grid.train.lr"),
+    (_with(("sweeps",), [{"base": "adversarial", "grid": {"train.steps": [10]}}]), "sweeps.0.grid"),
+    (_with(("sweeps",), [{"base": "baseline", "grid": {"train.lr": [1e-3], "opt_steps": [1]}}]), "sweeps.0.base"),
 ]
 
 
@@ -128,9 +146,9 @@ def test_comparison_settings_are_checked():
 
 def test_sweep_names_are_stable_and_path_safe():
     grid = {"scale_factor": [2.0, 0.5, 1.0], "opt_steps": [5, 1, 2]}
-    names = [n for n, _, _ in expand_sweep("adv", {"mode": "adversarial"}, grid)]
+    names = [p.name for p in expand_sweep("adv", {"mode": "adversarial"}, grid)]
     reordered = {"opt_steps": [2, 5, 1], "scale_factor": [1.0, 2.0, 0.5]}
-    assert names == [n for n, _, _ in expand_sweep("adv", {"mode": "adversarial"}, reordered)]
+    assert names == [p.name for p in expand_sweep("adv", {"mode": "adversarial"}, reordered)]
     assert len(names) == 9 and len(set(names)) == 9
     assert "adv__opt_steps-1__scale_factor-0.5" in names and "adv__opt_steps-2__scale_factor-1" in names
     assert sweep_name("adv", {"mine_every": 4}) == "adv__mine_every-4"
@@ -156,3 +174,81 @@ def test_grid_points_equal_to_an_existing_strategy_reuse_its_runs():
                                     "adversarial__scale_factor-1": "adversarial"}
     assert out["sweep_points"]["adversarial"] == {"base": "adversarial", "opt_steps": 2, "scale_factor": 1.0}
     assert {"adversarial__opt_steps-1", "adversarial__scale_factor-2"} <= set(out["strategies"])
+
+
+# --------------------------------------------------------------- per-strategy training overrides (issue 19)
+def _strategies(**train):
+    cfg = copy.deepcopy(GOOD)
+    for name, override in train.items():
+        cfg["strategies"][name]["train"] = override
+    return cfg
+
+
+def test_training_overrides_are_kept_out_of_the_mining_config():
+    out = load_config(_strategies(adversarial={"lr": 1e-3, "grad_clip": 2.0}))
+    assert out["strategy_train"] == {"baseline": {}, "random": {}, "adversarial": {"lr": 1e-3, "grad_clip": 2.0}}
+    assert "train" not in out["strategies"]["adversarial"] and out["train"]["lr"] == 1e-4  # top level untouched
+
+
+def test_an_infinite_grad_clip_is_accepted_from_yaml_and_the_command_line():
+    text = "train: {grad_clip: .inf}\nstrategies: {adversarial: {mode: adversarial, train: {grad_clip: .inf}}}"
+    raw = yaml.safe_load(text)
+    out = load_config({**GOOD, "train": raw["train"], "strategies": {**GOOD["strategies"], **raw["strategies"]}})
+    assert out["train"]["grad_clip"] == math.inf and out["strategy_train"]["adversarial"]["grad_clip"] == math.inf
+    for text in (".inf", "inf", "+.inf", "Infinity"):
+        out = load_config(_strategies(adversarial={"grad_clip": text}))
+        assert out["strategy_train"]["adversarial"]["grad_clip"] == math.inf, text
+    with pytest.raises(ConfigError, match="strategies.adversarial.train.lr"):
+        load_config(_strategies(adversarial={"lr": ".inf"}))
+
+
+def test_sweeps_over_training_overrides_have_stable_path_safe_names():
+    grid = {"train.grad_clip": [math.inf, 2.0, 0.5], "opt_steps": [1, 2]}
+    points = list(expand_sweep("adversarial", {"mode": "adversarial"}, grid, {"lr": 1e-3}))
+    reordered = {"opt_steps": [2, 1], "train.grad_clip": [0.5, math.inf, 2.0]}
+    assert [p.name for p in points] == [p.name for p in expand_sweep("adversarial", {"mode": "adversarial"},
+                                                                     reordered, {"lr": 1e-3})]
+    by_name = {p.name: p for p in points}
+    clip_off = by_name["adversarial__opt_steps-1__train.grad_clip-inf"]
+    assert clip_off.mining == {"mode": "adversarial", "opt_steps": 1}  # no train key in the mining config
+    assert clip_off.train == {"lr": 1e-3, "grad_clip": math.inf}  # the base's overrides, then the point's
+    assert clip_off.point == {"opt_steps": 1, "train.grad_clip": math.inf}
+    pattern = load_schema()["$defs"]["name"]["pattern"]
+    assert len(by_name) == 6 and all(re.fullmatch(pattern, name) for name in by_name)
+    assert sweep_name("baseline", {"train.lr": 5e-4}) == "baseline__train.lr-0.0005"
+    assert sweep_name("baseline", {"train.lr": 1e-5}) == "baseline__train.lr-1e-05"
+    # exact and path-safe whatever the value: no two values share a name
+    assert format_value(0.12345671) != format_value(0.12345672) and format_value(1234567.5) == "1234567.5"
+    assert format_value(1e20) == "100000000000000000000" and format_value(math.inf) == "inf"
+
+
+def test_a_training_sweep_over_the_baseline_reuses_the_baseline_where_it_equals_it():
+    cfg = _with(("sweeps",), [{"base": "baseline", "grid": {"train.lr": [1e-4, 1e-3]}},
+                               {"base": "adversarial", "grid": {"train.grad_clip": [1.0, math.inf]}}])
+    out = load_config(cfg)
+    assert out["sweep_aliases"] == {"baseline__train.lr-0.0001": "baseline",  # 1e-4: the top-level lr
+                                    "adversarial__train.grad_clip-1": "adversarial"}
+    assert out["strategy_train"]["baseline__train.lr-0.001"] == {"lr": 1e-3}
+    assert out["strategies"]["baseline__train.lr-0.001"] == out["strategies"]["baseline"]
+    assert out["strategy_train"]["adversarial__train.grad_clip-inf"] == {"grad_clip": math.inf}
+    assert out["sweep_points"]["baseline"] == {"base": "baseline", "train.lr": 1e-4}
+    assert out["sweep_points"]["adversarial__train.grad_clip-inf"] == {"base": "adversarial",
+                                                                       "train.grad_clip": math.inf}
+
+
+def test_sweep_aliases_compare_mining_and_training_values():
+    cfg = _strategies()
+    cfg["strategies"]["adv_clip2"] = {"mode": "adversarial", "train": {"grad_clip": 2.0}}
+    cfg["strategies"]["adv_same"] = {"mode": "adversarial", "train": {"grad_clip": 1.0}}  # = the default
+    cfg["sweeps"] = [{"base": "adversarial", "grid": {"train.grad_clip": [2.0, 3.0]}},
+                     {"base": "adv_clip2", "grid": {"opt_steps": [2, 3]}}]
+    out = load_config(cfg)
+    # same mining config and the same grad_clip: the declared strategy's runs stand for the point
+    assert out["sweep_aliases"]["adversarial__train.grad_clip-2"] == "adv_clip2"
+    assert out["sweep_aliases"]["adv_clip2__opt_steps-2"] == "adv_clip2"
+    # same mining config, another grad_clip: a strategy of its own, trained with its base's override
+    assert "adversarial__train.grad_clip-3" in out["strategies"] and "adv_clip2__opt_steps-3" in out["strategies"]
+    assert out["strategy_train"]["adv_clip2__opt_steps-3"] == {"grad_clip": 2.0}
+    # an override equal to the top-level value is the strategy without it
+    cfg["sweeps"] = [{"base": "adv_same", "grid": {"opt_steps": [2]}}]
+    assert load_config(cfg)["sweep_aliases"] == {"adv_same__opt_steps-2": "adversarial"}

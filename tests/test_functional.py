@@ -3,6 +3,7 @@ loop reads the device less than once per ten steps."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -141,3 +142,38 @@ def test_compiled_training_matches_eager_training():
     for a, b in zip(*results):
         for key in ("loss", "loss_mse", "val_mse_ema"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_an_infinite_grad_clip_never_clips(functional, float64):
+    """``grad_clip: .inf`` (issue 19): the update uses the raw gradient and ``clip_frac`` is 0; the same
+    step with a small threshold does clip (so the comparison can fail)."""
+    mining = {"mode": "adversarial", "opt_steps": 2}
+    A, Y = _problems()
+
+    def raw_gradient():
+        torch.manual_seed(0)
+        d = build_diffusion(RANK, 10, mining)
+        loss, _ = d(A, Y, step=0)
+        loss.backward()
+        return [p.grad.clone() for p in d.parameters()]
+
+    def step_gradient(grad_clip):
+        torch.manual_seed(0)
+        d = build_diffusion(RANK, 10, mining)
+        before = [p.detach().clone() for p in d.parameters()]
+        step = TrainStep(d, torch.optim.SGD(d.parameters(), lr=1.0), grad_clip)
+        step.functional, step.step_fn = functional, fn.make_step_fn(d, grad_clip) if functional else None
+        _, parts = step(A, Y, 0)
+        return [b - p.detach() for b, p in zip(before, d.parameters())], parts  # SGD, lr 1: the update is the gradient
+
+    raw = raw_gradient()
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in raw])).item()
+    unclipped, parts = step_gradient(math.inf)
+    assert parts["clip_frac"].item() == 0.0 and parts["grad_norm"].item() == pytest.approx(norm, rel=1e-12)
+    for a, b in zip(unclipped, raw):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    clipped, parts = step_gradient(norm / 4)
+    assert parts["clip_frac"].item() == 1.0
+    for a, b in zip(clipped, raw):  # clip_grad_norm_'s scale: max_norm / (norm + 1e-6)
+        torch.testing.assert_close(a, b * (norm / 4) / (norm + 1e-6), rtol=1e-12, atol=1e-15)

@@ -15,7 +15,7 @@ from diffusion_lib import scheduling
 from diffusion_lib.config import coerce_cli_values, load_config, load_schema, option
 from diffusion_lib.data import make_heldout
 from diffusion_lib.diffusion import MiningConfig, build_diffusion
-from diffusion_lib.layout import Layout, _merge
+from diffusion_lib.layout import NOT_SHAPING_TRAIN_KEYS, Layout, _merge, run_train_block
 from diffusion_lib.provenance import module_closure, normalized_source, value_key
 from diffusion_lib.training import TrainConfig, Trainer1D
 
@@ -137,3 +137,53 @@ def test_command_line_strings_become_what_the_schema_asks(pilot):
                    "strategies": {"adv": {"mode": "adversarial", "seeds": [3], "scale_factor": 0.5}}}
     assert coerce_cli_values({"seeds": ["zero"]}, schema) == {"seeds": ["zero"]}  # left for validation to name
     assert option({}, "train.checkpoint_every") == 5000 and option(pilot, "train.checkpoint_every") == 580
+
+
+# --------------------------------------------------------------- per-strategy training overrides (issue 19)
+def test_training_overrides_shape_only_their_strategys_runs(pilot):
+    base = _runs(_layout(pilot))
+    for override in ({"lr": 1e-3}, {"grad_clip": 2.0}, {"grad_clip": math.inf}, {"betas": [0.9, 0.999]}):
+        tuned = _runs(_layout(pilot, strategies__adversarial__train=override))
+        assert all((tuned[k] == v) == (k[0] != "adversarial") for k, v in base.items()), override
+    # two strategies differing only by lr are different runs; one whose override equals the
+    # top-level value shares the runs of the one without
+    twins = copy.deepcopy(pilot)
+    twins["strategies"]["fast"] = {"mode": "none", "train": {"lr": 2 * pilot["train"]["lr"]}}
+    twins["strategies"]["same"] = {"mode": "none", "train": {k: pilot["train"][k] for k in ("lr", "grad_clip", "betas")}}
+    runs = _runs(Layout(load_config(twins)))
+    assert all(runs[("same", k)] == runs[("baseline", k)] != runs[("fast", k)] for k in pilot["seeds"])
+
+
+def test_a_run_spec_carries_its_strategys_train_block(pilot):
+    layout = _layout(pilot, strategies__adversarial__train={"grad_clip": math.inf, "lr": 1e-3})
+    spec = next(r for r in layout.runs if r.strategy == "adversarial")
+    assert spec.train == run_train_block(layout.cfg, "adversarial")
+    assert spec.train["grad_clip"] == math.inf and spec.train["lr"] == 1e-3
+    assert {k: v for k, v in spec.train.items() if k not in ("grad_clip", "lr")} == {
+        k: v for k, v in run_train_block(layout.cfg).items() if k not in ("grad_clip", "lr")}
+    assert not set(NOT_SHAPING_TRAIN_KEYS) & set(spec.train)
+    baseline = next(r for r in layout.runs if r.strategy == "baseline")
+    assert baseline.train == run_train_block(layout.cfg) and baseline.train["grad_clip"] == pilot["train"]["grad_clip"]
+    spec.train["lr"] = 1.0  # a copy: changing it leaves the config alone
+    assert layout.cfg["strategy_train"]["adversarial"]["lr"] == 1e-3
+
+
+def test_an_infinite_grad_clip_hashes_deterministically():
+    assert value_key({"grad_clip": math.inf}) == value_key({"grad_clip": float("inf")})
+    assert value_key({"grad_clip": math.inf}) != value_key({"grad_clip": 1e308})
+    mining = MiningConfig(mode="adversarial")
+    assert TrainConfig(grad_clip=math.inf).fingerprint(mining) == TrainConfig(grad_clip=float("inf")).fingerprint(mining)
+    assert TrainConfig(grad_clip=math.inf).fingerprint(mining) != TrainConfig().fingerprint(mining)
+
+
+def test_training_sweeps_train_new_runs_and_reuse_equal_ones(pilot):
+    swept = copy.deepcopy(pilot)
+    swept["sweeps"] = [{"base": "adversarial", "grid": {"train.grad_clip": [pilot["train"]["grad_clip"], math.inf]}},
+                       {"base": "baseline", "grid": {"train.lr": [pilot["train"]["lr"], 2 * pilot["train"]["lr"]]}}]
+    layout, base = Layout(load_config(swept)), _runs(_layout(pilot))
+    runs = _runs(layout)
+    assert {k: v for k, v in runs.items() if k in base} == base  # the declared strategies' runs are unchanged
+    new = {k: v for k, v in runs.items() if k not in base}
+    assert {s for s, _ in new} == {"adversarial__train.grad_clip-inf", f"baseline__train.lr-{2 * pilot['train']['lr']:g}"}
+    assert not set(new.values()) & set(base.values())
+    assert all(layout.run_of[r].train["grad_clip"] == math.inf for (s, _), r in new.items() if "grad_clip" in s)
