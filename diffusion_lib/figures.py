@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .statistics import summarize, t_interval  # noqa: E402
+from .statistics import t_interval  # noqa: E402
 from .tables import SET_LABELS  # noqa: E402
 
 #: IRED paper, matrix inverse n = 20, training difficulty, 10 inference steps (SPEC §9).
@@ -262,35 +262,3 @@ def plot_test_time(runs: pd.DataFrame, path: str | Path, options: Mapping[str, A
         ax.set_yscale("log")
         _plain_log_ticks(ax)
     _save(grid.figure, path, options)
-
-
-def plot_ablation(ablation: pd.DataFrame, runs: pd.DataFrame, baseline: str, parameter: str, default_inner: int,
-                  path: str | Path, options: Mapping[str, Any] = {}) -> None:
-    """Test MSE against one swept parameter (seeds as points, mean with 95% t CI), baseline as a band."""
-    _style(options)
-    names = ablation.loc[ablation["parameter"] == parameter, "strategy"].unique()
-    ok = runs[(runs["status"] == "completed") & (runs["inner_steps"] == default_inner)]
-    d = ok[ok["strategy"].isin(names)].copy()
-    if _nothing_to_plot(d, ["mse", "set"], path, options, f"Ablation of {parameter}"):
-        return
-    col = f"sweep_{parameter}"
-    d["value"] = d[col] if col in d else np.nan
-    sets = [s for s in SET_LABELS if s in set(d["set"])]
-    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.3), squeeze=False)
-    for ax, set_name in zip(axes[0], sets):
-        ds = d[d["set"] == set_name]
-        sns.pointplot(data=ds, x="value", y="mse", errorbar=t_interval, capsize=0.1, color="C1", ax=ax,
-                      native_scale=True, log_scale=False)
-        sns.stripplot(data=ds, x="value", y="mse", color="C1", alpha=0.5, ax=ax, native_scale=True)
-        base = ok[(ok["strategy"] == baseline) & (ok["set"] == set_name)]["mse"]
-        if len(base):
-            s = summarize(base.tolist())
-            lo = s["ci_low"] if math.isfinite(s["ci_low"]) else s["mean"]
-            hi = s["ci_high"] if math.isfinite(s["ci_high"]) else s["mean"]
-            ax.axhspan(lo, hi, color="grey", alpha=0.2)
-            ax.axhline(s["mean"], color="grey", ls="--", lw=1, label=f"{baseline} (mean, 95% CI)")
-            ax.legend(fontsize=8)
-        ax.set_xlabel(parameter)
-        ax.set_ylabel(f"test MSE, {default_inner} inner steps")
-        ax.set_title(f"{SET_LABELS.get(set_name, set_name)}")
-    _save(fig, path, options)

@@ -8,7 +8,8 @@ stability; the comparison at the full budget (training scale against the paper's
 primary contrasts); what is reported beside the verdict and never overrides it (interpretation
 lines, cost, the compute-matched rungs, residuals, skill, secondary endpoints with Holm
 correction); convergence; learning curves; per-strategy numbers; diagnostics; landscape;
-test-time compute; ablations; environment.
+test-time compute; ablations (each swept strategy's overrides, the gap between bases at each swept
+value, every grid point's MSE; :mod:`diffusion_lib.report_ablation`); environment.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .budget import PAPER_BATCH, PAPER_STEPS
+from .report_ablation import ablation_blocks
 from .report_ladder import compute_matched_blocks, ladder_blocks, skill_blocks, stability_blocks
 from .report_render import Block, ci_text, fmt, pct, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
 from .tables import SET_LABELS
@@ -182,13 +184,7 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
         doc.append(("p", "IRED paper, Table 2 (matrix inverse, n = 20): 0.0096 → 0.0095 on the training difficulty "
                          "and 0.2110 → 0.2063 on the harder one, from 10 to 40 inference steps."))
     doc.append(("fig", "test_time", "Test-time compute"))
-    ablation = t.get("ablation", pd.DataFrame())
-    if not ablation.empty:
-        doc.append(("h", 2, "Ablations (exploratory)"))
-        doc.append(("table", select(ablation, {"parameter": "parameter", "value": "value", "others": "others",
-                                                "set": "set", "mse_mean": "MSE", "mse_ci_low": "95% CI low",
-                                                "mse_ci_high": "95% CI high", "seeds": "seeds"})))
-        doc += [("fig", k, f"Ablation {k[9:]}") for k in figures if k.startswith("ablation_")]
+    doc += ablation_blocks(v, t, figures)
     doc.append(("h", 2, "Environment"))
     doc.append(("p", f"torch {', '.join(v.get('torch', []))}; device(s): {', '.join(v.get('devices', []))}."))
     return doc

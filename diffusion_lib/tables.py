@@ -203,21 +203,3 @@ def test_time_table(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"strategy": strategy, "set": set_name, "inner_steps": int(inner), "mse_mean": s["mean"],
                      "mse_ci_low": s["ci_low"], "mse_ci_high": s["ci_high"], "seeds": s["n"]})
     return pd.DataFrame(rows).sort_values(["strategy", "set", "inner_steps"]) if rows else pd.DataFrame(rows)
-
-
-def ablation_table(runs: pd.DataFrame, sweep_points: Mapping[str, Mapping[str, Any]], default_inner: int) -> pd.DataFrame:
-    """One row per (swept parameter, value, set) with mean/CI of test MSE over seeds."""
-    ok = runs[(runs["status"] == "completed") & (runs["inner_steps"] == default_inner)]
-    rows = []
-    for name, point in sweep_points.items():
-        for param, value in point.items():
-            if param == "base":
-                continue
-            for set_name, g in ok[ok["strategy"] == name].groupby("set"):
-                s = summarize(g["mse"].tolist())
-                rows.append({"base": point["base"], "parameter": param, "value": value, "strategy": name,
-                             "set": set_name, "mse_mean": s["mean"], "mse_ci_low": s["ci_low"],
-                             "mse_ci_high": s["ci_high"], "seeds": s["n"],
-                             "others": ", ".join(f"{k}={v}" for k, v in point.items() if k not in ("base", param))})
-    return pd.DataFrame(rows, columns=["base", "parameter", "value", "strategy", "set", "mse_mean", "mse_ci_low",
-                                       "mse_ci_high", "seeds", "others"])

@@ -57,7 +57,7 @@ def write_model(folder: Path, mode: str, seed: int, test_mse: float, *, falling:
 def study(tmp_path: Path, arms: Mapping[str, tuple[str, float, Mapping[str, Any]]], *,
           ladder: Sequence[int] = (250, 500, 1000), rung_scale: Mapping[str, Sequence[float]] = {},
           compute_matched: Mapping[str, tuple[int, float]] = {}, delete: Sequence[str] = (),
-          spread: float = 0.01, seeds: int = 5) -> dict[str, Any]:
+          spread: float = 0.01, seeds: int = 5, sweep_points: Mapping[str, Mapping[str, Any]] = {}) -> dict[str, Any]:
     """Aggregate synthetic runs and rungs; returns the verdict dict.
 
     ``arms``: strategy -> (mode, mean test MSE at the full budget, :func:`write_model` kwargs, and
@@ -65,7 +65,8 @@ def study(tmp_path: Path, arms: Mapping[str, tuple[str, float, Mapping[str, Any]
     ``ladder``: rung steps, the last the full budget (the run itself). ``rung_scale``: per strategy,
     the factor on its MSE at each smaller rung (default 1: the same values). ``compute_matched``:
     per mining strategy, (steps, factor on its full-budget MSE). ``delete``: rung folder names
-    whose files are removed after writing (missing rung models)."""
+    whose files are removed after writing (missing rung models). ``sweep_points``: as the config's
+    (strategy -> base and swept values), for the ablation table."""
     runs, rungs, expected = [], [], []
     for strategy, (mode, mse, arm_kw) in arms.items():
         for seed, value in enumerate(values(mse, spread, seeds)):
@@ -98,7 +99,7 @@ def study(tmp_path: Path, arms: Mapping[str, tuple[str, float, Mapping[str, Any]
     aggregate(runs=runs, expected=expected, reference_path=str(ref),
               tables={t: str(tmp_path / f"{t}.csv") for t in TABLES}, verdict_path=str(verdict_path),
               roles=ROLES, default_inner=5, primary={"set": "test_id", "inner_steps": None}, delta=0.05, alpha=0.05,
-              convergence={"method": "window", "evals": 3, "tolerance": 0.02}, sweep_points={},
+              convergence={"method": "window", "evals": 3, "tolerance": 0.02}, sweep_points=sweep_points,
               training={"steps": ladder[-1], "batch_size": BATCH, "rank": 20, "lr": 5e-4,
                         "lr_schedule": {"kind": "wsd", "warmup_steps": 10, "min_lr_ratio": 0.05}}, name="t", rungs=rungs,
               ladder={"rungs": list(ladder), "decay_fraction": 0.2, "batch_size": BATCH, "paper_samples": 204_800_000,

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from .. import ablation as abl
 from .. import interpretation as interp
 from .. import ladder_tables as lt
 from .. import report as rep
@@ -121,7 +122,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
                                                     primary_confidence, paper),
         "diagnostics": diagnostics,
         "cost": tab.cost_table(runs_df, base),
-        "ablation": tab.ablation_table(runs_df, sweep_points, default_inner),
+        "ablation": abl.ablation_table(runs_df, sweep_points, default_inner, baseline=base, primary=primary_ep,
+                                       confidence=1 - alpha, delta=delta),
         "ladder": lt.ladder_table(rung_vals, primary_ep, paper, trivial, 1 - alpha),
         "ladder_contrasts": ladder_contrasts,
         "gap_stability": stability_table(list(stabilities.values()), paper),
@@ -198,11 +200,13 @@ def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mappi
 
 def draw_ablation(*, tables: Mapping[str, str], verdict_path: str, parameter: str, figure: str,
                   options: Mapping[str, Any]) -> None:
-    """Draw the ablation figure of one swept parameter from cached tables."""
-    from .. import figures as fig
+    """Draw the ablation figure of one swept parameter from cached tables (see
+    :mod:`diffusion_lib.ablation_figure`)."""
+    from ..ablation_figure import plot_ablation
 
     t, v = _cached(tables, verdict_path)
-    fig.plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure, options)
+    plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure, options,
+                  delta=v.get("delta"))
 
 
 def write_report(*, tables: Mapping[str, str], verdict_path: str, figures: Mapping[str, str], report_path: str,
