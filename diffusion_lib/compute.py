@@ -14,8 +14,13 @@ what each strategy reaches for the same training compute:
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
+import json
 import math
-from typing import Any, Callable, Sequence
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -64,3 +69,41 @@ def value_at_budget(compute: Sequence[float], values: Sequence[float], budget: f
         return math.nan
     order = np.argsort(x)
     return float(np.exp(np.interp(budget, x[order], np.log(y[order]))))
+
+
+@functools.lru_cache(maxsize=None)
+def _flops_per_sample(mining_json: str, rank: int, timesteps: int) -> float:
+    from .diffusion import build_diffusion  # local: building a model is only needed here
+
+    mining = json.loads(mining_json)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        diffusion = build_diffusion(rank, timesteps, mining)
+    batch, cpu = 4, torch.device("cpu")
+    plain = step_flops(diffusion, batch, rank, 0.5, False, cpu)
+    if mining.get("mode") != "adversarial":
+        return plain / batch
+    every = int(mining.get("mine_every", 1))
+    mined = step_flops(diffusion, batch, rank, 0.5, True, cpu)
+    return (mined + (every - 1) * plain) / every / batch
+
+
+def training_flops_per_sample(mining: Mapping[str, Any], rank: int, timesteps: int,
+                              cache_dir: str | None = None) -> float:
+    """Matmul FLOPs of training per problem and step, averaged over the mining cadence
+    (``mine_every``): what the compute-matched budget is computed from. Counted by the profiler on
+    a small batch (matmul FLOPs grow linearly with the batch), once per mining config and process,
+    and once per machine when ``cache_dir`` is given (a JSON file per config there)."""
+    text = json.dumps({"mining": dict(mining), "rank": rank, "timesteps": timesteps}, sort_keys=True)
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"flops-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
+        if path.exists():
+            return float(json.loads(path.read_text())["flops_per_sample"])
+    value = _flops_per_sample(json.dumps(dict(mining), sort_keys=True), rank, timesteps)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**json.loads(text), "flops_per_sample": value}))
+        os.replace(tmp, path)
+    return value

@@ -32,6 +32,8 @@ import jsonschema
 import yaml
 
 from .convergence import ConvergenceRule
+from .ladder import LADDER_SCHEDULES, decay_fraction, on_grid
+from .schedule import decay_start
 from .diffusion import MiningConfig
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"  # shipped as package data
@@ -266,6 +268,7 @@ def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[st
         if strategies[name]["mode"] != mode:
             problems.append(f"config field 'comparison.{role}': strategy {name!r} has mode "
                             f"{strategies[name]['mode']!r}, expected {mode!r}")
+    problems += _ladder_problems(cfg)
     try:
         ConvergenceRule.from_mapping(comparison["convergence"])
     except ValueError as exc:
@@ -304,6 +307,24 @@ def _number_problems(field: str, block: Mapping[str, Any]) -> list[str]:
         elif key != "grad_clip" and not all(math.isfinite(v) for v in values):
             problems.append(f"config field '{field}.{key}': must be finite, got {block[key]}")
     return problems
+
+
+def _ladder_problems(cfg: dict[str, Any]) -> list[str]:
+    """The budget ladder must be trainable from one trunk: a wsd or constant schedule, and the full
+    budget's branch point on the log grid (smaller rungs are snapped onto it)."""
+    train, rungs = cfg["train"], cfg["comparison"]["ladder"]["rungs"]
+    kind = train["lr_schedule"]["kind"]
+    if kind not in LADDER_SCHEDULES:
+        if any(r != 1 for r in rungs):
+            return [f"config field 'comparison.ladder.rungs': {rungs} needs train.lr_schedule.kind wsd or constant "
+                    f"(a {kind!r} schedule has no constant trunk to branch from); use rungs: [1.0]"]
+        return []
+    f = decay_fraction(train)
+    if not on_grid(train["steps"], f, train["log_every"]):
+        return [f"config field 'train.steps': the full budget's decay starts at step "
+                f"{decay_start(train['steps'], f)}, which is not a positive multiple of train.log_every "
+                f"({train['log_every']}); choose steps, log_every and lr_schedule.decay_fraction so that it is"]
+    return []
 
 
 def option(config: Mapping[str, Any], dotted: str, schema_path: str | Path = SCHEMA_PATH) -> Any:

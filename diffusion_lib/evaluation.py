@@ -51,6 +51,7 @@ class EvalSettings:
     landscape_opt_steps: int = 5
     landscape_scale_factor: float = 1.0
     seed: int = 0
+    landscape: bool = True  # off for a budget-ladder rung, which is scored on its endpoints only
 
     @property
     def probes(self) -> list[tuple[str, str, float, int]]:
@@ -155,7 +156,8 @@ def evaluate_set(diffusion: GaussianDiffusion1D, heldout: Heldout, settings: Eva
         seconds[inner] = secs
         if stats:
             accept[inner] = (stats["accepted"] / stats["proposed"]).item()
-    return SetEvaluation(name, per_problem, seconds, energy_landscape(diffusion, heldout, settings), accept)
+    landscape = energy_landscape(diffusion, heldout, settings) if settings.landscape else []
+    return SetEvaluation(name, per_problem, seconds, landscape, accept)
 
 
 def per_problem_rows(evaluation: SetEvaluation) -> list[dict[str, Any]]:

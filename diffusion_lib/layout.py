@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from .diffusion import MiningConfig
 from .jobs.train import train_config
+from .ladder import Rung, compute_matched_steps, decay_fraction, ladder_steps, rungs_of, uses_trunk
 from .provenance import value_key
 
 RESULTS = "results"
@@ -126,6 +127,81 @@ class Layout:
 
     def eval_dir(self, run: str) -> str:
         return f"{RESULTS}/runs/{run}/eval-{self.eval_key}"
+
+    # ------------------------------------------------------------ the budget ladder (diffusion_lib.ladder)
+    @property
+    def ladder_budgets(self) -> list[int]:
+        """The ladder's budgets (training steps), ascending; the last is ``train.steps``."""
+        train = self.cfg["train"]
+        if not uses_trunk(train):
+            return [train["steps"]]
+        return ladder_steps(train["steps"], self.cfg["comparison"]["ladder"]["rungs"], decay_fraction(train),
+                            train["log_every"])
+
+    @property
+    def compute_matched(self) -> dict[str, int]:
+        """Each mining arm of the verdict (comparison.random / .adversarial) → the budget at which
+        its cumulative training FLOPs equal the baseline's at the full budget."""
+        cfg, train = self.cfg, self.cfg["train"]
+        comparison = cfg["comparison"]
+        if not (uses_trunk(train) and comparison["ladder"]["compute_matched"]):
+            return {}
+        from .compute import training_flops_per_sample  # local: profiles a model (torch), only when asked
+
+        def flops(strategy: str) -> float:
+            mining = MiningConfig.from_mapping(cfg["strategies"][strategy])
+            return training_flops_per_sample(asdict(mining), cfg["data"]["rank"], train["timesteps"],
+                                             cache_dir=f"{RESULTS}/.flops")
+
+        base = comparison["baseline"]
+        arms = [comparison[r] for r in ("random", "adversarial") if comparison[r] in cfg["strategies"]]
+        if base not in cfg["strategies"]:
+            return {}
+        return {s: compute_matched_steps(train["steps"], flops(base), flops(s), decay_fraction(train),
+                                         train["log_every"]) for s in arms}
+
+    def rungs(self, spec: RunSpec) -> list[Rung]:
+        """Every budget run ``spec`` is trained to (ladder and, for a mining arm, compute-matched),
+        ascending by steps; a budget that is both is listed once, as a ladder rung."""
+        train = self.cfg["train"]
+        f = decay_fraction(train) if uses_trunk(train) else 0.0
+        rungs = {b: r for r in rungs_of(self.ladder_budgets, f) for b in [r.steps]}
+        matched = self.compute_matched.get(spec.strategy)
+        if matched is not None and matched not in rungs:
+            rungs[matched] = rungs_of([matched], f, "compute_matched")[0]
+        return [rungs[b] for b in sorted(rungs)]
+
+    def branch_points(self, spec: RunSpec) -> list[int]:
+        """The trunk steps at which run ``spec``'s trunk state is saved (its rungs' branch points)."""
+        return sorted({r.branch_point for r in self.rungs(spec)})
+
+    def rung_dir(self, run: str, steps: int) -> str:
+        """Where run ``run``'s model at budget ``steps`` lives: the run folder itself at the full
+        budget, ``rung-<steps>/`` inside it otherwise."""
+        return f"{RESULTS}/runs/{run}" if steps == self.cfg["train"]["steps"] else f"{RESULTS}/runs/{run}/rung-{steps}"
+
+    @staticmethod
+    def trunk_state(run: str, step: int) -> str:
+        """The saved trunk state of run ``run`` at trunk step ``step``."""
+        return f"{RESULTS}/runs/{run}/trunk/step-{step}.ckpt"
+
+    def rung_eval_dir(self, run: str, steps: int) -> str:
+        """A rung's evaluation: the run's own (full) evaluation at the full budget; a smaller rung is
+        scored on its endpoints only (:attr:`rung_eval_settings`)."""
+        if steps == self.cfg["train"]["steps"]:
+            return self.eval_dir(run)
+        return f"{self.rung_dir(run, steps)}/eval-{self.rung_eval_key}"
+
+    @property
+    def rung_eval_settings(self) -> dict[str, Any]:
+        """Evaluation settings of a smaller rung: the primary family's endpoints (ID/OOD × {0, default}
+        inner steps, raw model), no landscape probes."""
+        ev = self.cfg["evaluation"]
+        return {**ev, "inner_steps": sorted({0, ev["default_inner"]}), "landscape": False}
+
+    @property
+    def rung_eval_key(self) -> str:
+        return value_key({"settings": self.rung_eval_settings, "tests": [self.splits[t] for t in TEST_SETS]}, 10)
 
     def index(self) -> list[dict[str, Any]]:
         """One row per (strategy, seed): where its run and its evaluation live."""

@@ -228,7 +228,7 @@ class PackTrainer:
             if path is None:
                 continue
             state = load_resume(path, self.fingerprints[i], self.config.steps)
-            if state is None:
+            if state is None or int(state["step"]) <= self.steps[i]:  # not past a loaded trunk state
                 continue
             self.load_member_state(i, state)
             self.resumed_from[i] = self.steps[i]

@@ -27,10 +27,11 @@ from .provenance import value_key
 PRIORITY = {"adversarial": 2, "random": 1, "none": 0}  # longest training first
 
 
-def train_runtime(cfg: Mapping[str, Any], mode: str, attempt: int = 1, members: int = 1) -> int:
-    """Minutes to request for a training job of ``members`` runs of ``mode`` on attempt ``attempt``."""
+def train_runtime(cfg: Mapping[str, Any], mode: str, attempt: int = 1, members: int = 1, share: float = 1.0) -> int:
+    """Minutes to request for a training job of ``members`` runs of ``mode`` on attempt ``attempt``
+    that trains ``share`` of ``train.steps`` (a trunk piece or a decay branch: less than 1)."""
     res = cfg["resources"]
-    expected = cfg["train"]["steps"] / res["steps_per_second"][mode] / 60
+    expected = share * cfg["train"]["steps"] / res["steps_per_second"][mode] / 60
     expected *= 1 + res["pack_member_cost"] * (members - 1)
     return max(res["min_runtime"], math.ceil(expected * res["margin"])) * attempt
 
@@ -49,7 +50,8 @@ def evaluate_runtime(cfg: Mapping[str, Any], attempt: int = 1) -> int:
 
 @dataclass(frozen=True)
 class Pack:
-    """Runs of one mining config trained by one job (one run: trained alone, as without packs)."""
+    """Runs of one mining config and train block trained by one job (one run: trained alone, as
+    without packs)."""
 
     runs: tuple[RunSpec, ...]
 
@@ -79,7 +81,9 @@ def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec],
         if spec.run in seen:
             continue
         seen.add(spec.run)
-        groups.setdefault((value_key(spec.mining_config, 12), finished(spec)), []).append(spec)
+        # one job trains with one mining config and one train block (a strategy's overrides differ)
+        shape = value_key({"mining": spec.mining_config, "train": spec.train}, 12)
+        groups.setdefault((shape, finished(spec)), []).append(spec)
     packs = []
     for members in groups.values():
         members = sorted(members, key=lambda r: r.seed)

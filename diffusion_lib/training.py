@@ -26,7 +26,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .compute import step_flops
 from .curve import curve_row, interval_means
 from .data import Heldout, ProblemStream
 from .ema import DeviceEMA
+from .schedule import SCHEDULES, lr_at
 from .diffusion import GaussianDiffusion1D, MiningConfig, build_diffusion  # noqa: F401 (re-exported)
 from .evaluation import predict
 from .seeding import derive_seed, rng_state, set_rng_state
@@ -45,7 +46,7 @@ from .step import TrainStep
 
 log = logging.getLogger("diffusion_lib.training")
 
-LR_SCHEDULES = ("constant", "cosine", "linear")
+LR_SCHEDULES = SCHEDULES
 CHECKPOINT_FORMAT = "ired-train-checkpoint-v2"  # v2: the EMA is a DeviceEMA
 PRECISIONS = ("fp32", "tf32")
 #: Settings that choose how a step is computed, not what it computes (proven equal in float64).
@@ -78,7 +79,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
-    warmdown_fraction: float = 0.5
+    decay_fraction: float = 0.2
     measure_flops: bool = True
     validate_raw: bool = True
     compile: bool = False
@@ -90,31 +91,20 @@ class TrainConfig:
             raise ValueError(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule: {self.lr_schedule!r} is not one of {list(LR_SCHEDULES)}")
-        if not 0 <= self.min_lr_ratio <= 1 or not 0 < self.warmdown_fraction <= 1 or self.warmup_steps < 0:
-            raise ValueError("lr schedule: need warmup_steps >= 0, 0 <= min_lr_ratio <= 1, 0 < warmdown_fraction <= 1")
+        if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.decay_fraction <= 1 or self.warmup_steps < 0:
+            raise ValueError("lr schedule: need warmup_steps >= 0, 0 <= min_lr_ratio <= 1, 0 <= decay_fraction <= 1")
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of training step ``step`` (0-based).
+        """Learning rate of training step ``step`` (0-based): :func:`diffusion_lib.schedule.lr_at`."""
+        return lr_at(self.lr_schedule, step, steps=self.steps, lr=self.lr, warmup_steps=self.warmup_steps,
+                     floor=self.min_lr_ratio, decay_fraction=self.decay_fraction)
 
-        A linear warm-up from lr/warmup_steps to lr over the first ``warmup_steps`` steps, then:
-        ``constant`` (the paper's) keeps lr; ``cosine`` decays along a half cosine from lr to
-        ``min_lr_ratio``·lr at the last step; ``linear`` keeps lr until the last ``warmdown_fraction``
-        of the steps and then decays linearly to ``min_lr_ratio``·lr at the last step.
-        """
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        floor = self.min_lr_ratio
-        if self.lr_schedule == "cosine":
-            span = max(self.steps - 1 - self.warmup_steps, 1)
-            progress = min((step - self.warmup_steps) / span, 1.0)
-            return self.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-        if self.lr_schedule == "linear":
-            start = max(self.warmup_steps, int(round(self.steps * (1 - self.warmdown_fraction))))
-            if step < start:
-                return self.lr
-            progress = min((step - start) / max(self.steps - 1 - start, 1), 1.0)
-            return self.lr * (1 - (1 - floor) * progress)
-        return self.lr
+    def trunk(self, branch_point: int) -> "TrainConfig":
+        """The constant-lr trunk of this warmup-stable-decay (or constant) run, to ``branch_point``:
+        the same run up to the point where a decay branches off (:mod:`diffusion_lib.ladder`)."""
+        if self.lr_schedule not in ("constant", "wsd"):
+            raise ValueError(f"lr_schedule {self.lr_schedule!r} has no constant trunk (wsd or constant only)")
+        return replace(self, steps=branch_point, lr_schedule="constant")
 
     def identity(self, mining: MiningConfig) -> dict[str, Any]:
         """Every value that shapes a run's outputs (model, curve, status), with its mining config.
@@ -318,7 +308,7 @@ class Trainer1D:
                 "model": self.diffusion.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": rng_state(), "data": self.stream.state_dict(),
                 "curve": self.curve, "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds,
-                "train_flops": self.train_flops}
+                "train_flops": self.train_flops, "diverged_at": self.diverged_at}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.diffusion.load_state_dict(state["model"])
@@ -358,7 +348,7 @@ class Trainer1D:
         if self.resume_path is None:
             return None
         state = load_resume(self.resume_path, self.fingerprint, self.config.steps)
-        if state is None:
+        if state is None or int(state["step"]) <= self.step:  # not past the state already loaded (a trunk's)
             return None
         self.load_state_dict(state)
         self.resumed_from = self.step
@@ -425,7 +415,7 @@ class Trainer1D:
                 interval_seconds, interval_cpu_seconds = elapsed(self.device, interval_start, interval_cpu)
                 bad_step, max_residual, means = self._read_interval(sums, count, first_bad)
                 if bad_step >= 0:
-                    diverged_at = bad_step
+                    diverged_at = self.diverged_at = bad_step
                     log.error("training diverged at step %d (loss NaN/inf or > max_loss=%g); stopping",
                               bad_step, cfg.max_loss)
                     self._append_row(means, count, interval_seconds, {})

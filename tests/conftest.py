@@ -22,12 +22,13 @@ def _seed():
     torch.manual_seed(0)
 
 
-REPORT_FILES = ["report.md", "report.html", *(f"figures/{f}.png" for f in ("forest", "mse", "curves", "compute",
-                                                                            "diagnostics", "landscape", "test_time",
-                                                                            "ablation_opt_steps")),
+REPORT_FILES = ["report.md", "report.html", *(f"figures/{f}.png" for f in ("forest", "ladder", "mse", "curves",
+                                                                            "compute", "diagnostics", "landscape",
+                                                                            "test_time", "ablation_opt_steps")),
                 *(f"tables/{t}.csv" for t in ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time",
                                                "curves", "convergence", "convergence_runs", "compute_matched",
-                                               "diagnostics", "cost", "ablation")), "tables/verdict.json"]
+                                               "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
+                                               "gap_stability", "skill")), "tables/verdict.json"]
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ def eval_settings(settings: Mapping[str, Any]) -> EvalSettings:
     probes = settings.get("landscape_probes", {})
     return EvalSettings(default_inner=settings["default_inner"], inner_scale=settings["inner_scale"],
                         inner_steps=tuple(settings["inner_steps"]), batch_size=settings["batch_size"],
-                        landscape_size=settings["landscape_size"],
+                        landscape_size=settings["landscape_size"], landscape=settings.get("landscape", True),
                         **{f"landscape_{k}": tuple(v) if isinstance(v, list) else v for k, v in probes.items()})
 
 

@@ -1,5 +1,12 @@
-"""Rule ``train``: one run, or a pack of runs of one strategy (``train.pack``), from scratch or from
-their resume checkpoints."""
+"""Rules ``trunk``, ``branch`` and ``train``: one run, or a pack of runs of one strategy
+(``train.pack``), from scratch, from a saved trunk state, or from their resume checkpoints.
+
+With the budget ladder (:mod:`diffusion_lib.ladder`) a run is trained in pieces: *trunk* jobs train
+the constant-lr trunk from one branch point to the next and save its full training state there
+(model, EMA, Adam, RNG, data stream, curve); *branch* jobs start from a trunk state and train the
+decay to their budget, writing a model like a run does (the ``train`` rule is the full budget's
+branch). A branch equals a run trained with that schedule from scratch (tests/test_ladder.py).
+"""
 from __future__ import annotations
 
 import time
@@ -13,7 +20,8 @@ from ..data import load_heldout
 from ..curve import CURVE_COLUMNS
 from ..diffusion import MiningConfig
 from ..runtime import log, setup_torch, write_json
-from ..training import TrainConfig, Trainer1D, TrainResult, seeded_model
+from ..schedule import decay_start
+from ..training import CHECKPOINT_FORMAT, TrainConfig, Trainer1D, TrainResult, seeded_model
 
 
 def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: float) -> TrainConfig:
@@ -25,7 +33,7 @@ def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: floa
     return TrainConfig(**{k: train[k] for k in keys if k in train}, betas=tuple(train.get("betas", (0.9, 0.99))),
                        lr_schedule=schedule.get("kind", "constant"), warmup_steps=schedule.get("warmup_steps", 0),
                        min_lr_ratio=schedule.get("min_lr_ratio", 0.0),
-                       warmdown_fraction=schedule.get("warmdown_fraction", 0.5),
+                       decay_fraction=schedule.get("decay_fraction", 0.2),
                        ema_decay=ema.get("decay", 0.995), ema_update_every=ema.get("update_every", 10),
                        ema_update_after_step=ema.get("update_after_step", 100), ema_power=ema.get("power", 2 / 3),
                        rank=rank, train_eps=id_eps, seed=seed)
@@ -56,11 +64,31 @@ def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, minin
     return status
 
 
+def load_trunk_state(path: str, cfg: TrainConfig, mining: MiningConfig, step: int | None = None) -> dict[str, Any]:
+    """The trunk state saved at ``path``, checked to belong to the run of ``cfg`` (its constant-lr
+    trunk's fingerprint) and, unless the trunk diverged, to be at ``step``."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    want = cfg.trunk(cfg.steps).fingerprint(mining)
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != want:
+        raise ValueError(f"{path} is not a trunk state of this run (fingerprint {state.get('fingerprint')}, "
+                         f"expected {want}); delete it to retrain the trunk")
+    if step is not None and state.get("diverged_at") is None and int(state["step"]) != step:
+        raise ValueError(f"{path} is at step {state['step']}, expected the branch point {step}")
+    return state
+
+
 def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapping[str, Any],
                train: Mapping[str, Any], rank: int, id_eps: float, implementation: Mapping[str, Any] | None = None,
-               device: str = "auto", threads: int = 2) -> list[dict[str, Any]]:
-    """Train ``runs`` (each: ``run``, ``seed``, ``model_path``, ``curve_path``, ``status_path``,
-    ``resume_path``) of one strategy; write each one's model, learning curve and status file.
+               device: str = "auto", threads: int = 2, trunk_to: int | None = None) -> list[dict[str, Any]]:
+    """Train ``runs`` of one strategy; each is a mapping with ``run``, ``seed``, ``resume_path`` and:
+
+    * optionally ``steps`` (the budget of a rung; default ``train["steps"]``) and ``start`` (the
+      path of the trunk state it starts from: the branch point for a branch, an earlier trunk
+      state for a trunk piece);
+    * for a trunk piece (``trunk_to`` set): ``state_path``, where the trunk's state at step
+      ``trunk_to`` is saved (with a JSON sidecar naming the state it started from);
+    * otherwise ``model_path``, ``curve_path``, ``status_path``: the model (raw + EMA), learning
+      curve and status file of the run (or rung) at its budget.
 
     One run trains alone (:class:`Trainer1D`); several train as a pack
     (:class:`~diffusion_lib.pack.PackTrainer`), each writing exactly the files it writes alone.
@@ -72,14 +100,31 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     train = {**train, **(implementation or {})}
     mining_cfg = MiningConfig.from_mapping(mining)
     val = load_heldout(val_path, rank=rank)
-    configs = [train_config(train, seed=r["seed"], rank=rank, id_eps=id_eps) for r in runs]
+    configs = []
+    for r in runs:
+        cfg = train_config({**train, "steps": int(r.get("steps", train["steps"]))}, seed=r["seed"], rank=rank,
+                           id_eps=id_eps)
+        configs.append(cfg.trunk(trunk_to) if trunk_to is not None else cfg)
+    starts = []
+    for r, cfg in zip(runs, configs):
+        at = None if trunk_to is not None else decay_start(cfg.steps, cfg.decay_fraction
+                                                            if cfg.lr_schedule == "wsd" else 0.0)
+        starts.append(load_trunk_state(r["start"], cfg, mining_cfg, at) if r.get("start") else None)
+    what = f"trunk to step {trunk_to}" if trunk_to is not None else "budget"
     started = time.time()
     if len(runs) == 1:
-        (run,), (cfg,) = runs, configs
+        (run,), (cfg,), (start,) = runs, configs, starts
         diffusion = seeded_model(cfg.seed, rank, cfg.timesteps, mining_cfg)
-        log.info("training run %s (seed %d): %s; %s", run["run"], cfg.seed, mining_cfg, cfg)
+        log.info("training run %s (seed %d, %s %d%s): %s; %s", run["run"], cfg.seed, what, cfg.steps,
+                 f", from {run['start']}" if start else "", mining_cfg, cfg)
         trainer = Trainer1D(diffusion, cfg, val, device=dev, resume_path=run["resume_path"])
+        if start is not None:
+            trainer.load_state_dict(start)
         result = trainer.train()
+        if trunk_to is not None:
+            _save_trunk(run, trainer.state_dict(), start)
+            ckpt.remove(run["resume_path"])
+            return [{"run": run["run"], "trunk_step": trainer.step, "diverged_at": trainer.diverged_at}]
         status = _finish(run, result, cfg, mining_cfg, dev, trainer.diffusion, trainer.ema.ema_model, started)
         ckpt.remove(run["resume_path"])
         return [status]
@@ -87,14 +132,34 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
 
     names = [r["run"] for r in runs]
     members = [init_member(cfg.seed, rank, cfg.timesteps, mining_cfg, dev) for cfg in configs]
-    log.info("training a pack of %d runs (%s): %s; %s", len(runs), ", ".join(names), mining_cfg, configs[0])
+    log.info("training a pack of %d runs (%s, %s %d): %s; %s", len(runs), ", ".join(names), what, configs[0].steps,
+             mining_cfg, configs[0])
     trainer = PackTrainer([d for d, _ in members], [g for _, g in members], configs, val, device=dev,
                           resume_paths=[r["resume_path"] for r in runs])
+    for i, start in enumerate(starts):
+        if start is not None:
+            trainer.load_member_state(i, start)
     results = trainer.train()
     statuses = []
     for i, (run, result, cfg) in enumerate(zip(runs, results, configs)):
+        if trunk_to is not None:
+            _save_trunk(run, trainer.member_state(i), starts[i])
+            statuses.append({"run": run["run"], "trunk_step": trainer.steps[i], "diverged_at": trainer.diverged_at[i]})
+            continue
         raw, ema = trainer.member_models(i)
         statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started, pack=names))
     for run in runs:  # only now: a kill while the outputs are written leaves every run resumable
         ckpt.remove(run["resume_path"])
     return statuses
+
+
+def _save_trunk(run: Mapping[str, Any], state: dict[str, Any], start: Mapping[str, Any] | None) -> None:
+    """Save a trunk state (atomically) and its sidecar: which state it continued (the workflow keeps
+    that input when rungs are added later, so an existing trunk state never reruns)."""
+    ckpt.atomic_save(state, run["state_path"])
+    write_json({"run": run["run"], "step": int(state["step"]), "diverged_at": state.get("diverged_at"),
+                "from": run.get("start") if start is not None else None},
+               str(run["state_path"]).removesuffix(".ckpt") + ".json")
+    if state.get("diverged_at") is not None:
+        log.error("run %s: the trunk DIVERGED at step %s; its branches will be marked diverged",
+                  run["run"], state["diverged_at"])

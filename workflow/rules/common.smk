@@ -7,7 +7,11 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # rule scripts do the same through workflow/scripts/_repo.py
 
+import json
+
 from diffusion_lib import scheduling
+from diffusion_lib.ladder import PAPER_SAMPLES, uses_trunk
+from diffusion_lib.schedule import decay_start
 from diffusion_lib.config import ConfigError, load_config
 from diffusion_lib.jobs.study import TABLES
 from diffusion_lib.layout import EVAL_PATTERN, RUN_PATTERN, SPLITS, TEST_SETS, Layout
@@ -30,16 +34,23 @@ SWEPT_PARAMETERS = sorted({p for pt in CFG["sweep_points"].values() for p in pt 
 PARTIAL = CFG["partial"]
 
 RUN = "results/runs/{run}"
-EVAL = "results/runs/{run}/eval-{ev}"
+RUNG = "results/runs/{run}/rung-{steps}"  # a budget-ladder rung below the full budget
+TRUNK = "results/runs/{run}/trunk/step-{step}"  # a saved trunk state (.ckpt) and its sidecar (.json)
+EVAL = "results/runs/{model}/eval-{ev}"  # model: a run, or one of its rungs
+# constant or wsd schedule: runs train as one trunk and a decay branch per budget (diffusion_lib/ladder.py)
+LADDER = uses_trunk(CFG["train"])
+FULL = CFG["train"]["steps"]
 STUDY = LAYOUT.study_dir
 TABLE_FILES = {t: f"{STUDY}/tables/{t}.csv" for t in TABLES}
 FIG_EXT = CFG["report"]["format"]
-FIGURES = ("forest", "mse", "curves", "compute", "diagnostics", "landscape", "test_time")
+FIGURES = ("forest", "ladder", "mse", "curves", "compute", "diagnostics", "landscape", "test_time")
 FIGURE_FILES = {f: f"{STUDY}/figures/{f}.{FIG_EXT}" for f in FIGURES}
 # tables the report reads (the rest are for users and figures)
 REPORT_TABLES = tuple(
-    "strategies contrasts test_time convergence compute_matched diagnostics cost landscape ablation".split()
+    "strategies contrasts test_time convergence compute_matched diagnostics cost landscape ablation ladder "
+    "ladder_contrasts gap_stability skill".split()
 )
+PLOT_TABLES = ("runs", "curves", "landscape", "contrasts", "ladder_contrasts", "compute_matched")  # what plot_main reads
 ABLATION_FIGURES = {f"ablation_{p}": f"{STUDY}/figures/ablation_{p}.{FIG_EXT}" for p in SWEPT_PARAMETERS}
 REPORT_TARGETS = [f"{STUDY}/report.md", f"{STUDY}/report.html", *FIGURE_FILES.values(), *ABLATION_FIGURES.values()]
 
@@ -86,21 +97,122 @@ def split_spec(wildcards):
 
 
 def eval_settings(wildcards):
-    """The evaluation settings of the current config; refuses another config's evaluation folder."""
-    if wildcards.ev != LAYOUT.eval_key:
-        raise WorkflowError(f"eval-{wildcards.ev} is not the current config's evaluation (eval-{LAYOUT.eval_key})")
-    return CFG["evaluation"]
+    """The evaluation settings of the current config (a run's, or a smaller rung's endpoints-only
+    settings); refuses another config's evaluation folder."""
+    if wildcards.ev == LAYOUT.eval_key and "/" not in wildcards.model:
+        return CFG["evaluation"]
+    if wildcards.ev == LAYOUT.rung_eval_key and "/" in wildcards.model:
+        return LAYOUT.rung_eval_settings
+    raise WorkflowError(
+        f"results/runs/{wildcards.model}/eval-{wildcards.ev} is not an evaluation of the current config "
+        f"(eval-{LAYOUT.eval_key} for a run, eval-{LAYOUT.rung_eval_key} for a rung)"
+    )
+
+
+def _rung(wildcards):
+    """The rung of the requested run at budget ``wildcards.steps`` (the full budget if absent)."""
+    spec = run_spec(wildcards)
+    steps = int(getattr(wildcards, "steps", FULL))
+    for rung in LAYOUT.rungs(spec) if LADDER else []:
+        if rung.steps == steps:
+            return spec, rung
+    if LADDER or steps != FULL:
+        raise WorkflowError(
+            f"results/runs/{wildcards.run}: {steps} steps is not a budget of this run in study {CFG['study']!r} "
+            f"(its budgets: {[r.steps for r in LAYOUT.rungs(spec)] if LADDER else [FULL]})"
+        )
+    return spec, None
+
+
+def _existing_trunk_steps(run):
+    folder = f"results/runs/{run}/trunk"
+    if not os.path.isdir(folder):
+        return set()
+    found = (re.fullmatch(r"step-(\d+)\.ckpt", name) for name in os.listdir(folder))
+    return {int(m.group(1)) for m in found if m}
+
+
+def trunk_start(wildcards):
+    """The trunk state a trunk piece continues from: for an existing state the one it was trained
+    from (its sidecar), so that adding a rung never changes a finished piece's inputs; otherwise
+    the latest configured or saved state before it (none: from scratch)."""
+    spec, step = run_spec(wildcards), int(wildcards.step)
+    if step not in LAYOUT.branch_points(spec):
+        raise WorkflowError(
+            f"{LAYOUT.trunk_state(spec.run, step)}: {step} is not a branch point of this run "
+            f"(its branch points: {LAYOUT.branch_points(spec)})"
+        )
+    sidecar = LAYOUT.trunk_state(spec.run, step).removesuffix(".ckpt") + ".json"
+    if os.path.exists(sidecar) and os.path.exists(LAYOUT.trunk_state(spec.run, step)):
+        with open(sidecar) as fh:
+            start = json.load(fh).get("from")
+        return {"start": start} if start else {}
+    before = [s for s in {*LAYOUT.branch_points(spec), *_existing_trunk_steps(spec.run)} if s < step]
+    return {"start": LAYOUT.trunk_state(spec.run, max(before))} if before else {}
+
+
+def branch_start(wildcards):
+    """The trunk state a rung's decay branch starts from (nothing without a ladder: from scratch)."""
+    spec, rung = _rung(wildcards)
+    return {"start": LAYOUT.trunk_state(spec.run, rung.branch_point)} if rung else {}
+
+
+def _paths(folder):
+    return {
+        "model_path": f"{folder}/model.pt",
+        "curve_path": f"{folder}/curve.csv",
+        "status_path": f"{folder}/status.json",
+        "resume_path": f"{folder}/resume.ckpt",
+    }
+
+
+def branch_runs(wildcards):
+    """What the train/branch job trains: its run, seed, budget and output files (a param)."""
+    spec, rung = _rung(wildcards)
+    steps = rung.steps if rung else FULL
+    return [{"run": spec.run, "seed": spec.seed, "steps": steps, **_paths(LAYOUT.rung_dir(spec.run, steps))}]
+
+
+def trunk_runs(wildcards):
+    """What a trunk job trains: its run, seed, the step it trains to and where its state goes (a param)."""
+    spec, step = run_spec(wildcards), int(wildcards.step)
+    return [
+        {
+            "run": spec.run,
+            "seed": spec.seed,
+            "trunk_to": step,
+            "state_path": LAYOUT.trunk_state(spec.run, step),
+            "resume_path": f"{spec.dir}/trunk/resume.ckpt",
+        }
+    ]
+
+
+def pack_runs(pack):
+    """What a pack job trains: its runs, seeds and output files (a param)."""
+    return [{"run": r.run, "seed": r.seed, "steps": FULL, **_paths(r.dir)} for r in pack.runs]
 
 
 def train_runtime(wildcards, attempt):
     return scheduling.train_runtime(CFG, run_spec(wildcards).mode, attempt)
 
 
-# Training params besides the mining config, equal for the single-run and the pack rules so that
+def trunk_runtime(wildcards, attempt):
+    """A trunk piece trains at most to its branch point (from the previous one, when there is one)."""
+    share = int(wildcards.step) / FULL
+    return scheduling.train_runtime(CFG, run_spec(wildcards).mode, attempt, share=share)
+
+
+def branch_runtime(wildcards, attempt):
+    """A branch trains its decay (the whole run without a ladder)."""
+    spec, rung = _rung(wildcards)
+    share = (rung.steps - rung.branch_point) / FULL if rung else 1.0
+    return scheduling.train_runtime(CFG, spec.mode, attempt, share=share)
+
+
+# Training params besides the run's train block (its strategy's overrides applied) and mining config, equal for the single-run and the pack rules so that
 # changing train.pack never retrains. Only what shapes a run is here; the script reads the rest
 # (checkpoint_every, compile, ...) from the config.
 TRAIN_PARAMS = {
-    "train": run_train_block(CFG),
     "rank": CFG["data"]["rank"],
     "id_eps": CFG["data"]["id_eps"],
     "code": CODE["train"],
@@ -123,6 +235,13 @@ def _packs():
     instead of re-planning, and every pack rule they are asked to run exists."""
     size = CFG["train"]["pack"]
     if size == 1:
+        return []
+    if LADDER:
+        print(
+            "note: train.pack applies to runs without a budget ladder (lr_schedule cosine); with a constant "
+            "or wsd schedule, trunks and branches train one run per job",
+            file=sys.stderr,
+        )
         return []
     path = f"results/packs/plan-{value_key({'runs': [r.run for r in RUNS], 'pack': size}, 12)}.json"
     if not workflow.is_main_process and os.path.exists(path):
@@ -173,6 +292,9 @@ def train_priority(wildcards):
 
 wildcard_constraints:
     run=RUN_PATTERN,
+    model=rf"{RUN_PATTERN}(/rung-\d+)?",
+    steps=r"\d+",
+    step=r"\d+",
     ev=EVAL_PATTERN,
     split="|".join(SPLITS),
     key=r"[0-9a-f]{10}",
@@ -196,3 +318,33 @@ def run_index():
 
 
 RUN_INDEX = run_index()
+
+
+def rung_index():
+    """One entry per (strategy, seed, budget): the ladder's rungs (the full budget is the run itself)
+    and each mining arm's compute-matched rung, with their evaluation and curve files; only the
+    evaluated ones when PARTIAL."""
+    batch = CFG["train"]["batch_size"]
+    index = []
+    for r in RUNS:
+        rungs = LAYOUT.rungs(r) if LADDER else []
+        matched = LAYOUT.compute_matched.get(r.strategy)
+        entries = [(g.steps, "ladder") for g in rungs if g.steps in LAYOUT.ladder_budgets] or [(FULL, "ladder")]
+        entries += [(matched, "compute_matched")] if matched is not None else []
+        for steps, kind in entries:
+            index.append(
+                {
+                    "strategy": r.strategy,
+                    "seed": r.seed,
+                    "run": r.run,
+                    "rung": steps,
+                    "kind": kind,
+                    "samples": steps * batch,
+                    "metrics": f"{LAYOUT.rung_eval_dir(r.run, steps)}/metrics.json",
+                    "curve": f"{LAYOUT.rung_dir(r.run, steps)}/curve.csv",
+                }
+            )
+    return [e for e in index if os.path.exists(e["metrics"])] if PARTIAL else index
+
+
+RUNG_INDEX = rung_index()

@@ -2,7 +2,7 @@ rule evaluate:
     """SPEC §7 metrics of one trained run on the ID and OOD test sets."""
     input:
         **{t: LAYOUT.splits[t] for t in TEST_SETS},
-        model=f"{RUN}/model.pt",
+        model="results/runs/{model}/model.pt",
     output:
         metrics=f"{EVAL}/metrics.json",
         per_problem=f"{EVAL}/per_problem.csv",

@@ -14,6 +14,8 @@ rule aggregate:
     input:
         metrics=[e["metrics"] for e in RUN_INDEX],
         curves=[e["curve"] for e in RUN_INDEX],
+        rung_metrics=sorted({e["metrics"] for e in RUNG_INDEX}),
+        rung_curves=sorted({e["curve"] for e in RUNG_INDEX}),
         reference=LAYOUT.reference,
     output:
         **TABLE_FILES,
@@ -24,6 +26,15 @@ rule aggregate:
         "../../envs/ired.yaml"
     params:
         runs=RUN_INDEX,
+        rungs=RUNG_INDEX,
+        ladder={
+            "rungs": LAYOUT.ladder_budgets,
+            "decay_fraction": CFG["train"]["lr_schedule"].get("decay_fraction") if LADDER else None,
+            "schedule": CFG["train"]["lr_schedule"]["kind"],
+            "batch_size": CFG["train"]["batch_size"],
+            "paper_samples": PAPER_SAMPLES,
+            "compute_matched": LAYOUT.compute_matched,
+        },
         expected=[(r.strategy, r.seed) for r in RUNS],
         roles={k: CFG["comparison"][k] for k in ("baseline", "random", "adversarial")},
         primary=CFG["comparison"]["primary"],
@@ -34,6 +45,7 @@ rule aggregate:
         sweep_points=CFG["sweep_points"],
         training={k: CFG["train"][k] for k in ("steps", "batch_size", "lr", "timesteps", "lr_schedule")}
         | {
+            "rank": CFG["data"]["rank"],
             "seeds": {s: len(CFG["strategy_seeds"][s]) for s in STRATEGIES},
             "ema_update_every": CFG["train"]["ema"]["update_every"],
         },
@@ -46,10 +58,11 @@ rule aggregate:
 rule plot_main:
     """Main seaborn figures, drawn from the cached tables only."""
     input:
-        **{k: TABLE_FILES[k] for k in ("runs", "curves", "landscape", "contrasts")},
+        **{k: TABLE_FILES[k] for k in PLOT_TABLES},
         verdict=f"{STUDY}/tables/verdict.json",
     output:
         forest=report(FIGURE_FILES["forest"], caption="../report/forest.rst", category="0. Verdict"),
+        ladder=report(FIGURE_FILES["ladder"], caption="../report/ladder.rst", category="0. Verdict"),
         mse=report(FIGURE_FILES["mse"], caption="../report/mse.rst", category="1. Comparison"),
         curves=report(FIGURE_FILES["curves"], caption="../report/curves.rst", category="2. Training"),
         compute=report(FIGURE_FILES["compute"], caption="../report/compute.rst", category="2. Training"),
@@ -62,6 +75,7 @@ rule plot_main:
         "../../envs/ired.yaml"
     params:
         options=CFG["report"],
+        tables=PLOT_TABLES,
         code=CODE["study"],
     script:
         "../scripts/plot_main.py"

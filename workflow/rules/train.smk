@@ -1,8 +1,72 @@
+if LADDER and not PACKS:
+
+    rule trunk:
+        """The constant-lr trunk of one run to one branch point, continued from the previous saved trunk
+        state (diffusion_lib/ladder.py); resumes from trunk/resume.ckpt if one exists."""
+        input:
+            unpack(trunk_start),
+            val=LAYOUT.splits["val_id"],
+        output:
+            state=f"{TRUNK}.ckpt",
+            sidecar=f"{TRUNK}.json",
+        log:
+            f"{TRUNK}.log",
+        benchmark:
+            f"{TRUNK}.benchmark.tsv"
+        priority: train_priority
+        conda:
+            "../../envs/ired.yaml"
+        threads: CFG["threads"]
+        resources:
+            gpu=GPU,
+            runtime=trunk_runtime,
+            mem_mb=CFG["resources"]["train_mem_mb"],
+        params:
+            **TRAIN_PARAMS,
+            train=lambda wc: run_spec(wc).train,
+            mining=lambda wc: run_spec(wc).mining_config,
+            runs=trunk_runs,
+        script:
+            "../scripts/train.py"
+
+    rule branch:
+        """One rung of the budget ladder below the full budget: the decay branch from the trunk state at
+        its branch point to its budget (a model like a run's)."""
+        input:
+            unpack(branch_start),
+            val=LAYOUT.splits["val_id"],
+        output:
+            model=f"{RUNG}/model.pt",
+            curve=f"{RUNG}/curve.csv",
+            status=f"{RUNG}/status.json",
+        log:
+            f"{RUNG}/train.log",
+        benchmark:
+            f"{RUNG}/train.benchmark.tsv"
+        priority: train_priority
+        conda:
+            "../../envs/ired.yaml"
+        threads: CFG["threads"]
+        resources:
+            gpu=GPU,
+            runtime=branch_runtime,
+            mem_mb=CFG["resources"]["train_mem_mb"],
+        params:
+            **TRAIN_PARAMS,
+            train=lambda wc: run_spec(wc).train,
+            mining=lambda wc: run_spec(wc).mining_config,
+            runs=branch_runs,
+        script:
+            "../scripts/train.py"
+
+
 if not PACKS:
 
     rule train:
-        """Train one run (mining config × seed); resumes from its resume.ckpt if one exists."""
+        """Train one run (mining config × seed) to the full budget: with the ladder, the decay branch
+        from its trunk's last state; otherwise from scratch. Resumes from its resume.ckpt if one exists."""
         input:
+            unpack(branch_start),
             val=LAYOUT.splits["val_id"],
         output:
             model=f"{RUN}/model.pt",
@@ -18,11 +82,13 @@ if not PACKS:
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=train_runtime,
+            runtime=branch_runtime,
             mem_mb=CFG["resources"]["train_mem_mb"],
         params:
             **TRAIN_PARAMS,
+            train=lambda wc: run_spec(wc).train,
             mining=lambda wc: run_spec(wc).mining_config,
+            runs=branch_runs,
         script:
             "../scripts/train.py"
 
@@ -55,6 +121,8 @@ for pack in PACKS:
             mem_mb=scheduling.train_mem_mb(CFG, len(pack.runs)),
         params:
             **TRAIN_PARAMS,
+            train=pack.runs[0].train,
             mining=pack.mining,
+            runs=pack_runs(pack),
         script:
             "../scripts/train.py"

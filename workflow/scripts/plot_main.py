@@ -4,6 +4,6 @@ from diffusion_lib.jobs.study import draw_figures
 from diffusion_lib.runtime import logging_to
 
 with logging_to(snakemake.log[0]):
-    draw_figures(tables={k: snakemake.input[k] for k in ("runs", "curves", "landscape", "contrasts")},
+    draw_figures(tables={k: snakemake.input[k] for k in snakemake.params.tables},
                  verdict_path=snakemake.input.verdict, figures=dict(snakemake.output.items()),
                  options=snakemake.params.options)
