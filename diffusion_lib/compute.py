@@ -1,4 +1,4 @@
-"""Training compute: FLOPs per step counted by the profiler, and learning curves read at a compute budget.
+"""Training compute: FLOPs per step counted by the profiler, and per problem for the compute-matched budget.
 
 The step-matched comparison (every strategy trained for the same number of steps) favours the more
 expensive strategy if its extra work per step buys accuracy. The compute-matched view asks instead
@@ -7,9 +7,10 @@ what each strategy reaches for the same training compute:
 * :func:`step_flops` counts the matmul FLOPs of one training step (forward, the energy gradient and
   the double backward) with ``torch.profiler`` on a throw-away copy of the model, so the run's own
   weights and random streams are untouched;
-* :func:`value_at_budget` interpolates a validation curve (log MSE, linear in compute) at a budget,
-  and says when the curve does not reach it (no evaluation before the budget, or the run stopped
-  short of it).
+* :func:`training_flops_per_sample` is what the budget ladder's compute-matched rungs are computed
+  from (:mod:`diffusion_lib.ladder`): a strategy's rung trains until its cumulative FLOPs equal the
+  baseline's full budget, with its own decay (a run read part-way through a schedule is not a run
+  trained for that budget).
 """
 from __future__ import annotations
 
@@ -17,12 +18,10 @@ import copy
 import functools
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -56,19 +55,6 @@ def step_flops(diffusion: torch.nn.Module, batch_size: int, rank: int, eps: floa
             loss.backward()
 
         return counted_flops(one_step)
-
-
-def value_at_budget(compute: Sequence[float], values: Sequence[float], budget: float) -> float:
-    """The curve ``values`` (positive, e.g. validation MSE) at ``budget``, interpolated linearly in
-    compute and geometrically in value; NaN where the curve does not cover the budget."""
-    x = np.asarray(compute, dtype=float)
-    y = np.asarray(values, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y) & (y > 0)
-    x, y = x[keep], y[keep]
-    if len(x) == 0 or not math.isfinite(budget) or budget < x.min() or budget > x.max() * (1 + 1e-9):
-        return math.nan
-    order = np.argsort(x)
-    return float(np.exp(np.interp(budget, x[order], np.log(y[order]))))
 
 
 @functools.lru_cache(maxsize=None)

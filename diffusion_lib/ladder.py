@@ -21,10 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from .budget import PAPER_SAMPLES  # noqa: F401 (the ladder's top: the paper's budget, re-exported)
 from .schedule import decay_start
 
 LADDER_SCHEDULES = ("constant", "wsd")
-PAPER_SAMPLES = 100_000 * 2_048
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,10 @@ class Pack:
         return f"train_{self.mode}_seeds_{'_'.join(str(r.seed) for r in self.runs)}_{digest}"
 
 
-def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec], bool]) -> list[Pack]:
-    """Packs of at most ``size`` runs covering every run once (see the module docstring)."""
+def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec], bool],
+               shape: Callable[[RunSpec], Any] = lambda spec: None) -> list[Pack]:
+    """Packs of at most ``size`` runs covering every run once (see the module docstring); runs are
+    packed together only when ``shape`` (e.g. their budgets) is equal too."""
     if size < 1:
         raise ValueError(f"train.pack must be >= 1, got {size}")
     groups: dict[tuple[str, bool], list[RunSpec]] = {}
@@ -82,8 +84,8 @@ def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec],
             continue
         seen.add(spec.run)
         # one job trains with one mining config and one train block (a strategy's overrides differ)
-        shape = value_key({"mining": spec.mining_config, "train": spec.train}, 12)
-        groups.setdefault((shape, finished(spec)), []).append(spec)
+        key = value_key({"mining": spec.mining_config, "train": spec.train, "shape": shape(spec)}, 12)
+        groups.setdefault((key, finished(spec)), []).append(spec)
     packs = []
     for members in groups.values():
         members = sorted(members, key=lambda r: r.seed)

@@ -117,11 +117,23 @@ class GapStability:
         cross = self.crossings()
         if cross is None:
             return None
+        head = (f"Extrapolation, not a finding (log-linear fit of the estimate against log samples over "
+                f"{len(self.estimates)} rungs): the {self.strategy} vs {self.versus} gap")
+        fitted = self.fitted_last()
+        if abs(fitted - self.estimates[-1]) >= self.delta / 2:
+            # the line misses the last rung by more than the stability tolerance: its crossings say nothing
+            return (f"{head} is not described by that line (it gives {_pct(fitted)} at the last rung, where "
+                    f"{_pct(self.estimates[-1])} was measured), so no crossing budget is extrapolated.")
         ahead = [f"{name} at about {samples_text(s)} samples ({share_text(s / paper_samples)} of the paper's)"
                  for name, s in sorted(((n, s) for n, s in cross.items() if s is not None), key=lambda c: c[1])]
         what = ("would cross " + ", then ".join(ahead)) if ahead else "would cross neither 0 nor ±delta beyond the ladder"
-        return (f"Extrapolation, not a finding (log-linear fit of the estimate against log samples over "
-                f"{len(self.estimates)} rungs): the {self.strategy} vs {self.versus} gap {what}.")
+        return f"{head} {what}."
+
+    def fitted_last(self) -> float:
+        """The log-linear fit's value at the last rung (how well the line describes the estimates)."""
+        x = np.log(np.asarray(self.samples, dtype=float))
+        slope, intercept = np.polyfit(x, np.asarray(self.estimates, dtype=float), 1)
+        return float(slope * x[-1] + intercept)
 
     def ladder_reason(self) -> str:
         """Why the estimates do not show a settled gap (empty when they do)."""

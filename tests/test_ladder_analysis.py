@@ -88,6 +88,10 @@ def test_extrapolation_follows_the_log_linear_fit_and_is_labelled():
     assert _gap("adversarial", [0.1, 0.02, 0.03], samples).crossings() is None  # not monotone
     behind = log_linear_crossings(samples, [-0.01, -0.02, -0.03], {"0": 0.0})
     assert behind["0"] is None  # moving away from 0: the crossing lies behind the ladder
+    # a geometric decay (the pilot's +438% -> +44% -> +4.3%) is not a line in log samples: the fit
+    # misses the last rung by far more than delta/2, and no crossing is extrapolated from it
+    decay = _gap("adversarial", [4.383, 0.443, 0.043], (46_400, 92_800, 185_600)).extrapolation_text(204_800_000)
+    assert "is not described by that line" in decay and "no crossing budget" in decay and "-54.7%" in decay
 
 
 # --------------------------------------------------------------------------- the verdict rules

@@ -3,6 +3,7 @@ MSEs, adding seeds trains only the new ones, and the pack size never retrains a 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -17,6 +18,11 @@ def packed(tmp_path_factory):
     return workdir, smk(workdir)
 
 
+def _full_budget(counts: dict[str, int]) -> dict[str, int]:
+    """The pack rules that train runs to the full budget (not a trunk piece or a smaller rung)."""
+    return {r: n for r, n in counts.items() if r.startswith("train") and not re.search(r"_(trunk|rung)\d+$", r)}
+
+
 def _test_mses(metrics: dict) -> dict[str, float]:
     return {f"{split}/{inner}": float(v["mse"]) for split, by_inner in metrics["sets"].items()
             for inner, v in by_inner.items()}
@@ -24,31 +30,42 @@ def _test_mses(metrics: dict) -> dict[str, float]:
 
 def test_a_packed_study_gives_the_unpacked_test_mses(packed, finished):
     counts = job_counts(packed[1].stdout + packed[1].stderr)
-    trains = {rule: n for rule, n in counts.items() if rule.startswith("train")}
+    trains = _full_budget(counts)
     # 10 runs in 5 packs of 2 (baseline, random, and the three adversarial opt_steps), no single-run jobs
     assert len(trains) == 5 and set(trains.values()) == {1} and all("_seeds_0_1_" in r for r in trains)
+    assert not {"train", "trunk", "branch"} & set(counts)
+    # the ladder's pieces are packed too: trunk states at 8 and 16 for every pack (and the
+    # compute-matched branch points 6 of adversarial, 6 of random), the half-budget rung of each
+    assert sum(1 for r in counts if re.search(r"_trunk(8|16)$", r)) == 10
+    assert sum(1 for r in counts if r.endswith("_rung10")) == 5
     solo_runs = sorted((finished[0] / "results/runs").iterdir())
     assert len(solo_runs) == 10
+    compared = 0
     for solo in solo_runs:
         pack = packed[0] / "results/runs" / solo.name
         status = json.loads((pack / "status.json").read_text())
         assert status["status"] == "completed" and len(status["pack"]) == 2 and solo.name in status["pack"]
         assert "training a pack of 2 runs" in (pack / "train.log").read_text()
-        ev = next(solo.glob("eval-*")).name
-        ours = _test_mses(json.loads((pack / ev / "metrics.json").read_text()))
-        theirs = _test_mses(json.loads((solo / ev / "metrics.json").read_text()))
-        assert ours.keys() == theirs.keys() and len(ours) >= 6
-        for key, value in theirs.items():
-            assert ours[key] == pytest.approx(value, rel=1e-3), (solo.name, key)
+        for folder in [solo, *sorted(solo.glob("rung-*"))]:  # the run and each of its smaller rungs
+            ev = next(folder.glob("eval-*")).name
+            mine = pack / folder.relative_to(solo)
+            ours = _test_mses(json.loads((mine / ev / "metrics.json").read_text()))
+            theirs = _test_mses(json.loads((folder / ev / "metrics.json").read_text()))
+            assert ours.keys() == theirs.keys() and len(ours) >= 4
+            for key, value in theirs.items():
+                assert ours[key] == pytest.approx(value, rel=1e-3), (folder, key)
+            compared += 1
+    assert compared == 24
 
 
 def test_adding_seeds_to_a_packed_study_trains_only_the_new_seeds(packed, tmp_path):
     workdir = copy_workdir(packed[0], tmp_path / "more")
     counts = planned(workdir, "--config", "seeds=[0,1,2,3,4]")
-    trains = {rule: n for rule, n in counts.items() if rule.startswith("train")}
+    trains = _full_budget(counts)
     # seeds 2 and 3 in one pack per mining config, seed 4 alone; seeds 0 and 1 untouched
     assert sorted(r.split("_seeds_")[1].rsplit("_", 1)[0] for r in trains) == ["2_3"] * 5 + ["4"] * 5
-    assert counts["evaluate"] == 15
+    # per new seed: 5 runs and 5 half-budget rungs, and the compute-matched rungs of random and adversarial
+    assert counts["evaluate"] == 3 * 12
 
 
 def test_the_pack_size_never_retrains_a_finished_run(packed, finished, tmp_path):
@@ -73,8 +90,8 @@ def test_job_processes_use_the_main_process_plan(packed, tmp_path):
     processes read the plan the main process wrote instead."""
     workdir = copy_workdir(packed[0], tmp_path / "job")
     out = smk(workdir, "-n").stdout  # the main process writes the plan
-    assert "Nothing to be done" in out or not job_counts(out)
-    rule = next(r for r in job_counts(packed[1].stdout + packed[1].stderr) if r.startswith("train_none"))
+    assert "Nothing to be done" in out
+    rule = next(r for r in _full_budget(job_counts(packed[1].stdout + packed[1].stderr)) if r.startswith("train_none"))
     first = sorted((workdir / "results/runs").glob("none-seed0-*"))[0]
     (first / "status.json").unlink()  # as while that run's files are being rewritten
     job = ["--mode", "remote", "--target-jobs", f"{rule}:", "--allowed-rules", rule, "-n"]

@@ -21,7 +21,7 @@ def output_of(proc):
 
 def test_checkpoint_cadence_compile_threads_and_device_retrain_nothing(finished, tmp_path):
     workdir, _ = finished
-    assert planned(workdir, "--configfile", overlay(tmp_path, "train: {checkpoint_every: 5}\n")) == {}
+    assert planned(workdir, "--configfile", overlay(tmp_path, "train: {checkpoint_every: 4}\n")) == {}
     assert planned(workdir, "--configfile", overlay(tmp_path, "train: {compile: true, cuda_graphs: true}\n")) == {}
     assert planned(workdir, "--configfile", overlay(tmp_path, "threads: 2\ndevice: auto\n")) == {}
 
@@ -29,7 +29,38 @@ def test_checkpoint_cadence_compile_threads_and_device_retrain_nothing(finished,
 def test_a_new_test_set_reevaluates_and_never_retrains(finished, tmp_path):
     workdir, _ = finished
     counts = planned(workdir, "--configfile", overlay(tmp_path, "data: {test_size: 30}\n"))
-    assert counts == {"heldout": 2, "reference": 1, "evaluate": 10, **STUDY_RULES}
+    # every model is re-scored: 10 runs, their 10 half-budget rungs, and the compute-matched rungs of
+    # random (8 steps) and adversarial (7 steps), 2 seeds each
+    assert counts == {"heldout": 2, "reference": 1, "evaluate": 24, **STUDY_RULES}
+
+
+def test_adding_a_rung_trains_only_its_trunk_piece_and_branch(finished, tmp_path):
+    workdir, _ = finished
+    trunk_before = {p: p.stat().st_mtime for p in (workdir / "results/runs").glob("*/trunk/step-*.ckpt")}
+    # a rung at 15 steps branches at 12, between the saved trunk states at 8 and 16: one new trunk
+    # piece (8 -> 12) per run, its branch and its evaluation; the finished piece to 16 keeps its input
+    counts = planned(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [0.5, 0.75, 1.0]}}\n"))
+    assert counts == {"trunk": 10, "branch": 10, "evaluate": 10, **STUDY_RULES}
+    # a rung below every saved state: its trunk piece starts from scratch, nothing else trains
+    counts = planned(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [0.25, 0.5, 1.0]}}\n"))
+    assert counts == {"trunk": 10, "branch": 10, "evaluate": 10, **STUDY_RULES}
+    # removing a rung retrains and re-evaluates nothing: only the study's tables and report
+    counts = planned(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [1.0]}}\n"))
+    assert counts == STUDY_RULES
+    assert {p: p.stat().st_mtime for p in (workdir / "results/runs").glob("*/trunk/step-*.ckpt")} == trunk_before
+
+
+def test_a_new_rung_runs_for_real_from_the_saved_trunk(finished, tmp_path):
+    workdir = copy_workdir(finished[0], tmp_path / "rung")
+    proc = smk(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [0.5, 0.75, 1.0]}}\n"),
+               "--allowed-rules", "trunk", "branch", "--until", "branch")
+    counts = job_counts(output_of(proc))
+    assert counts == {"trunk": 10, "branch": 10}
+    for run in (workdir / "results/runs").iterdir():
+        sidecar = run / "trunk" / "step-12.json"
+        assert sidecar.exists() and sidecar.read_text().count("step-8.ckpt") == 1
+        log = (run / "rung-15" / "train.log").read_text()
+        assert "from results/runs" in log and "trunk/step-12.ckpt" in log
 
 
 def test_a_new_reference_size_reruns_only_the_report(finished, tmp_path):

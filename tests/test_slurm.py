@@ -68,12 +68,14 @@ def test_workflow_runs_through_slurm_like_locally(cluster, finished, tmp_path):
 
     completed = [l for l in _jobcomp_lines()[before:] if "JobState=COMPLETED" in l]
     submitted = proc.stdout.count("submitted with SLURM jobid") + proc.stderr.count("submitted with SLURM jobid")
-    # only training and evaluation go through SLURM (10 runs each); data, aggregation, figures and
-    # the report are localrules and run on the submit host
-    assert submitted == 20 and len(completed) >= submitted, (submitted, len(completed))
-    # each job asked for the runtime its rule declares (.test: train 3 min, evaluate 4 min), not a profile's
+    # only training and evaluation go through SLURM: 10 runs, each as trunk pieces (24 in all: the
+    # branch points 8 and 16, and 6 for the compute-matched rungs of random and adversarial), 14
+    # branches (the half-budget rung, the compute-matched rungs) and its full-budget job, and 24
+    # evaluations; data, aggregation, figures and the report are localrules on the submit host
+    assert submitted == 72 and len(completed) >= submitted, (submitted, len(completed))
+    # each job asked for the runtime its rule declares (.test: training 3 min, evaluate 4 min), not a profile's
     limits = sorted(re.search(r"TimeLimit=(\S+)", l).group(1) for l in completed)
-    assert limits == ["3"] * 10 + ["4"] * 10, limits
+    assert limits == ["3"] * 48 + ["4"] * 24, limits
     assert seen, "squeue never showed a job"
     assert any((workdir / "results" / "slurm-logs").rglob("*.log"))
 
@@ -99,14 +101,15 @@ def test_pack_jobs_run_through_slurm(cluster, tmp_path):
     workdir = make_workdir(tmp_path / "packs", {"train": {"pack": 2}, "seeds": [0, 1, 2], "sweeps": []})
     local = smk(workdir)
     seed2 = sorted(r for r in job_counts(local.stdout + local.stderr) if "_seeds_2_" in r)
-    assert len(seed2) == 3, seed2
+    # per strategy, seed 2's pack jobs: its trunk pieces, smaller rungs and full budget (4 + 6 + 6)
+    assert len(seed2) == 16, seed2
     cmd = ["timeout", "-s", "INT", "-k", "10", "1200", *SNAKEMAKE, "-s", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--workflow-profile", str(ROOT / "profiles" / "slurm-local"),
            "--config", "seeds=[0,1,2,3]", "--forcerun", *seed2]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
-    assert out.count("submitted with SLURM jobid") == 12  # 3 + 3 training jobs, 6 evaluations
+    assert out.count("submitted with SLURM jobid") == 48  # 16 + 16 training jobs, 8 + 8 evaluations
     for rule in seed2:
         assert f"rule {rule}:" in out
     statuses = [json.loads(p.read_text()) for p in (workdir / "results/runs").glob("*-seed[23]-*/status.json")]

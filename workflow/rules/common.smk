@@ -8,9 +8,10 @@ import sys
 sys.path.insert(0, workflow.basedir)  # rule scripts do the same through workflow/scripts/_repo.py
 
 import json
+from types import SimpleNamespace
 
 from diffusion_lib import scheduling
-from diffusion_lib.ladder import PAPER_SAMPLES, uses_trunk
+from diffusion_lib.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
 from diffusion_lib.schedule import decay_start
 from diffusion_lib.config import ConfigError, load_config
 from diffusion_lib.jobs.study import TABLES
@@ -50,7 +51,14 @@ REPORT_TABLES = tuple(
     "strategies contrasts test_time convergence compute_matched diagnostics cost landscape ablation ladder "
     "ladder_contrasts gap_stability skill".split()
 )
-PLOT_TABLES = ("runs", "curves", "landscape", "contrasts", "ladder_contrasts", "compute_matched")  # what plot_main reads
+PLOT_TABLES = (
+    "runs",
+    "curves",
+    "landscape",
+    "contrasts",
+    "ladder_contrasts",
+    "compute_matched",
+)  # what plot_main reads
 ABLATION_FIGURES = {f"ablation_{p}": f"{STUDY}/figures/ablation_{p}.{FIG_EXT}" for p in SWEPT_PARAMETERS}
 REPORT_TARGETS = [f"{STUDY}/report.md", f"{STUDY}/report.html", *FIGURE_FILES.values(), *ABLATION_FIGURES.values()]
 
@@ -167,10 +175,14 @@ def _paths(folder):
 
 
 def branch_runs(wildcards):
-    """What the train/branch job trains: its run, seed, budget and output files (a param)."""
+    """What the train/branch job trains: its run, seed, budget, the trunk state it starts from and
+    its output files (a param)."""
     spec, rung = _rung(wildcards)
     steps = rung.steps if rung else FULL
-    return [{"run": spec.run, "seed": spec.seed, "steps": steps, **_paths(LAYOUT.rung_dir(spec.run, steps))}]
+    return [
+        {"run": spec.run, "seed": spec.seed, "steps": steps, **_paths(LAYOUT.rung_dir(spec.run, steps))}
+        | branch_start(wildcards)
+    ]
 
 
 def trunk_runs(wildcards):
@@ -184,12 +196,8 @@ def trunk_runs(wildcards):
             "state_path": LAYOUT.trunk_state(spec.run, step),
             "resume_path": f"{spec.dir}/trunk/resume.ckpt",
         }
+        | trunk_start(wildcards)
     ]
-
-
-def pack_runs(pack):
-    """What a pack job trains: its runs, seeds and output files (a param)."""
-    return [{"run": r.run, "seed": r.seed, "steps": FULL, **_paths(r.dir)} for r in pack.runs]
 
 
 def train_runtime(wildcards, attempt):
@@ -219,9 +227,12 @@ TRAIN_PARAMS = {
 }
 
 
-def pack_runtime(pack):
-    """A pack rule's runtime function (minutes on attempt ``attempt``)."""
-    return lambda wildcards, attempt: scheduling.train_runtime(CFG, pack.mode, attempt, len(pack.runs))
+def pack_runtime(pack, kind, steps):
+    """A pack rule's runtime function (minutes on attempt ``attempt``): a trunk piece trains at most
+    to its step, a branch its decay, the full budget's job its decay (or all of it without a ladder)."""
+    f = decay_fraction(CFG["train"]) if LADDER else 1.0
+    share = steps / FULL if kind == "trunk" else (steps - decay_start(steps, f)) / FULL if LADDER else 1.0
+    return lambda wildcards, attempt: scheduling.train_runtime(CFG, pack.mode, attempt, len(pack.runs), share=share)
 
 
 def _finished(spec):
@@ -236,23 +247,60 @@ def _packs():
     size = CFG["train"]["pack"]
     if size == 1:
         return []
-    if LADDER:
-        print(
-            "note: train.pack applies to runs without a budget ladder (lr_schedule cosine); with a constant "
-            "or wsd schedule, trunks and branches train one run per job",
-            file=sys.stderr,
-        )
-        return []
     path = f"results/packs/plan-{value_key({'runs': [r.run for r in RUNS], 'pack': size}, 12)}.json"
     if not workflow.is_main_process and os.path.exists(path):
         return scheduling.read_pack_plan(path, LAYOUT.run_of)
-    packs = scheduling.plan_packs(RUNS, size, _finished)
+    # with the ladder, a pack's runs also share their budgets (a compute-matched rung is a strategy's)
+    packs = scheduling.plan_packs(RUNS, size, _finished, lambda r: [g.steps for g in LAYOUT.rungs(r)] if LADDER else [])
     if workflow.is_main_process:
         scheduling.write_pack_plan(packs, path)
     return packs
 
 
 PACKS = _packs()
+
+
+def pack_pieces(pack):
+    """The jobs of a pack: ``(rule name, kind, budget or trunk step, runs param)`` for each trunk
+    piece and each rung below the full budget (with the ladder), and the full budget's job."""
+    first = pack.runs[0]
+    pieces = []
+    if LADDER:
+        for step in LAYOUT.branch_points(first):
+            wcs = [SimpleNamespace(run=r.run, step=str(step)) for r in pack.runs]
+            pieces.append((f"{pack.rule}_trunk{step}", "trunk", step, [trunk_runs(w)[0] for w in wcs]))
+        for rung in LAYOUT.rungs(first):
+            if rung.steps != FULL:
+                wcs = [SimpleNamespace(run=r.run, steps=str(rung.steps)) for r in pack.runs]
+                pieces.append((f"{pack.rule}_rung{rung.steps}", "branch", rung.steps, [branch_runs(w)[0] for w in wcs]))
+    wcs = [SimpleNamespace(run=r.run) for r in pack.runs]  # the helpers read wildcards by attribute
+    pieces.append((pack.rule, "train", FULL, [branch_runs(w)[0] for w in wcs]))
+    return pieces
+
+
+def pack_outputs(kind, runs):
+    """A pack job's outputs: its runs' trunk states and sidecars, or their models, curves and statuses."""
+    if kind == "trunk":
+        return {
+            "state": [r["state_path"] for r in runs],
+            "sidecar": [r["state_path"].removesuffix(".ckpt") + ".json" for r in runs],
+        }
+    return {
+        "model": [r["model_path"] for r in runs],
+        "curve": [r["curve_path"] for r in runs],
+        "status": [r["status_path"] for r in runs],
+    }
+
+
+def pack_logs(kind, runs):
+    """A pack job's log: one file per run, next to its outputs (each holds the pack's log)."""
+    if kind == "trunk":
+        return [r["state_path"].removesuffix(".ckpt") + ".log" for r in runs]
+    return [r["model_path"].removesuffix("model.pt") + "train.log" for r in runs]
+
+
+PACK_JOBS = [(pack, *piece) for pack in PACKS for piece in pack_pieces(pack)]
+PACK_RULES = [(rule, kind) for _, rule, kind, _, _ in PACK_JOBS]
 
 
 def _pack_rules_take_the_train_rules_profile_settings():
@@ -270,11 +318,12 @@ def _pack_rules_take_the_train_rules_profile_settings():
             file=sys.stderr,
         )
         return
-    for pack in PACKS:
-        if "train" in resources:
-            resources.setdefault(pack.rule, resources["train"])
-        if "train" in threads:
-            threads.setdefault(pack.rule, threads["train"])
+    for rule, kind in PACK_RULES:
+        for source in dict.fromkeys((kind, "train")):  # a trunk pack takes trunk's settings, else train's
+            if source in resources:
+                resources.setdefault(rule, resources[source])
+            if source in threads:
+                threads.setdefault(rule, threads[source])
 
 
 _pack_rules_take_the_train_rules_profile_settings()

@@ -93,36 +93,36 @@ if not PACKS:
             "../scripts/train.py"
 
 
-# train.pack > 1: one rule per pack (scheduling.plan_packs), whose outputs are its runs' files.
-# Its params equal the single-run rule's (the seeds are in the output paths), so changing the pack
-# size or adding seeds never retrains a finished run.
-for pack in PACKS:
+# train.pack > 1: one rule per pack and piece (common.smk: pack_pieces): with the ladder, each trunk
+# piece and each smaller rung of the pack's runs, and the full budget (the rule named after the pack).
+# Outputs are the runs' own files and params equal the single-run rules' (the same runs params), so
+# changing the pack size or adding seeds never retrains a finished run or piece.
+for pack, rule_name, kind, steps, runs in PACK_JOBS:
 
     rule:
         name:
-            pack.rule
+            rule_name
         input:
             val=LAYOUT.splits["val_id"],
+            start=[r["start"] for r in runs if r.get("start")],
         output:
-            model=[f"{r.dir}/model.pt" for r in pack.runs],
-            curve=[f"{r.dir}/curve.csv" for r in pack.runs],
-            status=[f"{r.dir}/status.json" for r in pack.runs],
+            **pack_outputs(kind, runs),
         log:
-            [f"{r.dir}/train.log" for r in pack.runs],
+            pack_logs(kind, runs),
         benchmark:
-            f"results/packs/{pack.rule}.benchmark.tsv"
+            f"results/packs/{rule_name}.benchmark.tsv"
         priority: scheduling.PRIORITY[pack.mode]
         conda:
             "../../envs/ired.yaml"
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=pack_runtime(pack),
+            runtime=pack_runtime(pack, kind, steps),
             mem_mb=scheduling.train_mem_mb(CFG, len(pack.runs)),
         params:
             **TRAIN_PARAMS,
             train=pack.runs[0].train,
             mining=pack.mining,
-            runs=pack_runs(pack),
+            runs=runs,
         script:
             "../scripts/train.py"

@@ -8,9 +8,8 @@ from diffusion_lib.layout import NOT_SHAPING_TRAIN_KEYS
 from diffusion_lib.runtime import logging_to
 
 p = snakemake.params
-runs = [dict(r) for r in p.runs]  # run, seed, budget and output files, from the rule
-if getattr(snakemake.input, "start", None):  # the trunk state this job continues (one run per job)
-    runs[0]["start"] = snakemake.input.start
+# each run: its seed, budget, the trunk state it starts from (an input too) and its output files
+runs = [dict(r) for r in p.runs]
 device = option(snakemake.config, "device")
 slot = gpu_slot(device, "results/.gpu-slots", option(snakemake.config, "resources.jobs_per_gpu"))
 with logging_to(list(snakemake.log)), slot:
