@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from .config import SWEEP_TRAIN_PREFIX, format_value
+from .sweep_names import SWEEP_TRAIN_PREFIX, format_value
 from .statistics import classify, relative_change_ci, summarize
 from .tables import Endpoint, endpoint_values
 

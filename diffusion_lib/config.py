@@ -34,12 +34,10 @@ import yaml
 from .convergence import ConvergenceRule
 from .ladder import LADDER_SCHEDULES, decay_fraction, on_grid
 from .schedule import decay_start
+from .sweep_names import SWEEP_SEP, SWEEP_TRAIN_PREFIX, format_value, sweep_name  # noqa: F401 (re-exported)
 from .diffusion import MiningConfig
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"  # shipped as package data
-SWEEP_SEP = "__"
-#: grid keys spelled ``train.<key>`` vary the base strategy's training override of ``<key>``
-SWEEP_TRAIN_PREFIX = "train."
 
 
 class ConfigError(ValueError):
@@ -74,23 +72,6 @@ def _describe(error: jsonschema.ValidationError) -> str:
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     with open(path) as fh:
         return yaml.safe_load(fh)
-
-
-def format_value(value: Any) -> str:
-    """Canonical, path-safe text of a sweep value: integers and floats without trailing zeros
-    (``1.0`` → ``1``, ``5e-4`` → ``0.0005``, ``1e-5`` → ``1e-05``, ``inf`` → ``inf``), and exact: two
-    values never share a text (``1234567.5`` → ``1234567.5``, not ``g``'s ``1.23457e+06``)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, float):
-        return str(value)
-    text = format(value, "g")
-    return text if float(text) == value else repr(value)  # repr: the shortest exact text
-
-
-def sweep_name(base: str, point: Mapping[str, Any]) -> str:
-    """Stable strategy name of one grid point."""
-    return SWEEP_SEP.join([base, *(f"{k}-{format_value(point[k])}" for k in sorted(point))])
 
 
 class GridPoint(NamedTuple):

@@ -59,8 +59,10 @@ def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, v
     ax.set_xscale("log")
     ax.set_xlim(xs.min() / 2, xs.max() * 2)
     ax.set_xlabel("training samples (steps × batch size, log scale)")
-    ax.set_ylabel(f"relative change of {verdict.get('primary', {}).get('label', 'the primary endpoint')}\n"
-                  "versus the baseline (%), negative = better")
+    # symmetric log: a gap of hundreds of percent at a small rung and the ±delta band both stay readable
+    ax.set_yscale("symlog", linthresh=200 * delta, linscale=1.5)  # linear within ±2 delta
+    ax.set_ylabel(f"change of {verdict.get('primary', {}).get('label', 'the primary endpoint')}\n"
+                  "vs the baseline (%, symlog; < 0: better)")
     budget = (verdict.get("budget") or {}).get("short")
     ax.set_title(f"Verdict{' at ' + budget if budget else ''}: {verdict.get('outcome', '?')}", loc="left",
                  fontsize=11)

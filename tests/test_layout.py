@@ -50,8 +50,12 @@ def test_run_keys_follow_what_shapes_a_run(pilot):
     assert _runs(_layout(pilot, train__checkpoint_every=58)) == _runs(base)
     assert _runs(_layout(pilot, train__compile=True, train__cuda_graphs=True)) == _runs(base)
     assert _runs(_layout(pilot, threads=2, device="cpu", name="x", study="other")) == _runs(base)
-    for change in ({"train__steps": 3000}, {"train__lr": 1e-3}, {"data__val_size": 512}, {"data__id_eps": 0.4},
-                   {"train__validate_raw": True}, {"train__log_every": 29}, {"train__precision": "tf32"}):
+    # the budget ladder's rungs never shape a run (adding one trains only its piece and branch)
+    assert _runs(_layout(pilot, comparison__ladder__rungs=[0.5, 1.0])) == _runs(base)
+    for change in ({"train__steps": 3625}, {"train__lr": 1e-3}, {"data__val_size": 512}, {"data__id_eps": 0.4},
+                   {"train__validate_raw": True}, {"train__log_every": 58}, {"train__precision": "tf32"},
+                   {"train__lr_schedule": {"kind": "wsd", "warmup_steps": 100, "min_lr_ratio": 0.05,
+                                           "decay_fraction": 0.4}}):
         changed = _runs(_layout(pilot, **change))
         assert all(changed[k] != v for k, v in _runs(base).items()), change
     # test sets and the reference shape evaluations and the report, never a run
@@ -121,8 +125,11 @@ def test_train_runtime_grows_with_steps_and_attempts(pilot):
     assert scheduling.train_runtime(cfg, "adversarial", 2) == 2 * first
     assert scheduling.train_runtime(cfg, "none", 1) <= first
     big = copy.deepcopy(pilot)
-    big["train"]["steps"] = 100_000
-    assert scheduling.train_runtime(load_config(big), "adversarial", 1) == math.ceil(100_000 / 24 / 60 * 2.0)
+    big["train"]["steps"] = 100_050  # the full budget's decay starts at 80,040, a multiple of log_every (29)
+    assert scheduling.train_runtime(load_config(big), "adversarial", 1) == math.ceil(100_050 / 24 / 60 * 2.0)
+    # a trunk piece or a decay branch asks for its share of the steps (at least min_runtime)
+    assert scheduling.train_runtime(load_config(big), "adversarial", 1, share=0.2) == math.ceil(
+        0.2 * 100_050 / 24 / 60 * 2.0)
     assert scheduling.evaluate_runtime(cfg, 3) == 3 * scheduling.evaluate_runtime(cfg, 1)
 
 
