@@ -29,7 +29,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "linear"])
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "wsd"])
+    p.add_argument("--decay-fraction", type=float, default=0.2, help="wsd: share of the steps spent decaying")
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--floor", type=float, default=0.0)
     p.add_argument("--ema-every", type=int, default=1)
@@ -49,7 +50,8 @@ def main() -> None:
     train = {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "eval_every": every, "log_every": every,
              "checkpoint_every": every, "val_size": a.val_size,
              "ema": {"decay": 0.995, "update_every": a.ema_every, "update_after_step": 100, "power": 2 / 3},
-             "lr_schedule": {"kind": a.schedule, "warmup_steps": a.warmup, "min_lr_ratio": a.floor}}
+             "lr_schedule": {"kind": a.schedule, "warmup_steps": a.warmup, "min_lr_ratio": a.floor,
+                             "decay_fraction": a.decay_fraction}}
     cfg = train_config(train, seed=a.seed, rank=20, id_eps=0.5)
     torch.manual_seed(derive_seed(a.seed, "init"))
     trainer = Trainer1D(build_diffusion(20, 10, {"mode": a.mode}), cfg, val, progress=False)

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from diffusion_lib import scheduling
+from diffusion_lib.schedule import decay_start
 from workflow_helpers import (copy_repo, copy_workdir, job_counts, layout_of, make_workdir, overlay, planned, smk,
                               study_dir)
 
@@ -83,14 +84,16 @@ def test_library_edits_rerun_what_they_affect_and_prose_or_shims_nothing(finishe
     assert planned(workdir, snakefile=snakefile) == {}
     # a statement every run executes: every run retrains and is re-evaluated; the data stands
     diffusion.write_text(original.replace("CLAMP = 2.0", "CLAMP = 2.5"))
-    assert planned(workdir, snakefile=snakefile) == {"train": 10, "evaluate": 10, **STUDY_RULES}
+    # (with the ladder: every trunk piece, branch and run, and all 24 models' evaluations)
+    assert planned(workdir, snakefile=snakefile) == {"trunk": 24, "branch": 14, "train": 10, "evaluate": 24,
+                                                     **STUDY_RULES}
     diffusion.write_text(original)
 
     # evaluation-only code: re-evaluates, never retrains
     job = repo / "diffusion_lib/jobs/evaluate.py"
     job_text = job.read_text()
     job.write_text(job_text.replace('status.get("flops_per_step", math.nan)', 'status.get("flops_per_step", -1.0)'))
-    assert planned(workdir, snakefile=snakefile) == {"evaluate": 10, **STUDY_RULES}
+    assert planned(workdir, snakefile=snakefile) == {"evaluate": 24, **STUDY_RULES}
     job.write_text(job_text)
 
     # report code: only the study's own rules
@@ -114,7 +117,8 @@ def test_studies_never_overwrite_each_other(finished, tmp_path):
     stamp = report_a.stat().st_mtime_ns
     study_b = overlay(tmp_path, "study: other\nseeds: [0]\nsweeps: []\ntrain: {steps: 30}\n")
     counts = job_counts(output_of(smk(workdir, "--configfile", study_b)))
-    assert counts["train"] == 3 and counts["evaluate"] == 3  # baseline, random, adversarial, seed 0
+    # baseline, random, adversarial, seed 0: each run, its smaller rungs and their evaluations
+    assert counts["train"] == 3 and counts["evaluate"] == counts["train"] + counts["branch"] >= 6
     assert (workdir / "results/studies/other/report.md").stat().st_size > 0
     assert report_a.stat().st_mtime_ns == stamp
     # A again, then B again: nothing to train, nothing to redo
@@ -126,13 +130,14 @@ def test_an_ablation_overlay_reuses_the_study_runs(finished, tmp_path):
     workdir, _ = finished
     ablation = overlay(tmp_path, "study: ablation\nsweeps:\n  - base: adversarial\n    grid: {opt_steps: [1, 2, 3, 4]}\n")
     # opt_steps 1 and 3 are the finished study's runs, 2 is `adversarial`: only opt_steps-4 trains
-    assert planned(workdir, "--configfile", ablation) == {"train": 2, "evaluate": 2, **STUDY_RULES}
+    assert planned(workdir, "--configfile", ablation) == {"trunk": 4, "branch": 2, "train": 2, "evaluate": 4,
+                                                          **STUDY_RULES}
 
 
 def test_integer_lists_and_booleans_from_the_command_line(finished):
     workdir, _ = finished
     counts = planned(workdir, "--config", "seeds=[0,1,2]")
-    assert counts == {"train": 5, "evaluate": 5, **STUDY_RULES}
+    assert counts == {"trunk": 12, "branch": 7, "train": 5, "evaluate": 12, **STUDY_RULES}
     assert planned(workdir, "--config", "seeds=[0, 1]", "partial=true") == {}
 
 
@@ -158,12 +163,17 @@ def test_rules_declare_runtime_memory_and_gpu(tmp_path):
     jobs = _jobs(output_of(smk(workdir, "-n")))
     layout = layout_of(workdir)
     cfg = layout.cfg
-    assert {j["rule"] for j in jobs} == {"heldout", "reference", "train", "evaluate", "aggregate", "plot_main",
-                                         "plot_ablation", "report_md", "all"}
+    assert {j["rule"] for j in jobs} == {"heldout", "reference", "trunk", "branch", "train", "evaluate", "aggregate",
+                                         "plot_main", "plot_ablation", "report_md", "all"}
+    full, f = cfg["train"]["steps"], cfg["train"]["lr_schedule"]["decay_fraction"]
     for job in jobs:
-        if job["rule"] == "train":
-            mode = layout.run_of[job["wildcards"]["run"]].mode
-            assert int(job["resources"]["runtime"]) == scheduling.train_runtime(cfg, mode, 1)
+        if job["rule"] in ("trunk", "branch", "train"):
+            wc = job["wildcards"]
+            mode = layout.run_of[wc["run"]].mode
+            # each asks for its share of the steps: a trunk piece up to its step, a branch its decay
+            steps = int(wc.get("steps", full))
+            share = int(wc["step"]) / full if job["rule"] == "trunk" else (steps - decay_start(steps, f)) / full
+            assert int(job["resources"]["runtime"]) == scheduling.train_runtime(cfg, mode, 1, share=share)
             assert int(job["resources"]["mem_mb"]) == cfg["resources"]["train_mem_mb"]
             assert job["resources"]["gpu"] == "0"  # device: cpu
         if job["rule"] == "evaluate":

@@ -94,8 +94,8 @@ def test_lr_schedules():
     assert cos.lr_at(0) == pytest.approx(0.1) and cos.lr_at(9) == pytest.approx(1.0)
     assert cos.lr_at(10) == pytest.approx(1.0) and cos.lr_at(100) == pytest.approx(0.1)
     assert cos.lr_at(55) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay
-    lin = TrainConfig(steps=101, lr=1.0, lr_schedule="linear", warmdown_fraction=0.5, min_lr_ratio=0.0)
-    assert lin.lr_at(40) == 1.0 and lin.lr_at(100) == pytest.approx(0.0) and 0 < lin.lr_at(75) < 1
+    wsd = TrainConfig(steps=100, lr=1.0, lr_schedule="wsd", decay_fraction=0.5, min_lr_ratio=0.0)
+    assert wsd.lr_at(49) == 1.0 and wsd.lr_at(99) == pytest.approx(0.0) and wsd.lr_at(74) == pytest.approx(0.5)
     assert TrainConfig(lr=0.3).lr_at(999) == 0.3
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")

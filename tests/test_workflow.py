@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPORT_FILES
 from diffusion_lib.config import load_config
-from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, make_workdir, run_dir, smk, study_dir
+from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, layout_of, make_workdir, run_dir, smk, study_dir
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +30,20 @@ def test_dry_run_of_default_config_plans_every_job(tmp_path):
     counts = job_counts(output_of(smk(tmp_path, "-n")))
     seeds = load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))["strategy_seeds"]
     n = sum(len(k) for k in seeds.values())  # each strategy's own seeds
-    assert counts == {"heldout": 3, "reference": 1, "train": n, "evaluate": n, "aggregate": 1, "plot_main": 1,
+    assert (len(seeds["baseline"]), len(seeds["random"]), len(seeds["adversarial"])) == (5, 3, 6)
+    # the ladder: rungs 725 / 1,450 / 2,900 (branch points 580, 1,160, 2,320) for every run, and the
+    # adversarial arm's compute-matched rung at 1,015 (branch point 812; random's is its 1,450 rung)
+    assert counts == {"heldout": 3, "reference": 1, "trunk": 5 * 3 + 3 * 3 + 6 * 4, "branch": 5 * 2 + 3 * 2 + 6 * 3,
+                      "train": n, "evaluate": 5 * 3 + 3 * 3 + 6 * 4, "aggregate": 1, "plot_main": 1,
                       "report_md": 1, "all": 1}
     counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", str(ROOT / "config" / "ablation.yaml"))))
-    # the overlay's top-level seeds [0, 1] apply to the baseline and the 6 new grid points (3 of the 9
-    # equal `adversarial` and reuse its runs); random and adversarial keep their own seeds
-    expected = 2 + len(seeds["random"]) + len(seeds["adversarial"]) + 6 * 2
-    assert counts["train"] == expected and counts["evaluate"] == expected and counts["plot_ablation"] == 3
+    # the overlay's top-level seeds [0, 1] apply to the baseline and the new grid points (grid points
+    # equal to an existing strategy reuse its runs); random and adversarial keep their own seeds
+    layout = layout_of(tmp_path, ROOT / "config" / "ablation.yaml")
+    runs = list({r.run: r for r in layout.runs}.values())
+    assert counts["train"] == len(runs) == 39 and counts["plot_ablation"] == 5
+    assert counts["trunk"] == sum(len(layout.branch_points(r)) for r in runs)
+    assert counts["evaluate"] == sum(len(layout.rungs(r)) for r in runs) == counts["branch"] + counts["train"]
 
 
 def test_malformed_config_fails_before_any_job(tmp_path):
@@ -68,11 +75,15 @@ def test_end_to_end_produces_every_report_file(finished):
     assert set(runs["inner_steps"]) == {0, 1, 2, 5}
     assert runs["run"].str.fullmatch(r"(none|random|adversarial)-seed[01]-[0-9a-f]{12}").all()
     verdict = json.loads((study / "tables/verdict.json").read_text())
-    # 20 steps of training decide nothing: the honest answer is "not decided" (or "inconclusive")
-    assert verdict["outcome"] in {"not decided at this budget", "inconclusive"} and verdict["scenario"] is None
+    # 20 steps of training decide nothing, and the ladder shows it: the gap still moves between rungs
+    assert verdict["outcome"] == "not decided at this budget" and verdict["scenario"] is None
+    assert "At 320 training samples (20 steps × batch 16" in verdict["sentence"]
+    assert "at 160 →" in verdict["sentence"] and "at 320 samples" in verdict["sentence"]  # each rung's estimate
     report = (study / "report.md").read_text()
     assert report.splitlines()[2].startswith(f"**Verdict: {verdict['outcome']}.**")
-    assert "figures/forest.png" in report and "figures/mse.png" in report
+    assert all(f"figures/{f}.png" in report for f in ("forest", "ladder", "mse"))
+    ladder = pd.read_csv(study / "tables/ladder_contrasts.csv")
+    assert sorted(set(ladder["rung"])) == [10, 20] and set(ladder["strategy"]) >= {"random", "adversarial"}
     run = run_dir(workdir, "adversarial", 1)
     evaluation = next(run.glob("eval-*"))
     for log in (run / "train.log", evaluation / "evaluate.log", *(workdir / "results/data/logs").glob("test_id-*.log")):
@@ -80,7 +91,10 @@ def test_end_to_end_produces_every_report_file(finished):
     for bench in (run / "train.benchmark.tsv", evaluation / "evaluate.benchmark.tsv"):
         table = pd.read_csv(bench, sep="\t")
         assert {"s", "max_rss"} <= set(table.columns) and table["s"].iloc[0] > 0, bench
-    assert not list((workdir / "results").glob("runs/*/resume.ckpt*"))  # removed after completion
+    # resume checkpoints are removed after completion (runs, rungs and trunks); trunk states are kept
+    assert not [*(workdir / "results").glob("runs/*/resume.ckpt*"), *(workdir / "results").glob("runs/*/*/resume.ckpt*")]
+    for state in (run / "trunk" / "step-8.ckpt", run / "trunk" / "step-16.ckpt", run / "rung-10" / "model.pt"):
+        assert state.stat().st_size > 0, state
 
 
 def test_rerun_after_completion_does_nothing(finished):
@@ -93,8 +107,10 @@ def test_adding_a_seed_schedules_only_its_jobs(finished, tmp_path):
     extra = tmp_path / "seeds.yaml"
     extra.write_text("seeds: [0, 1, 2]\n")
     counts = job_counts(output_of(smk(workdir, "-n", "--configfile", str(extra))))
-    assert counts["train"] == 5 and counts["evaluate"] == 5 and "data" not in counts
-    assert counts["aggregate"] == 1
+    # seed 2 of the 5 strategies: each run's trunk pieces (8 and 16; 6 too for the compute-matched
+    # rungs of random and adversarial), its smaller rungs, its full budget and their evaluations
+    assert counts["train"] == 5 and counts["trunk"] == 12 and counts["branch"] == 7 and counts["evaluate"] == 12
+    assert "heldout" not in counts and counts["aggregate"] == 1
 
 
 def test_adding_a_grid_value_schedules_only_its_runs(finished, tmp_path):
@@ -102,7 +118,8 @@ def test_adding_a_grid_value_schedules_only_its_runs(finished, tmp_path):
     extra = tmp_path / "more.yaml"
     extra.write_text("sweeps:\n  - base: adversarial\n    grid: {opt_steps: [3, 1, 4]}\n")
     counts = job_counts(output_of(smk(workdir, "-n", "--configfile", str(extra))))
-    assert counts["train"] == 2 and counts["evaluate"] == 2  # only opt_steps-4, both seeds
+    # only opt_steps-4, both seeds: trunk states at 8 and 16, the 10-step rung, the run, 2 evaluations each
+    assert counts["train"] == 2 and counts["trunk"] == 4 and counts["branch"] == 2 and counts["evaluate"] == 4
 
 
 def test_plot_option_change_reruns_only_plotting(finished, tmp_path):
@@ -160,8 +177,10 @@ def _state(path):
 
 
 def test_sigkill_then_rerun_resumes_bitwise_identical(tmp_path):
+    # the ladder's first trunk piece is killed after two checkpoints; the rerun resumes it, then
+    # trains the rest of the trunk and the decay, and ends bitwise equal to an uninterrupted run
     cfg = {"seeds": [0], "strategies": {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}},
-           "sweeps": [], "train": {"steps": 400, "checkpoint_every": 50, "log_every": 25, "eval_every": 100}}
+           "sweeps": [], "train": {"steps": 400, "checkpoint_every": 40, "log_every": 20, "eval_every": 100}}
     straight = make_workdir(tmp_path / "straight", cfg)
     run = run_dir(straight, "adversarial", 0).relative_to(straight)
     target = str(run / "model.pt")
@@ -169,7 +188,7 @@ def test_sigkill_then_rerun_resumes_bitwise_identical(tmp_path):
     killed = make_workdir(tmp_path / "killed", cfg)
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(killed), "--cores", "2", target]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    resume = killed / run / "resume.ckpt"
+    resume = killed / run / "trunk" / "resume.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and not resume.with_name(resume.name + ".prev").exists():
         time.sleep(0.05)
@@ -179,10 +198,10 @@ def test_sigkill_then_rerun_resumes_bitwise_identical(tmp_path):
     assert not (killed / target).exists()
     smk(killed, "--unlock")  # a hard kill leaves Snakemake's directory lock behind
     smk(killed, target)
-    log = (killed / run / "train.log").read_text()
-    assert "resumed from" in log
+    # the piece killed is the first of the chain (to the compute-matched rung's branch point)
+    logs = "".join(p.read_text() for p in sorted((killed / run / "trunk").glob("step-*.log")))
+    assert re.search(r"resumed from \S*trunk/resume.ckpt at step [1-9]\d*", logs), logs[-2000:]
     a, b = _state(straight / target), _state(killed / target)
-    assert b["status"]["resumed_from"] >= 100
     for key in ("model", "ema"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs"
