@@ -22,7 +22,6 @@ every edit.
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -30,11 +29,11 @@ from .diffusion import MiningConfig
 from .jobs.train import train_config
 from .ladder import Rung, compute_matched_steps, decay_fraction, ladder_steps, rungs_of, uses_trunk
 from .provenance import value_key
+from .run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
 
 RESULTS = "results"
 SPLITS = ("val_id", "val_ood", "test_id", "test_ood")
 TEST_SETS = ("test_id", "test_ood")
-RUN_PATTERN = r"(none|random|adversarial)-seed\d+-[0-9a-f]{12}"
 EVAL_PATTERN = r"[0-9a-f]{10}"
 # how a run is computed, not what it computes: never part of a key or a param (TrainConfig.identity)
 # (``pack``: runs trained together equal their solo runs, tests/test_pack.py)
@@ -63,14 +62,6 @@ class RunSpec:
         """The mining config with every default filled in: what training is given (strategies
         spelled differently but meaning the same share a run, and get the same params)."""
         return asdict(MiningConfig.from_mapping(self.mining))
-
-
-def seed_of(run: str) -> int:
-    """The training seed of run directory ``run`` (its name holds it, and its key depends on it)."""
-    match = re.fullmatch(RUN_PATTERN.replace(r"seed\d+", r"seed(\d+)"), run)
-    if match is None:
-        raise ValueError(f"{run!r} is not a run directory name ({RUN_PATTERN})")
-    return int(match.group(2))
 
 
 def split_params(cfg: Mapping[str, Any], split: str) -> dict[str, Any]:

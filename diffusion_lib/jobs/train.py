@@ -10,6 +10,7 @@ branch). A branch equals a run trained with that schedule from scratch (tests/te
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -19,6 +20,7 @@ from .. import checkpoint as ckpt
 from ..data import load_heldout
 from ..curve import CURVE_COLUMNS
 from ..diffusion import MiningConfig
+from ..run_names import seed_of
 from ..runtime import log, setup_torch, write_json
 from ..schedule import decay_start
 from ..training import CHECKPOINT_FORMAT, TrainConfig, Trainer1D, TrainResult, seeded_model
@@ -62,6 +64,33 @@ def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, minin
         log.info("run %s completed: %d steps, %.1f s training (%.2f ms/step)", run["run"], result.steps_done,
                  result.train_seconds, 1000 * result.seconds_per_step)
     return status
+
+
+def runs_of_job(outputs: Sequence[str], starts: Sequence[str], steps: int) -> list[dict[str, Any]]:
+    """The runs a training job trains, from its declared files (a rule's params hold only what
+    shapes a run, so that packing runs differently never reruns them).
+
+    ``outputs``: the job's trunk states (``results/runs/<run>/trunk/step-<k>.ckpt``) or its models
+    (``results/runs/<run>/model.pt`` at the full budget ``steps``, ``.../<run>/rung-<b>/model.pt``);
+    ``starts``: the trunk states the job's runs continue from (inputs), at most one per run.
+    """
+    runs = []
+    for out in map(Path, outputs):
+        trunk = out.parent.name == "trunk"
+        run_dir = out.parent.parent if trunk or out.parent.name.startswith("rung-") else out.parent
+        start = [s for s in starts if Path(s).parent.parent.name == run_dir.name]
+        if len(start) > 1:
+            raise ValueError(f"job inputs hold {len(start)} start states for run {run_dir.name}: {start}")
+        spec: dict[str, Any] = {"run": run_dir.name, "seed": seed_of(run_dir.name), **({"start": start[0]} if start else {})}
+        if trunk:
+            spec |= {"trunk_to": int(out.stem.removeprefix("step-")), "state_path": str(out),
+                     "resume_path": str(out.parent / "resume.ckpt")}
+        else:
+            budget = int(out.parent.name.removeprefix("rung-")) if out.parent != run_dir else steps
+            spec |= {"steps": budget, "model_path": str(out), "curve_path": str(out.parent / "curve.csv"),
+                     "status_path": str(out.parent / "status.json"), "resume_path": str(out.parent / "resume.ckpt")}
+        runs.append(spec)
+    return runs
 
 
 def load_trunk_state(path: str, cfg: TrainConfig, mining: MiningConfig, step: int | None = None) -> dict[str, Any]:

@@ -25,7 +25,6 @@ if LADDER and not PACKS:
             **TRAIN_PARAMS,
             train=lambda wc: run_spec(wc).train,
             mining=lambda wc: run_spec(wc).mining_config,
-            runs=trunk_runs,
         script:
             "../scripts/train.py"
 
@@ -55,7 +54,6 @@ if LADDER and not PACKS:
             **TRAIN_PARAMS,
             train=lambda wc: run_spec(wc).train,
             mining=lambda wc: run_spec(wc).mining_config,
-            runs=branch_runs,
         script:
             "../scripts/train.py"
 
@@ -88,15 +86,14 @@ if not PACKS:
             **TRAIN_PARAMS,
             train=lambda wc: run_spec(wc).train,
             mining=lambda wc: run_spec(wc).mining_config,
-            runs=branch_runs,
         script:
             "../scripts/train.py"
 
 
 # train.pack > 1: one rule per pack and piece (common.smk: pack_pieces): with the ladder, each trunk
 # piece and each smaller rung of the pack's runs, and the full budget (the rule named after the pack).
-# Outputs are the runs' own files and params equal the single-run rules' (the same runs params), so
-# changing the pack size or adding seeds never retrains a finished run or piece.
+# Outputs are the runs' own files and params equal the single-run rules' (the script reads its runs
+# from its files), so changing the pack size or adding seeds never retrains a finished run or piece.
 for pack, rule_name, kind, steps, runs in PACK_JOBS:
 
     rule:
@@ -123,6 +120,5 @@ for pack, rule_name, kind, steps, runs in PACK_JOBS:
             **TRAIN_PARAMS,
             train=pack.runs[0].train,
             mining=pack.mining,
-            runs=runs,
         script:
             "../scripts/train.py"

@@ -3,13 +3,18 @@ import _repo  # noqa: F401  (diffusion_lib from this checkout)
 
 from diffusion_lib.config import option
 from diffusion_lib.gpus import gpu_slot
-from diffusion_lib.jobs.train import train_runs
+from diffusion_lib.jobs.train import runs_of_job, train_runs
 from diffusion_lib.layout import NOT_SHAPING_TRAIN_KEYS
 from diffusion_lib.runtime import logging_to
 
 p = snakemake.params
-# each run: its seed, budget, the trunk state it starts from (an input too) and its output files
-runs = [dict(r) for r in p.runs]
+out = snakemake.output
+# the runs (seed, budget, the trunk state each continues, output files) from the job's files: params
+# hold only what shapes a run, so the same run packed or alone is the same job to Snakemake
+outputs = out.state if hasattr(out, "state") else out.model
+starts = getattr(snakemake.input, "start", [])
+runs = runs_of_job([outputs] if isinstance(outputs, str) else list(outputs),
+                   [starts] if isinstance(starts, str) else list(starts), p.train["steps"])
 device = option(snakemake.config, "device")
 slot = gpu_slot(device, "results/.gpu-slots", option(snakemake.config, "resources.jobs_per_gpu"))
 with logging_to(list(snakemake.log)), slot:
