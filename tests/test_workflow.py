@@ -77,7 +77,7 @@ def test_end_to_end_produces_every_report_file(finished):
     verdict = json.loads((study / "tables/verdict.json").read_text())
     # 20 steps of training decide nothing, and the ladder shows it: the gap still moves between rungs
     assert verdict["outcome"] == "not decided at this budget" and verdict["scenario"] is None
-    assert "At 320 training samples (20 steps × batch 16" in verdict["sentence"]
+    assert "at 320 training samples (20 steps × batch 16" in verdict["sentence"]
     assert "at 160 →" in verdict["sentence"] and "at 320 samples" in verdict["sentence"]  # each rung's estimate
     report = (study / "report.md").read_text()
     assert report.splitlines()[2].startswith(f"**Verdict: {verdict['outcome']}.**")
