@@ -200,10 +200,6 @@ def trunk_runs(wildcards):
     ]
 
 
-def train_runtime(wildcards, attempt):
-    return scheduling.train_runtime(CFG, run_spec(wildcards).mode, attempt)
-
-
 def trunk_runtime(wildcards, attempt):
     """A trunk piece trains at most to its branch point (from the previous one, when there is one)."""
     share = int(wildcards.step) / FULL
