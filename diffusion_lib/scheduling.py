@@ -8,9 +8,11 @@ checkpoint. A pack of m runs asks for ``1 + pack_member_cost · (m - 1)`` times 
 carry only what a site decides (account, partition, GPU type).
 
 Packs (``train.pack`` = N > 1, see :mod:`diffusion_lib.pack`): :func:`plan_packs` groups the
-runs of one mining config into packs of at most N in seed order, separately for runs that are
-finished and runs still to train. So adding seeds to a finished study puts only the new seeds
-into new packs, and no finished run is ever retrained to fill a pack.
+runs of one mining config into packs of at most N in seed order; a finished run is a pack of
+its own. So adding seeds to a finished study puts only the new seeds into new packs, no finished
+run is ever retrained to fill a pack, and changing N never reruns a finished run: its rules see
+only its own files (runs trained apart finish in any order, and one pack rule over two of them
+would find one member's input newer than another member's output).
 """
 from __future__ import annotations
 
@@ -87,9 +89,9 @@ def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec],
         key = value_key({"mining": spec.mining_config, "train": spec.train, "shape": shape(spec)}, 12)
         groups.setdefault((key, finished(spec)), []).append(spec)
     packs = []
-    for members in groups.values():
-        members = sorted(members, key=lambda r: r.seed)
-        packs += [Pack(tuple(members[i:i + size])) for i in range(0, len(members), size)]
+    for (_, done), members in groups.items():
+        members, step = sorted(members, key=lambda r: r.seed), 1 if done else size
+        packs += [Pack(tuple(members[i:i + step])) for i in range(0, len(members), step)]
     return packs
 
 

@@ -89,15 +89,18 @@ def test_job_processes_use_the_main_process_plan(packed, tmp_path):
     Re-planning then could miss its own pack rule (a run half written counts as unfinished): job
     processes read the plan the main process wrote instead."""
     workdir = copy_workdir(packed[0], tmp_path / "job")
-    out = smk(workdir, "-n").stdout  # the main process writes the plan
-    assert "Nothing to be done" in out
     rule = next(r for r in _full_budget(job_counts(packed[1].stdout + packed[1].stderr)) if r.startswith("train_none"))
-    first = sorted((workdir / "results/runs").glob("none-seed0-*"))[0]
-    (first / "status.json").unlink()  # as while that run's files are being rewritten
+    seed0, seed1 = (sorted((workdir / "results/runs").glob(f"none-seed{k}-*"))[0] / "status.json" for k in (0, 1))
+    status1 = seed1.read_bytes()
+    seed0.unlink()
+    seed1.unlink()
+    # the main process plans while neither run is finished: one pack of both, written to the plan
+    assert f"rule {rule}:" in smk(workdir, "-n").stdout
+    seed1.write_bytes(status1)  # then seed 1 finishes while its pack's job starts
     job = ["--mode", "remote", "--target-jobs", f"{rule}:", "--allowed-rules", rule, "-n"]
     proc = smk(workdir, *job, check=False)
     assert proc.returncode == 0 and f"rule {rule}:" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
-    # without the plan the job process would re-plan: seed 0 alone to train, and no such rule
+    # without the plan the job process would re-plan: seed 0 and seed 1 apart, and no such rule
     for plan in (workdir / "results/packs").glob("plan-*.json"):
         plan.unlink()
     proc = smk(workdir, *job, check=False)

@@ -54,7 +54,7 @@ def test_adding_a_rung_trains_only_its_trunk_piece_and_branch(finished, tmp_path
 def test_a_new_rung_runs_for_real_from_the_saved_trunk(finished, tmp_path):
     workdir = copy_workdir(finished[0], tmp_path / "rung")
     proc = smk(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [0.5, 0.75, 1.0]}}\n"),
-               "--allowed-rules", "trunk", "branch", "--until", "branch")
+               "--until", "branch")
     counts = job_counts(output_of(proc))
     assert counts == {"trunk": 10, "branch": 10}
     for run in (workdir / "results/runs").iterdir():

@@ -27,6 +27,8 @@ rule aggregate:
     params:
         runs=RUN_INDEX,
         rungs=RUNG_INDEX,
+        # rerun triggers leave out 'input': the keyed path of the reference stands for its values
+        reference=LAYOUT.reference,
         ladder={
             "rungs": LAYOUT.ladder_budgets,
             "decay_fraction": CFG["train"]["lr_schedule"].get("decay_fraction") if LADDER else None,
