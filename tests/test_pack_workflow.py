@@ -77,7 +77,8 @@ def test_the_pack_size_never_retrains_a_finished_run(packed, finished, tmp_path)
 
 def test_pack_rules_take_the_profile_settings_of_rule_train(packed):
     """A SLURM profile's set-resources/set-threads for `train` (GPU partition, gpu=1) reach pack jobs."""
-    rule = next(r for r in job_counts(packed[1].stdout + packed[1].stderr) if r.startswith("train_none"))
+    # the rules of the finished study as it is planned now (each finished run a pack of its own)
+    rule = next(r for r in planned(packed[0], "--forceall") if r.startswith("train_none"))
     proc = smk(packed[0], "-n", "--forcerun", rule, "--set-resources", "train:slurm_partition=gpuq", "train:gpu=1",
                "--set-threads", "train=2")
     block = proc.stdout.split(f"rule {rule}:")[1].split("\n\n")[0]
@@ -90,13 +91,14 @@ def test_job_processes_use_the_main_process_plan(packed, tmp_path):
     processes read the plan the main process wrote instead."""
     workdir = copy_workdir(packed[0], tmp_path / "job")
     rule = next(r for r in _full_budget(job_counts(packed[1].stdout + packed[1].stderr)) if r.startswith("train_none"))
-    seed0, seed1 = (sorted((workdir / "results/runs").glob(f"none-seed{k}-*"))[0] / "status.json" for k in (0, 1))
-    status1 = seed1.read_bytes()
+    seed0, seed1 = (sorted((workdir / "results/runs").glob(f"none-seed{k}-*"))[0] / "model.pt" for k in (0, 1))
+    model1 = seed1.read_bytes()
     seed0.unlink()
     seed1.unlink()
     # the main process plans while neither run is finished: one pack of both, written to the plan
-    assert f"rule {rule}:" in smk(workdir, "-n").stdout
-    seed1.write_bytes(status1)  # then seed 1 finishes while its pack's job starts
+    targets = [str(p.relative_to(workdir)) for p in (seed0, seed1)]
+    assert f"rule {rule}:" in smk(workdir, "-n", *targets).stdout
+    seed1.write_bytes(model1)  # then seed 1 finishes while its pack's job starts
     job = ["--mode", "remote", "--target-jobs", f"{rule}:", "--allowed-rules", rule, "-n"]
     proc = smk(workdir, *job, check=False)
     assert proc.returncode == 0 and f"rule {rule}:" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
