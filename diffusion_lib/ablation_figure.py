@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .ablation import ARM, GAP, ordered_values, value_key, value_label
-from .figures import _nothing_to_plot, _palette, _plain_log_ticks, _save, _style
+from .figure_style import Look, apply_theme, nothing_to_plot, plain_log_ticks, save, strategy_styles, tag
 from .statistics import summarize
 from .tables import SET_LABELS
 
@@ -34,10 +34,10 @@ def _offsets(bases: list[str]) -> dict[str, float]:
     return {b: (i - (n - 1) / 2) * WIDTH / max(n, 1) for i, b in enumerate(bases)}
 
 
-def _errorbar(ax: plt.Axes, x: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray, **style: Any) -> None:
+def _errorbar(ax: plt.Axes, x: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray, **style: Any) -> Any:
     """Markers at ``y`` with bars from ``lo`` to ``hi`` (none where the interval is undefined)."""
     low, high = np.nan_to_num(y - lo), np.nan_to_num(hi - y)
-    ax.errorbar(x, y, yerr=[np.maximum(low, 0), np.maximum(high, 0)], capsize=4, **style)
+    return ax.errorbar(x, y, yerr=[np.maximum(low, 0), np.maximum(high, 0)], capsize=4, **style)
 
 
 def _baseline_band(ax: plt.Axes, runs: pd.DataFrame, baseline: str, set_name: str, default_inner: int) -> None:
@@ -54,25 +54,28 @@ def _baseline_band(ax: plt.Axes, runs: pd.DataFrame, baseline: str, set_name: st
 
 
 def _mse_panel(ax: plt.Axes, arms: pd.DataFrame, runs: pd.DataFrame, default_inner: int,
-               position: Mapping[str, int], palette: Mapping[str, Any], offsets: Mapping[str, float],
+               position: Mapping[str, int], looks: Mapping[str, Look], offsets: Mapping[str, float],
                jitter: np.random.Generator) -> None:
     """One test set's arm rows: mean and CI per base and value, every seed as a point, × where all diverged."""
     ok = runs[(runs["status"] == "completed") & (runs["inner_steps"] == default_inner)]
     for base, g in arms.groupby("base", sort=False):
         x = np.array([position[value_key(v)] for v in g["value"]], dtype=float) + offsets[base]
         y = g["mse_mean"].to_numpy(dtype=float)
-        _errorbar(ax, x, y, g["mse_ci_low"].to_numpy(dtype=float), g["mse_ci_high"].to_numpy(dtype=float),
-                  color=palette[base], marker="D", ms=7, ls="-", lw=1.2, label=f"{base} (mean, 95% t CI)")
+        look = looks[base]
+        tag(_errorbar(ax, x, y, g["mse_ci_low"].to_numpy(dtype=float), g["mse_ci_high"].to_numpy(dtype=float),
+                      color=look.color, marker=look.marker, ms=7, ls="-", lw=1.2, label=f"{base} (mean, 95% t CI)").lines,
+            base)
         for r, xi in zip(g.itertuples(index=False), x):
             seeds = ok[(ok["strategy"] == r.strategy) & (ok["set"] == r.set)]["mse"]
-            ax.scatter(xi + jitter.uniform(-0.04, 0.04, len(seeds)), seeds, color=palette[base], alpha=0.5, s=14)
+            tag(ax.scatter(xi + jitter.uniform(-0.04, 0.04, len(seeds)), seeds, color=look.color, alpha=0.5, s=14,
+                           marker=look.marker, linewidths=0), base)
             if r.seeds == 0 and r.runs > 0:  # at the top of the panel: x in data, y in axes coordinates
-                ax.scatter([xi], [0.96], transform=ax.get_xaxis_transform(), marker="x", s=60, color=palette[base],
+                ax.scatter([xi], [0.96], transform=ax.get_xaxis_transform(), marker="x", s=60, color=look.color,
                            label=f"{base}: every run diverged")
 
 
 def _gap_panel(ax: plt.Axes, gaps: pd.DataFrame, baseline: str, position: Mapping[str, int],
-               palette: Mapping[str, Any], offsets: Mapping[str, float], delta: float | None) -> None:
+               looks: Mapping[str, Look], offsets: Mapping[str, float], delta: float | None) -> None:
     """Each base's relative change versus the baseline at each value, with its CI and the ±delta band."""
     if delta is not None:
         ax.axhspan(-100 * delta, 100 * delta, color="0.85", alpha=0.6,
@@ -81,26 +84,27 @@ def _gap_panel(ax: plt.Axes, gaps: pd.DataFrame, baseline: str, position: Mappin
     for base, g in gaps.groupby("base", sort=False):
         x = np.array([position[value_key(v)] for v in g["value"]], dtype=float) + offsets[base]
         level = ", ".join(f"{c:.0%}" for c in dict.fromkeys(g["confidence"].dropna()))
-        _errorbar(ax, x, 100 * g["estimate"].to_numpy(dtype=float), 100 * g["ci_low"].to_numpy(dtype=float),
-                  100 * g["ci_high"].to_numpy(dtype=float), color=palette[base], marker="o", ms=7, ls="-", lw=1.2,
-                  label=f"{base} vs {baseline} ({level} CI)")
+        tag(_errorbar(ax, x, 100 * g["estimate"].to_numpy(dtype=float), 100 * g["ci_low"].to_numpy(dtype=float),
+                      100 * g["ci_high"].to_numpy(dtype=float), color=looks[base].color, marker=looks[base].marker,
+                      ms=7, ls="-", lw=1.2, label=f"{base} vs {baseline} ({level} CI)").lines, base)
     ax.set_ylabel("relative change versus the baseline\nat the same value (%), negative = better")
     ax.set_title(f"Gap: {gaps['label'].iloc[0]}", fontsize=11)
 
 
 def plot_ablation(ablation: pd.DataFrame, runs: pd.DataFrame, baseline: str, parameter: str, default_inner: int,
-                  path: str | Path, options: Mapping[str, Any] = {}, delta: float | None = None) -> None:
-    """Draw the ablation figure of ``parameter`` (see the module docstring) to ``path``."""
-    _style(options)
+                  path: str | Path, options: Mapping[str, Any] = {}, delta: float | None = None) -> plt.Figure | None:
+    """Draw the ablation figure of ``parameter`` (see the module docstring) to ``path``; every
+    panel's legend entries are gathered beside the panels."""
+    apply_theme(options)
     table = ablation[ablation["parameter"] == parameter] if "parameter" in ablation else ablation
     arms = table[table["kind"] == ARM].dropna(subset=["set"]) if "kind" in table else table
-    if _nothing_to_plot(arms, ["value", "set"], path, options, f"Ablation of {parameter}"):
-        return
+    if nothing_to_plot(arms, ["value", "set"], path, options, f"Ablation of {parameter}"):
+        return None
     gaps = table[(table["kind"] == GAP) & table["estimate"].notna()] if "kind" in table else table.iloc[:0]
     values = ordered_values(arms["value"])
     position = {value_key(v): i for i, v in enumerate(values)}
     bases = list(dict.fromkeys(arms["base"]))
-    palette = _palette([*runs.get("strategy", []), *bases])
+    looks = strategy_styles(options, [*runs.get("strategy", []), *bases])
     offsets = _offsets(bases)
     sets = [s for s in SET_LABELS if s in set(arms["set"])] + sorted(set(arms["set"]) - set(SET_LABELS))
     panels = len(sets) + (1 if len(gaps) else 0)
@@ -109,18 +113,22 @@ def plot_ablation(ablation: pd.DataFrame, runs: pd.DataFrame, baseline: str, par
     for ax, set_name in zip(axes[0], sets):
         if baseline not in bases:
             _baseline_band(ax, runs, baseline, set_name, default_inner)
-        _mse_panel(ax, arms[arms["set"] == set_name], runs, default_inner, position, palette, offsets, jitter)
+        _mse_panel(ax, arms[arms["set"] == set_name], runs, default_inner, position, looks, offsets, jitter)
         ax.set_yscale("log")
-        _plain_log_ticks(ax)
+        plain_log_ticks(ax)
         ax.set_ylabel(f"test MSE, {default_inner} inner steps (log scale)")
         ax.set_title(SET_LABELS.get(set_name, set_name), fontsize=11)
     if len(gaps):
-        _gap_panel(axes[0][-1], gaps, baseline, position, palette, offsets, delta)
+        _gap_panel(axes[0][-1], gaps, baseline, position, looks, offsets, delta)
     for ax in axes[0]:
         ax.set_xticks(range(len(values)))
         ax.set_xticklabels([value_label(parameter, v) for v in values])
         ax.set_xlim(-0.6, len(values) - 0.4)
         ax.set_xlabel(parameter)
-        ax.legend(fontsize=8, loc="best")
+    legend: dict[str, Any] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=8)
     fig.suptitle(f"Ablation of {parameter} (exploratory)", fontsize=12)
-    _save(fig, path, options)
+    return save(fig, path, options)

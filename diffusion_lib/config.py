@@ -66,6 +66,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if "propertyNames" in error.schema_path:
         return (f"config field '{_field(error.absolute_path)}': name {error.instance!r} is not a safe path "
                 f"component (letters, digits, '_', '.', '-'; must start with a letter or digit)")
+    if error.validator in ("oneOf", "anyOf") and error.schema.get("description"):
+        # a field of several shapes: say what it takes rather than "not valid under any of the given schemas"
+        return f"config field '{_field(error.absolute_path)}': {error.instance!r} is not {error.schema['description']}"
     return f"config field '{_field(error.absolute_path)}': {error.message}"
 
 
@@ -181,6 +184,9 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
         problems = _semantic_problems(cfg, explicit_roles)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    # figure formats as a list, the PNG first (the HTML report embeds it)
+    fmt = cfg["report"]["format"]
+    cfg["report"]["format"] = list(dict.fromkeys(["png", *([fmt] if isinstance(fmt, str) else fmt)]))
     # per-strategy seeds are not part of the mining config: keep them aside (sweep points use the
     # top-level seeds, so an ablation overlay's `seeds` sets its cost)
     cfg["strategy_seeds"] = {name: list(m.pop("seeds", cfg["seeds"])) for name, m in cfg["strategies"].items()}

@@ -17,8 +17,10 @@ For each held-out set it computes, with the EMA model:
   - ``near-miss ρ``: the clean solution perturbed by ρ times its RMS entry, ŷ⁻_0 = y0 + ρ·rms(y0)·ζ,
     re-noised with ξ: is the energy sharp around the true answer?
   - ``adversarial``: a random negative from σ descended by the opt step (5 steps by default, the
-    inference inner-loop length, where the adversarial arm trains with 2 from σ = 3), so no arm is
-    scored on its own training recipe.
+    inference inner-loop length, where the adversarial arm trains with 2 from σ = 3). The descent
+    follows the scored model's own energy, so unlike the others its negatives differ between models:
+    it shows whether a model's descent finds points it ranks below the truth, not which model has
+    the better landscape.
 
 All sampling noise comes from generators seeded by ``EvalSettings.seed``: the same model and
 settings give the same numbers.

@@ -11,47 +11,49 @@ import numpy as np
 import pandas as pd
 
 from .budget import PAPER_SAMPLES, samples_text
-from .figures import _nothing_to_plot, _palette, _save, _style
+from .figure_style import apply_theme, nothing_to_plot, save, strategy_styles, tag
 
 DODGE = 1.04  # arms are spread by this factor along the log x axis so their error bars do not overlap
 
 
-def _errorbars(ax: plt.Axes, d: pd.DataFrame, x: np.ndarray, **style: Any) -> None:
+def _errorbars(ax: plt.Axes, d: pd.DataFrame, x: np.ndarray, **style: Any) -> Any:
     y = 100 * d["estimate"].to_numpy(dtype=float)
     low = np.nan_to_num(y - 100 * d["ci_low"].to_numpy(dtype=float))
     high = np.nan_to_num(100 * d["ci_high"].to_numpy(dtype=float) - y)
-    ax.errorbar(x, y, yerr=[low, high], capsize=4, **style)
+    return ax.errorbar(x, y, yerr=[low, high], capsize=4, **style)
 
 
 def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, verdict: Mapping[str, Any],
-                path: str | Path, options: Mapping[str, Any] = {}) -> None:
+                path: str | Path, options: Mapping[str, Any] = {}) -> plt.Figure | None:
     """Primary relative change versus training samples: one line per mining arm over the ladder's
-    rungs (filled markers), its compute-matched rung as an open square (see the module docstring)."""
-    _style(options)
+    rungs (filled markers, the arm's own marker), its compute-matched rung as the same marker open
+    (see the module docstring); the legend beside the axes."""
+    apply_theme(options)
     d = ladder_contrasts
     if len(d) and "endpoint_role" in d:
         d = d[(d["endpoint_role"] == "primary") & (d["role"] == "verdict")]
-    if _nothing_to_plot(d, ["estimate", "samples"], path, options, "Budget ladder"):
-        return
+    if nothing_to_plot(d, ["estimate", "samples"], path, options, "Budget ladder"):
+        return None
     matched = compute_matched if len(compute_matched) and "estimate" in compute_matched else pd.DataFrame()
     strategies = list(dict.fromkeys([*d["strategy"], *matched.get("strategy", [])]))
-    palette = _palette(strategies)
+    looks = strategy_styles(options, strategies)
     delta = float(verdict.get("delta", 0.05))
     paper = float(verdict.get("ladder", {}).get("paper_samples", PAPER_SAMPLES))
-    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), layout="constrained")
     ax.axhspan(-100 * delta, 100 * delta, color="0.85", alpha=0.6, label=f"±{delta:.0%} (no meaningful difference)")
     ax.axhline(0, color="0.3", lw=1)
     for i, (strategy, g) in enumerate(d.groupby("strategy", sort=False)):
         g = g.sort_values("samples")
         shift = DODGE ** (i - (len(strategies) - 1) / 2)
         level = ", ".join(f"{c:.1%}" for c in dict.fromkeys(g["confidence"]))
-        _errorbars(ax, g, g["samples"].to_numpy(dtype=float) * shift, color=palette[strategy], marker="o", ms=7,
-                   lw=1.8, label=f"{strategy} vs {g['versus'].iloc[0]} ({level} CI)")
+        look = looks[strategy]
+        tag(_errorbars(ax, g, g["samples"].to_numpy(dtype=float) * shift, color=look.color, marker=look.marker, ms=7,
+                       lw=1.8, label=f"{strategy} vs {g['versus'].iloc[0]} ({level} CI)").lines, strategy)
         m = matched[matched["strategy"] == strategy] if len(matched) else matched
         if len(m):
-            _errorbars(ax, m, m["samples"].to_numpy(dtype=float) * shift, color=palette[strategy], marker="s",
-                       ms=9, mfc="white", mew=2, ls="none",
-                       label=f"{strategy}, compute-matched rung ({m['confidence'].iloc[0]:.1%} CI)")
+            tag(_errorbars(ax, m, m["samples"].to_numpy(dtype=float) * shift, color=look.color, marker=look.marker,
+                           ms=9, mfc="white", mew=2, ls="none",
+                           label=f"{strategy}, compute-matched rung ({m['confidence'].iloc[0]:.1%} CI)").lines, strategy)
     ax.axvline(paper, color="0.2", ls=":", lw=1.5)
     ax.annotate(f"paper: {samples_text(paper)} samples", (paper, 0.98), xycoords=("data", "axes fraction"),
                 ha="right", va="top", fontsize=8, rotation=90)
@@ -66,5 +68,5 @@ def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, v
     budget = (verdict.get("budget") or {}).get("short")
     ax.set_title(f"Verdict{' at ' + budget if budget else ''}: {verdict.get('outcome', '?')}", loc="left",
                  fontsize=11)
-    ax.legend(fontsize=8, loc="best")
-    _save(fig, path, options)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+    return save(fig, path, options)

@@ -21,7 +21,7 @@ import pandas as pd
 from .budget import PAPER_BATCH, PAPER_STEPS
 from .report_ablation import ablation_blocks
 from .report_ladder import compute_matched_blocks, ladder_blocks, skill_blocks, stability_blocks
-from .report_render import Block, ci_text, fmt, pct, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
+from .report_render import Block, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
 from .tables import SET_LABELS
 
 PAPER_SCALE = {"steps": PAPER_STEPS, "batch_size": PAPER_BATCH, "lr": 1e-4, "schedule": "constant"}
@@ -93,10 +93,10 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
     doc.append(("fig", "forest", "Forest plot: relative MSE change versus the baseline"))
     if v["contrasts"]:
         primary = pd.DataFrame(v["contrasts"])
-        primary["change"] = primary["estimate"].map(pct)
-        primary["CI"] = [ci_text(a, b) for a, b in zip(primary["ci_low"], primary["ci_high"])]
-        doc.append(("table", select(primary, {"strategy": "strategy", "versus": "versus", "change": "MSE change",
-                                              "CI": f"{v['confidence']:.1%} CI", "p": "Welch p", "n_a": "seeds",
+        doc.append(("table", select(primary, {"strategy": "strategy", "versus": "versus",
+                                              "estimate": ("MSE change", "pct"),
+                                              ("ci_low", "ci_high"): (f"{v['confidence']:.1%} CI", "ci_pct"),
+                                              "p": ("Welch p", "p"), "n_a": "seeds",
                                               "n_b": "baseline seeds", "outcome": "outcome",
                                               "seeds_needed": "seeds per arm for 80% power at ±delta"})))
     if v.get("reasons"):
@@ -119,28 +119,28 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
         doc.append(("p", f"Reconstruction residual ‖AŶ − I‖_F (ID test, {v['default_inner']} inner steps), mean over "
                          "seeds with its 95% CI; diverged runs per strategy in the last column."))
         doc.append(("table", select(sel, {"strategy": "strategy", "residual_mean_mean": "residual",
-                                          "residual_mean_ci_low": "95% CI low", "residual_mean_ci_high": "95% CI high",
+                                          ("residual_mean_ci_low", "residual_mean_ci_high"): "95% CI",
                                           "runs": "runs", "diverged": "diverged"})))
     doc += skill_blocks(v, t)
     contrasts = t.get("contrasts", pd.DataFrame())
     if not contrasts.empty:
         level = f"{1 - v['alpha']:.0%}"
-        sec = contrasts[contrasts["endpoint_role"] == "secondary"].copy()
-        sec["change"] = sec["estimate"].map(pct)
-        sec["CI"] = [ci_text(a, b) for a, b in zip(sec["ci_low"], sec["ci_high"])]
+        sec = contrasts[contrasts["endpoint_role"] == "secondary"]
         doc.append(("h", 3, f"Secondary endpoints ({level} CI; Holm-adjusted p within each contrast, and over the "
                             "whole primary family)"))
         doc.append(("table", select(sec, {"strategy": "strategy", "versus": "versus", "role": "contrast",
-                                          "label": "endpoint", "change": "MSE change", "CI": f"{level} CI", "p": "p",
-                                          "p_holm": "p (Holm)", "p_holm_family": "p (Holm, primary family)",
+                                          "label": "endpoint", "estimate": ("MSE change", "pct"),
+                                          ("ci_low", "ci_high"): (f"{level} CI", "ci_pct"), "p": ("p", "p"),
+                                          "p_holm": ("p (Holm)", "p"),
+                                          "p_holm_family": ("p (Holm, primary family)", "p"),
                                           "outcome": "outcome"})))
 
     doc.append(("h", 2, "Convergence"))
     conv = t.get("convergence", pd.DataFrame())
     if not conv.empty:
         doc.append(("p", f"Gate: {v['convergence_rule']}. `tail change`: first to last of those evaluations."))
-        doc.append(("table", select(conv, {"strategy": "strategy", "converged": "converged (mean curve)",
-                                            "tail_change": "tail change", "spread": "spread",
+        doc.append(("table", select(conv, {"strategy": "strategy", "converged": ("converged (mean curve)", "yesno"),
+                                            "tail_change": ("tail change", "pct"), "spread": ("spread (±)", "share"),
                                             "runs_converged": "runs converged", "runs": "runs"})))
     doc.append(("fig", "curves", "Learning curves"))
     doc.append(("fig", "compute", "Validation MSE against training compute"))
@@ -152,9 +152,9 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
     if not strategies.empty:
         sel = strategies[strategies["inner_steps"].isin([0, v["default_inner"]])]
         doc.append(("table", select(sel, {"strategy": "strategy", "set": "set", "inner_steps": "inner steps",
-                                           "mse_n": "seeds", "mse_mean": "MSE", "mse_ci_low": "95% CI low",
-                                           "mse_ci_high": "95% CI high", "mse_raw_model_mean": "MSE, raw model",
-                                           "skill_mean": "skill", "rel_err_mean_mean": "relative error",
+                                           "mse_n": "seeds", "mse_mean": "MSE", ("mse_ci_low", "mse_ci_high"): "95% CI",
+                                           "mse_raw_model_mean": "MSE, raw model", "skill_mean": ("skill", "pct"),
+                                           "rel_err_mean_mean": "relative error",
                                            "infer_ms_per_problem": "ms / problem"})))
     doc.append(("fig", "mse", "Test MSE per strategy"))
 
@@ -164,15 +164,19 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
         doc.append(("p", "Means over seeds of the last third of training; `inference acceptance`: share of accepted "
                          f"inner opt steps at inference (ID test, {v['default_inner']} inner steps)."))
         doc.append(("table", select(diag, {"strategy": "strategy", "grad_norm": "gradient norm",
-                                            "clip_frac": "clipped steps", "energy_gap": "E⁻ − E⁺",
-                                            "saturated_frac": "saturated pairs", "mine_accept": "mining acceptance",
-                                            "infer_accept": "inference acceptance"})))
+                                            "clip_frac": ("clipped steps", "share"), "energy_gap": "E⁻ − E⁺",
+                                            "saturated_frac": ("saturated pairs", "share"),
+                                            "mine_accept": ("mining acceptance", "share"),
+                                            "infer_accept": ("inference acceptance", "share")})))
     doc.append(("fig", "diagnostics", "Training diagnostics"))
     land = t.get("landscape", pd.DataFrame())
     if not land.empty:
         summary = land.groupby(["strategy", "negative"], sort=False)["rank_acc"].mean().unstack("negative")
-        doc.append(("p", "Energy-ranking accuracy P(E⁺ < E⁻) averaged over t and seeds, per probe (0.5 is chance):"))
-        doc.append(("table", summary.reset_index()))
+        summary = summary[list(dict.fromkeys(land["negative"]))].reset_index()
+        doc.append(("p", "Energy-ranking accuracy P(E⁺ < E⁻) averaged over t and seeds, per probe (50% is chance; "
+                         "the random and near-miss probes give every model the same negatives, the adversarial probe "
+                         "descends each model's own energy):"))
+        doc.append(("table", select(summary, {c: (c, "text" if c == "strategy" else "share") for c in summary})))
     doc.append(("fig", "landscape", "Energy landscape"))
 
     doc.append(("h", 2, "Test-time compute (MSE against inference inner steps)"))
@@ -185,6 +189,12 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
                          "and 0.2110 → 0.2063 on the harder one, from 10 to 40 inference steps."))
     doc.append(("fig", "test_time", "Test-time compute"))
     doc += ablation_blocks(v, t, figures)
+    doc.append(("h", 2, "Files for papers"))
+    doc.append(("p", "Every figure is in `figures/` as the PNG embedded here and, for each other format in "
+                     "`report.format` (e.g. `[png, pdf]`), a vector copy next to it; the primary and secondary "
+                     "contrasts and every endpoint per strategy are LaTeX (booktabs) tables in "
+                     "`tables/contrasts_primary.tex`, `tables/contrasts_secondary.tex` and `tables/endpoints.tex`, "
+                     "their captions naming the budget."))
     doc.append(("h", 2, "Environment"))
     doc.append(("p", f"torch {', '.join(v.get('torch', []))}; device(s): {', '.join(v.get('devices', []))}."))
     return doc

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from .ablation import ARM, GAP, override_text, points_from_table
-from .report_render import Block, ci_text, pct, select
+from .report_render import Block, levels, select
 
 
 def _overrides(ablation: pd.DataFrame) -> list[str]:
@@ -16,11 +16,9 @@ def _overrides(ablation: pd.DataFrame) -> list[str]:
 
 
 def _gap_table(gaps: pd.DataFrame) -> pd.DataFrame:
-    gaps = gaps.assign(change=gaps["estimate"].map(pct),
-                       CI=[ci_text(a, b) for a, b in zip(gaps["ci_low"], gaps["ci_high"])])
-    level = ", ".join(f"{c:.0%}" for c in dict.fromkeys(gaps["confidence"].dropna())) or "95%"
     return select(gaps, {"parameter": "parameter", "value_label": "value", "strategy": "strategy",
-                         "versus": "versus", "change": "MSE change", "CI": f"{level} CI", "p": "p",
+                         "versus": "versus", "estimate": ("MSE change", "pct"),
+                         ("ci_low", "ci_high"): (f"{levels(gaps)} CI", "ci_pct"), "p": ("p", "p"),
                          "n_a": "seeds", "n_b": "seeds (versus)", "outcome": "outcome"})
 
 
@@ -45,7 +43,7 @@ def ablation_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures
     arms = arms.assign(others=[o if isinstance(o, str) else "" for o in arms["others"]])  # CSV reads "" as NaN
     doc.append(("table", select(arms, {"parameter": "parameter", "value_label": "value", "base": "base",
                                        "others": "others", "set": "set", "mse_mean": "MSE",
-                                       "mse_ci_low": "95% CI low", "mse_ci_high": "95% CI high", "seeds": "seeds",
+                                       ("mse_ci_low", "mse_ci_high"): "95% CI", "seeds": "seeds",
                                        "runs": "runs", "diverged": "diverged"})))
     doc += [("fig", k, f"Ablation of {k[len('ablation_'):]}") for k in figures if k.startswith("ablation_")]
     return doc

@@ -7,14 +7,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from .budget import samples_text, share_text
-from .report_render import Block, ci_text, fmt, pct, select
-
-
-def _level(df: pd.DataFrame, relative: bool = True) -> list[str]:
-    """``lo to hi (97.5% CI)``: each interval with its own level; relative changes in percent,
-    otherwise the values themselves."""
-    text = ci_text if relative else (lambda lo, hi: f"{fmt(lo)} to {fmt(hi)}")
-    return [f"{text(lo, hi)} ({c:.1%} CI)" for lo, hi, c in zip(df["ci_low"], df["ci_high"], df["confidence"])]
+from .report_render import Block, cell, levels, select
 
 
 def _budget_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -41,19 +34,19 @@ def ladder_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[B
                      "cumulative training FLOPs equal the baseline's full budget. Means over seeds with Student-t "
                      "CIs."))
     primary = _budget_columns(ladder[ladder["endpoint_role"] == "primary"])
-    primary["CI"] = _level(primary, relative=False)
-    doc.append(("table", select(primary, {"kind": "rung kind", "rung": "steps", "training samples": "training samples",
+    doc.append(("table", select(primary, {"kind": "rung kind", "rung": ("steps", "int"),
+                                          "training samples": "training samples",
                                           "share of the paper's": "share of the paper's", "strategy": "strategy",
-                                          "n": "seeds", "mean": v["primary"]["label"], "sd": "sd", "CI": "CI",
-                                          "skill": "skill"})))
+                                          "n": "seeds", "mean": v["primary"]["label"], "sd": "sd",
+                                          ("ci_low", "ci_high"): f"{levels(primary)} CI",
+                                          "skill": ("skill", "pct")})))
     if not contrasts.empty:
         c = _budget_columns(contrasts[contrasts["endpoint_role"] == "primary"])
-        c["change"] = c["estimate"].map(pct)
-        c["CI"] = _level(c)
         doc.append(("p", "Primary contrasts per rung (relative change versus the baseline; the verdict's Bonferroni "
                          "level; Welch with the delta method on the log ratio):"))
-        doc.append(("table", select(c, {"rung": "steps", "training samples": "training samples", "strategy": "strategy",
-                                        "versus": "versus", "change": "MSE change", "CI": "CI", "p": "Welch p",
+        doc.append(("table", select(c, {"rung": ("steps", "int"), "training samples": "training samples",
+                                        "strategy": "strategy", "versus": "versus", "estimate": ("MSE change", "pct"),
+                                        ("ci_low", "ci_high"): (f"{levels(c)} CI", "ci_pct"), "p": ("Welch p", "p"),
                                         "outcome": "outcome"})))
     doc.append(("fig", "ladder", "Primary relative change versus training samples"))
     return doc
@@ -76,7 +69,7 @@ def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> lis
     s["runs plateaued"] = [f"{a} of {b}" for a, b in zip(s["runs_plateaued"], s["runs"])]
     doc.append(("table", select(s, {"strategy": "strategy", "versus": "versus", "trajectory": "estimate per rung",
                                     "last change": "change over the last two rungs", "direction": "direction",
-                                    "runs plateaued": "runs plateaued (last rung)", "stable": "stable"})))
+                                    "runs plateaued": "runs plateaued (last rung)", "stable": ("stable", "yesno")})))
     if v.get("extrapolations"):
         doc.append(("ul", list(v["extrapolations"])))
     return doc
@@ -88,15 +81,15 @@ def compute_matched_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) 
     if m.empty:
         return []
     m = _budget_columns(m)
-    m["change"] = m["estimate"].map(pct)
-    m["CI"] = _level(m)
     return [("p", "Compute-matched view: each mining arm trained, with its own decay branch, to the budget where its "
                   "cumulative training FLOPs equal the baseline's at the full budget, versus the baseline at the full "
                   f"budget, on the primary endpoint ({v['primary']['label']}):"),
-            ("table", select(m, {"strategy": "strategy", "steps": "steps", "training samples": "training samples",
-                                 "step_fraction": "fraction of the baseline's steps", "versus": "versus",
-                                 "versus_steps": "baseline steps", "change": "MSE change", "CI": "CI",
-                                 "p": "Welch p", "outcome": "outcome"}))]
+            ("table", select(m, {"strategy": "strategy", "steps": ("steps", "int"),
+                                 "training samples": "training samples",
+                                 "step_fraction": ("fraction of the baseline's steps", "share"), "versus": "versus",
+                                 "versus_steps": ("baseline steps", "int"), "estimate": ("MSE change", "pct"),
+                                 ("ci_low", "ci_high"): (f"{levels(m)} CI", "ci_pct"), "p": ("Welch p", "p"),
+                                 "outcome": "outcome"}))]
 
 
 def skill_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[Block]:
@@ -106,7 +99,7 @@ def skill_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[Bl
         return []
     wide = skill.pivot_table(index="label", columns="strategy", values="skill", sort=False)
     flags = skill.drop_duplicates("label").set_index("label")["uninformative"]
-    wide = wide.map(lambda x: f"{x:.1%}")
+    wide = wide.map(lambda x: cell(x, "pct"))
     wide["flag"] = ["uninformative (best skill < 5%)" if flags.get(label) else "" for label in wide.index]
     doc: list[Block] = [("p", "Skill of every endpoint, 1 − MSE / MSE(per-entry-mean predictor), mean over seeds; an "
                               "endpoint whose best arm has skill below 5% is uninformative at this budget:"),

@@ -14,31 +14,97 @@ import pandas as pd
 Block = tuple  # ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", DataFrame) | ("fig", key, alt)
 
 
-def fmt(x: Any, digits: int = 4) -> str:
-    if isinstance(x, (float, np.floating)):
-        return f"{x:.{digits}g}" if math.isfinite(x) else "n/a"
+#: how a table column is written (see :func:`cell`); "auto" follows the value's type
+KINDS = ("auto", "text", "int", "num", "pct", "share", "p", "yesno", "ci", "ci_pct")
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return None
+    return float(x)
+
+
+def cell(x: Any, kind: str = "auto") -> str:
+    """One table cell: ``num`` 4 significant digits (MSEs, seconds, ratios); ``pct`` a signed
+    percentage with one decimal (relative changes); ``share`` an unsigned one (fractions of steps
+    or pairs, skill); ``p`` "< 0.001" or three significant digits; ``yesno`` yes/no; ``int``
+    thousands-separated; ``text`` as is; ``auto`` by type (bool → yes/no, integers plain, other
+    numbers 4 significant digits). Missing or non-finite numbers are "n/a"."""
     if x is None:
         return "n/a"
-    return str(x)
+    if isinstance(x, str):
+        return {"true": "yes", "false": "no"}.get(x.lower(), x) if kind == "yesno" else x
+    if kind == "yesno" or isinstance(x, (bool, np.bool_)):
+        flag = float(x) if isinstance(x, (bool, np.bool_)) else _number(x)
+        return "n/a" if flag is None or not math.isfinite(flag) else ("yes" if flag else "no")
+    value = _number(x)
+    if value is None:
+        return str(x)
+    if not math.isfinite(value):
+        return "n/a"
+    if kind == "pct":
+        return f"{value:+.1%}"
+    if kind == "share":
+        return f"{value:.1%}"
+    if kind == "p":
+        return "< 0.001" if value < 0.001 else f"{value:.3g}"
+    if kind == "int" or kind == "auto" and isinstance(x, (int, np.integer)):
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def interval(lo: Any, hi: Any, kind: str = "ci") -> str:
+    """A CI as "[low, high]": percentages with one decimal (``ci_pct``) or 4 significant digits (``ci``)."""
+    each = "pct" if kind == "ci_pct" else "num"
+    return f"[{cell(lo, each)}, {cell(hi, each)}]"
+
+
+def fmt(x: Any, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits for prose ("n/a" when missing)."""
+    value = _number(x)
+    if value is not None and not isinstance(x, (int, np.integer)):
+        return f"{value:.{digits}g}" if math.isfinite(value) else "n/a"
+    return "n/a" if x is None else str(x)
 
 
 def pct(x: Any) -> str:
-    return f"{x:+.1%}" if isinstance(x, (int, float, np.floating)) and math.isfinite(x) else "n/a"
+    """A signed percentage with one decimal, for prose."""
+    return cell(x, "pct")
 
 
 def ci_text(lo: Any, hi: Any) -> str:
-    return f"{pct(lo)} to {pct(hi)}"
+    """A relative-change CI for prose: "[-1.2%, +3.4%]"."""
+    return interval(lo, hi, "ci_pct")
 
 
-def select(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
-    """``df`` restricted to ``columns`` (source -> header) that exist, renamed."""
-    keep = {k: v for k, v in columns.items() if k in df.columns}
-    return df[list(keep)].rename(columns=keep)
+def levels(df: pd.DataFrame, column: str = "confidence") -> str:
+    """The confidence level(s) of a table's intervals, e.g. "97.5%" (for its CI header)."""
+    found = [c for c in dict.fromkeys(df[column].dropna())] if column in df else []
+    return ", ".join(f"{100 * c:.3g}%" for c in found) or "95%"
+
+
+Column = str | tuple[str, str]  # a header, or (header, kind)
+
+
+def select(df: pd.DataFrame, columns: Mapping[Any, Column]) -> pd.DataFrame:
+    """``df``'s columns, formatted for reading (strings): ``columns`` maps a source column (or a
+    (low, high) pair of columns, written as one "[low, high]" CI) to its header or to (header,
+    kind) with a kind of :data:`KINDS`; sources missing from ``df`` are left out."""
+    out: dict[str, list[str]] = {}
+    for source, spec in columns.items():
+        header, kind = (spec, "auto") if isinstance(spec, str) else spec
+        if isinstance(source, tuple):
+            lo, hi = source
+            if lo in df and hi in df:
+                out[header] = [interval(a, b, kind if kind.startswith("ci") else "ci") for a, b in zip(df[lo], df[hi])]
+        elif source in df:
+            out[header] = [cell(x, kind) for x in df[source]]
+    return pd.DataFrame(out, index=range(len(df)))
 
 
 def _md_table(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join("| " + " | ".join(fmt(x) for x in row) + " |\n" for row in df.itertuples(index=False))
+    return head + "".join("| " + " | ".join(cell(x) for x in row) + " |\n" for row in df.itertuples(index=False))
 
 
 def to_markdown(doc: list[Block], figure_path: Callable[[str], str], figures: Mapping[str, str] | None = None) -> str:
@@ -81,7 +147,7 @@ def to_html(doc: list[Block], figures: Mapping[str, str] | None = None) -> str:
         elif kind == "table":
             df = block[1]
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(x))}</td>" for x in row) + "</tr>"
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell(x))}</td>" for x in row) + "</tr>"
                            for row in df.itertuples(index=False))
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "fig" and figures and block[1] in figures and Path(figures[block[1]]).exists():

@@ -120,19 +120,15 @@ def test_values_read_back_as_text_still_parse_and_order():
     assert value_label("scale", INF) == "∞"
 
 
-def test_figure_has_a_categorical_axis_hue_by_base_and_a_gap_panel(cached, tmp_path, monkeypatch):
+def test_figure_has_a_categorical_axis_hue_by_base_and_a_gap_panel(cached, tmp_path):
     ablation, runs = cached
-    drawn = {}
-    save = ablation_figure._save
-    monkeypatch.setattr(ablation_figure, "_save", lambda fig, path, options: drawn.update(fig=fig) or save(fig, path,
-                                                                                                       options))
     path = tmp_path / "figures" / f"ablation_{CLIP}.png"
-    ablation_figure.plot_ablation(ablation, runs, "baseline", CLIP, 5, path, {"dpi": 40}, delta=0.05)
+    fig = ablation_figure.plot_ablation(ablation, runs, "baseline", CLIP, 5, path, {"dpi": 40}, delta=0.05)
     assert path.stat().st_size > 0
-    axes = drawn["fig"].axes
+    axes = fig.axes
     assert len(axes) == 3  # ID, OOD, gap
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["1", "4", "∞ (no clipping)"]
-    legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]  # every panel's entries, beside the panels
     assert any(t.startswith("baseline") for t in legend) and any(t.startswith("adversarial") for t in legend)
     (gap,) = axes[2].containers  # one error-bar series: the adversarial base
     assert list(gap.lines[0].get_ydata()) == pytest.approx([100 * g for g in EXPECTED_GAP.values()])

@@ -163,6 +163,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
                                                                           training.get("rank")),
                                                      *interp.diagnostic_lines(diagnostics, mining_roles)] if line],
                 "training": dict(training), "name": name, "default_inner": default_inner, "roles": dict(roles),
+                # the study's strategies in the config's order: tables, legends and colours follow it
+                "strategies": list(dict.fromkeys(s for s, _ in expected)),
                 "devices": sorted(set(environment["device"])), "torch": sorted(set(environment["torch"]))},
                verdict_path)
     log.info("verdict: %s", v["sentence"])
@@ -181,31 +183,45 @@ def _cached(tables: Mapping[str, str], verdict_path: str) -> tuple[dict[str, pd.
         return frames, json.load(fh)
 
 
+def _with_order(options: Mapping[str, Any], v: Mapping[str, Any]) -> dict[str, Any]:
+    """The report options with the study's strategy order (one colour and marker per strategy)."""
+    return {**options, "strategies": v.get("strategies") or list(v.get("training", {}).get("seeds", {}))}
+
+
 def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mapping[str, str],
-                 options: Mapping[str, Any]) -> None:
-    """Draw the main figures from cached tables (see :mod:`diffusion_lib.figures`)."""
+                 options: Mapping[str, Any], latex: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Draw the main figures from cached tables (see :mod:`diffusion_lib.figures`; each PNG in
+    ``figures`` and its other ``options["format"]`` files) and write the paper tables in ``latex``
+    (key of :data:`diffusion_lib.latex.PAPER_TABLES` → file). Returns each figure (closed; None
+    where there was nothing to plot), for inspection."""
     from .. import figures as fig
     from ..ladder_figure import plot_ladder
+    from ..latex import write_paper_tables
 
     t, v = _cached(tables, verdict_path)
-    fig.plot_forest(t["contrasts"], v, figures["forest"], options)
-    plot_ladder(t["ladder_contrasts"], t["compute_matched"], v, figures["ladder"], options)
-    fig.plot_mse(t["runs"], v["trivial_mse"], v["default_inner"], figures["mse"], options)
-    fig.plot_learning_curves(t["curves"], v["trivial_mse"], figures["curves"], options)
-    fig.plot_compute_curves(t["curves"], figures["compute"], options)
-    fig.plot_diagnostics(t["curves"], figures["diagnostics"], options)
-    fig.plot_landscape(t["landscape"], figures["landscape"], options)
-    fig.plot_test_time(t["runs"], figures["test_time"], options)
+    options = _with_order(options, v)
+    drawn = {"forest": fig.plot_forest(t["contrasts"], v, figures["forest"], options),
+             "ladder": plot_ladder(t["ladder_contrasts"], t["compute_matched"], v, figures["ladder"], options),
+             "mse": fig.plot_mse(t["runs"], v["trivial_mse"], v["default_inner"], figures["mse"], options),
+             "curves": fig.plot_learning_curves(t["curves"], v["trivial_mse"], figures["curves"], options),
+             "compute": fig.plot_compute_curves(t["curves"], figures["compute"], options),
+             "diagnostics": fig.plot_diagnostics(t["curves"], figures["diagnostics"], options),
+             "landscape": fig.plot_landscape(t["landscape"], figures["landscape"], options),
+             "test_time": fig.plot_test_time(t["runs"], figures["test_time"], options)}
+    if latex:
+        write_paper_tables(t, v, latex)
+    return drawn
 
 
 def draw_ablation(*, tables: Mapping[str, str], verdict_path: str, parameter: str, figure: str,
-                  options: Mapping[str, Any]) -> None:
+                  options: Mapping[str, Any]) -> Any:
     """Draw the ablation figure of one swept parameter from cached tables (see
     :mod:`diffusion_lib.ablation_figure`)."""
     from ..ablation_figure import plot_ablation
 
     t, v = _cached(tables, verdict_path)
-    plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure, options,
+    return plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure,
+                  _with_order(options, v),
                   delta=v.get("delta"))
 
 

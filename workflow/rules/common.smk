@@ -15,6 +15,7 @@ from diffusion_lib.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
 from diffusion_lib.schedule import decay_start
 from diffusion_lib.config import ConfigError, load_config
 from diffusion_lib.jobs.study import TABLES
+from diffusion_lib.latex import PAPER_TABLES
 from diffusion_lib.layout import EVAL_PATTERN, RUN_PATTERN, SPLITS, TEST_SETS, Layout
 from diffusion_lib.layout import reference_params, run_train_block, split_params
 from diffusion_lib.provenance import code_fingerprint, value_key
@@ -43,9 +44,12 @@ LADDER = uses_trunk(CFG["train"])
 FULL = CFG["train"]["steps"]
 STUDY = LAYOUT.study_dir
 TABLE_FILES = {t: f"{STUDY}/tables/{t}.csv" for t in TABLES}
-FIG_EXT = CFG["report"]["format"]
 FIGURES = ("forest", "ladder", "mse", "curves", "compute", "diagnostics", "landscape", "test_time")
-FIGURE_FILES = {f: f"{STUDY}/figures/{f}.{FIG_EXT}" for f in FIGURES}
+# the PNG of each figure (the HTML report embeds it) and its copies in the other report.format formats
+FIGURE_FILES = {f: f"{STUDY}/figures/{f}.png" for f in FIGURES}
+VECTOR_EXTS = [ext for ext in CFG["report"]["format"] if ext != "png"]
+VECTOR_FILES = {f"{f}_{ext}": f"{STUDY}/figures/{f}.{ext}" for f in FIGURES for ext in VECTOR_EXTS}
+LATEX_FILES = {t: f"{STUDY}/tables/{t}.tex" for t in PAPER_TABLES}
 # tables the report reads (the rest are for users and figures)
 REPORT_TABLES = tuple(
     "strategies contrasts test_time convergence compute_matched diagnostics cost landscape ablation ladder "
@@ -58,9 +62,19 @@ PLOT_TABLES = (
     "contrasts",
     "ladder_contrasts",
     "compute_matched",
+    "endpoints",
 )  # what plot_main reads
-ABLATION_FIGURES = {f"ablation_{p}": f"{STUDY}/figures/ablation_{p}.{FIG_EXT}" for p in SWEPT_PARAMETERS}
-REPORT_TARGETS = [f"{STUDY}/report.md", f"{STUDY}/report.html", *FIGURE_FILES.values(), *ABLATION_FIGURES.values()]
+ABLATION_FIGURES = {f"ablation_{p}": f"{STUDY}/figures/ablation_{p}.png" for p in SWEPT_PARAMETERS}
+ABLATION_VECTORS = [f"{STUDY}/figures/ablation_{p}.{ext}" for p in SWEPT_PARAMETERS for ext in VECTOR_EXTS]
+REPORT_TARGETS = [
+    f"{STUDY}/report.md",
+    f"{STUDY}/report.html",
+    *FIGURE_FILES.values(),
+    *VECTOR_FILES.values(),
+    *LATEX_FILES.values(),
+    *ABLATION_FIGURES.values(),
+    *ABLATION_VECTORS,
+]
 
 # Library code each rule runs (its module in diffusion_lib/jobs and everything that imports),
 # without comments and docstrings: a param, so editing a statement reruns exactly the affected

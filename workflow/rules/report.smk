@@ -27,8 +27,8 @@ rule aggregate:
     params:
         runs=RUN_INDEX,
         rungs=RUNG_INDEX,
-        # rerun triggers leave out 'input': the keyed path of the reference stands for its values
-        reference=LAYOUT.reference,
+        # rerun triggers leave out 'input': the key in the reference's path stands for its values
+        reference_key=os.path.basename(LAYOUT.reference),
         ladder={
             "rungs": LAYOUT.ladder_budgets,
             "decay_fraction": CFG["train"]["lr_schedule"].get("decay_fraction") if LADDER else None,
@@ -63,6 +63,8 @@ rule plot_main:
         **{k: TABLE_FILES[k] for k in PLOT_TABLES},
         verdict=f"{STUDY}/tables/verdict.json",
     output:
+        **VECTOR_FILES,
+        **LATEX_FILES,
         forest=report(FIGURE_FILES["forest"], caption="../report/forest.rst", category="0. Verdict"),
         ladder=report(FIGURE_FILES["ladder"], caption="../report/ladder.rst", category="0. Verdict"),
         mse=report(FIGURE_FILES["mse"], caption="../report/mse.rst", category="1. Comparison"),
@@ -78,6 +80,8 @@ rule plot_main:
     params:
         options=CFG["report"],
         tables=PLOT_TABLES,
+        figures=FIGURES,
+        latex=PAPER_TABLES,
         code=CODE["study"],
     script:
         "../scripts/plot_main.py"
@@ -90,11 +94,12 @@ rule plot_ablation:
         verdict=f"{STUDY}/tables/verdict.json",
     output:
         report(
-            f"{STUDY}/figures/ablation_{{parameter}}.{FIG_EXT}",
+            f"{STUDY}/figures/ablation_{{parameter}}.png",
             caption="../report/ablation.rst",
             category="5. Ablations",
             subcategory="{parameter}",
         ),
+        [f"{STUDY}/figures/ablation_{{parameter}}.{ext}" for ext in VECTOR_EXTS],
     log:
         f"{STUDY}/logs/plot_ablation_{{parameter}}.log",
     conda:
@@ -127,6 +132,8 @@ rule report_md:
 
 
 rule figures:
-    """Target: draw missing or outdated figures of the study; add --forcerun plot_main plot_ablation to redraw all."""
+    """Target: draw missing or outdated figures (every format) and LaTeX tables of the study; add --forcerun
+    plot_main plot_ablation to redraw all."""
     input:
-        [*FIGURE_FILES.values(), *ABLATION_FIGURES.values()],
+        [*FIGURE_FILES.values(), *VECTOR_FILES.values(), *LATEX_FILES.values(), *ABLATION_FIGURES.values()],
+        ABLATION_VECTORS,

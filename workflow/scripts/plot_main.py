@@ -5,5 +5,7 @@ from diffusion_lib.runtime import logging_to
 
 with logging_to(snakemake.log[0]):
     draw_figures(tables={k: snakemake.input[k] for k in snakemake.params.tables},
-                 verdict_path=snakemake.input.verdict, figures=dict(snakemake.output.items()),
+                 verdict_path=snakemake.input.verdict,
+                 figures={k: snakemake.output[k] for k in snakemake.params.figures},
+                 latex={k: snakemake.output[k] for k in snakemake.params.latex},
                  options=snakemake.params.options)

@@ -1,0 +1,196 @@
+"""Figures and tables a user pastes into a paper (issue 23): every figure laid out cleanly at the
+configured size and dpi, one colour and one marker per strategy in every figure with legends in the
+tables' order, vector copies for report.format, report tables formatted for reading, LaTeX tables.
+
+The study is synthetic (:mod:`synthetic_study`, plus a landscape table), so these run in seconds."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.lines import Line2D
+from synthetic_study import study
+
+from diffusion_lib.figure_style import MARKERS, TAG, layout_problems
+from diffusion_lib.jobs.study import TABLES, _cached, draw_ablation, draw_figures, write_report
+from diffusion_lib.latex import PAPER_TABLES, escape, paper_tables
+from diffusion_lib.report_render import cell, interval, select
+
+ARMS = {"baseline": ("none", 0.0100, {}), "random": ("random", 0.0098, {}), "adversarial": ("adversarial", 0.0090, {}),
+        "adversarial__opt_steps-1": ("adversarial", 0.0095, {})}
+FIGURES = ("forest", "ladder", "mse", "curves", "compute", "diagnostics", "landscape", "test_time")
+OPTIONS = {"dpi": 60, "format": ["png"]}
+
+
+def _landscape(strategies: list[str]) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [{"strategy": s, "seed": seed, "mode": "x", "t": t, "negative": probe, "rank_acc": rng.uniform(0.4, 1.0),
+             "gap_mean": 1.0} for s in strategies for seed in range(5) for t in range(10)
+            for probe in ("random σ=3", "near-miss ρ=0.1", "near-miss ρ=0.3", "adversarial σ=1.5, 5 steps")]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("figures")
+    v = study(folder, ARMS, compute_matched={"adversarial": (500, 1.05), "random": (750, 1.0)},
+              sweep_points={"adversarial__opt_steps-1": {"base": "adversarial", "opt_steps": 1},
+                            "adversarial": {"base": "adversarial", "opt_steps": 2}})
+    _landscape(list(ARMS)).to_csv(folder / "landscape.csv", index=False)
+    tables = {t: str(folder / f"{t}.csv") for t in TABLES}
+    figures = {f: str(folder / "figures" / f"{f}.png") for f in FIGURES}
+    drawn = draw_figures(tables=tables, verdict_path=str(folder / "verdict.json"), figures=figures, options=OPTIONS,
+                         latex={t: str(folder / f"{t}.tex") for t in PAPER_TABLES})
+    return folder, v, tables, figures, drawn
+
+
+def _strategy_artists(fig: plt.Figure):
+    """(strategy, colour, marker or None) of every artist drawn for a strategy."""
+    for artist in fig.findobj(lambda a: (a.get_gid() or "").startswith(TAG)):
+        name = artist.get_gid()[len(TAG):]
+        if isinstance(artist, Line2D):
+            marker = artist.get_marker()
+            yield name, to_hex(artist.get_color()), marker if marker in MARKERS else None
+        else:  # scatter points and CI bands
+            colors = artist.get_facecolor()
+            if len(colors):
+                yield name, to_hex(colors[0][:3]), None
+
+
+def test_every_figure_is_laid_out_cleanly(synthetic):
+    _, _, tables, _, drawn = synthetic
+    assert set(drawn) == set(FIGURES) and all(drawn.values())
+    for name, fig in drawn.items():
+        assert layout_problems(fig) == [], name
+    folder = synthetic[0]
+    ablation = draw_ablation(tables=tables, verdict_path=str(folder / "verdict.json"), parameter="opt_steps",
+                             figure=str(folder / "figures" / "ablation_opt_steps.png"), options=OPTIONS)
+    assert ablation is not None and layout_problems(ablation) == []
+
+
+def test_the_layout_check_finds_overlaps_blank_bands_and_legends_over_data():
+    fig = plt.figure(figsize=(8, 3), dpi=60)
+    a, b = fig.add_axes([0.1, 0.1, 0.5, 0.8]), fig.add_axes([0.4, 0.1, 0.5, 0.8])
+    for ax in (a, b):
+        ax.plot([0, 1], [0, 1])
+    assert any("overlap" in p for p in layout_problems(fig))
+    fig = plt.figure(figsize=(8, 3), dpi=60)
+    for left in (0.05, 0.75):
+        fig.add_axes([left, 0.15, 0.2, 0.75]).plot([0, 1], [0, 1])
+    assert any("blank band" in p for p in layout_problems(fig))
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=60)
+    ax.plot(np.linspace(0, 1, 50), np.full(50, 0.95), label="a line along the top")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper center")
+    assert any("legend" in p for p in layout_problems(fig))
+    plt.close("all")
+
+
+def test_one_colour_and_one_marker_per_strategy_in_every_figure(synthetic):
+    _, v, _, _, drawn = synthetic
+    colours: dict[str, set[str]] = {}
+    markers: dict[str, set[str]] = {}
+    figures_of: dict[str, set[str]] = {}
+    for name, fig in drawn.items():
+        for strategy, colour, marker in _strategy_artists(fig):
+            colours.setdefault(strategy, set()).add(colour)
+            figures_of.setdefault(strategy, set()).add(name)
+            if marker:
+                markers.setdefault(strategy, set()).add(marker)
+    assert set(colours) == set(ARMS)
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert all(len(m) == 1 for m in markers.values()), markers
+    assert len({next(iter(c)) for c in colours.values()}) == len(ARMS)  # and no two strategies share one
+    assert figures_of["baseline"] >= {"mse", "curves", "compute", "diagnostics", "landscape", "test_time"}
+    assert figures_of["adversarial"] >= {"forest", "ladder", "mse", "curves", "landscape", "test_time"}
+    # legends list strategies in the study's (the tables') order
+    for name in ("mse", "curves", "landscape", "test_time", "forest"):
+        fig = drawn[name]
+        legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+        labels = [t.get_text() for legend in legends for t in legend.get_texts() if t.get_text() in ARMS]
+        assert labels and labels == [s for s in v["strategies"] if s in labels], (name, labels)
+
+
+def test_report_format_writes_vector_copies_next_to_the_png(synthetic, tmp_path):
+    folder, _, tables, _, _ = synthetic
+    figures = {f: str(tmp_path / f"{f}.png") for f in FIGURES}
+    draw_figures(tables=tables, verdict_path=str(folder / "verdict.json"), figures=figures,
+                 options={"dpi": 60, "format": ["png", "pdf", "svg"]})
+    for name in FIGURES:
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert "<svg" in (tmp_path / f"{name}.svg").read_text()[:2000]
+
+
+def test_cells_are_formatted_for_reading():
+    assert [cell(x, "p") for x in (0.0009429, 1.849e-07, 0.04559, 0.5)] == ["< 0.001", "< 0.001", "0.0456", "0.5"]
+    assert [cell(x) for x in (True, False, np.bool_(True))] == ["yes", "no", "yes"]
+    assert cell("False", "yesno") == "no" and cell(float("nan"), "yesno") == "n/a"
+    assert cell(0.0123456) == "0.01235" and cell(7) == "7" and cell(12345, "int") == "12,345"
+    assert cell(-0.2734, "pct") == "-27.3%" and cell(0.5, "share") == "50.0%" and cell(float("inf")) == "n/a"
+    assert interval(-0.741, 1.0412, "ci_pct") == "[-74.1%, +104.1%]" and interval(0.1, 0.23456) == "[0.1, 0.2346]"
+    df = pd.DataFrame({"lo": [0.1], "hi": [0.2], "ok": [True], "p": [2e-5]})
+    assert select(df, {("lo", "hi"): "95% CI", "ok": "ok", "p": ("p", "p")}).iloc[0].tolist() == [
+        "[0.1, 0.2]", "yes", "< 0.001"]
+
+
+def test_report_tables_print_no_python_values(synthetic, tmp_path):
+    folder, _, tables, figures, _ = synthetic
+    write_report(tables=tables, verdict_path=str(folder / "verdict.json"), figures=figures,
+                 report_path=str(tmp_path / "report.md"), html_path=str(tmp_path / "report.html"))
+    rows = [line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("|")]
+    assert len(rows) > 30
+    cells = [c.strip() for row in rows for c in row.strip("|").split("|")]
+    assert not {"True", "False", "nan", "None"} & set(cells)
+    numbers = [c for c in cells if re.fullmatch(r"[-+]?\d*\.?\d+(e[-+]?\d+)?", c)]
+    assert numbers and max(len(re.sub(r"^[-+]?[0.]*|e.*$|\.", "", c)) for c in numbers if "." in c) <= 4
+    headers = [row for row, nxt in zip(rows, rows[1:]) if nxt.startswith("|---")]
+    ci_headers = [h for h in headers if "CI" in h]
+    assert ci_headers and all(re.search(r"\d+(\.\d)?% CI", h) for h in ci_headers), ci_headers
+    assert any(re.fullmatch(r"\[[-+]?\d+\.\d%, [-+]?\d+\.\d%\]", c) for c in cells)
+    p_cells = _column((tmp_path / "report.md").read_text(), "Welch p")
+    odd = [c for c in p_cells if c != "< 0.001" and not (re.fullmatch(r"0?\.\d+|1", c)
+                                                        and len(re.sub(r"^[0.]*", "", c)) <= 3)]
+    assert p_cells and not odd, odd
+
+
+def _tables(markdown: str) -> list[list[list[str]]]:
+    """Every table of a Markdown text: its rows (header first), each a list of cells."""
+    tables: list[list[list[str]]] = []
+    previous = ""
+    for line in markdown.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            row = [c.strip() for c in line.strip().strip("|").split("|")]
+            if previous.startswith("|"):
+                tables[-1].append(row)
+            else:
+                tables.append([row])
+        previous = line
+    return tables
+
+
+def _column(markdown: str, header: str) -> list[str]:
+    """The cells under ``header`` in every table that has it."""
+    return [row[t[0].index(header)] for t in _tables(markdown) if header in t[0] for row in t[1:]]
+
+
+def test_latex_tables_are_booktabs_with_the_budget(synthetic):
+    folder, v, tables, _, _ = synthetic
+    written = {t: (folder / f"{t}.tex").read_text() for t in PAPER_TABLES}
+    t, _ = _cached(tables, str(folder / "verdict.json"))
+    assert written == paper_tables(t, v)
+    budget = escape(v["budget"]["short"])
+    for name, text in written.items():
+        assert text.startswith("\\begin{table}") and text.rstrip().endswith("\\end{table}"), name
+        assert all(rule in text for rule in ("\\toprule", "\\midrule", "\\bottomrule")) and budget in text, name
+        assert "%" not in text.replace("\\%", ""), name  # every percent sign escaped
+    body = written["contrasts_primary"].split("\\midrule")[1].split("\\bottomrule")[0]
+    assert body.count("\\\\") == 2  # one row per mining strategy in the verdict (random, adversarial)
+    endpoints = written["endpoints"].split("\\midrule")[1].split("\\bottomrule")[0]
+    assert endpoints.count("\\\\") == 5 * len(ARMS)  # five endpoints, every strategy
+    assert escape("ε = 0.5, 50% < 1_2") == "$\\varepsilon$ = 0.5, 50\\% $<$ 1\\_2"
