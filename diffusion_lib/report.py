@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .budget import PAPER_BATCH, PAPER_STEPS
+from .budget import PAPER_BATCH, PAPER_STEPS, share_text
 from .report_ablation import ablation_blocks
 from .report_ladder import compute_matched_blocks, ladder_blocks, skill_blocks, stability_blocks
 from .report_render import Block, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
@@ -49,7 +49,7 @@ def _scale_lines(training: Mapping[str, Any]) -> list[str]:
     if kind != "constant":
         text += f" (warm-up {sched.get('warmup_steps', 0)} steps, floor {sched.get('min_lr_ratio', 0):g}×lr)"
     return [f"Training scale: {steps:,} steps × batch {batch:,} = {samples:,} training samples per run, "
-            f"{samples / paper:.2%} of the paper's {PAPER_SCALE['steps']:,} × {PAPER_SCALE['batch_size']:,} = "
+            f"{share_text(samples / paper)} of the paper's {PAPER_SCALE['steps']:,} × {PAPER_SCALE['batch_size']:,} = "
             f"{paper:,} (IRED; SPEC §9).",
             f"Learning rate {training.get('lr'):g}, schedule {text}; paper: {PAPER_SCALE['lr']:g}, constant. "
             f"EMA updated every {_every(training.get('ema_update_every'))}. Seeds (training runs) per strategy: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -133,6 +134,14 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
+_NUMERIC = re.compile(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?|\[.*\]|< 0\.001|n/a")
+
+
+def _td(text: str) -> str:
+    """A table cell; numbers, percentages and intervals right-aligned so their digits line up."""
+    return f'<td class="num">{html.escape(text)}</td>' if _NUMERIC.fullmatch(text) else f"<td>{html.escape(text)}</td>"
+
+
 def to_html(doc: list[Block], figures: Mapping[str, str] | None = None) -> str:
     """A self-contained HTML page of ``doc`` (figures embedded as data URIs)."""
     body = []
@@ -147,7 +156,7 @@ def to_html(doc: list[Block], figures: Mapping[str, str] | None = None) -> str:
         elif kind == "table":
             df = block[1]
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell(x))}</td>" for x in row) + "</tr>"
+            rows = "".join("<tr>" + "".join(_td(cell(x)) for x in row) + "</tr>"
                            for row in df.itertuples(index=False))
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "fig" and figures and block[1] in figures and Path(figures[block[1]]).exists():
@@ -162,7 +171,9 @@ def to_html(doc: list[Block], figures: Mapping[str, str] | None = None) -> str:
                             f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
              "table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}"
+             "table{display:block;max-width:100%;overflow-x:auto}"
              "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f2f2f2}"
+             "td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}"
              "img{max-width:100%}figcaption{color:#555;font-size:0.85em}")
     return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>IRED study report</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

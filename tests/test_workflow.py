@@ -144,6 +144,20 @@ def test_figures_target_redraws_from_cached_tables(finished):
     assert fig.stat().st_mtime_ns > before
 
 
+def test_vector_formats_are_drawn_next_to_the_pngs(finished, tmp_path):
+    """report.format [png, pdf]: the figures target draws a PDF next to every PNG (ablations too),
+    from the cached tables, and nothing trains or is evaluated again."""
+    workdir = copy_workdir(finished[0], tmp_path / "pdf")
+    extra = tmp_path / "pdf.yaml"
+    extra.write_text("report: {format: [png, pdf]}\n")
+    proc = smk(workdir, "figures", "--configfile", str(extra))
+    assert job_counts(output_of(proc)) == {"plot_main": 1, "plot_ablation": 1, "figures": 1}
+    figures = study_dir(workdir) / "figures"
+    pngs = sorted(p.stem for p in figures.glob("*.png"))
+    assert len(pngs) == 9 and sorted(p.stem for p in figures.glob("*.pdf")) == pngs
+    assert all(p.read_bytes()[:5] == b"%PDF-" for p in figures.glob("*.pdf"))
+
+
 def test_html_report_shows_the_verdict_and_key_tables_on_its_own_page(finished):
     """Snakemake's report embeds report.html as a data: URI shown in an iframe; decode that page and
     check it leads with the verdict and carries the key tables and the forest plot inline."""
