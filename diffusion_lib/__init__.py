@@ -1,14 +1,16 @@
 """diffusion_lib: IRED energy-diffusion for matrix inversion with configurable negative mining.
 
 Modules (one idea each): ``data`` (problems and held-out files), ``model`` (EBM and the gradient
-wrapper), ``diffusion`` (schedule, opt step, mining losses, sampling), ``training`` (Trainer1D, lr
-schedules), ``curve`` (learning-curve rows), ``pack`` (several seeds of one strategy trained together: stacked weights, one vmapped
+wrapper), ``mining`` (the mining config: modes, negatives or not, mining steps), ``diffusion``
+(schedule, opt step, mining losses, sampling), ``training`` (Trainer1D, the config's train block as a
+TrainConfig), ``signals`` (SIGTERM as a checkpoint request), ``curve`` (learning-curve rows), ``pack`` (several seeds of one strategy trained together: stacked weights, one vmapped
 step), ``functional`` / ``step`` (the step as a function of the weights; eager, compiled or CUDA
 graphs), ``ema`` (the EMA without host syncs), ``gpus`` (GPU slots per job), ``checkpoint`` (atomic resumable checkpoints), ``evaluation`` (SPEC §7 metrics),
 ``compute`` (FLOPs per step, curves read at a compute budget), ``statistics`` (seed-unit intervals,
 relative-change CIs, Holm), ``convergence`` (the plateau gate), ``verdict`` (SPEC §8's six
 outcomes), ``tables`` / ``figures`` / ``report`` (the study's tables, seaborn figures, and
-report.md / report.html), ``config`` (schema validation, sweeps, per-strategy seeds, command-line
+report.md / report.html; ``figure_style``: one look per strategy and the layout check; ``latex``:
+booktabs tables; ``report_browser``: the page in headless Chromium), ``config`` (schema validation, sweeps, per-strategy seeds, command-line
 values), ``seeding`` (seeds, RNG state, device), ``provenance`` (code and value fingerprints),
 ``layout`` (where each result lives, keyed by what shapes it), ``scheduling`` (runtime and memory
 a job asks for, which runs train together), ``runtime`` (logging, torch setup), ``jobs`` (one module per workflow rule),

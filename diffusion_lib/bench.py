@@ -112,7 +112,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     with count_host_reads(exclude=adam_step_counters(opt)) as reads:
         block()
     data = [_timed(lambda: next(stream), dev) for _ in range(max(10, steps // 2))]
-    flops_per_problem = step_flops(diffusion, batch_size, rank, 0.5, mode == "adversarial", dev) / batch_size
+    flops_per_problem = step_flops(diffusion, batch_size, rank, 0.5, diffusion.mining.mines, dev) / batch_size
     A, _ = inverse_problems(sample_problems, rank, 0.5, gen, dev)
     diffusion.sample(A[:8])  # warm-up
     sample_s = statistics.median(_timed(lambda: diffusion.sample(A), dev) for _ in range(3))

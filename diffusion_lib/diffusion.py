@@ -10,70 +10,24 @@ Choices where the spec is silent (and defects of the public reference that are *
 * mining and sampling run under ``torch.no_grad()``, so no double-backward graph is built there;
 * positive and negative energies are computed in one batched forward pass;
 * the mining frequency ``mine_every = m`` runs adversarial mining on training steps with
-  ``step % m == 0`` and random negatives on the others (m = 1: every step);
-* ``mask``/``data_cond`` (unused by matrix inversion) pin the masked entries of y to ``data_cond``
-  after every opt step, for conditioned tasks.
+  ``step % m == 0`` and random negatives on the others (m = 1: every step).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .mining import MODES, MiningConfig  # noqa: F401 (re-exported)
 from .model import EBM, DiffusionWrapper
 
 CLAMP = 2.0
-MODES = ("none", "random", "adversarial")
 # A contrastive pair is "saturated" when E⁻ - E⁺ exceeds ln(99): its loss softplus(E⁺ - E⁻) is below
 # 0.01 and its gradient weight sigmoid(E⁺ - E⁻) below 1%, so it no longer teaches the model anything.
 SATURATION_GAP = math.log(99.0)
-
-
-@dataclass(frozen=True)
-class MiningConfig:
-    """How training negatives are made (SPEC §5). See :meth:`from_mapping` for validation."""
-
-    mode: str = "none"
-    opt_steps: int = 2
-    scale_factor: float = 1.0
-    noise_scale: float = 3.0
-    energy_loss_weight: float = 0.5
-    mine_every: int = 1
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any] | "MiningConfig" | None) -> "MiningConfig":
-        """Build from a mapping; unknown keys or bad values raise ``ValueError`` naming the key."""
-        if cfg is None:
-            return cls()
-        if isinstance(cfg, MiningConfig):
-            return cfg
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"mining_config: unknown key(s) {unknown}; allowed: {sorted(known)}")
-        merged = {**asdict(cls()), **cfg}
-        if merged["mode"] not in MODES:
-            raise ValueError(f"mining_config.mode: {merged['mode']!r} is not one of {list(MODES)}")
-        for key in ("opt_steps", "mine_every"):
-            value = merged[key]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"mining_config.{key}: must be an integer, got {value!r}")
-        if merged["opt_steps"] < 1:
-            raise ValueError(f"mining_config.opt_steps: must be >= 1, got {merged['opt_steps']}")
-        if merged["mine_every"] < 1:
-            raise ValueError(f"mining_config.mine_every: must be >= 1, got {merged['mine_every']}")
-        for key, positive in (("scale_factor", True), ("noise_scale", True), ("energy_loss_weight", False)):
-            value = merged[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"mining_config.{key}: must be a finite number, got {value!r}")
-            if (value <= 0) if positive else (value < 0):
-                raise ValueError(f"mining_config.{key}: must be {'> 0' if positive else '>= 0'}, got {value}")
-            merged[key] = float(value)
-        return cls(**merged)
 
 
 def cosine_schedule(timesteps: int, s: float = 0.008) -> torch.Tensor:
@@ -140,8 +94,7 @@ class GaussianDiffusion1D(nn.Module):
 
     # ------------------------------------------------------------------ energy descent
     @torch.no_grad()
-    def opt_step(self, inp: torch.Tensor, img: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
-                 data_cond: torch.Tensor | None = None, step: int = 5, sf: float = 1.0,
+    def opt_step(self, inp: torch.Tensor, img: torch.Tensor, t: torch.Tensor, step: int = 5, sf: float = 1.0,
                  stats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``step`` energy-descent steps with rejection (SPEC §5); returns the new y (detached).
 
@@ -153,13 +106,11 @@ class GaussianDiffusion1D(nn.Module):
         ``stats["accepted"]`` (accepted proposals) and ``stats["proposed"]`` (problems × steps).
         """
         return self.descend(lambda y: self.model(inp, y, t, return_both=True),
-                            lambda y: self.model(inp, y, t, return_energy=True), img, t, step, sf, stats,
-                            mask, data_cond)
+                            lambda y: self.model(inp, y, t, return_energy=True), img, t, step, sf, stats)
 
     def descend(self, energy_and_grad: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                 energy: Callable[[torch.Tensor], torch.Tensor], img: torch.Tensor, t: torch.Tensor, step: int,
-                sf: float, stats: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None,
-                data_cond: torch.Tensor | None = None) -> torch.Tensor:
+                sf: float, stats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The loop of :meth:`opt_step` over any energy: ``energy_and_grad(y) -> (E, ∇_y E)`` and
         ``energy(y) -> E`` per problem (the module's, or :mod:`diffusion_lib.functional`'s)."""
         img = img.detach()
@@ -170,8 +121,6 @@ class GaussianDiffusion1D(nn.Module):
         e, g = energy_and_grad(img)
         for i in range(step):
             proposal = torch.maximum(torch.minimum(img - lr * g, bound), -bound)
-            if mask is not None:
-                proposal = proposal * (1 - mask) + mask * data_cond
             if i == step - 1:
                 new_e, new_g = energy(proposal), g
             else:
@@ -208,7 +157,7 @@ class GaussianDiffusion1D(nn.Module):
 
     def is_mining_step(self, step: int) -> bool:
         """Whether training step ``step`` uses adversarial negatives (mode 'adversarial', every m-th)."""
-        return self.mining.mode == "adversarial" and step % self.mining.mine_every == 0
+        return self.mining.mines_at(step)
 
     def p_losses(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, step: int = 0
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -227,7 +176,7 @@ class GaussianDiffusion1D(nn.Module):
         pred = self.model(inp, y_t, t)
         loss_mse = (pred - noise).pow(2).mean(dim=-1)
         parts = {"loss_mse": loss_mse.detach().mean()}
-        if self.mining.mode == "none":
+        if not self.mining.uses_negatives:
             loss = loss_mse.mean()
             parts.update(loss=loss.detach(), loss_energy=torch.zeros_like(parts["loss_mse"]))
             return loss, parts

@@ -4,9 +4,10 @@
 the first call copies the weights; every ``update_every``-th call copies them again up to
 ``update_after_step`` and afterwards lerps them towards the model with weight 1 - decay, where
 
-    decay = clamp(1 - (1 + epoch / inv_gamma) ** -power, min_value, beta),  epoch = step - update_after_step - 1
+    decay = clamp(1 - (1 + epoch) ** -power, 0, beta),  epoch = step - update_after_step - 1
 
-(0 while epoch <= 0). ema-pytorch keeps its step counter on the device and reads it (``.item()``)
+(0 while epoch <= 0; ema-pytorch's ``inv_gamma`` and ``min_value`` at their defaults, 1 and 0, which
+SPEC §4 uses). ema-pytorch keeps its step counter on the device and reads it (``.item()``)
 twice per update, which stalls a GPU's launch queue every step. Here the counter is a Python int
 and the decay is computed with ema-pytorch's own tensor arithmetic on a CPU tensor (host memory,
 nothing to wait for), so on a CPU the weights match ema-pytorch's bit for bit (tests/test_ema.py;
@@ -24,17 +25,16 @@ from torch import nn
 from .syncs import host_reads
 
 
-def ema_decay(step: int, *, beta: float, update_after_step: int, power: float, inv_gamma: float = 1.0,
-              min_value: float = 0.0) -> float:
+def ema_decay(step: int, *, beta: float, update_after_step: int, power: float) -> float:
     """ema-pytorch's ``get_current_decay`` at counter value ``step``: its float32 arithmetic, on a
     host (CPU) tensor, so reading the result never waits for a GPU."""
     counter = torch.tensor(step)  # host memory, as ema-pytorch's counter before .to(device)
     epoch = (counter - update_after_step - 1).clamp(min=0.0)
-    value = 1 - (1 + epoch / inv_gamma) ** -power
+    value = 1 - (1 + epoch / 1.0) ** -power  # ema-pytorch divides by inv_gamma = 1: the same float32 ops
     with host_reads():
         if epoch.item() <= 0:
             return 0.0
-        return value.clamp(min=min_value, max=beta).item()
+        return value.clamp(min=0.0, max=beta).item()
 
 
 class DeviceEMA(nn.Module):
@@ -45,13 +45,13 @@ class DeviceEMA(nn.Module):
     """
 
     def __init__(self, model: nn.Module, *, beta: float = 0.995, update_every: int = 10,
-                 update_after_step: int = 100, power: float = 2 / 3, inv_gamma: float = 1.0, min_value: float = 0.0):
+                 update_after_step: int = 100, power: float = 2 / 3):
         super().__init__()
         self.online = [model]  # a list, so the online model is not registered as a submodule
         self.ema_model = copy.deepcopy(model)
         self.ema_model.requires_grad_(False)
         self.beta, self.update_every, self.update_after_step = beta, update_every, update_after_step
-        self.power, self.inv_gamma, self.min_value = power, inv_gamma, min_value
+        self.power = power
         self.step = 0
         self.initted = False
         self._cached: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
@@ -70,7 +70,7 @@ class DeviceEMA(nn.Module):
     def decay(self, step: int | None = None) -> float:
         """Decay used by an update when the counter reads ``step`` (default: now)."""
         return ema_decay(self.step if step is None else step, beta=self.beta, update_after_step=self.update_after_step,
-                         power=self.power, inv_gamma=self.inv_gamma, min_value=self.min_value)
+                         power=self.power)
 
     @torch.no_grad()
     def update(self) -> None:

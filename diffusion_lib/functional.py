@@ -58,7 +58,7 @@ def draw_noise(diffusion: GaussianDiffusion1D, x_start: torch.Tensor) -> tuple[t
     """(t, ξ, ξ') drawn as the module path draws them (ξ' only when the mode uses negatives)."""
     t = torch.randint(0, diffusion.timesteps, (x_start.shape[0],), device=x_start.device)
     noise = torch.randn_like(x_start)
-    if diffusion.mining.mode == "none":
+    if not diffusion.mining.uses_negatives:
         return t, noise
     return t, noise, torch.randn_like(x_start)
 
@@ -71,7 +71,7 @@ def loss(diffusion: GaussianDiffusion1D, params: Params, inp: torch.Tensor, x_st
     y_t = diffusion.q_sample(x_start, t, noise)
     loss_mse = (energy_grad(ebm, params, inp, y_t, t) - noise).pow(2).mean(dim=-1)
     parts = {"loss_mse": loss_mse.detach().mean()}
-    if m.mode == "none":
+    if not m.uses_negatives:
         total = loss_mse.mean()
         parts.update(loss=total.detach(), loss_energy=torch.zeros_like(parts["loss_mse"]))
         return total, parts

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from .diffusion import MiningConfig
-from .jobs.train import train_config
+from .training import train_config
 from .ladder import Rung, compute_matched_steps, decay_fraction, ladder_steps, rungs_of, uses_trunk
 from .provenance import value_key
 from .run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)

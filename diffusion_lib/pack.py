@@ -49,7 +49,8 @@ from .ema import ema_decay
 from .functional import make_step_fn
 from .seeding import derive_seed
 from .curve import curve_row, interval_means
-from .training import (CHECKPOINT_FORMAT, TrainConfig, TrainResult, _StopRequest, accumulate, apply_precision, elapsed,
+from .signals import StopRequest
+from .training import (CHECKPOINT_FORMAT, TrainConfig, TrainResult, accumulate, apply_precision, elapsed,
                        heldout_mse, load_resume, seeded_model, training_step_flops)
 
 log = logging.getLogger("diffusion_lib.pack")
@@ -238,9 +239,9 @@ class PackTrainer:
     def _draw(self, active: list[bool]) -> tuple[torch.Tensor, ...]:
         """The stacked batch and noises; each active member draws from its own stream and generator
         in the solo run's order (batch, t, ξ, ξ'); a frozen member's generators are not touched."""
-        cfg, mode = self.config, self.mining.mode
+        cfg = self.config
         size, dim = cfg.batch_size, cfg.rank * cfg.rank
-        width = 5 if mode != "none" else 4
+        width = 5 if self.mining.uses_negatives else 4
         columns: list[list[torch.Tensor]] = [[] for _ in range(width)]
         for i in range(self.n):
             if active[i]:
@@ -249,7 +250,7 @@ class PackTrainer:
                 draws = [A.to(self.dtype), Y.to(self.dtype),
                          torch.randint(0, self.template.timesteps, (size,), device=self.device, generator=g),
                          torch.randn(size, dim, device=self.device, dtype=self.dtype, generator=g)]
-                if mode != "none":
+                if self.mining.uses_negatives:
                     draws.append(torch.randn(size, dim, device=self.device, dtype=self.dtype, generator=g))
             else:
                 zeros = torch.zeros(size, dim, device=self.device, dtype=self.dtype)
@@ -337,7 +338,7 @@ class PackTrainer:
         first_bad = torch.full((self.n,), -1, dtype=torch.long, device=self.device)
         interval_start, interval_cpu = time.perf_counter(), time.process_time()
         step = start
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             while step < cfg.steps:
                 active = self.active_at(step)
                 if not any(active):  # members resumed from later checkpoints wait; diverged ones are done

@@ -117,7 +117,7 @@ def tf32_report(diffusion: GaussianDiffusion1D, A: torch.Tensor, Y: torch.Tensor
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         noise = draw_noise(diffusion, Y)
-    mined = diffusion.mining.mode == "adversarial"
+    mined = diffusion.mining.mines
     t = torch.randint(0, diffusion.timesteps, (A.shape[0],), device=device, generator=gen)
     start = diffusion.q_sample(Y, t, sigma * torch.randn(Y.shape, device=device, generator=gen))
     ref = _cast(diffusion, torch.float64)

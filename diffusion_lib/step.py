@@ -1,6 +1,6 @@
 """One training update, three ways: the module path, the whole step compiled, or replayed as a CUDA graph.
 
-* ``eager`` (default): :func:`diffusion_lib.training.optimization_step` on the modules.
+* ``eager`` (default): :func:`optimization_step` on the modules.
 * ``compile``: the functional step (:func:`diffusion_lib.functional.make_step_fn`: loss, both
   gradients, clipping) under ``torch.compile(fullgraph=True)``; one graph per kind of step (mining
   or not). If compiling fails, the step falls back to the eager functional step, with one log line.
@@ -24,6 +24,25 @@ from .functional import draw_noise, make_step_fn
 
 log = logging.getLogger(__name__)
 GRAPH_WARMUP = 3
+
+
+def optimization_step(diffusion: GaussianDiffusion1D, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                      A: torch.Tensor, Y: torch.Tensor, step: int, grad_clip: float
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training update (SPEC §4): loss with its parts, backward, grad-norm clipping, Adam step.
+
+    The parts gain ``grad_norm`` (the gradient norm before clipping) and ``clip_frac`` (1 when clipping
+    scaled the gradient down; its interval mean is the fraction of steps clipped), both device
+    tensors: nothing here waits on the device.
+    """
+    loss, parts = diffusion(A, Y, step=step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    parts["grad_norm"] = norm.detach()
+    parts["clip_frac"] = (norm.detach() > grad_clip).float()
+    return loss, parts
 
 
 class TrainStep:
@@ -50,8 +69,6 @@ class TrainStep:
     def __call__(self, A: torch.Tensor, Y: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mined = self.diffusion.is_mining_step(step)
         if not self.functional:
-            from .training import optimization_step  # local: training imports this module
-
             return optimization_step(self.diffusion, self.optimizer, self.params, A, Y, step, self.grad_clip)
         noise = draw_noise(self.diffusion, Y)
         if self.mode == "cuda_graphs":

@@ -23,12 +23,11 @@ import hashlib
 import json
 import logging
 import math
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -42,7 +41,8 @@ from .schedule import SCHEDULES, lr_at
 from .diffusion import GaussianDiffusion1D, MiningConfig, build_diffusion  # noqa: F401 (re-exported)
 from .evaluation import predict
 from .seeding import derive_seed, rng_state, set_rng_state
-from .step import TrainStep
+from .signals import StopRequest
+from .step import TrainStep, optimization_step  # noqa: F401 (re-exported)
 
 log = logging.getLogger("diffusion_lib.training")
 
@@ -130,6 +130,21 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(state, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
+def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: float) -> TrainConfig:
+    """Map the config's ``train`` block (schema-validated) onto :class:`TrainConfig`."""
+    ema = train.get("ema", {})
+    schedule = train.get("lr_schedule", {})
+    keys = {"steps", "batch_size", "lr", "grad_clip", "timesteps", "eval_every", "val_size", "val_inner_steps",
+            "log_every", "checkpoint_every", "max_loss", "validate_raw", "compile", "cuda_graphs", "precision"}
+    return TrainConfig(**{k: train[k] for k in keys if k in train}, betas=tuple(train.get("betas", (0.9, 0.99))),
+                       lr_schedule=schedule.get("kind", "constant"), warmup_steps=schedule.get("warmup_steps", 0),
+                       min_lr_ratio=schedule.get("min_lr_ratio", 0.0),
+                       decay_fraction=schedule.get("decay_fraction", 0.2),
+                       ema_decay=ema.get("decay", 0.995), ema_update_every=ema.get("update_every", 10),
+                       ema_update_after_step=ema.get("update_after_step", 100), ema_power=ema.get("power", 2 / 3),
+                       rank=rank, train_eps=id_eps, seed=seed)
+
+
 @dataclass
 class TrainResult:
     """What a finished (or diverged) run reports."""
@@ -157,25 +172,6 @@ class TrainResult:
     def flops_per_step(self) -> float:
         """Profiler-counted matmul FLOPs per training step (NaN when not measured)."""
         return self.train_flops / self.steps_done if self.steps_done and self.train_flops else math.nan
-
-
-def optimization_step(diffusion: GaussianDiffusion1D, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-                      A: torch.Tensor, Y: torch.Tensor, step: int, grad_clip: float
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One training update (SPEC §4): loss with its parts, backward, grad-norm clipping, Adam step.
-
-    The parts gain ``grad_norm`` (the gradient norm before clipping) and ``clip_frac`` (1 when clipping
-    scaled the gradient down; its interval mean is the fraction of steps clipped), both device
-    tensors: nothing here waits on the device.
-    """
-    loss, parts = diffusion(A, Y, step=step)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    parts["grad_norm"] = norm.detach()
-    parts["clip_frac"] = (norm.detach() > grad_clip).float()
-    return loss, parts
 
 
 def accumulate(sums: dict[str, torch.Tensor], parts: dict[str, torch.Tensor]) -> None:
@@ -225,7 +221,7 @@ def training_step_flops(diffusion: GaussianDiffusion1D, config: TrainConfig, dev
     when ``config.measure_flops`` is off."""
     if not config.measure_flops:
         return {}
-    kinds = {True, False} if diffusion.mining.mode == "adversarial" else {False}
+    kinds = {True, False} if diffusion.mining.mines else {False}
     flops = {k: step_flops(diffusion, config.batch_size, config.rank, config.train_eps, k, device) for k in kinds}
     log.info("training FLOPs per step: %s", {("mining" if k else "plain"): f"{v:.4g}" for k, v in flops.items()})
     return flops
@@ -236,29 +232,6 @@ def heldout_mse(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, 
     """MSE of ``diffusion.sample`` on ``heldout`` (fixed sampling noise from ``seed``)."""
     pred, _ = predict(diffusion, heldout, n_inner, batch_size=batch_size, seed=seed)
     return (pred - heldout.Y.cpu()).pow(2).mean().item()
-
-
-class _StopRequest:
-    """Turns SIGTERM/SIGINT into a flag so the loop can checkpoint before exiting."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopRequest":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not in the main thread
-                pass
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 class Trainer1D:
@@ -389,7 +362,7 @@ class Trainer1D:
         interval_start, interval_cpu = time.perf_counter(), time.process_time()
         flops = self.measure_step_flops()
         self.diffusion.train()
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             while self.step < cfg.steps:
                 A, Y = next(self.stream)
                 A, Y = A.to(self.dtype), Y.to(self.dtype)  # no-op unless the model is not float32

@@ -18,7 +18,7 @@ import torch
 from diffusion_lib.convergence import ConvergenceRule
 from diffusion_lib.data import make_heldout
 from diffusion_lib.evaluation import predict, solution_metrics
-from diffusion_lib.jobs.train import train_config
+from diffusion_lib.training import train_config
 from diffusion_lib.seeding import derive_seed
 from diffusion_lib.training import Trainer1D, build_diffusion
 

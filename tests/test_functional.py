@@ -12,7 +12,8 @@ from diffusion_lib import functional as fn
 from diffusion_lib.data import make_heldout, inverse_problems
 from diffusion_lib.step import TrainStep
 from diffusion_lib.syncs import adam_step_counters, count_host_reads
-from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion, optimization_step
+from diffusion_lib.step import optimization_step
+from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion
 
 RANK = 3
 

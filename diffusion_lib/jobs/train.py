@@ -23,22 +23,7 @@ from ..diffusion import MiningConfig
 from ..run_names import seed_of
 from ..runtime import log, setup_torch, write_json
 from ..schedule import decay_start
-from ..training import CHECKPOINT_FORMAT, TrainConfig, Trainer1D, TrainResult, seeded_model
-
-
-def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: float) -> TrainConfig:
-    """Map the config's ``train`` block (schema-validated) onto :class:`TrainConfig`."""
-    ema = train.get("ema", {})
-    schedule = train.get("lr_schedule", {})
-    keys = {"steps", "batch_size", "lr", "grad_clip", "timesteps", "eval_every", "val_size", "val_inner_steps",
-            "log_every", "checkpoint_every", "max_loss", "validate_raw", "compile", "cuda_graphs", "precision"}
-    return TrainConfig(**{k: train[k] for k in keys if k in train}, betas=tuple(train.get("betas", (0.9, 0.99))),
-                       lr_schedule=schedule.get("kind", "constant"), warmup_steps=schedule.get("warmup_steps", 0),
-                       min_lr_ratio=schedule.get("min_lr_ratio", 0.0),
-                       decay_fraction=schedule.get("decay_fraction", 0.2),
-                       ema_decay=ema.get("decay", 0.995), ema_update_every=ema.get("update_every", 10),
-                       ema_update_after_step=ema.get("update_after_step", 100), ema_power=ema.get("power", 2 / 3),
-                       rank=rank, train_eps=id_eps, seed=seed)
+from ..training import CHECKPOINT_FORMAT, TrainConfig, Trainer1D, TrainResult, seeded_model, train_config
 
 
 def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, mining: MiningConfig, dev: torch.device,
