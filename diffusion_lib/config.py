@@ -35,9 +35,9 @@ from .convergence import ConvergenceRule
 from .ladder import LADDER_SCHEDULES, decay_fraction, on_grid
 from .schedule import decay_start
 from .sweep_names import SWEEP_SEP, SWEEP_TRAIN_PREFIX, format_value, sweep_name  # noqa: F401 (re-exported)
-from .diffusion import MiningConfig
+from .mining import MiningConfig
+from .train_fields import SCHEMA_PATH  # the schema, shipped as package data
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"  # shipped as package data
 
 
 class ConfigError(ValueError):

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from .diffusion import MiningConfig
+from .train_fields import NOT_SHAPING
 from .training import train_config
 from .ladder import Rung, compute_matched_steps, decay_fraction, ladder_steps, rungs_of, uses_trunk
 from .provenance import value_key
@@ -35,9 +36,10 @@ RESULTS = "results"
 SPLITS = ("val_id", "val_ood", "test_id", "test_ood")
 TEST_SETS = ("test_id", "test_ood")
 EVAL_PATTERN = r"[0-9a-f]{10}"
-# how a run is computed, not what it computes: never part of a key or a param (TrainConfig.identity)
-# (``pack``: runs trained together equal their solo runs, tests/test_pack.py)
-NOT_SHAPING_TRAIN_KEYS = ("checkpoint_every", "compile", "cuda_graphs", "pack")
+# how a run is computed, not what it computes: never part of a key or a param (TrainConfig.identity);
+# the schema's ``x-shapes-run: false`` fields (``pack``: runs trained together equal their solo runs,
+# tests/test_pack.py)
+NOT_SHAPING_TRAIN_KEYS = NOT_SHAPING
 
 
 @dataclass(frozen=True)

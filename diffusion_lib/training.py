@@ -43,48 +43,57 @@ from .evaluation import predict
 from .seeding import derive_seed, rng_state, set_rng_state
 from .signals import StopRequest
 from .step import TrainStep, optimization_step  # noqa: F401 (re-exported)
+from .train_fields import DATA_DEFAULTS, NOT_SHAPING, flat_fields
 
 log = logging.getLogger("diffusion_lib.training")
 
 LR_SCHEDULES = SCHEDULES
 CHECKPOINT_FORMAT = "ired-train-checkpoint-v2"  # v2: the EMA is a DeviceEMA
 PRECISIONS = ("fp32", "tf32")
-#: Settings that choose how a step is computed, not what it computes (proven equal in float64).
-IMPLEMENTATION_KEYS = ("checkpoint_every", "measure_flops", "compile", "cuda_graphs")
+#: Settings that choose how a step is computed, not what it computes (proven equal in float64): the
+#: schema's ``x-shapes-run: false`` fields of a run (``pack`` is the workflow's) and the FLOP bookkeeping
+IMPLEMENTATION_KEYS = (*(k for k in NOT_SHAPING if k != "pack"), "measure_flops")
+
+
+_D = flat_fields()
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Shared training settings (SPEC §4 defaults). ``seed`` seeds init, noise and the data stream."""
+    """One run's training settings. The defaults are the config schema's (``train`` and, for
+    ``rank`` and ``train_eps``, ``data.rank`` and ``data.id_eps``; :mod:`diffusion_lib.train_fields`),
+    so a run built here with defaults is the run the workflow trains by default (SPEC §4's paper
+    scale: 100,000 steps at batch 2,048). ``seed`` seeds init, noise and the data stream;
+    ``measure_flops`` (bookkeeping) is the one setting that is not the config's."""
 
-    steps: int = 1000
-    batch_size: int = 256
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    ema_update_every: int = 10
-    ema_update_after_step: int = 100
-    ema_power: float = 2 / 3
-    rank: int = 20
-    train_eps: float = 0.5
-    timesteps: int = 10
-    eval_every: int = 500
-    val_size: int = 256
-    val_inner_steps: int = 5
-    log_every: int = 50
-    checkpoint_every: int = 500
-    max_loss: float = 1e4
+    steps: int = _D["steps"]
+    batch_size: int = _D["batch_size"]
+    lr: float = _D["lr"]
+    betas: tuple[float, float] = _D["betas"]
+    grad_clip: float = _D["grad_clip"]
+    ema_decay: float = _D["ema_decay"]
+    ema_update_every: int = _D["ema_update_every"]
+    ema_update_after_step: int = _D["ema_update_after_step"]
+    ema_power: float = _D["ema_power"]
+    rank: int = DATA_DEFAULTS["rank"]
+    train_eps: float = DATA_DEFAULTS["id_eps"]
+    timesteps: int = _D["timesteps"]
+    eval_every: int = _D["eval_every"]
+    val_size: int = _D["val_size"]
+    val_inner_steps: int = _D["val_inner_steps"]
+    log_every: int = _D["log_every"]
+    checkpoint_every: int = _D["checkpoint_every"]
+    max_loss: float = _D["max_loss"]
     seed: int = 0
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    decay_fraction: float = 0.2
+    lr_schedule: str = _D["lr_schedule"]
+    warmup_steps: int = _D["warmup_steps"]
+    min_lr_ratio: float = _D["min_lr_ratio"]
+    decay_fraction: float = _D["decay_fraction"]
     measure_flops: bool = True
-    validate_raw: bool = True
-    compile: bool = False
-    cuda_graphs: bool = False
-    precision: str = "fp32"
+    validate_raw: bool = _D["validate_raw"]
+    compile: bool = _D["compile"]
+    cuda_graphs: bool = _D["cuda_graphs"]
+    precision: str = _D["precision"]
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -131,18 +140,9 @@ class TrainConfig:
 
 
 def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: float) -> TrainConfig:
-    """Map the config's ``train`` block (schema-validated) onto :class:`TrainConfig`."""
-    ema = train.get("ema", {})
-    schedule = train.get("lr_schedule", {})
-    keys = {"steps", "batch_size", "lr", "grad_clip", "timesteps", "eval_every", "val_size", "val_inner_steps",
-            "log_every", "checkpoint_every", "max_loss", "validate_raw", "compile", "cuda_graphs", "precision"}
-    return TrainConfig(**{k: train[k] for k in keys if k in train}, betas=tuple(train.get("betas", (0.9, 0.99))),
-                       lr_schedule=schedule.get("kind", "constant"), warmup_steps=schedule.get("warmup_steps", 0),
-                       min_lr_ratio=schedule.get("min_lr_ratio", 0.0),
-                       decay_fraction=schedule.get("decay_fraction", 0.2),
-                       ema_decay=ema.get("decay", 0.995), ema_update_every=ema.get("update_every", 10),
-                       ema_update_after_step=ema.get("update_after_step", 100), ema_power=ema.get("power", 2 / 3),
-                       rank=rank, train_eps=id_eps, seed=seed)
+    """The config's ``train`` block (schema-validated, or partial: the schema's defaults fill it)
+    as the :class:`TrainConfig` of the run with ``seed`` on problems of size ``rank`` at ``id_eps``."""
+    return TrainConfig(**flat_fields(train), rank=rank, train_eps=id_eps, seed=seed)
 
 
 @dataclass
