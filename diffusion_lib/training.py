@@ -204,6 +204,16 @@ def seeded_model(seed: int, rank: int, timesteps: int, mining: MiningConfig | di
     return build_diffusion(rank, timesteps, mining)
 
 
+def run_trainer(cfg: "TrainConfig", mining: MiningConfig | dict | None, val_set: Heldout | None = None,
+                device: str | torch.device = "cpu", resume_path: str | Path | None = None,
+                progress: bool | None = None) -> "Trainer1D":
+    """The trainer of the run ``cfg`` describes, seeded as the workflow seeds run ``cfg.seed``
+    (:func:`seeded_model`, then the data stream from ``derive_seed(cfg.seed, "train-data")``): a
+    script's seed k trains the workflow's seed k."""
+    return Trainer1D(seeded_model(cfg.seed, cfg.rank, cfg.timesteps, mining), cfg, val_set, device=device,
+                     resume_path=resume_path, progress=progress)
+
+
 def load_resume(path: str | Path, fingerprint: str, steps: int) -> dict[str, Any] | None:
     """The usable resume checkpoint at ``path`` (see :func:`checkpoint.load_latest`), or None;
     one beyond ``steps`` is not usable (the run starts over)."""

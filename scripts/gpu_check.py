@@ -34,14 +34,13 @@ def _save(out: dict, path: str) -> None:
 
 def _train(mode: str, seed: int, steps: int, batch: int, precision: str, device: str, rank: int = 20):
     from diffusion_lib.data import make_heldout
-    from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion
+    from diffusion_lib.training import TrainConfig, run_trainer
 
     cfg = TrainConfig(steps=steps, batch_size=batch, lr=1e-4, rank=rank, eval_every=10**9, val_size=8,
                       log_every=max(steps // 4, 1), checkpoint_every=10**9, measure_flops=False, seed=seed,
                       precision=precision)
-    torch.manual_seed(seed)
-    trainer = Trainer1D(build_diffusion(rank, 10, {"mode": mode}), cfg, make_heldout(8, rank, 0.5, seed=99),
-                        device=device, progress=False)
+    # the workflow's seeding: seed k here is the workflow's seed k (same init, noise and data)
+    trainer = run_trainer(cfg, {"mode": mode}, make_heldout(8, rank, 0.5, seed=99), device=device, progress=False)
     trainer.train()
     return trainer
 

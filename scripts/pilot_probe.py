@@ -18,9 +18,8 @@ import torch
 from diffusion_lib.convergence import ConvergenceRule
 from diffusion_lib.data import make_heldout
 from diffusion_lib.evaluation import predict, solution_metrics
-from diffusion_lib.training import train_config
 from diffusion_lib.seeding import derive_seed
-from diffusion_lib.training import Trainer1D, build_diffusion
+from diffusion_lib.training import run_trainer, train_config
 
 
 def main() -> None:
@@ -53,8 +52,7 @@ def main() -> None:
              "lr_schedule": {"kind": a.schedule, "warmup_steps": a.warmup, "min_lr_ratio": a.floor,
                              "decay_fraction": a.decay_fraction}}
     cfg = train_config(train, seed=a.seed, rank=20, id_eps=0.5)
-    torch.manual_seed(derive_seed(a.seed, "init"))
-    trainer = Trainer1D(build_diffusion(20, 10, {"mode": a.mode}), cfg, val, progress=False)
+    trainer = run_trainer(cfg, {"mode": a.mode}, val, progress=False)  # the workflow's seeding of seed a.seed
     start, cpu = time.perf_counter(), time.process_time()
     result = trainer.train()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -23,7 +23,7 @@ from ..diffusion import MiningConfig
 from ..run_names import seed_of
 from ..runtime import log, setup_torch, write_json
 from ..schedule import decay_start
-from ..training import CHECKPOINT_FORMAT, TrainConfig, Trainer1D, TrainResult, seeded_model, train_config
+from ..training import CHECKPOINT_FORMAT, TrainConfig, TrainResult, run_trainer, train_config
 
 
 def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, mining: MiningConfig, dev: torch.device,
@@ -128,10 +128,9 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     started = time.time()
     if len(runs) == 1:
         (run,), (cfg,), (start,) = runs, configs, starts
-        diffusion = seeded_model(cfg.seed, rank, cfg.timesteps, mining_cfg)
         log.info("training run %s (seed %d, %s %d%s): %s; %s", run["run"], cfg.seed, what, cfg.steps,
                  f", from {run['start']}" if start else "", mining_cfg, cfg)
-        trainer = Trainer1D(diffusion, cfg, val, device=dev, resume_path=run["resume_path"])
+        trainer = run_trainer(cfg, mining_cfg, val, device=dev, resume_path=run["resume_path"])
         if start is not None:
             trainer.load_state_dict(start)
         result = trainer.train()
