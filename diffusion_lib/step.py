@@ -1,6 +1,8 @@
 """One training update, three ways: the module path, the whole step compiled, or replayed as a CUDA graph.
 
-* ``eager`` (default): :func:`optimization_step` on the modules.
+* ``eager`` (default): :func:`optimization_step` on the modules;
+* ``functional``: the functional step (below) run eagerly, the reference the compiled and graphed
+  steps are proven against (tests/test_functional.py);
 * ``compile``: the functional step (:func:`diffusion_lib.functional.make_step_fn`: loss, both
   gradients, clipping) under ``torch.compile(fullgraph=True)``; one graph per kind of step (mining
   or not). If compiling fails, the step falls back to the eager functional step, with one log line.
@@ -49,7 +51,7 @@ class TrainStep:
     """Callable ``(A, Y, step) -> (loss, parts)`` that also updates the weights (see the module docstring)."""
 
     def __init__(self, diffusion: GaussianDiffusion1D, optimizer: torch.optim.Optimizer, grad_clip: float, *,
-                 compile: bool = False, cuda_graphs: bool = False):
+                 compile: bool = False, cuda_graphs: bool = False, functional: bool = False):
         self.diffusion, self.optimizer, self.grad_clip = diffusion, optimizer, grad_clip
         self.params = list(diffusion.parameters())
         self.names = [name for name, _ in diffusion.model.ebm.named_parameters()]
@@ -58,7 +60,7 @@ class TrainStep:
         device = self.params[0].device
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs needs a CUDA device, the model is on {device}")
-        self.mode = "cuda_graphs" if cuda_graphs else "compile" if compile else "eager"
+        self.mode = "cuda_graphs" if cuda_graphs else "compile" if compile else "functional" if functional else "eager"
         self.functional = self.mode != "eager"
         self.step_fn = make_step_fn(diffusion, grad_clip) if self.functional else None
         if compile:

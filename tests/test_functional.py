@@ -57,8 +57,8 @@ def test_functional_step_equals_the_module_step_over_several_steps(mode, float64
         torch.manual_seed(0)
         d = build_diffusion(RANK, 10, mining)
         opt = torch.optim.Adam(d.parameters(), lr=1e-3)
-        step = TrainStep(d, opt, grad_clip=0.05)
-        step.functional, step.step_fn = functional, fn.make_step_fn(d, 0.05) if functional else None
+        step = TrainStep(d, opt, grad_clip=0.05, functional=functional)
+        assert step.mode == ("functional" if functional else "eager")
         A, Y = _problems()
         parts_seen = []
         for k in range(4):
@@ -163,8 +163,7 @@ def test_an_infinite_grad_clip_never_clips(functional, float64):
         torch.manual_seed(0)
         d = build_diffusion(RANK, 10, mining)
         before = [p.detach().clone() for p in d.parameters()]
-        step = TrainStep(d, torch.optim.SGD(d.parameters(), lr=1.0), grad_clip)
-        step.functional, step.step_fn = functional, fn.make_step_fn(d, grad_clip) if functional else None
+        step = TrainStep(d, torch.optim.SGD(d.parameters(), lr=1.0), grad_clip, functional=functional)
         _, parts = step(A, Y, 0)
         return [b - p.detach() for b, p in zip(before, d.parameters())], parts  # SGD, lr 1: the update is the gradient
 

@@ -6,6 +6,7 @@ import torch
 
 from diffusion_lib import checkpoint as ckpt
 from diffusion_lib.data import make_heldout
+from diffusion_lib.mining import MiningConfig
 from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion, heldout_mse
 
 RANK = 3
@@ -55,7 +56,7 @@ def test_checkpoint_resume_is_bitwise_identical(tmp_path):
     assert [r["loss"] for r in second.curve] == [r["loss"] for r in full.curve]
 
 
-def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, caplog):
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
     path = tmp_path / "resume.ckpt"
     t = _trainer(dataclasses.replace(CFG, steps=20), resume_path=path)
     t.train()
@@ -63,8 +64,10 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, caplog):
     t.step = 30
     t.save_checkpoint()       # step "30"
     path.write_bytes(path.read_bytes()[:100])  # truncate the newest
-    blob = ckpt.load_latest(path, t.fingerprint, log=lambda m: caplog.records.append(m))
+    said = []
+    blob = ckpt.load_latest(path, t.fingerprint, log=said.append)
     assert blob is not None and blob["step"] == 20
+    assert len(said) == 1 and "unreadable" in said[0] and str(path) in said[0]  # says which file it skipped
     path.with_name(path.name + ".prev").write_bytes(b"garbage")
     messages = []
     assert ckpt.load_latest(path, t.fingerprint, log=messages.append) is None
@@ -118,6 +121,18 @@ def test_trainer_applies_the_schedule_and_logs_diagnostics():
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.lr_at(cfg.steps - 1))
     last = result.curve[-1]
     assert last["lr"] == pytest.approx(cfg.lr_at(cfg.steps - 1))
-    assert 0 <= last["clip_frac"] <= 1 and last["grad_norm"] > 0 and 0 <= last["mine_accept"] <= 1
-    assert 0 <= last["saturated_frac"] <= 1 and math.isfinite(last["energy_gap"])
+    # interval means of per-step values: a share of the interval's steps, of its pairs, of its proposals
+    steps, pairs = cfg.log_every, cfg.log_every * cfg.batch_size
+    assert last["clip_frac"] * steps == pytest.approx(round(last["clip_frac"] * steps)) and last["grad_norm"] > 0
+    assert last["saturated_frac"] * pairs == pytest.approx(round(last["saturated_frac"] * pairs), abs=1e-3)
+    proposals = pairs * MiningConfig().opt_steps  # every step mines (mine_every 1), 2 opt steps per pair
+    assert last["mine_accept"] * proposals == pytest.approx(round(last["mine_accept"] * proposals), abs=1e-3)
+    assert 0 < last["mine_accept"] <= 1 and math.isfinite(last["energy_gap"])
     assert last["train_flops"] > 0 and result.flops_per_step > 0
+
+
+@pytest.mark.parametrize("grad_clip, clipped", [(1e-6, 1.0), (math.inf, 0.0)])
+def test_clip_fraction_counts_the_steps_whose_gradient_was_scaled(grad_clip, clipped):
+    cfg = dataclasses.replace(CFG, steps=10, log_every=5, eval_every=10, grad_clip=grad_clip)
+    curve = _trainer(cfg).train().curve
+    assert [row["clip_frac"] for row in curve] == [clipped, clipped]
