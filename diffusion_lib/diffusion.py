@@ -52,6 +52,32 @@ def _gather(buffer: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return buffer.gather(0, t)[:, None]
 
 
+def denoising_loss(loss_mse: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mode ``none``: the loss mean(L_mse) and its parts, from L_mse per problem."""
+    total = loss_mse.mean()
+    parts = {"loss_mse": loss_mse.detach().mean(), "loss": total.detach()}
+    parts["loss_energy"] = torch.zeros_like(parts["loss_mse"])
+    return total, parts
+
+
+def contrastive_loss(loss_mse: torch.Tensor, e_pos: torch.Tensor, e_neg: torch.Tensor, weight: float,
+                     stats: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SPEC §4–5 with negatives: mean(L_mse + w·L_E), L_E = softplus(E⁺ − E⁻) per problem, and its
+    parts (detached 0-d tensors): the loss terms, the mean energies and gap E⁻ − E⁺, the share of
+    saturated pairs (gap > :data:`SATURATION_GAP`) and, when ``stats`` holds the opt step's counts
+    (a mining step), ``mine_accepted``/``mine_proposed``. The one definition of the training loss:
+    the module and functional paths differ only in how they compute L_mse and the energies."""
+    loss_energy = F.softplus(e_pos - e_neg)
+    total = (loss_mse + weight * loss_energy).mean()
+    gap = (e_neg - e_pos).detach()
+    parts = {"loss_mse": loss_mse.detach().mean(), "loss": total.detach(), "loss_energy": loss_energy.detach().mean(),
+             "energy_pos": e_pos.detach().mean(), "energy_neg": e_neg.detach().mean(), "energy_gap": gap.mean(),
+             "saturated_frac": (gap > SATURATION_GAP).float().mean()}
+    if stats:
+        parts.update(mine_accepted=stats["accepted"], mine_proposed=stats["proposed"])
+    return total, parts
+
+
 class GaussianDiffusion1D(nn.Module):
     """IRED's diffusion over a model following :class:`~diffusion_lib.model.DiffusionWrapper`'s protocol.
 
@@ -147,11 +173,22 @@ class GaussianDiffusion1D(nn.Module):
         """
         m = self.mining
         sigma = m.noise_scale if noise_scale is None else noise_scale
+        steps, sf = m.opt_steps if opt_steps is None else opt_steps, m.scale_factor if scale_factor is None else scale_factor
+        descend = (lambda y: self.opt_step(inp, y, t, step=steps, sf=sf, stats=stats)) if adversarial else None
+        return self.negative_pair(x_start, t, noise, sigma, descend)
+
+    def negative_pair(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, sigma: float,
+                      descend: Callable[[torch.Tensor], torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y⁺, y⁻_t) of SPEC §5, both detached: y⁺ = q(y_0, t, ξ'), y⁻ = q(y_0, t, σ·ξ') moved by
+        ``descend`` (the opt step over some energy, for adversarial negatives), mapped to
+        ŷ⁻_0 = clamp(y⁻/√ᾱ_t, ±c) and re-noised with ξ'. The one definition of the negatives: the
+        module path (:meth:`make_negative`) and the functional one (:mod:`diffusion_lib.functional`)
+        differ only in the energy ``descend`` follows."""
         positive = self.q_sample(x_start, t, noise)
         negative = self.q_sample(x_start, t, sigma * noise)
-        if adversarial:
-            negative = self.opt_step(inp, negative, t, step=m.opt_steps if opt_steps is None else opt_steps,
-                                     sf=m.scale_factor if scale_factor is None else scale_factor, stats=stats)
+        if descend is not None:
+            negative = descend(negative)
         clean = (negative / _gather(self.sqrt_alphas_cumprod, t)).clamp(-self.clamp, self.clamp)
         return positive.detach(), self.q_sample(clean, t, noise).detach()
 
@@ -175,27 +212,14 @@ class GaussianDiffusion1D(nn.Module):
         y_t = self.q_sample(x_start, t, noise)
         pred = self.model(inp, y_t, t)
         loss_mse = (pred - noise).pow(2).mean(dim=-1)
-        parts = {"loss_mse": loss_mse.detach().mean()}
         if not self.mining.uses_negatives:
-            loss = loss_mse.mean()
-            parts.update(loss=loss.detach(), loss_energy=torch.zeros_like(parts["loss_mse"]))
-            return loss, parts
-        mined = self.is_mining_step(step)
+            return denoising_loss(loss_mse)
         stats: dict[str, torch.Tensor] = {}
-        positive, negative = self.make_negative(inp, x_start, t, torch.randn_like(x_start), adversarial=mined,
-                                                stats=stats)
+        positive, negative = self.make_negative(inp, x_start, t, torch.randn_like(x_start),
+                                                adversarial=self.is_mining_step(step), stats=stats)
         energies = self.model(torch.cat((inp, inp)), torch.cat((positive, negative)), torch.cat((t, t)),
                               return_energy=True)
-        e_pos, e_neg = energies.chunk(2)
-        loss_energy = F.softplus(e_pos - e_neg)
-        loss = (loss_mse + self.mining.energy_loss_weight * loss_energy).mean()
-        gap = (e_neg - e_pos).detach()
-        parts.update(loss=loss.detach(), loss_energy=loss_energy.detach().mean(),
-                     energy_pos=e_pos.detach().mean(), energy_neg=e_neg.detach().mean(), energy_gap=gap.mean(),
-                     saturated_frac=(gap > SATURATION_GAP).float().mean())
-        if stats:
-            parts.update(mine_accepted=stats["accepted"], mine_proposed=stats["proposed"])
-        return loss, parts
+        return contrastive_loss(loss_mse, *energies.chunk(2), self.mining.energy_loss_weight, stats)
 
     def forward(self, inp: torch.Tensor, x_start: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t = torch.randint(0, self.timesteps, (x_start.shape[0],), device=x_start.device)

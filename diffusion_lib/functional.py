@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, grad, grad_and_value
 
-from .diffusion import SATURATION_GAP, GaussianDiffusion1D, _gather
+from .diffusion import GaussianDiffusion1D, contrastive_loss, denoising_loss
 
 Params = dict[str, torch.Tensor]
 
@@ -66,34 +65,20 @@ def draw_noise(diffusion: GaussianDiffusion1D, x_start: torch.Tensor) -> tuple[t
 def loss(diffusion: GaussianDiffusion1D, params: Params, inp: torch.Tensor, x_start: torch.Tensor,
          t: torch.Tensor, noise: torch.Tensor, noise_neg: torch.Tensor | None = None, mined: bool = False
          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:meth:`GaussianDiffusion1D.p_losses` as a function of the energy network's weights."""
+    """:meth:`GaussianDiffusion1D.p_losses` as a function of the energy network's weights: the same
+    negatives (:meth:`~GaussianDiffusion1D.negative_pair`) and loss (:func:`contrastive_loss`), with
+    ε̂ and the energies computed functionally."""
     ebm, m = diffusion.model.ebm, diffusion.mining
     y_t = diffusion.q_sample(x_start, t, noise)
     loss_mse = (energy_grad(ebm, params, inp, y_t, t) - noise).pow(2).mean(dim=-1)
-    parts = {"loss_mse": loss_mse.detach().mean()}
     if not m.uses_negatives:
-        total = loss_mse.mean()
-        parts.update(loss=total.detach(), loss_energy=torch.zeros_like(parts["loss_mse"]))
-        return total, parts
-    positive = diffusion.q_sample(x_start, t, noise_neg)
-    negative = diffusion.q_sample(x_start, t, m.noise_scale * noise_neg)
+        return denoising_loss(loss_mse)
     stats: dict[str, torch.Tensor] = {}
-    if mined:
-        frozen = {k: v.detach() for k, v in params.items()}
-        negative = opt_step(diffusion, frozen, inp, negative, t, m.opt_steps, m.scale_factor, stats)
-    clean = (negative / _gather(diffusion.sqrt_alphas_cumprod, t)).clamp(-diffusion.clamp, diffusion.clamp)
-    negative = diffusion.q_sample(clean, t, noise_neg).detach()
-    energies = energy(ebm, params, torch.cat((inp, inp)), torch.cat((positive.detach(), negative)), torch.cat((t, t)))
-    e_pos, e_neg = energies.chunk(2)
-    loss_energy = F.softplus(e_pos - e_neg)
-    total = (loss_mse + m.energy_loss_weight * loss_energy).mean()
-    gap = (e_neg - e_pos).detach()
-    parts.update(loss=total.detach(), loss_energy=loss_energy.detach().mean(), energy_pos=e_pos.detach().mean(),
-                 energy_neg=e_neg.detach().mean(), energy_gap=gap.mean(),
-                 saturated_frac=(gap > SATURATION_GAP).float().mean())
-    if stats:
-        parts.update(mine_accepted=stats["accepted"], mine_proposed=stats["proposed"])
-    return total, parts
+    frozen = {k: v.detach() for k, v in params.items()}
+    descend = (lambda y: opt_step(diffusion, frozen, inp, y, t, m.opt_steps, m.scale_factor, stats)) if mined else None
+    positive, negative = diffusion.negative_pair(x_start, t, noise_neg, m.noise_scale, descend)
+    energies = energy(ebm, params, torch.cat((inp, inp)), torch.cat((positive, negative)), torch.cat((t, t)))
+    return contrastive_loss(loss_mse, *energies.chunk(2), m.energy_loss_weight, stats)
 
 
 def clip_by_total_norm(grads: list[torch.Tensor], max_norm: float) -> tuple[list[torch.Tensor], torch.Tensor]:
