@@ -2,8 +2,8 @@
 
 Modules (one idea each): ``data`` (problems and held-out files), ``model`` (EBM and the gradient
 wrapper), ``mining`` (the mining config: modes, negatives or not, mining steps), ``diffusion``
-(schedule, opt step, mining losses, sampling), ``training`` (Trainer1D, the config's train block as a
-TrainConfig), ``signals`` (SIGTERM as a checkpoint request), ``curve`` (learning-curve rows), ``pack`` (several seeds of one strategy trained together: stacked weights, one vmapped
+(schedule, opt step, mining losses, sampling), ``run_config`` (TrainConfig: a run's settings, its identity and
+fingerprint), ``training`` (Trainer1D), ``signals`` (SIGTERM as a checkpoint request), ``curve`` (learning-curve rows), ``pack`` (several seeds of one strategy trained together: stacked weights, one vmapped
 step), ``functional`` / ``step`` (the step as a function of the weights; eager, compiled or CUDA
 graphs), ``ema`` (the EMA without host syncs), ``gpus`` (GPU slots per job), ``checkpoint`` (atomic resumable checkpoints), ``evaluation`` (SPEC §7 metrics),
 ``compute`` (FLOPs per step, curves read at a compute budget), ``statistics`` (seed-unit intervals,

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from .diffusion import MiningConfig
 from .train_fields import NOT_SHAPING
-from .training import train_config
+from .run_config import train_config
 from .ladder import Rung, compute_matched_steps, decay_fraction, ladder_steps, rungs_of, uses_trunk
 from .provenance import value_key
 from .run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)

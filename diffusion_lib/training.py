@@ -19,15 +19,13 @@ first bad step, and the outputs are still written so the report can count the ru
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -37,112 +35,17 @@ from .compute import step_flops
 from .curve import curve_row, interval_means
 from .data import Heldout, ProblemStream
 from .ema import DeviceEMA
-from .schedule import SCHEDULES, lr_at
 from .diffusion import GaussianDiffusion1D, MiningConfig, build_diffusion  # noqa: F401 (re-exported)
 from .evaluation import predict
 from .seeding import derive_seed, rng_state, set_rng_state
 from .signals import StopRequest
 from .step import TrainStep, optimization_step  # noqa: F401 (re-exported)
-from .train_fields import DATA_DEFAULTS, NOT_SHAPING, flat_fields
+from .run_config import (IMPLEMENTATION_KEYS, LR_SCHEDULES, PRECISIONS, TrainConfig,  # noqa: F401 (re-exported)
+                         train_config)
 
 log = logging.getLogger("diffusion_lib.training")
 
-LR_SCHEDULES = SCHEDULES
 CHECKPOINT_FORMAT = "ired-train-checkpoint-v2"  # v2: the EMA is a DeviceEMA
-PRECISIONS = ("fp32", "tf32")
-#: Settings that choose how a step is computed, not what it computes (proven equal in float64): the
-#: schema's ``x-shapes-run: false`` fields of a run (``pack`` is the workflow's) and the FLOP bookkeeping
-IMPLEMENTATION_KEYS = (*(k for k in NOT_SHAPING if k != "pack"), "measure_flops")
-
-
-_D = flat_fields()
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One run's training settings. The defaults are the config schema's (``train`` and, for
-    ``rank`` and ``train_eps``, ``data.rank`` and ``data.id_eps``; :mod:`diffusion_lib.train_fields`),
-    so a run built here with defaults is the run the workflow trains by default (SPEC §4's paper
-    scale: 100,000 steps at batch 2,048). ``seed`` seeds init, noise and the data stream;
-    ``measure_flops`` (bookkeeping) is the one setting that is not the config's."""
-
-    steps: int = _D["steps"]
-    batch_size: int = _D["batch_size"]
-    lr: float = _D["lr"]
-    betas: tuple[float, float] = _D["betas"]
-    grad_clip: float = _D["grad_clip"]
-    ema_decay: float = _D["ema_decay"]
-    ema_update_every: int = _D["ema_update_every"]
-    ema_update_after_step: int = _D["ema_update_after_step"]
-    ema_power: float = _D["ema_power"]
-    rank: int = DATA_DEFAULTS["rank"]
-    train_eps: float = DATA_DEFAULTS["id_eps"]
-    timesteps: int = _D["timesteps"]
-    eval_every: int = _D["eval_every"]
-    val_size: int = _D["val_size"]
-    val_inner_steps: int = _D["val_inner_steps"]
-    log_every: int = _D["log_every"]
-    checkpoint_every: int = _D["checkpoint_every"]
-    max_loss: float = _D["max_loss"]
-    seed: int = 0
-    lr_schedule: str = _D["lr_schedule"]
-    warmup_steps: int = _D["warmup_steps"]
-    min_lr_ratio: float = _D["min_lr_ratio"]
-    decay_fraction: float = _D["decay_fraction"]
-    measure_flops: bool = True
-    validate_raw: bool = _D["validate_raw"]
-    compile: bool = _D["compile"]
-    cuda_graphs: bool = _D["cuda_graphs"]
-    precision: str = _D["precision"]
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule: {self.lr_schedule!r} is not one of {list(LR_SCHEDULES)}")
-        if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.decay_fraction <= 1 or self.warmup_steps < 0:
-            raise ValueError("lr schedule: need warmup_steps >= 0, 0 <= min_lr_ratio <= 1, 0 <= decay_fraction <= 1")
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate of training step ``step`` (0-based): :func:`diffusion_lib.schedule.lr_at`."""
-        return lr_at(self.lr_schedule, step, steps=self.steps, lr=self.lr, warmup_steps=self.warmup_steps,
-                     floor=self.min_lr_ratio, decay_fraction=self.decay_fraction)
-
-    def trunk(self, branch_point: int) -> "TrainConfig":
-        """The constant-lr trunk of this warmup-stable-decay (or constant) run, to ``branch_point``:
-        the same run up to the point where a decay branches off (:mod:`diffusion_lib.ladder`)."""
-        if self.lr_schedule not in ("constant", "wsd"):
-            raise ValueError(f"lr_schedule {self.lr_schedule!r} has no constant trunk (wsd or constant only)")
-        return replace(self, steps=branch_point, lr_schedule="constant")
-
-    def identity(self, mining: MiningConfig) -> dict[str, Any]:
-        """Every value that shapes a run's outputs (model, curve, status), with its mining config.
-
-        Left out (:data:`IMPLEMENTATION_KEYS`): ``checkpoint_every`` (checkpoints only save state: a
-        resumed run ends bitwise identical to an uninterrupted one), ``measure_flops`` (bookkeeping),
-        ``compile`` and ``cuda_graphs`` (the same step, computed another way: equal to the module
-        path in float64, tests/test_functional.py). ``precision`` stays in: TF32 changes the numbers.
-        """
-        state = {k: v for k, v in asdict(self).items() if k not in IMPLEMENTATION_KEYS}
-        state["mining"] = asdict(mining)
-        return state
-
-    def fingerprint(self, mining: MiningConfig) -> str:
-        """Hash of everything that shapes the training trajectory (a resume checkpoint's key).
-
-        Narrower than :meth:`identity`: ``steps`` is left out for the constant schedule, so raising
-        it extends a run from its checkpoint (a decaying schedule depends on the total, so there it
-        counts), and ``validate_raw`` only adds a curve column.
-        """
-        skip = {"validate_raw"} | ({"steps"} if self.lr_schedule == "constant" else set())
-        state = {k: v for k, v in self.identity(mining).items() if k not in skip}
-        return hashlib.sha256(json.dumps(state, sort_keys=True, default=list).encode()).hexdigest()[:16]
-
-
-def train_config(train: Mapping[str, Any], *, seed: int, rank: int, id_eps: float) -> TrainConfig:
-    """The config's ``train`` block (schema-validated, or partial: the schema's defaults fill it)
-    as the :class:`TrainConfig` of the run with ``seed`` on problems of size ``rank`` at ``id_eps``."""
-    return TrainConfig(**flat_fields(train), rank=rank, train_eps=id_eps, seed=seed)
 
 
 @dataclass

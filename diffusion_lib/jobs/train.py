@@ -23,7 +23,8 @@ from ..diffusion import MiningConfig
 from ..run_names import seed_of
 from ..runtime import log, setup_torch, write_json
 from ..schedule import decay_start
-from ..training import CHECKPOINT_FORMAT, TrainConfig, TrainResult, run_trainer, train_config
+from ..run_config import TrainConfig, train_config
+from ..training import CHECKPOINT_FORMAT, TrainResult, run_trainer
 
 
 def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, mining: MiningConfig, dev: torch.device,
