@@ -25,7 +25,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from .diffusion import MiningConfig
+from .mining import MiningConfig
 from .train_fields import NOT_SHAPING
 from .run_config import train_config
 from .ladder import Rung, compute_matched_steps, decay_fraction, ladder_steps, rungs_of, uses_trunk

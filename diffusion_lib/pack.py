@@ -47,6 +47,7 @@ from .data import Heldout, ProblemStream
 from .diffusion import GaussianDiffusion1D, MiningConfig, build_diffusion
 from .ema import ema_decay
 from .functional import make_step_fn
+from .progress import duration_text, eta_seconds, heartbeat_path, recent_rate, write_heartbeat
 from .seeding import derive_seed
 from .curve import curve_row, interval_means
 from .signals import StopRequest
@@ -117,6 +118,7 @@ class PackTrainer:
                                       self.device) for c in configs]
         self.val_set = val_set.subset(cfg.val_size).to(self.device) if val_set is not None else None
         self.resume_paths = [Path(p) if p else None for p in (resume_paths or [None] * self.n)]
+        self.progress_paths = [heartbeat_path(p) for p in self.resume_paths]  # each member's progress.json
         self.progress = progress
         self.fingerprints = [c.fingerprint(self.mining) for c in configs]
         self.steps = [0] * self.n
@@ -385,8 +387,10 @@ class PackTrainer:
                     metrics = self.validate(i) if validate else {}
                     self._append_row(i, means[i], counts[i], seconds, metrics)
                     if metrics:
-                        log.info("member %d (seed %d) step %d: loss %.4f, %s", i, self.configs[i].seed, step,
-                                 self.curves[i][-1]["loss"], ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
+                        eta = eta_seconds(step, cfg.steps, recent_rate(self.curves[i]))
+                        log.info("member %d (seed %d) step %d of %d: loss %.4f, %s; ETA %s", i, self.configs[i].seed,
+                                 step, cfg.steps, self.curves[i][-1]["loss"],
+                                 ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()), duration_text(eta))
                 sums, counts = {}, [0] * self.n
                 if stop.signum is not None:
                     self.save_checkpoints()
@@ -419,3 +423,5 @@ class PackTrainer:
         self.curves[i].append(curve_row(self.steps[i], self.config.lr_at(self.steps[i] - 1), means, count, seconds,
                                         metrics, self.train_seconds[i], self.train_cpu_seconds[i],
                                         self.train_flops[i]))
+        write_heartbeat(self.progress_paths[i], step=self.steps[i], steps=self.config.steps, curve=self.curves[i],
+                        diverged_at=self.diverged_at[i])

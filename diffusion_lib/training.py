@@ -40,6 +40,7 @@ from .evaluation import predict
 from .seeding import derive_seed, rng_state, set_rng_state
 from .signals import StopRequest
 from .step import TrainStep, optimization_step  # noqa: F401 (re-exported)
+from .progress import duration_text, eta_seconds, heartbeat_path, recent_rate, write_heartbeat
 from .run_config import (IMPLEMENTATION_KEYS, LR_SCHEDULES, PRECISIONS, TrainConfig,  # noqa: F401 (re-exported)
                          train_config)
 
@@ -163,6 +164,7 @@ class Trainer1D:
         self.dtype = next(diffusion.parameters()).dtype
         self.val_set = val_set.subset(config.val_size).to(self.device) if val_set is not None else None
         self.resume_path = Path(resume_path) if resume_path else None
+        self.progress_path = heartbeat_path(self.resume_path)  # progress.json, rewritten at each log row
         self.progress = progress
         graphs = config.cuda_graphs and self.device.type == "cuda"
         if config.cuda_graphs and not graphs:
@@ -313,8 +315,9 @@ class Trainer1D:
                 self._append_row(means, count, interval_seconds, metrics)
                 if metrics:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
-                    log.info("step %d: loss %.4f, %s", self.step, self.curve[-1]["loss"],
-                             ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
+                    eta = eta_seconds(self.step, cfg.steps, recent_rate(self.curve))
+                    log.info("step %d of %d: loss %.4f, %s; ETA %s", self.step, cfg.steps, self.curve[-1]["loss"],
+                             ", ".join(f"{k} {v:.5f}" for k, v in metrics.items()), duration_text(eta))
                 sums, count = {}, 0
                 if stop.signum is not None:
                     self.save_checkpoint()
@@ -341,6 +344,9 @@ class Trainer1D:
         return int(values[0]), values[1], interval_means(dict(zip(keys, values[2:])), count)
 
     def _append_row(self, means: dict[str, float], count: int, seconds: float, metrics: dict[str, float]) -> None:
-        """One learning-curve row (:func:`diffusion_lib.curve.curve_row`)."""
+        """One learning-curve row (:func:`diffusion_lib.curve.curve_row`) and the job's heartbeat
+        (:mod:`diffusion_lib.progress`)."""
         self.curve.append(curve_row(self.step, self.config.lr_at(self.step - 1), means, count, seconds, metrics,
                                     self.train_seconds, self.train_cpu_seconds, self.train_flops))
+        write_heartbeat(self.progress_path, step=self.step, steps=self.config.steps, curve=self.curve,
+                        diverged_at=self.diverged_at)
