@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .ablation import ARM, GAP, ordered_values, value_key, value_label
-from .figure_style import Look, apply_theme, nothing_to_plot, plain_log_ticks, save, strategy_styles, tag
+from .figure_style import Look, apply_theme, nothing_to_plot, place_legend, plain_log_ticks, save, strategy_styles, tag
 from .statistics import summarize
 from .tables import SET_LABELS
 
@@ -129,6 +129,6 @@ def plot_ablation(ablation: pd.DataFrame, runs: pd.DataFrame, baseline: str, par
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=8)
+    place_legend(fig, [], list(legend.values()))
     fig.suptitle(f"Ablation of {parameter} (exploratory)", fontsize=12)
     return save(fig, path, options)

@@ -26,7 +26,7 @@ import itertools
 import math
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import jsonschema
 import yaml
@@ -70,6 +70,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
         # a field of several shapes: say what it takes rather than "not valid under any of the given schemas"
         return f"config field '{_field(error.absolute_path)}': {error.instance!r} is not {error.schema['description']}"
     return f"config field '{_field(error.absolute_path)}': {error.message}"
+
+
+def report_formats(value: str | Sequence[str]) -> list[str]:
+    """``report.format`` (one format or a list) as a list with ``png`` first: the HTML report
+    embeds the PNG, the other formats are copies next to it."""
+    return list(dict.fromkeys(["png", *([value] if isinstance(value, str) else value)]))
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -184,9 +190,7 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
         problems = _semantic_problems(cfg, explicit_roles)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-    # figure formats as a list, the PNG first (the HTML report embeds it)
-    fmt = cfg["report"]["format"]
-    cfg["report"]["format"] = list(dict.fromkeys(["png", *([fmt] if isinstance(fmt, str) else fmt)]))
+    cfg["report"]["format"] = report_formats(cfg["report"]["format"])
     # per-strategy seeds are not part of the mining config: keep them aside (sweep points use the
     # top-level seeds, so an ablation overlay's `seeds` sets its cost)
     cfg["strategy_seeds"] = {name: list(m.pop("seeds", cfg["seeds"])) for name, m in cfg["strategies"].items()}

@@ -32,11 +32,11 @@ import seaborn as sns  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
+from .config import report_formats  # noqa: E402
 from .statistics import t_interval  # noqa: E402
 
 log = logging.getLogger(__name__)
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h")
-FORMATS = ("png", "pdf", "svg")
 TAG = "strategy:"
 
 
@@ -80,17 +80,10 @@ def tag(artists: Any, strategy: str) -> None:
             artist.set_gid(TAG + strategy)
 
 
-def formats(options: Mapping[str, Any]) -> list[str]:
-    """``report.format`` as a list with ``png`` first (the HTML report embeds the PNG)."""
-    value = options.get("format", "png")
-    values = [value] if isinstance(value, str) else list(value)
-    return list(dict.fromkeys(["png", *values]))
-
-
 def figure_paths(path: str | Path, options: Mapping[str, Any]) -> list[Path]:
-    """The files a figure is written to: ``path`` (PNG) and one per other configured format."""
+    """The files a figure is written to: ``path`` (PNG) and one per other format of ``report.format``."""
     path = Path(path)
-    return [path.with_suffix(f".{ext}") for ext in formats(options)]
+    return [path.with_suffix(f".{ext}") for ext in report_formats(options.get("format", "png"))]
 
 
 def plain_log_ticks(ax: plt.Axes, axis: str = "y") -> None:

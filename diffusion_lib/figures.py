@@ -126,7 +126,7 @@ def plot_mse(runs: pd.DataFrame, trivial: Mapping[str, Mapping[str, float]], def
         ax.set_ylabel("test MSE (log scale)")
     settings = [Line2D([], [], color="0.3", marker="o", ls="none", label=label, **INFERENCE[looped])
                 for looped, label in ((False, "no inner loop"), (True, f"{default_inner} inner steps"))]
-    fig.legend(handles=[*strategy_handles(looks, names), *settings], loc="outside right upper", fontsize=8)
+    place_legend(fig, [], [*strategy_handles(looks, names), *settings])
     return save(fig, path, options)
 
 
@@ -281,6 +281,5 @@ def plot_test_time(runs: pd.DataFrame, path: str | Path, options: Mapping[str, A
         ax.set_title(SET_LABELS.get(set_name, set_name), fontsize=10)
         ax.set_xlabel("inference inner steps per diffusion step")
         ax.set_ylabel("test MSE (log scale)")
-    fig.legend(handles=strategy_handles(looks, ok["strategy"]), loc="outside right upper", fontsize=8,
-               title="mean, 95% t CI")
+    place_legend(fig, [], strategy_handles(looks, ok["strategy"]), title="mean, 95% t CI")
     return save(fig, path, options)

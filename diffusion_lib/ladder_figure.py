@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .budget import PAPER_SAMPLES, samples_text
-from .figure_style import apply_theme, nothing_to_plot, save, strategy_styles, tag
+from .figure_style import apply_theme, nothing_to_plot, place_legend, save, strategy_styles, tag
 
 DODGE = 1.04  # arms are spread by this factor along the log x axis so their error bars do not overlap
 
@@ -68,5 +68,5 @@ def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, v
     budget = (verdict.get("budget") or {}).get("short")
     ax.set_title(f"Verdict{' at ' + budget if budget else ''}: {verdict.get('outcome', '?')}", loc="left",
                  fontsize=11)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+    place_legend(fig, [], ax.get_legend_handles_labels()[0])
     return save(fig, path, options)

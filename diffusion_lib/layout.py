@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from .mining import MiningConfig
 from .train_fields import NOT_SHAPING
@@ -212,23 +213,29 @@ def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     return base
 
 
+def load_study_config(configfiles: Sequence[str | Path]) -> dict[str, Any]:
+    """The validated study config of ``configfiles``, later files merged over earlier ones as
+    Snakemake merges --configfile files."""
+    import yaml
+
+    from .config import load_config
+
+    cfg: dict[str, Any] = {}
+    for path in configfiles:
+        with open(path) as fh:
+            _merge(cfg, yaml.safe_load(fh) or {})
+    return load_config(cfg)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m diffusion_lib.layout config/config.yaml [overlay.yaml ...]``: where each
     (strategy, seed) of that study lives, as tab-separated lines."""
     import argparse
 
-    import yaml
-
-    from .config import load_config
-
     parser = argparse.ArgumentParser(prog="python -m diffusion_lib.layout", description=main.__doc__)
     parser.add_argument("configfiles", nargs="+", help="config files, later ones merged over earlier ones")
     args = parser.parse_args(argv)
-    cfg: dict[str, Any] = {}
-    for path in args.configfiles:
-        with open(path) as fh:
-            _merge(cfg, yaml.safe_load(fh) or {})
-    layout = Layout(load_config(cfg))
+    layout = Layout(load_study_config(args.configfiles))
     print(f"# study {layout.study}: report in {layout.study_dir}/")
     print("strategy\tseed\trun_dir\teval_dir")
     for row in layout.index():

@@ -60,24 +60,6 @@ def interval(lo: Any, hi: Any, kind: str = "ci") -> str:
     return f"[{cell(lo, each)}, {cell(hi, each)}]"
 
 
-def fmt(x: Any, digits: int = 4) -> str:
-    """A number with ``digits`` significant digits for prose ("n/a" when missing)."""
-    value = _number(x)
-    if value is not None and not isinstance(x, (int, np.integer)):
-        return f"{value:.{digits}g}" if math.isfinite(value) else "n/a"
-    return "n/a" if x is None else str(x)
-
-
-def pct(x: Any) -> str:
-    """A signed percentage with one decimal, for prose."""
-    return cell(x, "pct")
-
-
-def ci_text(lo: Any, hi: Any) -> str:
-    """A relative-change CI for prose: "[-1.2%, +3.4%]"."""
-    return interval(lo, hi, "ci_pct")
-
-
 def levels(df: pd.DataFrame, column: str = "confidence") -> str:
     """The confidence level(s) of a table's intervals, e.g. "97.5%" (for its CI header)."""
     found = [c for c in dict.fromkeys(df[column].dropna())] if column in df else []

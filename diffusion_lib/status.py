@@ -23,29 +23,16 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
-from .config import load_config
-from .layout import Layout, RunSpec
+from .ladder import uses_trunk
+from .layout import Layout, RunSpec, load_study_config
 from .progress import NAME, duration_text, read_heartbeat
 
 COLUMNS = ["strategy", "seed", "job", "state", "step", "steps", "val_mse_ema", "steps_per_s", "eta"]
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` merged into ``base`` recursively, as Snakemake merges --configfile files."""
-    for key, value in over.items():
-        base[key] = _merge(dict(base.get(key) or {}), value) if isinstance(value, Mapping) else value
-    return base
-
-
 def study_config(configfiles: Sequence[str | Path] = ()) -> dict[str, Any]:
     """The validated study config: ``config/config.yaml`` with each file of ``configfiles`` over it."""
-    cfg: dict[str, Any] = {}
-    for path in ["config/config.yaml", *configfiles]:
-        with open(path) as fh:
-            cfg = _merge(cfg, yaml.safe_load(fh) or {})
-    return load_config(cfg)
+    return load_study_config(["config/config.yaml", *configfiles])
 
 
 def _jobs(layout: Layout, spec: RunSpec) -> list[tuple[str, int, Path, Path]]:
@@ -54,7 +41,7 @@ def _jobs(layout: Layout, spec: RunSpec) -> list[tuple[str, int, Path, Path]]:
     full = layout.cfg["train"]["steps"]
     run = Path(spec.dir)
     jobs = [(f"trunk to {k:,}", k, run / "trunk", Path(layout.trunk_state(spec.run, k)).with_suffix(".json"))
-            for k in layout.branch_points(spec)] if len(layout.ladder_budgets) > 1 or layout.compute_matched else []
+            for k in layout.branch_points(spec)] if uses_trunk(layout.cfg["train"]) else []
     jobs += [(f"rung {r.steps:,}", r.steps, Path(layout.rung_dir(spec.run, r.steps)),
               Path(layout.rung_dir(spec.run, r.steps)) / "status.json") for r in layout.rungs(spec) if r.steps != full]
     jobs.append(("full budget", full, run, run / "status.json"))
@@ -114,7 +101,7 @@ def _start(layout: Layout, spec: RunSpec, target: int, job: str) -> int:
         before = [k for k in layout.branch_points(spec) if k < target]
         return max(before) if before else 0
     rung = next((r for r in layout.rungs(spec) if r.steps == target), None)
-    return rung.branch_point if rung is not None and len(layout.ladder_budgets) > 1 else 0
+    return rung.branch_point if rung is not None and uses_trunk(layout.cfg["train"]) else 0
 
 
 def study_eta(rows: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any], cores: int) -> float:

@@ -112,3 +112,14 @@ def test_the_command_prints_the_table_and_the_study_eta(study, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() [:4] == ["strategy", "seed", "job", "state"]
     assert "study test: 48 training jobs: 48 queued" in out and "training left: about" in out
+
+
+def test_a_single_rung_ladder_still_lists_each_runs_trunk_piece(study, tmp_path):
+    """One rung on the warmup-stable-decay schedule: the workflow trains a trunk piece and its decay
+    branch per run (10 trunk + 10 train jobs in the .test study), and the table lists both."""
+    overlay = tmp_path / "one.yaml"
+    overlay.write_text("comparison: {ladder: {rungs: [1.0], compute_matched: false}}\n")
+    rows = status.status_rows(status.study_config([overlay]))
+    assert sorted({r["job"] for r in rows}) == ["full budget", "trunk to 16"] and len(rows) == 20
+    assert all(r["trained_from"] == 16 for r in rows if r["job"] == "full budget")
+
