@@ -278,3 +278,15 @@ def test_the_train_block_is_declared_once_in_the_schema(root):
     assert run.ema_decay == cfg["train"]["ema"]["decay"] and run.lr_schedule == cfg["train"]["lr_schedule"]["kind"]
     assert run.steps == cfg["train"]["steps"] and run.seed == 3
     assert set(TRAIN_DEFAULTS) == set(cfg["train"])  # every field of the block has its default there
+
+
+def test_report_format_takes_one_or_a_list_and_names_the_field_when_wrong(root):
+    base = yaml.safe_load((root / "config/config.yaml").read_text())
+    for given, expected in (("pdf", ["png", "pdf"]), (["svg", "png"], ["png", "svg"]), ("png", ["png"])):
+        cfg = copy.deepcopy(base)
+        cfg["report"]["format"] = given
+        assert load_config(cfg)["report"]["format"] == expected
+    cfg = copy.deepcopy(base)
+    cfg["report"]["format"] = ["eps"]
+    with pytest.raises(ConfigError, match=r"config field 'report\.format': \['eps'\] is not one of png, pdf, svg"):
+        load_config(cfg)
