@@ -3,8 +3,7 @@
 Modules (one idea each): ``data`` (problems and held-out files), ``model`` (EBM and the gradient
 wrapper), ``mining`` (the mining config: modes, negatives or not, mining steps), ``diffusion``
 (schedule, opt step, mining losses, sampling), ``run_config`` (TrainConfig: a run's settings, its identity and
-fingerprint), ``training`` (Trainer1D), ``signals`` (SIGTERM as a checkpoint request), ``curve`` (learning-curve rows), ``pack`` (several seeds of one strategy trained together: stacked weights, one vmapped
-step), ``functional`` / ``step`` (the step as a function of the weights; eager, compiled or CUDA
+fingerprint), ``training`` (seeding a run, results, validation), ``engine`` (the one training engine: N ≥ 1 runs of one strategy as stacked weights; a solo run is N = 1), ``adam`` (Adam on stacked weights), ``signals`` (SIGTERM as a checkpoint request), ``curve`` (learning-curve rows), ``functional`` (the loss and its gradient as a function of the weights), ``step`` (the engine's one update: gradients, clipping, Adam, EMA, frozen runs; eager, compiled or CUDA
 graphs), ``ema`` (the EMA without host syncs), ``gpus`` (GPU slots per job), ``checkpoint`` (atomic resumable checkpoints), ``evaluation`` (SPEC §7 metrics),
 ``compute`` (FLOPs per step, curves read at a compute budget), ``statistics`` (seed-unit intervals,
 relative-change CIs, Holm), ``convergence`` (the plateau gate), ``verdict`` (SPEC §8's six
@@ -16,14 +15,23 @@ values), ``seeding`` (seeds, RNG state, device), ``provenance`` (code and value 
 a job asks for, which runs train together), ``runtime`` (logging, torch setup), ``jobs`` (one module per workflow rule),
 ``bench`` (speed).
 ``docs/method.md`` maps each SPEC section to the code.
-"""
-from .data import Heldout, inverse_problems, load_heldout, make_heldout, save_heldout
-from .diffusion import GaussianDiffusion1D, MiningConfig, cosine_schedule
-from .model import EBM, DiffusionWrapper
-from .diffusion import build_diffusion
-from .training import TrainConfig, Trainer1D
 
-__all__ = ["EBM", "DiffusionWrapper", "GaussianDiffusion1D", "Heldout", "MiningConfig", "TrainConfig",
-           "Trainer1D", "build_diffusion", "cosine_schedule", "inverse_problems", "load_heldout",
-           "make_heldout", "save_heldout"]
+Importing the package loads no module (nor torch): the names below load theirs on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {"Heldout": "data", "inverse_problems": "data", "load_heldout": "data", "make_heldout": "data",
+            "save_heldout": "data", "GaussianDiffusion1D": "diffusion", "build_diffusion": "diffusion",
+            "cosine_schedule": "diffusion", "MiningConfig": "mining", "EBM": "model", "DiffusionWrapper": "model",
+            "TrainConfig": "run_config", "Engine": "engine"}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,16 +12,15 @@ capture), ``data_ms_per_batch``,
 per problem (matmul FLOPs counted by ``torch.profiler``), the achieved GFLOP/s, the machine's fp32 matmul
 peak measured on the spot (``--peak``), device, torch version and thread count.
 
-``--pack N`` times a pack of N runs (:mod:`diffusion_lib.pack`) instead of one run:
-``steps_per_s`` is then the pack's step rate and ``run_steps_per_s`` = N × that, the training
-throughput to compare with a single run's ``steps_per_s`` (``compute_steps_per_s`` is not measured).
+It times the training engine (:class:`~diffusion_lib.engine.Engine`) itself. ``--pack N`` times
+N runs trained together instead of one: ``steps_per_s`` is then the engine's step rate and
+``run_steps_per_s`` = N × that, the training throughput to compare with a single run's ``steps_per_s``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import math
 import statistics
 import time
 from typing import Any, Callable
@@ -30,11 +29,10 @@ import torch
 
 from .compute import counted_flops, step_flops
 from .data import ProblemStream, inverse_problems
-from .diffusion import build_diffusion
-from .ema import DeviceEMA
+from .engine import Engine
+from .run_config import TrainConfig
 from .seeding import resolve_device
-from .step import TrainStep
-from .syncs import adam_step_counters, count_host_reads
+from .syncs import count_host_reads
 from .training import accumulate
 
 
@@ -71,33 +69,22 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     if cuda_graphs and dev.type != "cuda":
         raise ValueError("--cuda-graphs needs a CUDA device")
-    torch.manual_seed(0)
     gen = torch.Generator(device=dev).manual_seed(0)
-    diffusion = build_diffusion(rank, 10, {"mode": mode}).to(dev)
-    lr = torch.tensor(1e-4, device=dev) if cuda_graphs else 1e-4
-    opt = torch.optim.Adam(diffusion.parameters(), lr=lr, betas=(0.9, 0.99), capturable=cuda_graphs)
-    step = TrainStep(diffusion, opt, 1.0, compile=compile, cuda_graphs=cuda_graphs)
-    ema = DeviceEMA(diffusion, update_every=10, update_after_step=100)
-    stream = ProblemStream(batch_size, rank, 0.5, 0, dev)
+    cfg = TrainConfig(batch_size=batch_size, rank=rank, lr=1e-4, ema_update_every=10, ema_update_after_step=100,
+                      compile=compile, cuda_graphs=cuda_graphs, precision=precision, measure_flops=False)
+    engine = Engine.seeded([dataclasses.replace(cfg, seed=seed) for seed in range(pack)], {"mode": mode}, device=dev,
+                           progress=False)
+    active = [True] * pack
     state: dict[str, Any] = {"step": 0, "sums": {}}
 
-    if pack > 1 and (compile or cuda_graphs):
-        raise ValueError("--pack trains eagerly: drop --compile/--cuda-graphs")
-    packed = _pack_trainer(pack, mode, batch_size, rank, dev) if pack > 1 else None
-
-    def train_step(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        if packed is not None:  # each member draws its own batch
-            parts = packed.step_once(state["step"])
-        else:
-            A, Y = batch if batch is not None else next(stream)
-            _, parts = step(A, Y, state["step"])
-            ema.update()
-        accumulate(state["sums"], parts)  # as the trainer does between log rows
+    def train_step(draws: tuple[torch.Tensor, ...] | None = None) -> None:
+        parts = engine.step_once(state["step"], active, draws)
+        accumulate(state["sums"], parts)  # as the loop does between log rows
         state["step"] += 1
 
-    def block(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    def block(draws: tuple[torch.Tensor, ...] | None = None) -> None:
         for _ in range(BLOCK):
-            train_step(batch)
+            train_step(draws)
 
     start = time.perf_counter()
     for _ in range(max(warmup, 1)):
@@ -107,11 +94,13 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     warmup_s = time.perf_counter() - start
     blocks = max(1, steps // BLOCK)
     full = [_timed(block, dev) / BLOCK for _ in range(blocks)]
-    fixed = inverse_problems(batch_size, rank, 0.5, gen, dev)
-    compute = [_timed(lambda: block(fixed), dev) / BLOCK for _ in range(blocks)] if pack == 1 else [math.nan]
-    with count_host_reads(exclude=adam_step_counters(opt)) as reads:
+    fixed = engine.draw(active)
+    compute = [_timed(lambda: block(fixed), dev) / BLOCK for _ in range(blocks)]
+    with count_host_reads() as reads:
         block()
+    stream = ProblemStream(batch_size, rank, 0.5, 0, dev)
     data = [_timed(lambda: next(stream), dev) for _ in range(max(10, steps // 2))]
+    diffusion = engine.models(0)[0]
     flops_per_problem = step_flops(diffusion, batch_size, rank, 0.5, diffusion.mining.mines, dev) / batch_size
     A, _ = inverse_problems(sample_problems, rank, 0.5, gen, dev)
     diffusion.sample(A[:8])  # warm-up
@@ -120,7 +109,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     steps_per_s = 1 / statistics.median(full)
     record = {
         "mode": mode, "batch_size": batch_size, "timed_steps": blocks * BLOCK, "warmup_steps": max(warmup, 1),
-        "step": step.mode + ("" if not compile or not step.step_fn.failed else " (compile failed: eager)"),
+        "step": engine.update.mode + (" (compile failed: eager)" if engine.update.compile_failed else ""),
         "pack": pack, "run_steps_per_s": pack * steps_per_s,
         "precision": precision, "steps_per_s": steps_per_s, "compute_steps_per_s": 1 / statistics.median(compute),
         "syncs_per_step": sum(reads.values()) / BLOCK, "warmup_seconds": warmup_s,
@@ -136,17 +125,6 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         record["matmul_peak_gflops"] = matmul_peak_gflops(dev)
         record["fraction_of_peak"] = record["achieved_gflops"] / record["matmul_peak_gflops"]
     return record
-
-
-def _pack_trainer(pack: int, mode: str, batch_size: int, rank: int, dev: torch.device) -> Any:
-    """A :class:`~diffusion_lib.pack.PackTrainer` of ``pack`` fresh runs (seeds 0..pack-1)."""
-    from .pack import PackTrainer, init_member
-    from .training import TrainConfig
-
-    cfg = TrainConfig(batch_size=batch_size, rank=rank, ema_update_every=10, ema_update_after_step=100)
-    members = [init_member(seed, rank, 10, {"mode": mode}, dev) for seed in range(pack)]
-    return PackTrainer([d for d, _ in members], [g for _, g in members],
-                       [dataclasses.replace(cfg, seed=seed) for seed in range(pack)], device=dev, progress=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,7 @@
 """Learning-curve rows: what a log interval of training becomes in ``curve.csv``.
 
-Shared by :class:`~diffusion_lib.training.Trainer1D` (one run) and
-:class:`~diffusion_lib.pack.PackTrainer` (each run of a pack), so both write the same columns
-with the same meaning.
+Written by :class:`~diffusion_lib.engine.Engine` for every run it trains, so a run alone and a
+run in a pack write the same columns with the same meaning.
 """
 from __future__ import annotations
 

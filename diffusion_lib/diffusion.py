@@ -65,8 +65,8 @@ def contrastive_loss(loss_mse: torch.Tensor, e_pos: torch.Tensor, e_neg: torch.T
     """SPEC §4–5 with negatives: mean(L_mse + w·L_E), L_E = softplus(E⁺ − E⁻) per problem, and its
     parts (detached 0-d tensors): the loss terms, the mean energies and gap E⁻ − E⁺, the share of
     saturated pairs (gap > :data:`SATURATION_GAP`) and, when ``stats`` holds the opt step's counts
-    (a mining step), ``mine_accepted``/``mine_proposed``. The one definition of the training loss:
-    the module and functional paths differ only in how they compute L_mse and the energies."""
+    (a mining step), ``mine_accepted``/``mine_proposed``. Its caller is
+    :meth:`GaussianDiffusion1D.training_loss`, the one definition of the training loss."""
     loss_energy = F.softplus(e_pos - e_neg)
     total = (loss_mse + weight * loss_energy).mean()
     gap = (e_neg - e_pos).detach()
@@ -196,30 +196,50 @@ class GaussianDiffusion1D(nn.Module):
         """Whether training step ``step`` uses adversarial negatives (mode 'adversarial', every m-th)."""
         return self.mining.mines_at(step)
 
-    def p_losses(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, step: int = 0
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss mean(L_mse + w·L_E) and its parts for one batch (SPEC §4–5).
+    def training_loss(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                      noise_neg: torch.Tensor | None, *, eps: Callable[..., torch.Tensor],
+                      energy: Callable[..., torch.Tensor], descend: Callable[..., torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss mean(L_mse + w·L_E) and its parts for one batch (SPEC §4–5), given its draws:
+        the one definition of the training loss.
 
-        The parts are detached 0-d tensors (no host sync per step; the trainer reads them when it logs).
-        Besides the loss terms they hold the diagnostics of the contrastive term: the mean energies,
-        the mean gap E⁻ - E⁺, the share of saturated pairs (gap > :data:`SATURATION_GAP`) and, on
-        mining steps, the opt step's accepted/proposed counts (``mine_accepted``/``mine_proposed``).
+        L_mse = mean over entries of (ε̂(x, y_t, t) - ξ)² per problem, y_t = q(y_0, t, ξ); for modes
+        'random' and 'adversarial', L_E = softplus(E⁺ - E⁻) per problem with the pair of
+        :meth:`negative_pair` (noise ξ'). Mode 'none' builds no negatives.
 
-        L_mse = mean over entries of (∇_y E(x, y_t, t) - ξ)² per problem; for modes 'random' and
-        'adversarial', L_E = softplus(E⁺ - E⁻) per problem. Mode 'none' builds no negatives.
+        The energy network enters only through ``eps(inp, y, t)`` (ε̂ = ∇_y E, differentiable in the
+        weights), ``energy(inp, y, t)`` (E per problem) and, on a mining step, ``descend(inp, y, t,
+        stats)`` (the opt step, weights held fixed): the module's (:meth:`module_loss`) or the functional
+        ones of :mod:`diffusion_lib.functional`. The parts are detached 0-d tensors (no host sync per
+        step): the loss terms, the mean energies, the mean gap E⁻ - E⁺, the share of saturated pairs
+        (gap > :data:`SATURATION_GAP`) and, on mining steps, the opt step's accepted/proposed counts.
         """
-        noise = torch.randn_like(x_start)
+        m = self.mining
         y_t = self.q_sample(x_start, t, noise)
-        pred = self.model(inp, y_t, t)
-        loss_mse = (pred - noise).pow(2).mean(dim=-1)
-        if not self.mining.uses_negatives:
+        loss_mse = (eps(inp, y_t, t) - noise).pow(2).mean(dim=-1)
+        if not m.uses_negatives:
             return denoising_loss(loss_mse)
         stats: dict[str, torch.Tensor] = {}
-        positive, negative = self.make_negative(inp, x_start, t, torch.randn_like(x_start),
-                                                adversarial=self.is_mining_step(step), stats=stats)
-        energies = self.model(torch.cat((inp, inp)), torch.cat((positive, negative)), torch.cat((t, t)),
-                              return_energy=True)
-        return contrastive_loss(loss_mse, *energies.chunk(2), self.mining.energy_loss_weight, stats)
+        move = (lambda y: descend(inp, y, t, stats)) if descend is not None else None
+        positive, negative = self.negative_pair(x_start, t, noise_neg, m.noise_scale, move)
+        energies = energy(torch.cat((inp, inp)), torch.cat((positive, negative)), torch.cat((t, t)))
+        return contrastive_loss(loss_mse, *energies.chunk(2), m.energy_loss_weight, stats)
+
+    def module_loss(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                    noise_neg: torch.Tensor | None, mined: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`training_loss` with this module's energy network (autograd builds its gradient)."""
+        m = self.mining
+        descend = (lambda i, y, t_, stats: self.opt_step(i, y, t_, step=m.opt_steps, sf=m.scale_factor, stats=stats)
+                   ) if mined else None
+        return self.training_loss(inp, x_start, t, noise, noise_neg, eps=self.model,
+                                  energy=lambda i, y, t_: self.model(i, y, t_, return_energy=True), descend=descend)
+
+    def p_losses(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, step: int = 0
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`module_loss` at training step ``step`` with fresh noise ξ (and ξ' with negatives)."""
+        noise = torch.randn_like(x_start)
+        noise_neg = torch.randn_like(x_start) if self.mining.uses_negatives else None
+        return self.module_loss(inp, x_start, t, noise, noise_neg, self.is_mining_step(step))
 
     def forward(self, inp: torch.Tensor, x_start: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t = torch.randint(0, self.timesteps, (x_start.shape[0],), device=x_start.device)

@@ -1,104 +1,178 @@
-"""One training update, three ways: the module path, the whole step compiled, or replayed as a CUDA graph.
+"""The engine's one update of N ≥ 1 stacked runs at a training step, eager, compiled or as a CUDA graph.
 
-* ``eager`` (default): :func:`optimization_step` on the modules;
-* ``functional``: the functional step (below) run eagerly, the reference the compiled and graphed
-  steps are proven against (tests/test_functional.py);
-* ``compile``: the functional step (:func:`diffusion_lib.functional.make_step_fn`: loss, both
-  gradients, clipping) under ``torch.compile(fullgraph=True)``; one graph per kind of step (mining
-  or not). If compiling fails, the step falls back to the eager functional step, with one log line.
-* ``cuda_graphs`` (CUDA only): the functional step and a capturable Adam step captured once per
-  kind of step and replayed; the batch and the noise are copied into static buffers first. The
-  first :data:`GRAPH_WARMUP` steps run eagerly on a side stream (as PyTorch requires before a
-  capture): they are real training steps, so the trajectory is the same as without graphs.
+One update: the clipped gradient of every active run (:mod:`diffusion_lib.gradients`) → Adam
+(:mod:`diffusion_lib.adam`) → the EMA (:mod:`diffusion_lib.ema`) → frozen runs put back as they were.
+The runs' weights, Adam moments and EMA weights are lists of stacked tensors (:class:`Stack`, run on
+dim 0). How the gradient is computed is the only thing the modes change:
 
-Every mode draws its randomness in the module path's order and returns detached 0-d tensors,
-never reading a value on the host.
+* ``eager``: one run by autograd on the module (the fastest eager path on a CPU), several by
+  ``torch.func.vmap`` of the functional gradient;
+* ``compile``: the functional gradient (vmapped for several runs) under
+  ``torch.compile(fullgraph=True)``, one graph per kind of step (mining or not); if compiling fails,
+  the eager functional gradient, with one log line;
+* ``cuda_graphs`` (CUDA only): the functional gradient, a device-scalar Adam and the freezing captured
+  once per kind of step and replayed, the draws copied into static buffers first; the first
+  :data:`GRAPH_WARMUP` updates run the same operations eagerly on a side stream (as PyTorch requires
+  before a capture), so the trajectory is the graph's from the first step. The EMA runs after the replay.
+
+Nothing here reads a value on the host.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.func import vmap
 
+from .adam import adam_, adam_captured_
 from .diffusion import GaussianDiffusion1D
-from .functional import draw_noise, make_step_fn
+from .ema import EMASchedule, ema_update_
+from .gradients import GradientFn, func_gradients, module_gradients
 
 log = logging.getLogger(__name__)
 GRAPH_WARMUP = 3
+MODES = ("eager", "compile", "cuda_graphs")
 
 
-def optimization_step(diffusion: GaussianDiffusion1D, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-                      A: torch.Tensor, Y: torch.Tensor, step: int, grad_clip: float
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One training update (SPEC §4): loss with its parts, backward, grad-norm clipping, Adam step.
+@dataclass
+class Stack:
+    """The training state of N runs, each a list of tensors with the run on dim 0 (in the energy
+    network's parameter order, ``names``)."""
 
-    The parts gain ``grad_norm`` (the gradient norm before clipping) and ``clip_frac`` (1 when clipping
-    scaled the gradient down; its interval mean is the fraction of steps clipped), both device
-    tensors: nothing here waits on the device.
+    names: list[str]
+    params: list[torch.Tensor]
+    exp_avg: list[torch.Tensor]
+    exp_avg_sq: list[torch.Tensor]
+    ema: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, names: list[str], weights: list[list[torch.Tensor]]) -> "Stack":
+        """Fresh state (zero moments, EMA = weights) of runs whose weights are ``weights[run][tensor]``."""
+        params = [torch.stack([w[j].detach() for w in weights]) for j in range(len(names))]
+        return cls(names, params, [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params],
+                   [p.clone() for p in params])
+
+    @property
+    def trained(self) -> list[torch.Tensor]:
+        """What an update changes: weights, moments and EMA."""
+        return [*self.params, *self.exp_avg, *self.exp_avg_sq, *self.ema]
+
+
+def keep_frozen_(tensors: list[torch.Tensor], before: list[torch.Tensor], active: torch.Tensor) -> None:
+    """Put back ``before`` in the runs where ``active`` (bool, one per run) is False."""
+    for t, b in zip(tensors, before):
+        t.copy_(torch.where(active.view(-1, *([1] * (t.dim() - 1))), t, b))
+
+
+class Update:
+    """``update(draws, step, active)``: the update of ``stack`` at training step ``step`` (see the
+    module docstring); ``draws`` = (A, Y, t, ξ[, ξ']) stacked over runs, ``active`` = which runs train
+    (host list) and the same as a device bool tensor. Returns the loss parts, shape (N,) each.
+
+    ``template`` is the runs' diffusion; with one run and ``mode="eager"`` its parameters must be
+    views of ``stack.params`` (the module gradient trains them in place).
     """
-    loss, parts = diffusion(A, Y, step=step)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    parts["grad_norm"] = norm.detach()
-    parts["clip_frac"] = (norm.detach() > grad_clip).float()
-    return loss, parts
 
-
-class TrainStep:
-    """Callable ``(A, Y, step) -> (loss, parts)`` that also updates the weights (see the module docstring)."""
-
-    def __init__(self, diffusion: GaussianDiffusion1D, optimizer: torch.optim.Optimizer, grad_clip: float, *,
-                 compile: bool = False, cuda_graphs: bool = False, functional: bool = False):
-        self.diffusion, self.optimizer, self.grad_clip = diffusion, optimizer, grad_clip
-        self.params = list(diffusion.parameters())
-        self.names = [name for name, _ in diffusion.model.ebm.named_parameters()]
-        if len(self.names) != len(self.params):
-            raise ValueError("the diffusion's only parameters must be its energy network's")
-        device = self.params[0].device
-        if cuda_graphs and device.type != "cuda":
-            raise ValueError(f"cuda_graphs needs a CUDA device, the model is on {device}")
-        self.mode = "cuda_graphs" if cuda_graphs else "compile" if compile else "functional" if functional else "eager"
-        self.functional = self.mode != "eager"
-        self.step_fn = make_step_fn(diffusion, grad_clip) if self.functional else None
-        if compile:
-            self.step_fn = _CompiledOrEager(self.step_fn)
-        self._graphs: dict[bool, _GraphedStep] = {}
+    def __init__(self, template: GaussianDiffusion1D, stack: Stack, *, grad_clip: float, betas: tuple[float, float],
+                 ema: EMASchedule, lr_at: Any, mode: str = "eager"):
+        if mode not in MODES:
+            raise ValueError(f"step mode {mode!r} is not one of {MODES}")
+        device = stack.params[0].device
+        if mode == "cuda_graphs" and device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs a CUDA device, the runs are on {device}")
+        self.template, self.stack, self.mode = template, stack, mode
+        self.betas, self.ema, self.lr_at = betas, ema, lr_at
+        self.n = stack.params[0].shape[0]
+        if mode == "eager" and self.n == 1:
+            self.single, fn = True, module_gradients(template, grad_clip)
+        else:
+            self.single, fn = self.n == 1, func_gradients(template, grad_clip)
+        self.fn: dict[bool, GradientFn] = {}
+        for mined in (False, True):
+            kind = _bind(fn, mined, vmapped=not self.single)
+            self.fn[mined] = _CompiledOrEager(kind) if mode == "compile" else kind
+        self._graphs: dict[bool, _GraphedUpdate] = {}
         self._calls = 0
+        if mode == "cuda_graphs":
+            self.lr = torch.zeros((), dtype=stack.params[0].dtype, device=device)
+            self.count = torch.zeros((), dtype=stack.params[0].dtype, device=device)
 
-    def __call__(self, A: torch.Tensor, Y: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        mined = self.diffusion.is_mining_step(step)
-        if not self.functional:
-            return optimization_step(self.diffusion, self.optimizer, self.params, A, Y, step, self.grad_clip)
-        noise = draw_noise(self.diffusion, Y)
+    @property
+    def compile_failed(self) -> bool:
+        """Whether ``compile`` fell back to the eager functional gradient."""
+        return any(isinstance(fn, _CompiledOrEager) and fn.failed for fn in self.fn.values())
+
+    def gradients(self, draws: tuple[torch.Tensor, ...], mined: bool
+                  ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Clipped gradients and loss parts of every run, stacked on dim 0."""
+        s = self.stack
+        if self.single:
+            grads, parts = self.fn[mined](dict(zip(s.names, (p[0] for p in s.params))), *(d[0] for d in draws))
+            return [g[None] for g in grads], {k: v[None] for k, v in parts.items()}
+        return self.fn[mined](dict(zip(s.names, s.params)), *draws)
+
+    def __call__(self, draws: tuple[torch.Tensor, ...], step: int, active: list[bool], active_t: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+        mined = self.template.mining.mines_at(step)
         if self.mode == "cuda_graphs":
-            self._calls += 1
-            if self._calls > GRAPH_WARMUP:
-                graph = self._graphs.get(mined)
-                if graph is None:
-                    graph = self._graphs[mined] = _GraphedStep(self, A, Y, noise, mined,
-                                                               pool=next(iter(self._graphs.values())).pool
-                                                               if self._graphs else None)
-                return graph.replay(A, Y, noise)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self._functional_update(A, Y, noise, mined)
-            torch.cuda.current_stream().wait_stream(side)
-            return out
-        return self._functional_update(A, Y, noise, mined)
+            parts = self._graph_update(draws, step, mined, active_t)
+        else:
+            before = [t.clone() for t in self.stack.trained] if not all(active) else None
+            grads, parts = self.gradients(draws, mined)
+            s = self.stack
+            adam_(s.params, s.exp_avg, s.exp_avg_sq, grads, lr=self.lr_at(step), count=step + 1, betas=self.betas)
+            ema_update_(s.ema, s.params, self.ema, step)
+            if before is not None:
+                keep_frozen_(s.trained, before, active_t)
+            return parts
+        if not all(active):  # the EMA runs outside the graph
+            before = [t.clone() for t in self.stack.ema]
+            ema_update_(self.stack.ema, self.stack.params, self.ema, step)
+            keep_frozen_(self.stack.ema, before, active_t)
+        else:
+            ema_update_(self.stack.ema, self.stack.params, self.ema, step)
+        return parts
 
-    def _functional_update(self, A: torch.Tensor, Y: torch.Tensor, noise: tuple[torch.Tensor, ...], mined: bool
-                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        t, xi, *rest = noise
-        params = dict(zip(self.names, self.params))
-        grads, parts = self.step_fn(params, A, Y, t, xi, rest[0] if rest else None, mined)
-        for p, g in zip(self.params, grads):
-            p.grad = g
-        self.optimizer.step()
-        return parts["loss"], parts
+    # ---------------------------------------------------------------- CUDA graphs
+    def captured(self, draws: tuple[torch.Tensor, ...], mined: bool, active_t: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+        """The update a graph captures: gradients, device-scalar Adam (``self.lr``, ``self.count``)
+        and frozen runs put back."""
+        s = self.stack
+        before = [t.clone() for t in (*s.params, *s.exp_avg, *s.exp_avg_sq)]
+        grads, parts = self.gradients(draws, mined)
+        adam_captured_(s.params, s.exp_avg, s.exp_avg_sq, grads, lr=self.lr, count=self.count, betas=self.betas)
+        keep_frozen_([*s.params, *s.exp_avg, *s.exp_avg_sq], before, active_t)
+        return parts
+
+    def _graph_update(self, draws: tuple[torch.Tensor, ...], step: int, mined: bool, active_t: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+        self.lr.fill_(self.lr_at(step))
+        self.count.fill_(step + 1)
+        self._calls += 1
+        if self._calls > GRAPH_WARMUP:
+            graph = self._graphs.get(mined)
+            if graph is None:
+                pool = next(iter(self._graphs.values())).pool if self._graphs else None
+                graph = self._graphs[mined] = _GraphedUpdate(self, draws, mined, active_t, pool)
+            return graph.replay(draws, active_t)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            parts = self.captured(draws, mined, active_t)
+        torch.cuda.current_stream().wait_stream(side)
+        return parts
+
+
+def _bind(fn: GradientFn, mined: bool, vmapped: bool) -> GradientFn:
+    """``fn`` for one kind of step, taking ``(params, A, Y, t, ξ[, ξ'])``; mapped over runs when ``vmapped``."""
+    def one(params: Any, A: torch.Tensor, Y: torch.Tensor, t: torch.Tensor, xi: torch.Tensor,
+            *neg: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        return fn(params, A, Y, t, xi, neg[0] if neg else None, mined)
+
+    return vmap(one) if vmapped else one
 
 
 class _CompiledOrEager:
@@ -119,23 +193,22 @@ class _CompiledOrEager:
         return self.fn(*args)
 
 
-class _GraphedStep:
-    """One kind of step (mining or not) captured as a CUDA graph with static inputs."""
+class _GraphedUpdate:
+    """One kind of update (mining or not) captured as a CUDA graph with static inputs."""
 
-    def __init__(self, owner: TrainStep, A: torch.Tensor, Y: torch.Tensor, noise: tuple[torch.Tensor, ...],
-                 mined: bool, pool: Any = None):
-        self.static = [A.clone(), Y.clone(), *(n.clone() for n in noise)]
+    def __init__(self, owner: Update, draws: tuple[torch.Tensor, ...], mined: bool, active_t: torch.Tensor,
+                 pool: Any = None):
+        self.static = [d.clone() for d in draws]
+        self.active = active_t.clone()
         self.graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize()
         with torch.cuda.graph(self.graph, pool=pool):
-            A_s, Y_s, *noise_s = self.static
-            self.out = owner._functional_update(A_s, Y_s, tuple(noise_s), mined)
+            self.out = owner.captured(tuple(self.static), mined, self.active)
         self.pool = self.graph.pool()
 
-    def replay(self, A: torch.Tensor, Y: torch.Tensor, noise: tuple[torch.Tensor, ...]
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        for dst, src in zip(self.static, (A, Y, *noise)):
+    def replay(self, draws: tuple[torch.Tensor, ...], active_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        for dst, src in zip(self.static, draws):
             dst.copy_(src)
+        self.active.copy_(active_t)
         self.graph.replay()
-        loss, parts = self.out
-        return loss.clone(), {k: v.clone() for k, v in parts.items()}
+        return {k: v.clone() for k, v in self.out.items()}

@@ -68,9 +68,3 @@ def count_host_reads(exclude: Callable[[], Iterable[torch.Tensor]] | None = None
                 setattr(owner, name, original)
             else:  # inherited (e.g. TensorBase.__bool__): remove the override
                 delattr(owner, name)
-
-
-def adam_step_counters(optimizer: torch.optim.Optimizer) -> Callable[[], list[torch.Tensor]]:
-    """``exclude`` for :func:`count_host_reads`: the optimizer's CPU-resident step counters."""
-    return lambda: [s["step"] for s in optimizer.state.values()
-                    if isinstance(s.get("step"), torch.Tensor) and s["step"].device.type == "cpu"]

@@ -34,15 +34,16 @@ def _save(out: dict, path: str) -> None:
 
 def _train(mode: str, seed: int, steps: int, batch: int, precision: str, device: str, rank: int = 20):
     from diffusion_lib.data import make_heldout
-    from diffusion_lib.training import TrainConfig, run_trainer
+    from diffusion_lib.engine import Engine
+    from diffusion_lib.run_config import TrainConfig
 
     cfg = TrainConfig(steps=steps, batch_size=batch, lr=1e-4, rank=rank, eval_every=10**9, val_size=8,
                       log_every=max(steps // 4, 1), checkpoint_every=10**9, measure_flops=False, seed=seed,
                       precision=precision)
     # the workflow's seeding: seed k here is the workflow's seed k (same init, noise and data)
-    trainer = run_trainer(cfg, {"mode": mode}, make_heldout(8, rank, 0.5, seed=99), device=device, progress=False)
-    trainer.train()
-    return trainer
+    engine = Engine.seeded([cfg], {"mode": mode}, make_heldout(8, rank, 0.5, seed=99), device=device, progress=False)
+    engine.train()
+    return engine.models(0)  # (raw, EMA)
 
 
 def main() -> None:
@@ -124,9 +125,9 @@ def main() -> None:
     _save(out, args.out)
 
     if time.time() - start < args.budget_s * 0.65:
-        trainer = _train("adversarial", 0, args.study_steps, args.batch_size, "fp32", args.device, args.rank)
+        raw, _ = _train("adversarial", 0, args.study_steps, args.batch_size, "fp32", args.device, args.rank)
         A, Y = inverse_problems(1024 if cuda else 64, args.rank, 0.5, torch.Generator(device=dev).manual_seed(5), dev)
-        out["tf32_report"] = tf32_report(trainer.diffusion, A, Y)
+        out["tf32_report"] = tf32_report(raw, A, Y)
         print(json.dumps(out["tf32_report"]), flush=True)
         _save(out, args.out)
     else:
@@ -139,8 +140,8 @@ def main() -> None:
             if time.time() - start > args.budget_s:
                 out["skipped"].append(f"study seed {seed} {precision}")
                 continue
-            trainer = _train("adversarial", seed, args.study_steps, args.batch_size, precision, args.device, args.rank)
-            pred, _ = predict(trainer.ema.ema_model, test.to(dev), 5)
+            _, ema = _train("adversarial", seed, args.study_steps, args.batch_size, precision, args.device, args.rank)
+            pred, _ = predict(ema, test.to(dev), 5)
             study[precision].append(float((pred - test.Y).pow(2).mean()))
             out["study"] = {"steps": args.study_steps, "test_mse": study}
             _save(out, args.out)

@@ -19,7 +19,8 @@ from diffusion_lib.convergence import ConvergenceRule
 from diffusion_lib.data import make_heldout
 from diffusion_lib.evaluation import predict, solution_metrics
 from diffusion_lib.seeding import derive_seed
-from diffusion_lib.training import run_trainer, train_config
+from diffusion_lib.engine import Engine
+from diffusion_lib.run_config import train_config
 
 
 def main() -> None:
@@ -52,11 +53,11 @@ def main() -> None:
              "lr_schedule": {"kind": a.schedule, "warmup_steps": a.warmup, "min_lr_ratio": a.floor,
                              "decay_fraction": a.decay_fraction}}
     cfg = train_config(train, seed=a.seed, rank=20, id_eps=0.5)
-    trainer = run_trainer(cfg, {"mode": a.mode}, val, progress=False)  # the workflow's seeding of seed a.seed
+    engine = Engine.seeded([cfg], {"mode": a.mode}, val, progress=False)  # the workflow's seeding of seed a.seed
     start, cpu = time.perf_counter(), time.process_time()
-    result = trainer.train()
+    (result,) = engine.train()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    pred, _ = predict(trainer.ema.ema_model, test, 5)
+    pred, _ = predict(engine.models(0)[1], test, 5)
     test_mse = solution_metrics(pred, test)["mse"].mean().item()
     curve = [(r["step"], r["val_mse_ema"]) for r in result.curve if r["val_mse_ema"] == r["val_mse_ema"]]
     gate = ConvergenceRule().assess([s for s, _ in curve], [v for _, v in curve])

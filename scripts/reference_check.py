@@ -15,7 +15,8 @@ import time
 import torch
 
 from diffusion_lib.data import make_heldout
-from diffusion_lib.training import TrainConfig, run_trainer
+from diffusion_lib.engine import Engine
+from diffusion_lib.run_config import TrainConfig
 
 
 def main() -> None:
@@ -28,9 +29,9 @@ def main() -> None:
     cfg = TrainConfig(steps=args.steps, batch_size=256, lr=1e-4, eval_every=1500, val_size=512, log_every=100,
                       checkpoint_every=10**9, seed=0)
     # the workflow's baseline seed 0 (its seeding), on the workflow's data seed
-    trainer = run_trainer(cfg, {"mode": "none"}, make_heldout(512, 20, 0.5, seed=20240601), progress=False)
+    engine = Engine.seeded([cfg], {"mode": "none"}, make_heldout(512, 20, 0.5, seed=20240601), progress=False)
     start = time.time()
-    result = trainer.train()
+    (result,) = engine.train()
     rows = [{k: r[k] for k in ("step", "val_mse_ema", "val_mse_raw", "loss")} for r in result.curve
             if r["val_mse_ema"] == r["val_mse_ema"]]
     out = {"config": "baseline, batch 256, lr 1e-4, EMA 0.995/10", "wall_seconds": time.time() - start, "curve": rows}

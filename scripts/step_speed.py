@@ -3,7 +3,8 @@
     PYTHONPATH=<checkout> python scripts/step_speed.py --mode adversarial --steps 600 [--compile] --json
 
 Trains the pilot's configuration (rank 20, batch 64, one thread, the pilot's EMA and logging) for
-``--steps`` steps with ``Trainer1D`` and prints the loop's steps/s: the median over its 58-step log
+``--steps`` steps with the checkout's training engine (``Engine``, or ``Trainer1D`` in a checkout from
+before the one engine) and prints the loop's steps/s: the median over its 58-step log
 intervals after the first (which includes compiling), and overall (validation off, FLOPs not
 measured). Only the ``diffusion_lib`` on PYTHONPATH decides what is measured, so
 an older checkout can be timed by the same command, alternating with the current one.
@@ -21,7 +22,7 @@ import torch
 
 import diffusion_lib
 from diffusion_lib.data import make_heldout
-from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion
+from diffusion_lib.run_config import TrainConfig
 
 
 def main() -> None:
@@ -42,11 +43,9 @@ def main() -> None:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=5e-4, rank=20, eval_every=10**9, val_size=8,
                       log_every=58, checkpoint_every=58 * 10**6, ema_update_every=1, ema_update_after_step=100,
                       measure_flops=False, seed=0, **extra)
-    torch.manual_seed(0)
-    trainer = Trainer1D(build_diffusion(20, 10, {"mode": args.mode}), cfg, make_heldout(8, 20, 0.5, seed=1),
-                        progress=False)
+    _, train, _ = _trainer(cfg, args.mode)
     start = time.perf_counter()
-    result = trainer.train()
+    result = train()
     rates = sorted(row["steps_per_s"] for row in result.curve[1:])  # the first interval includes compiling
     record = {"checkout": diffusion_lib.__file__, "mode": args.mode, "compile": args.compile, "steps": args.steps,
               "steps_per_s": rates[len(rates) // 2], "overall_steps_per_s": result.steps_done / result.train_seconds,
@@ -65,14 +64,30 @@ def _syncs_per_step(cfg: TrainConfig, mode: str, steps: int, compile: bool) -> f
         spec = importlib.util.spec_from_file_location("syncs", Path(__file__).resolve().parents[1] / "diffusion_lib/syncs.py")
         syncs = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(syncs)
-    torch.manual_seed(0)
     cfg = dataclasses.replace(cfg, steps=steps)
-    trainer = Trainer1D(build_diffusion(20, 10, {"mode": mode}), cfg, make_heldout(8, 20, 0.5, seed=1), progress=False)
+    warm, train, exclude = _trainer(cfg, mode)
     if compile:  # compiling reads constants once: count the steady state
-        trainer.train_step(*next(trainer.stream), 0)
-    with syncs.count_host_reads(exclude=syncs.adam_step_counters(trainer.optimizer)) as reads:
-        trainer.train()
+        warm()
+    with syncs.count_host_reads(**exclude(syncs)) as reads:
+        train()
     return sum(reads.values()) / steps
+
+
+def _trainer(cfg: TrainConfig, mode: str) -> tuple:
+    """(one warm-up step, train() -> the run's result, count_host_reads' extra arguments) of this
+    checkout's engine: ``Engine``, or ``Trainer1D`` before it existed."""
+    val = make_heldout(8, 20, 0.5, seed=1)
+    try:
+        from diffusion_lib.engine import Engine
+    except ImportError:
+        from diffusion_lib.training import Trainer1D, build_diffusion
+
+        torch.manual_seed(0)
+        trainer = Trainer1D(build_diffusion(20, 10, {"mode": mode}), cfg, val, progress=False)
+        return (lambda: trainer.train_step(*next(trainer.stream), 0), trainer.train,
+                lambda syncs: {"exclude": syncs.adam_step_counters(trainer.optimizer)})
+    engine = Engine.seeded([cfg], {"mode": mode}, val, progress=False)
+    return lambda: engine.step_once(0, [True]), lambda: engine.train()[0], lambda syncs: {}
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-"""DeviceEMA follows ema-pytorch's EMA bit for bit, without reading the device."""
+"""The engine's EMA follows ema-pytorch's EMA bit for bit, without reading the device."""
 from __future__ import annotations
 
 import pytest
 import torch
 from ema_pytorch import EMA
 
-from diffusion_lib.ema import DeviceEMA, ema_decay
+from diffusion_lib.diffusion import build_diffusion
+from diffusion_lib.ema import EMASchedule, ema_decay, ema_update_
 from diffusion_lib.syncs import count_host_reads
-from diffusion_lib.training import build_diffusion
 
 
 def test_decay_schedule_equals_ema_pytorch_for_every_step():
@@ -20,35 +20,30 @@ def test_decay_schedule_equals_ema_pytorch_for_every_step():
 
 
 @pytest.mark.parametrize("update_every, after", [(1, 0), (10, 100), (3, 5)])
-def test_device_ema_state_equals_ema_pytorch_bitwise(update_every, after):
+def test_the_stacked_ema_equals_ema_pytorch_bitwise(update_every, after):
     torch.manual_seed(0)
     model = build_diffusion(3, 10, {"mode": "adversarial"})
     ref = EMA(model, beta=0.995, update_every=update_every, update_after_step=after, power=2 / 3,
               include_online_model=False)
-    ours = DeviceEMA(model, beta=0.995, update_every=update_every, update_after_step=after, power=2 / 3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    for _ in range(260):
+    schedule = EMASchedule(0.995, update_every, after, 2 / 3)
+    weights = [p.detach()[None] for p in model.parameters()]  # one run, stacked: views of the model's weights
+    ours = [w.clone() for w in weights]
+    for step in range(260):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p), alpha=0.01)
-        opt.step()
         ref.update()
-        ours.update()
-    for (name, a), (_, b) in zip(ref.ema_model.state_dict().items(), ours.ema_model.state_dict().items()):
-        assert torch.equal(a, b), name
-    assert ours.step == int(ref.step)
+        ema_update_(ours, weights, schedule, step)
+    for (name, a), b in zip(ref.ema_model.named_parameters(), ours):
+        assert torch.equal(a, b[0]), name
 
 
-def test_device_ema_update_reads_nothing_from_the_device_and_round_trips():
-    model = build_diffusion(3, 10, {"mode": "none"})
-    ema = DeviceEMA(model, update_every=1, update_after_step=2)
+def test_the_ema_reads_nothing_from_the_device_and_moves_only_when_scheduled():
+    schedule = EMASchedule(0.995, update_every=4, update_after_step=2, power=2 / 3)
+    assert [schedule.weight(k) for k in range(4)] == [1.0, None, None, None]
+    assert schedule.weight(4) == pytest.approx(1 - ema_decay(5, beta=0.995, update_after_step=2, power=2 / 3))
+    weights, ema = [torch.ones(2, 3)], [torch.zeros(2, 3)]
     with count_host_reads() as reads:
-        for _ in range(20):
-            ema.update()
+        for step in range(20):
+            ema_update_(ema, weights, schedule, step)
     assert sum(reads.values()) == 0, reads
-    other = DeviceEMA(build_diffusion(3, 10, {"mode": "none"}))
-    other.load_state_dict(ema.state_dict())
-    assert other.step == 20 and all(torch.equal(a, b) for a, b in zip(other.ema_model.parameters(),
-                                                                     ema.ema_model.parameters()))
-    with pytest.raises(ValueError, match="DeviceEMA"):
-        other.load_state_dict({"step": 1})

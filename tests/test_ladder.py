@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from diffusion_lib.ladder import compute_matched_steps, ladder_steps, on_grid, rungs_of, snap
-from diffusion_lib.pack import PackTrainer, init_member
 from diffusion_lib.schedule import decay_start, lr_at
-from diffusion_lib.training import TrainConfig, Trainer1D
+from diffusion_lib.engine import Engine
+from diffusion_lib.run_config import TrainConfig
 
 RANK = 3
 MINING = {"none": {"mode": "none"}, "random": {"mode": "random"},
@@ -56,17 +56,16 @@ def test_rungs_are_snapped_so_that_every_branch_point_is_a_log_boundary():
 
 
 def _trainer(mode, cfg, seed=0, resume=None):
-    diffusion, _ = init_member(seed, RANK, cfg.timesteps, MINING[mode])
-    return Trainer1D(diffusion, dataclasses.replace(cfg, seed=seed), resume_path=resume, progress=False)
+    return Engine.seeded([dataclasses.replace(cfg, seed=seed)], MINING[mode], resume_paths=[resume], progress=False)
 
 
-def _assert_same(a: Trainer1D, b: Trainer1D, what: str):
-    for ours, theirs in ((a.diffusion, b.diffusion), (a.ema.ema_model, b.ema.ema_model)):
-        for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=f"{what}: {name}")
+def _assert_same(a: Engine, b: Engine, what: str, i: int = 0):
+    for group in ("params", "ema"):
+        for name, p, q in zip(a.names, getattr(a.stack, group), getattr(b.stack, group)):
+            torch.testing.assert_close(p[i], q[0], rtol=1e-9, atol=1e-12, msg=f"{what}: {group} {name}")
     keys = ("loss", "loss_mse", "loss_energy", "grad_norm", "clip_frac", "lr")
-    assert [r["step"] for r in a.curve] == [r["step"] for r in b.curve]
-    for ra, rb in zip(a.curve, b.curve):
+    assert [r["step"] for r in a.curves[i]] == [r["step"] for r in b.curves[0]]
+    for ra, rb in zip(a.curves[i], b.curves[0]):
         for k in keys:
             assert ra.get(k) == pytest.approx(rb.get(k), rel=1e-9, abs=1e-12, nan_ok=True), (what, ra["step"], k)
 
@@ -74,19 +73,19 @@ def _assert_same(a: Trainer1D, b: Trainer1D, what: str):
 @pytest.mark.parametrize("mode", ["none", "random", "adversarial"])
 def test_a_branch_from_a_chained_trunk_equals_the_run_from_scratch_in_float64(mode, float64):
     scratch = _trainer(mode, CFG)
-    result = scratch.train()
+    (result,) = scratch.train()
     assert result.status == "completed" and result.curve[-1]["clip_frac"] > 0  # clipping was active
     # the trunk in two pieces (to step 4, then on to the branch point 8), each from the saved state
     piece = _trainer(mode, CFG.trunk(4))
     piece.train()
-    state = piece.state_dict()
+    state = piece.state(0)
     trunk = _trainer(mode, CFG.trunk(8))
-    trunk.load_state_dict(state)
+    trunk.load_state(0, state)
     trunk.train()
-    assert trunk.step == decay_start(12, 1 / 3) == 8
-    state = trunk.state_dict()  # before the next model is built: the state holds the global RNG's
+    assert trunk.steps[0] == decay_start(12, 1 / 3) == 8
+    state = trunk.state(0)
     branch = _trainer(mode, CFG)
-    branch.load_state_dict(state)
+    branch.load_state(0, state)
     branch.train()
     _assert_same(branch, scratch, f"{mode} branch vs scratch")
 
@@ -96,30 +95,30 @@ def test_a_killed_branch_resumes_from_its_own_checkpoint_not_the_trunk(tmp_path,
     scratch.train()
     trunk = _trainer("random", CFG.trunk(8))
     trunk.train()
-    state = trunk.state_dict()
+    state = trunk.state(0)
     # a branch that checkpointed at step 10 (its last checkpoint before the end) and died: the rerun
     # loads the trunk state, then its own later checkpoint
     first = _trainer("random", dataclasses.replace(CFG, checkpoint_every=2), resume=tmp_path / "r.ckpt")
-    first.load_state_dict(state)
+    first.load_state(0, state)
     first.train()
     again = _trainer("random", CFG, resume=tmp_path / "r.ckpt")
-    again.load_state_dict(state)
+    again.load_state(0, state)
     again.train()
-    assert again.resumed_from == 10
+    assert again.resumed_from == [10]
     _assert_same(again, scratch, "resumed branch vs scratch")
 
 
 def test_a_stale_checkpoint_before_the_trunk_state_is_ignored(tmp_path, float64):
     early = _trainer("none", CFG.trunk(4), resume=tmp_path / "r.ckpt")
     early.train()
-    early.save_checkpoint()  # step 4: older than the trunk state the branch starts from
+    early.save_checkpoints()  # step 4: older than the trunk state the branch starts from
     trunk = _trainer("none", CFG.trunk(8))
     trunk.train()
-    state = trunk.state_dict()
+    state = trunk.state(0)
     branch = _trainer("none", CFG, resume=tmp_path / "r.ckpt")
-    branch.load_state_dict(state)
+    branch.load_state(0, state)
     branch.train()
-    assert branch.resumed_from is None
+    assert branch.resumed_from == [None]
     scratch = _trainer("none", CFG)
     scratch.train()
     _assert_same(branch, scratch, "branch with a stale checkpoint vs scratch")
@@ -131,17 +130,12 @@ def test_a_pack_branches_from_its_members_trunk_states_like_solo_runs(float64):
     for s in seeds:
         t = _trainer("adversarial", CFG.trunk(8), seed=s)
         t.train()
-        trunks.append(t.state_dict())
-    members = [init_member(s, RANK, CFG.timesteps, MINING["adversarial"]) for s in seeds]
-    pack = PackTrainer([d for d, _ in members], [g for _, g in members],
-                       [dataclasses.replace(CFG, seed=s) for s in seeds], progress=False)
+        trunks.append(t.state(0))
+    pack = Engine.seeded([dataclasses.replace(CFG, seed=s) for s in seeds], MINING["adversarial"], progress=False)
     for i, state in enumerate(trunks):
-        pack.load_member_state(i, state)
+        pack.load_state(i, state)
     pack.train()
     for i, s in enumerate(seeds):
         scratch = _trainer("adversarial", CFG, seed=s)
         scratch.train()
-        raw, ema = pack.member_models(i)
-        for ours, theirs in ((raw, scratch.diffusion), (ema, scratch.ema.ema_model)):
-            for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
-                torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=f"seed {s} {name}")
+        _assert_same(pack, scratch, f"seed {s}", i)

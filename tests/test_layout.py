@@ -17,7 +17,8 @@ from diffusion_lib.data import make_heldout
 from diffusion_lib.diffusion import MiningConfig, build_diffusion
 from diffusion_lib.layout import NOT_SHAPING_TRAIN_KEYS, Layout, _merge, run_train_block
 from diffusion_lib.provenance import module_closure, normalized_source, value_key
-from diffusion_lib.training import TrainConfig, Trainer1D
+from diffusion_lib.engine import Engine
+from diffusion_lib.run_config import TrainConfig
 
 
 @pytest.fixture
@@ -88,9 +89,8 @@ def test_checkpoint_cadence_does_not_change_what_a_run_computes():
     for every in (4, 12):
         cfg = TrainConfig(steps=12, batch_size=8, lr=1e-3, rank=3, eval_every=4, val_size=8, log_every=4,
                           checkpoint_every=every, ema_update_every=1, ema_update_after_step=0, measure_flops=False)
-        torch.manual_seed(0)
-        trainer = Trainer1D(build_diffusion(3, 10, MiningConfig(mode="adversarial")), cfg, val)
-        curve = pd.DataFrame(trainer.train().curve)
+        (result,) = Engine.seeded([cfg], MiningConfig(mode="adversarial"), val, progress=False).train()
+        curve = pd.DataFrame(result.curve)
         curves.append(curve.drop(columns=[c for c in curve.columns if "seconds" in c or "per_s" in c]))
     pd.testing.assert_frame_equal(curves[0], curves[1])
     mining = MiningConfig(mode="none")

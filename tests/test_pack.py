@@ -1,5 +1,6 @@
-"""Seed packs: N runs in one process equal N solo runs (float64), a diverged member leaves the
-others bitwise unchanged, and members resume from their own checkpoints."""
+"""Seed packs: N runs in one engine equal N engines of one run (float64: the vmapped functional
+gradient against autograd on the module), a diverged member leaves the others bitwise unchanged,
+and members resume from their own checkpoints."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +8,11 @@ import dataclasses
 import pytest
 import torch
 
-from diffusion_lib.pack import PackTrainer, init_member
-from diffusion_lib.training import TrainConfig, Trainer1D
+from diffusion_lib.data import ProblemStream
+
+from diffusion_lib.engine import Engine
+from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.training import seeded_member
 
 RANK = 3
 SEEDS = (0, 1, 2)
@@ -27,16 +31,19 @@ def float64():
 
 
 def _solo(mode, seed, cfg=CFG, resume=None):
-    diffusion, _ = init_member(seed, RANK, cfg.timesteps, MINING[mode])  # leaves the global RNG as the solo job does
-    trainer = Trainer1D(diffusion, dataclasses.replace(cfg, seed=seed), resume_path=resume, progress=False)
-    return trainer, trainer.train()
+    trainer = Engine.seeded([dataclasses.replace(cfg, seed=seed)], MINING[mode], resume_paths=[resume], progress=False)
+    (result,) = trainer.train()
+    return trainer, result
 
 
-def _pack(mode, seeds=SEEDS, cfg=CFG, resume=None, trainer_cls=PackTrainer):
-    members = [init_member(s, RANK, cfg.timesteps, MINING[mode]) for s in seeds]
-    trainer = trainer_cls([d for d, _ in members], [g for _, g in members],
-                          [dataclasses.replace(cfg, seed=s) for s in seeds], progress=False,
-                          resume_paths=resume)
+def _pack(mode, seeds=SEEDS, cfg=CFG, resume=None, nan=None):
+    """A pack of ``seeds``; ``nan`` = (member, k): member's k-th batch (0-based) holds NaN problems."""
+    trainer = Engine.seeded([dataclasses.replace(cfg, seed=s) for s in seeds], MINING[mode], resume_paths=resume,
+                            progress=False)
+    if nan is not None:
+        stream = trainer.streams[nan[0]]
+        stream.__class__ = _NaNStream
+        stream.nan_at = nan[1]
     return trainer, trainer.train()
 
 
@@ -50,41 +57,41 @@ def test_a_pack_equals_its_solo_runs_in_float64(mode, float64):
     pack, results = _pack(mode)
     for i, seed in enumerate(SEEDS):
         solo, solo_result = _solo(mode, seed)
-        raw, ema = pack.member_models(i)
-        for ours, theirs in ((raw, solo.diffusion), (ema, solo.ema.ema_model)):
+        raw, ema = pack.models(i)
+        solo_raw, solo_ema = solo.models(0)
+        for ours, theirs in ((raw, solo_raw), (ema, solo_ema)):
             for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
                 torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=f"{mode} seed {seed} {name}")
         assert [r["step"] for r in results[i].curve] == [r["step"] for r in solo_result.curve] == [4, 8]
         torch.testing.assert_close(_curve_values(results[i].curve), _curve_values(solo_result.curve),
                                    rtol=1e-9, atol=1e-12, equal_nan=True)
     # the runs differ from each other: the pack did not train one seed three times
-    assert not torch.equal(pack.params[0][0], pack.params[0][1])
+    assert not torch.equal(pack.stack.params[0][0], pack.stack.params[0][1])
 
 
-class _NaNPack(PackTrainer):
-    """Puts NaN into member 1's batch at pack step 5."""
+class _NaNStream(ProblemStream):
+    """A stream whose ``nan_at``-th batch (0-based) holds NaN problems."""
 
-    calls = 0
+    nan_at, calls = -1, 0
 
-    def _draw(self, active):
-        A, *rest = super()._draw(active)
-        if self.calls == 5:
-            A = A.clone()
-            A[1] = float("nan")
+    def __next__(self):
+        A, Y = super().__next__()
+        if self.calls == self.nan_at:
+            A = torch.full_like(A, float("nan"))
         self.calls += 1
-        return (A, *rest)
+        return A, Y
 
 
 def test_a_nan_in_one_member_leaves_the_others_bitwise_unchanged():
     cfg = dataclasses.replace(CFG, steps=12)
     clean, clean_results = _pack("adversarial", cfg=cfg)
-    broken, results = _pack("adversarial", cfg=cfg, trainer_cls=_NaNPack)
+    broken, results = _pack("adversarial", cfg=cfg, nan=(1, 5))
     assert [r.status for r in results] == ["completed", "diverged", "completed"]
     assert results[1].diverged_at == 5 and results[1].steps_done == 8  # stopped at the next log boundary
     assert len(results[1].curve) == 2
     for i in (0, 2):
         for group in ("params", "ema", "exp_avg", "exp_avg_sq"):
-            for a, b in zip(getattr(broken, group), getattr(clean, group)):
+            for a, b in zip(getattr(broken.stack, group), getattr(clean.stack, group)):
                 assert torch.equal(a[i], b[i]), (group, i)
         assert _curve_values(results[i].curve).nan_to_num(7).equal(_curve_values(clean_results[i].curve).nan_to_num(7))
     # (that a frozen member's weights, moments and EMA stay untouched is shown by the next test, where
@@ -93,14 +100,12 @@ def test_a_nan_in_one_member_leaves_the_others_bitwise_unchanged():
 
 def test_a_diverged_member_stays_diverged_when_its_pack_or_its_run_resumes(tmp_path):
     paths = [tmp_path / f"m{s}.ckpt" for s in SEEDS]
-    _, before = _pack("adversarial", cfg=dataclasses.replace(CFG, steps=12), resume=paths, trainer_cls=_NaNPack)
+    _, before = _pack("adversarial", cfg=dataclasses.replace(CFG, steps=12), resume=paths, nan=(1, 5))
     assert before[1].diverged_at == 5  # frozen at step 8; the step-8 checkpoint holds it frozen
     _, after = _pack("adversarial", cfg=dataclasses.replace(CFG, steps=16), resume=paths)
     assert [r.status for r in after] == ["completed", "diverged", "completed"]
     assert (after[1].diverged_at, after[1].steps_done, len(after[1].curve)) == (5, 8, 2)
-    trainer = Trainer1D(init_member(1, RANK, 10, MINING["adversarial"])[0], dataclasses.replace(CFG, seed=1, steps=16),
-                        resume_path=paths[1], progress=False)
-    alone = trainer.train()
+    _, alone = _solo("adversarial", 1, cfg=dataclasses.replace(CFG, steps=16), resume=paths[1])
     assert (alone.status, alone.diverged_at, alone.steps_done) == ("diverged", 5, 8)
 
 
@@ -121,7 +126,7 @@ def test_members_resume_from_their_own_checkpoints_even_from_different_steps(tmp
         resumed, results = _pack("random", cfg=dataclasses.replace(CFG, steps=12), resume=paths)
         assert [r.resumed_from for r in results] == [8, expected, 8]
         for group in ("params", "ema", "exp_avg", "exp_avg_sq"):
-            for a, b in zip(getattr(resumed, group), getattr(full, group)):
+            for a, b in zip(getattr(resumed.stack, group), getattr(full.stack, group)):
                 assert torch.equal(a, b), group
         for i in range(3):
             ours, theirs = _curve_values(results[i].curve), _curve_values(full_results[i].curve)
@@ -133,11 +138,11 @@ def test_a_solo_run_resumes_from_a_pack_members_checkpoint(tmp_path, float64):
     path = tmp_path / "resume.ckpt"
     from diffusion_lib import checkpoint as ckpt
 
-    ckpt.atomic_save(short.member_state(1), path)
+    ckpt.atomic_save(short.state(1), path)
     solo, result = _solo("adversarial", 1, resume=path)
     assert result.resumed_from == 4
     reference, _ = _solo("adversarial", 1)
-    for p, q in zip(solo.diffusion.parameters(), reference.diffusion.parameters()):
+    for p, q in zip(solo.stack.params, reference.stack.params):
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
 
 
@@ -146,10 +151,8 @@ def test_a_pack_reads_the_device_less_than_once_per_ten_steps():
     from diffusion_lib.syncs import count_host_reads
 
     cfg = dataclasses.replace(CFG, steps=100, log_every=50, eval_every=1000, checkpoint_every=1000, val_size=8)
-    members = [init_member(s, RANK, 10, MINING["adversarial"]) for s in SEEDS]
-    trainer = PackTrainer([d for d, _ in members], [g for _, g in members],
-                          [dataclasses.replace(cfg, seed=s) for s in SEEDS], make_heldout(8, RANK, 0.5, seed=1),
-                          progress=False)
+    trainer = Engine.seeded([dataclasses.replace(cfg, seed=s) for s in SEEDS], MINING["adversarial"],
+                            make_heldout(8, RANK, 0.5, seed=1), progress=False)
     with count_host_reads() as reads:
         results = trainer.train()
     assert [r.status for r in results] == ["completed"] * 3
@@ -158,10 +161,9 @@ def test_a_pack_reads_the_device_less_than_once_per_ten_steps():
 
 
 def test_a_pack_refuses_members_with_different_configs():
-    members = [init_member(s, RANK, 10, MINING["none"]) for s in (0, 1)]
+    members = [seeded_member(s, RANK, 10, MINING["none"]) for s in (0, 1)]
     with pytest.raises(ValueError, match="only in their seed"):
-        PackTrainer([d for d, _ in members], [g for _, g in members],
-                    [CFG, dataclasses.replace(CFG, seed=1, lr=1e-2)])
+        Engine([d for d, _ in members], [g for _, g in members], [CFG, dataclasses.replace(CFG, seed=1, lr=1e-2)])
 
 
 # ----------------------------------------------------------------------------- the job, killed

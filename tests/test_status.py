@@ -16,7 +16,8 @@ from diffusion_lib import status
 from diffusion_lib.data import make_heldout
 from diffusion_lib.layout import Layout
 from diffusion_lib.progress import duration_text, read_heartbeat, write_heartbeat
-from diffusion_lib.training import TrainConfig, run_trainer
+from diffusion_lib.engine import Engine
+from diffusion_lib.run_config import TrainConfig
 
 CFG = TrainConfig(steps=12, batch_size=8, lr=1e-3, rank=3, eval_every=6, val_size=8, log_every=3,
                   checkpoint_every=6, measure_flops=False, seed=1)
@@ -24,7 +25,8 @@ CFG = TrainConfig(steps=12, batch_size=8, lr=1e-3, rank=3, eval_every=6, val_siz
 
 def test_a_trainer_rewrites_its_heartbeat_at_every_log_row(tmp_path):
     resume = tmp_path / "resume.ckpt"
-    trainer = run_trainer(CFG, {"mode": "random"}, make_heldout(8, 3, 0.5, seed=5), resume_path=resume, progress=False)
+    trainer = Engine.seeded([CFG], {"mode": "random"}, make_heldout(8, 3, 0.5, seed=5), resume_paths=[resume],
+                            progress=False)
     seen = []
     original = trainer._append_row
 
@@ -33,7 +35,7 @@ def test_a_trainer_rewrites_its_heartbeat_at_every_log_row(tmp_path):
         seen.append(read_heartbeat(tmp_path / "progress.json"))
 
     trainer._append_row = spy
-    result = trainer.train()
+    (result,) = trainer.train()
     assert [b["step"] for b in seen] == [3, 6, 9, 12] and all(b["steps"] == 12 for b in seen)
     assert seen[-1]["val_mse_ema"] == pytest.approx(result.curve[-1]["val_mse_ema"])
     assert math.isnan(seen[0]["val_mse_ema"]) and seen[1]["val_mse_ema"] == pytest.approx(result.curve[1]["val_mse_ema"])
@@ -44,7 +46,7 @@ def test_a_trainer_rewrites_its_heartbeat_at_every_log_row(tmp_path):
 
 def test_without_a_resume_path_nothing_is_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_trainer(dataclasses.replace(CFG, steps=3), {"mode": "none"}, None, progress=False).train()
+    Engine.seeded([dataclasses.replace(CFG, steps=3)], {"mode": "none"}, None, progress=False).train()
     assert not list(tmp_path.rglob("progress.json"))
 
 

@@ -7,7 +7,9 @@ import torch
 from diffusion_lib import checkpoint as ckpt
 from diffusion_lib.data import make_heldout
 from diffusion_lib.mining import MiningConfig
-from diffusion_lib.training import TrainConfig, Trainer1D, build_diffusion, heldout_mse
+from diffusion_lib.engine import Engine
+from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.training import heldout_mse
 
 RANK = 3
 CFG = TrainConfig(steps=40, batch_size=32, lr=1e-3, rank=RANK, eval_every=20, val_size=32, log_every=10,
@@ -15,26 +17,25 @@ CFG = TrainConfig(steps=40, batch_size=32, lr=1e-3, rank=RANK, eval_every=20, va
 
 
 def _trainer(cfg=CFG, mining=None, resume_path=None):
-    torch.manual_seed(cfg.seed)
-    d = build_diffusion(RANK, cfg.timesteps, mining or {"mode": "adversarial"})
-    return Trainer1D(d, cfg, make_heldout(32, RANK, 0.5, seed=100), resume_path=resume_path, progress=False)
+    return Engine.seeded([cfg], mining or {"mode": "adversarial"}, make_heldout(32, RANK, 0.5, seed=100),
+                         resume_paths=[resume_path], progress=False)
 
 
 def _params(trainer):
-    return torch.cat([p.detach().flatten() for p in trainer.diffusion.parameters()])
+    return torch.cat([p.flatten() for p in trainer.stack.params])
 
 
 def test_short_training_lowers_validation_mse():
     cfg = dataclasses.replace(CFG, steps=600, eval_every=600, checkpoint_every=600, log_every=100, lr=2e-3)
     trainer = _trainer(cfg, {"mode": "none"})
-    before = heldout_mse(trainer.diffusion, trainer.val_set, 5)
-    result = trainer.train()
+    before = heldout_mse(trainer.models(0)[0], trainer.val_set, 5)
+    result = trainer.train()[0]
     after = result.curve[-1]["val_mse_raw"]
     assert result.status == "completed" and after < 0.5 * before
 
 
 def test_curve_has_rows_and_validation(tmp_path):
-    result = _trainer().train()
+    result = _trainer().train()[0]
     steps = [r["step"] for r in result.curve]
     assert steps == [10, 20, 30, 40]
     assert math.isnan(result.curve[0]["val_mse_ema"]) and math.isfinite(result.curve[1]["val_mse_ema"])
@@ -47,47 +48,48 @@ def test_checkpoint_resume_is_bitwise_identical(tmp_path):
     path = tmp_path / "resume.ckpt"
     first = _trainer(dataclasses.replace(CFG, steps=20), resume_path=path)
     first.train()
-    first.save_checkpoint()  # a run stopped at step 20 (as a kill after its step-20 checkpoint)
+    first.save_checkpoints()  # a run stopped at step 20 (as a kill after its step-20 checkpoint)
     second = _trainer(resume_path=path)
-    result = second.train()
+    result = second.train()[0]
     assert result.resumed_from == 20
     assert torch.equal(_params(second), _params(full))
-    assert second.curve[-1]["val_mse_ema"] == full.curve[-1]["val_mse_ema"]
-    assert [r["loss"] for r in second.curve] == [r["loss"] for r in full.curve]
+    assert second.curves[0][-1]["val_mse_ema"] == full.curves[0][-1]["val_mse_ema"]
+    assert [r["loss"] for r in second.curves[0]] == [r["loss"] for r in full.curves[0]]
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
     path = tmp_path / "resume.ckpt"
     t = _trainer(dataclasses.replace(CFG, steps=20), resume_path=path)
     t.train()
-    t.save_checkpoint()       # step 20 -> becomes .prev below
-    t.step = 30
-    t.save_checkpoint()       # step "30"
+    t.save_checkpoints()       # step 20 -> becomes .prev below
+    t.steps[0] = 30
+    t.save_checkpoints()       # step "30"
     path.write_bytes(path.read_bytes()[:100])  # truncate the newest
     said = []
-    blob = ckpt.load_latest(path, t.fingerprint, log=said.append)
+    blob = ckpt.load_latest(path, t.fingerprints[0], log=said.append)
     assert blob is not None and blob["step"] == 20
     assert len(said) == 1 and "unreadable" in said[0] and str(path) in said[0]  # says which file it skipped
     path.with_name(path.name + ".prev").write_bytes(b"garbage")
     messages = []
-    assert ckpt.load_latest(path, t.fingerprint, log=messages.append) is None
+    assert ckpt.load_latest(path, t.fingerprints[0], log=messages.append) is None
     assert any("unreadable" in m for m in messages)
     fresh = _trainer(dataclasses.replace(CFG, steps=10), resume_path=path)
-    assert fresh.train().resumed_from is None  # starts over instead of crashing
+    assert fresh.train()[0].resumed_from is None  # starts over instead of crashing
 
 
 def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
     path = tmp_path / "resume.ckpt"
     t = _trainer(dataclasses.replace(CFG, steps=10), resume_path=path)
     t.train()
-    t.save_checkpoint()
+    t.save_checkpoints()
     other = _trainer(dataclasses.replace(CFG, lr=5e-4), resume_path=path)
-    assert other.try_resume() is None
+    other.try_resume()
+    assert other.resumed_from == [None] and other.steps == [0]
 
 
 def test_divergence_is_detected_and_recorded():
     cfg = dataclasses.replace(CFG, lr=1e6, grad_clip=1e12, max_loss=50.0, steps=200)
-    result = _trainer(cfg, {"mode": "random"}).train()
+    result = _trainer(cfg, {"mode": "random"}).train()[0]
     assert result.status == "diverged" and result.diverged_at is not None and result.diverged_at < 200
     assert result.steps_done < 200
 
@@ -117,8 +119,7 @@ def test_fingerprint_covers_steps_only_for_decaying_schedules():
 def test_trainer_applies_the_schedule_and_logs_diagnostics():
     cfg = dataclasses.replace(CFG, lr_schedule="cosine", warmup_steps=5, min_lr_ratio=0.0)
     trainer = _trainer(cfg)
-    result = trainer.train()
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.lr_at(cfg.steps - 1))
+    result = trainer.train()[0]
     last = result.curve[-1]
     assert last["lr"] == pytest.approx(cfg.lr_at(cfg.steps - 1))
     # interval means of per-step values: a share of the interval's steps, of its pairs, of its proposals
@@ -134,5 +135,5 @@ def test_trainer_applies_the_schedule_and_logs_diagnostics():
 @pytest.mark.parametrize("grad_clip, clipped", [(1e-6, 1.0), (math.inf, 0.0)])
 def test_clip_fraction_counts_the_steps_whose_gradient_was_scaled(grad_clip, clipped):
     cfg = dataclasses.replace(CFG, steps=10, log_every=5, eval_every=10, grad_clip=grad_clip)
-    curve = _trainer(cfg).train().curve
+    curve = _trainer(cfg).train()[0].curve
     assert [row["clip_frac"] for row in curve] == [clipped, clipped]

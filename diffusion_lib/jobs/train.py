@@ -24,7 +24,8 @@ from ..run_names import seed_of
 from ..runtime import log, setup_torch, write_json
 from ..schedule import decay_start
 from ..run_config import TrainConfig, train_config
-from ..training import CHECKPOINT_FORMAT, TrainResult, run_trainer
+from ..engine import Engine
+from ..training import CHECKPOINT_FORMAT, TrainResult
 
 
 def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, mining: MiningConfig, dev: torch.device,
@@ -105,8 +106,8 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     * otherwise ``model_path``, ``curve_path``, ``status_path``: the model (raw + EMA), learning
       curve and status file of the run (or rung) at its budget.
 
-    One run trains alone (:class:`Trainer1D`); several train as a pack
-    (:class:`~diffusion_lib.pack.PackTrainer`), each writing exactly the files it writes alone.
+    The runs train in one :class:`~diffusion_lib.engine.Engine` (one run, or a pack), each writing
+    exactly the files it writes alone.
     ``implementation`` overrides ``train`` with the values that choose how runs are computed, not
     what they compute (``checkpoint_every``, ``compile``, ``cuda_graphs``, ``pack``): the workflow
     passes them apart from the values that shape a run, so changing them never retrains.
@@ -126,42 +127,25 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
                                                             if cfg.lr_schedule == "wsd" else 0.0)
         starts.append(load_trunk_state(r["start"], cfg, mining_cfg, at) if r.get("start") else None)
     what = f"trunk to step {trunk_to}" if trunk_to is not None else "budget"
-    started = time.time()
-    if len(runs) == 1:
-        (run,), (cfg,), (start,) = runs, configs, starts
-        log.info("training run %s (seed %d, %s %d%s): %s; %s", run["run"], cfg.seed, what, cfg.steps,
-                 f", from {run['start']}" if start else "", mining_cfg, cfg)
-        trainer = run_trainer(cfg, mining_cfg, val, device=dev, resume_path=run["resume_path"])
-        if start is not None:
-            trainer.load_state_dict(start)
-        result = trainer.train()
-        if trunk_to is not None:
-            _save_trunk(run, trainer.state_dict(), start)
-            ckpt.remove(run["resume_path"])
-            return [{"run": run["run"], "trunk_step": trainer.step, "diverged_at": trainer.diverged_at}]
-        status = _finish(run, result, cfg, mining_cfg, dev, trainer.diffusion, trainer.ema.ema_model, started)
-        ckpt.remove(run["resume_path"])
-        return [status]
-    from ..pack import PackTrainer, init_member  # local: only packs need it
-
     names = [r["run"] for r in runs]
-    members = [init_member(cfg.seed, rank, cfg.timesteps, mining_cfg, dev) for cfg in configs]
-    log.info("training a pack of %d runs (%s, %s %d): %s; %s", len(runs), ", ".join(names), what, configs[0].steps,
-             mining_cfg, configs[0])
-    trainer = PackTrainer([d for d, _ in members], [g for _, g in members], configs, val, device=dev,
-                          resume_paths=[r["resume_path"] for r in runs])
-    for i, start in enumerate(starts):
+    log.info("training %s (%s %d): %s; %s", f"run {names[0]} (seed {configs[0].seed})" if len(runs) == 1 else
+             f"a pack of {len(runs)} runs ({', '.join(names)})", what, configs[0].steps, mining_cfg, configs[0])
+    started = time.time()
+    engine = Engine.seeded(configs, mining_cfg, val, device=dev, resume_paths=[r["resume_path"] for r in runs])
+    for i, (run, start) in enumerate(zip(runs, starts)):
         if start is not None:
-            trainer.load_member_state(i, start)
-    results = trainer.train()
+            log.info("run %s starts from %s", run["run"], run["start"])
+            engine.load_state(i, start)
+    results = engine.train()
     statuses = []
     for i, (run, result, cfg) in enumerate(zip(runs, results, configs)):
         if trunk_to is not None:
-            _save_trunk(run, trainer.member_state(i), starts[i])
-            statuses.append({"run": run["run"], "trunk_step": trainer.steps[i], "diverged_at": trainer.diverged_at[i]})
+            _save_trunk(run, engine.state(i), starts[i])
+            statuses.append({"run": run["run"], "trunk_step": engine.steps[i], "diverged_at": engine.diverged_at[i]})
             continue
-        raw, ema = trainer.member_models(i)
-        statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started, pack=names))
+        raw, ema = engine.models(i)
+        statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started,
+                                pack=names if len(runs) > 1 else ()))
     for run in runs:  # only now: a kill while the outputs are written leaves every run resumable
         ckpt.remove(run["resume_path"])
     return statuses

@@ -2,8 +2,9 @@
 
 Run at commit bf81f49 (Trainer1D and PackTrainer), from the repository root:
 
-    git worktree add /tmp/old bf81f49 && cp tests/golden/record_engine.py /tmp/old/tests/golden/
-    cd /tmp/old && PYTHONPATH=. python tests/golden/record_engine.py <repo>/tests/golden/engine_float64.pt
+    git worktree add /tmp/old bf81f49 && cp tests/golden/*.py /tmp/old/tests/golden/
+    cd /tmp/old && PYTHONPATH=. python tests/golden/record_engine.py <repo>/tests/golden/engine_float64.pt \
+        <repo>/tests/golden/trainer1d-step8-layout.pt
 
 Every scenario of tests/test_engine_golden.py, in float64: each mode solo and as a pack of 3, with
 clipping active, the EMA's copy and lerp phases, a warm-up and a decay of the learning rate,
@@ -19,51 +20,11 @@ from pathlib import Path
 
 import torch
 
-from diffusion_lib.data import ProblemStream
 from diffusion_lib.pack import PackTrainer, init_member
-from diffusion_lib.training import TrainConfig, Trainer1D
+from diffusion_lib.training import Trainer1D
 
-RANK, SEEDS = 3, (0, 1, 2)
-MINING = {"none": {"mode": "none"}, "random": {"mode": "random"},
-          "adversarial": {"mode": "adversarial", "opt_steps": 2, "mine_every": 2}}
-CFG = TrainConfig(steps=12, batch_size=16, lr=1e-3, grad_clip=0.05, rank=RANK, timesteps=10, log_every=4,
-                  eval_every=4, ema_update_every=2, ema_update_after_step=3, measure_flops=False, checkpoint_every=4,
-                  lr_schedule="wsd", warmup_steps=2, decay_fraction=0.25, min_lr_ratio=0.1, validate_raw=True,
-                  val_size=8, val_inner_steps=2)
-CURVE_KEYS = ("step", "lr", "loss", "loss_mse", "loss_energy", "energy_gap", "grad_norm", "clip_frac", "mine_accept",
-              "val_mse_ema", "val_mse_raw")
-
-
-class NaNStream(ProblemStream):
-    """A stream whose ``nan_at``-th batch (0-based) holds NaN problems."""
-
-    nan_at = -1
-    calls = 0
-
-    def __next__(self):
-        A, Y = super().__next__()
-        if self.calls == self.nan_at:
-            A = torch.full_like(A, float("nan"))
-        self.calls += 1
-        return A, Y
-
-
-def digest(model: torch.nn.Module) -> torch.Tensor:
-    rows = []
-    for p in model.model.ebm.parameters():
-        flat = p.detach().reshape(-1).double()
-        idx = torch.linspace(0, flat.numel() - 1, 16).long()
-        rows.append(torch.cat([flat.sum()[None], flat.pow(2).sum()[None], flat[idx]]))
-    return torch.cat(rows)
-
-
-def curve_table(curve) -> torch.Tensor:
-    return torch.tensor([[float(row.get(k, float("nan"))) for k in CURVE_KEYS] for row in curve], dtype=torch.float64)
-
-
-def result_record(result) -> tuple:
-    return (result.status, result.steps_done, result.diverged_at, result.resumed_from)
-
+sys.path.insert(0, str(Path(__file__).parent))
+from scenarios import CFG, MINING, RANK, SEEDS, NaNStream, curve_table, digest, result_record, skeleton  # noqa: E402
 
 def solo(mode, seed=0, cfg=CFG, resume=None, nan_at=-1):
     diffusion, _ = init_member(seed, RANK, cfg.timesteps, MINING[mode])
@@ -97,6 +58,8 @@ def scenarios(tmp: Path) -> dict:
         out[f"pack-{mode}"] = pack(mode)
     # resume mid-run: a run to 12 steps leaves its step-8 checkpoint; a second attempt continues from it
     solo("adversarial", 1, resume=tmp / "solo.ckpt")
+    if len(sys.argv) > 2:  # the layout of Trainer1D's step-8 checkpoint: the new engine must resume from it
+        torch.save(skeleton(torch.load(tmp / "solo.ckpt", weights_only=False)), sys.argv[2])
     out["solo-resume"] = solo("adversarial", 1, resume=tmp / "solo.ckpt")
     paths = [tmp / f"m{s}.ckpt" for s in SEEDS]
     pack("random", resume=paths)

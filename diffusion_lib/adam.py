@@ -1,0 +1,48 @@
+"""Adam (SPEC §4: no weight decay, eps 1e-8) on the weights of N stacked runs.
+
+Adam is elementwise, so one update of stacked tensors is N independent updates. :func:`adam_`
+follows ``torch.optim.Adam``'s single-tensor implementation operation for operation, with the
+step's learning rate and bias corrections as host floats: on a CPU a run's weights equal
+``torch.optim.Adam``'s bit for bit (tests/test_engine.py). :func:`adam_captured_` is the same
+update with the learning rate and the step counter as device tensors, as a CUDA graph needs (its
+replays read them from the device; its float rounding may differ from :func:`adam_` in the last bit).
+"""
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-8  # torch.optim.Adam's default
+
+
+@torch.no_grad()
+def adam_(params: list[torch.Tensor], exp_avg: list[torch.Tensor], exp_avg_sq: list[torch.Tensor],
+          grads: list[torch.Tensor], *, lr: float, count: int, betas: tuple[float, float]) -> None:
+    """Adam update number ``count`` (1-based) of ``params`` with ``grads``, in place."""
+    beta1, beta2 = betas
+    bias1, bias2 = 1 - beta1 ** float(count), 1 - beta2 ** float(count)
+    torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sq, beta2)
+    torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+    denom = torch._foreach_sqrt(exp_avg_sq)
+    torch._foreach_div_(denom, bias2 ** 0.5)
+    torch._foreach_add_(denom, EPS)
+    torch._foreach_addcdiv_(params, exp_avg, denom, value=-(lr / bias1))
+
+
+@torch.no_grad()
+def adam_captured_(params: list[torch.Tensor], exp_avg: list[torch.Tensor], exp_avg_sq: list[torch.Tensor],
+                   grads: list[torch.Tensor], *, lr: torch.Tensor, count: torch.Tensor,
+                   betas: tuple[float, float]) -> None:
+    """:func:`adam_` with ``lr`` and ``count`` as 0-d device tensors (nothing read on the host)."""
+    beta1, beta2 = betas
+    step_size = lr / (1 - torch.pow(beta1, count))
+    bias2_sqrt = (1 - torch.pow(beta2, count)).sqrt()
+    torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sq, beta2)
+    torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+    denom = torch._foreach_sqrt(exp_avg_sq)
+    torch._foreach_div_(denom, bias2_sqrt)
+    torch._foreach_add_(denom, EPS)
+    update = torch._foreach_div(exp_avg, denom)
+    torch._foreach_mul_(update, step_size)
+    torch._foreach_sub_(params, update)

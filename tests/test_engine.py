@@ -1,0 +1,106 @@
+"""The engine's parts: its Adam equals torch.optim.Adam bit for bit, the device-scalar Adam a CUDA
+graph replays equals it, frozen runs are put back, a solo run trains its module in place, and a
+resume checkpoint in the layout the earlier trainer wrote still loads (and resumes exactly)."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusion_lib.adam import adam_, adam_captured_
+from diffusion_lib.engine import Engine
+from diffusion_lib.step import keep_frozen_
+
+GOLDEN = Path(__file__).parent / "golden"
+_spec = importlib.util.spec_from_file_location("golden_scenarios", GOLDEN / "scenarios.py")
+rec = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rec)
+
+
+def _adam_runs(dtype, steps=25):
+    """(torch.optim.Adam's weights, adam_'s, adam_captured_'s) after ``steps`` updates of two stacked runs."""
+    torch.manual_seed(0)
+    shapes = [(2, 5, 3), (2, 4)]
+    start = [torch.randn(s, dtype=dtype) for s in shapes]
+    refs = [[torch.nn.Parameter(p[i].clone()) for p in start] for i in range(2)]
+    opts = [torch.optim.Adam(r, lr=1e-3, betas=(0.9, 0.99)) for r in refs]
+    ours, cap = [p.clone() for p in start], [p.clone() for p in start]
+    moments = [[torch.zeros_like(p) for p in start] for _ in range(4)]
+    for k in range(1, steps + 1):
+        grads = [torch.randn_like(p) for p in start]
+        for i, (r, opt) in enumerate(zip(refs, opts)):
+            for p, g in zip(r, grads):
+                p.grad = g[i].clone()
+            opt.step()
+        adam_(ours, moments[0], moments[1], grads, lr=1e-3, count=k, betas=(0.9, 0.99))
+        adam_captured_(cap, moments[2], moments[3], grads, lr=torch.tensor(1e-3, dtype=dtype),
+                       count=torch.tensor(float(k), dtype=dtype), betas=(0.9, 0.99))
+    ref = [torch.stack([r[j].detach() for r in refs]) for j in range(len(shapes))]
+    return ref, ours, cap
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stacked_adam_equals_torch_adam_bitwise_and_the_graph_adam_to_rounding(dtype):
+    ref, ours, cap = _adam_runs(dtype)
+    assert all(torch.equal(a, b) for a, b in zip(ref, ours))
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-14}
+    for a, b in zip(ours, cap):
+        torch.testing.assert_close(b, a, **tol)
+    assert not torch.equal(ours[0], _adam_runs(dtype, steps=24)[1][0])  # the comparison can fail
+
+
+def test_frozen_runs_are_put_back_and_active_ones_kept():
+    t, before = [torch.ones(3, 2)], [torch.zeros(3, 2)]
+    keep_frozen_(t, before, torch.tensor([True, False, True]))
+    assert t[0].tolist() == [[1, 1], [0, 0], [1, 1]]
+
+
+def test_a_solo_run_trains_its_module_in_place():
+    engine = Engine.seeded([dataclasses.replace(rec.CFG, steps=2)], rec.MINING["random"], progress=False)
+    assert engine.update.single and engine.update.mode == "eager"
+    for p, stacked in zip(engine.template.model.ebm.parameters(), engine.stack.params):
+        assert p.data_ptr() == stacked.data_ptr()
+    before = [p.detach().clone() for p in engine.template.parameters()]
+    engine.train()
+    assert all(not torch.equal(a, p) for a, p in zip(before, engine.template.parameters()))
+
+
+def _fill(layout, new, path=()):
+    """The earlier trainer's checkpoint ``layout`` with its tensors taken from ``new`` (the same key
+    path, in the recorded dtype) or zeros where ``new`` has none; its other values kept as recorded."""
+    if isinstance(layout, tuple) and layout and layout[0] == "tensor":
+        source = new
+        for key in path:
+            source = source.get(key) if isinstance(source, dict) else None
+        dtype = getattr(torch, layout[2].removeprefix("torch."))
+        return source.to(dtype) if isinstance(source, torch.Tensor) else torch.zeros(layout[1], dtype=dtype)
+    if isinstance(layout, dict):
+        return {k: _fill(v, new, (*path, k)) for k, v in layout.items()}
+    return layout
+
+
+def test_a_checkpoint_in_the_earlier_trainers_layout_resumes_exactly(tmp_path):
+    """Trainer1D's step-8 checkpoint layout (recorded at bf81f49: its fingerprint, its Adam state,
+    its EMA with the diffusion's buffers, its RNG), filled with the state the engine reaches at step
+    8: the engine resumes from it and ends where the golden 'solo-resume' run ended."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        cfg = dataclasses.replace(rec.CFG, seed=1)
+        first = Engine.seeded([cfg], rec.MINING["adversarial"], resume_paths=[tmp_path / "new.ckpt"], progress=False)
+        first.train()
+        new = torch.load(tmp_path / "new.ckpt", weights_only=False)
+        layout = torch.load(GOLDEN / "trainer1d-step8-layout.pt", weights_only=False)
+        assert new["step"] == layout["step"] == 8
+        torch.save(_fill(layout, new), tmp_path / "old.ckpt")
+        engine = Engine.seeded([cfg], rec.MINING["adversarial"], resume_paths=[tmp_path / "old.ckpt"], progress=False)
+        (result,) = engine.train()
+        assert result.resumed_from == 8
+        golden = torch.load(GOLDEN / "engine_float64.pt", weights_only=False)["solo-resume"]
+        raw, ema = engine.models(0)
+        torch.testing.assert_close(rec.digest(raw), golden["raw"][0], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(rec.digest(ema), golden["ema"][0], rtol=1e-9, atol=1e-12)
+    finally:
+        torch.set_default_dtype(torch.float32)
