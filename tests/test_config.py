@@ -259,22 +259,22 @@ def test_the_train_block_is_declared_once_in_the_schema(root):
     come from config.schema.yaml (train_fields): a run built with defaults is the workflow's default run."""
     import dataclasses
 
-    from diffusion_lib import layout, training
+    from diffusion_lib import layout, run_config
     from diffusion_lib.train_fields import DATA_DEFAULTS, NOT_SHAPING, TRAIN_DEFAULTS, flat_fields
 
     own = {"rank", "train_eps", "seed", "measure_flops"}  # the data block's, the run's, bookkeeping
-    names = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    names = {f.name for f in dataclasses.fields(run_config.TrainConfig)}
     assert names - own == set(flat_fields())
-    defaults = training.TrainConfig()
+    defaults = run_config.TrainConfig()
     assert {k: getattr(defaults, k) for k in flat_fields()} == flat_fields()
     assert (defaults.rank, defaults.train_eps) == (DATA_DEFAULTS["rank"], DATA_DEFAULTS["id_eps"])
     assert (defaults.steps, defaults.batch_size, defaults.ema_power) == (100_000, 2048, 2 / 3)  # SPEC §4
     assert NOT_SHAPING == ("checkpoint_every", "compile", "cuda_graphs", "pack")
     assert layout.NOT_SHAPING_TRAIN_KEYS == NOT_SHAPING
-    assert set(training.IMPLEMENTATION_KEYS) == (set(NOT_SHAPING) - {"pack"}) | {"measure_flops"}
+    assert set(run_config.IMPLEMENTATION_KEYS) == (set(NOT_SHAPING) - {"pack"}) | {"measure_flops"}
     # the workflow's validated block maps onto the same config, nested fields renamed
     cfg = load_config(yaml.safe_load((root / "config/config.yaml").read_text()))
-    run = training.train_config(cfg["train"], seed=3, rank=20, id_eps=0.5)
+    run = run_config.train_config(cfg["train"], seed=3, rank=20, id_eps=0.5)
     assert run.ema_decay == cfg["train"]["ema"]["decay"] and run.lr_schedule == cfg["train"]["lr_schedule"]["kind"]
     assert run.steps == cfg["train"]["steps"] and run.seed == 3
     assert set(TRAIN_DEFAULTS) == set(cfg["train"])  # every field of the block has its default there

@@ -119,9 +119,9 @@ def test_mode_none_builds_no_negatives():
 
 def test_mode_random_never_calls_opt_step():
     d = _ebm_diffusion({"mode": "random"})
-    negs, opts = _counting(d, "make_negative"), _counting(d, "opt_step")
+    negs, opts = _counting(d, "negative_pair"), _counting(d, "opt_step")
     loss, parts = d(torch.randn(6, 4), torch.randn(6, 4))
-    assert len(negs) == 1 and negs[0][1]["adversarial"] is False and not opts
+    assert len(negs) == 1 and negs[0][0][4] is None and not opts  # one pair, nothing descends
     w = d.mining.energy_loss_weight
     assert loss.item() == pytest.approx(parts["loss_mse"].item() + w * parts["loss_energy"].item(), rel=1e-5)
 
