@@ -56,6 +56,7 @@ from .run_config import TrainConfig
 from .run_state import load_run_state, run_state
 from .seeding import derive_seed
 from .signals import StopRequest
+from .tracking import TensorBoardStream, stream_dir
 from .step import Stack, Update
 from .training import (TrainResult, accumulate, apply_precision, elapsed, heldout_mse,
                        load_resume, seeded_member, step_mode, training_step_flops)
@@ -68,13 +69,15 @@ class Engine:
 
     The configs may differ only in ``seed``; the diffusions must share one mining config.
     ``resume_paths[i]`` is run i's checkpoint file (keep it outside a workflow's declared outputs);
-    ``progress`` shows a tqdm bar (None: only on a TTY). :meth:`train` returns one
+    ``progress`` shows a tqdm bar (None: only on a TTY); ``tensorboard`` writes each run's curve
+    rows to a TensorBoard stream beside its checkpoint (:mod:`diffusion_lib.tracking`). :meth:`train` returns one
     :class:`~diffusion_lib.training.TrainResult` per run; :meth:`models` gives a run's weights.
     """
 
     def __init__(self, diffusions: Sequence[GaussianDiffusion1D], generators: Sequence[torch.Generator],
                  configs: Sequence[TrainConfig], val_set: Heldout | None = None, device: str | torch.device = "cpu",
-                 resume_paths: Sequence[str | Path | None] | None = None, progress: bool | None = None):
+                 resume_paths: Sequence[str | Path | None] | None = None, progress: bool | None = None,
+                 tensorboard: bool = False):
         if not (len(diffusions) == len(generators) == len(configs)) or not diffusions:
             raise ValueError("the engine needs one diffusion, one generator and one config per run")
         cfg = configs[0]
@@ -104,6 +107,7 @@ class Engine:
         self.val_set = val_set.subset(cfg.val_size).to(self.device) if val_set is not None else None
         self.resume_paths = [Path(p) if p else None for p in (resume_paths or [None] * self.n)]
         self.progress_paths = [heartbeat_path(p) for p in self.resume_paths]  # each run's progress.json
+        self.streams_tb = [TensorBoardStream(stream_dir(p)) if tensorboard and p else None for p in self.resume_paths]
         self.progress = progress
         self.fingerprints = [c.fingerprint(self.mining) for c in configs]
         self.steps = [0] * self.n
@@ -120,11 +124,12 @@ class Engine:
     @classmethod
     def seeded(cls, configs: Sequence[TrainConfig], mining: MiningConfig | dict | None, val_set: Heldout | None = None,
                device: str | torch.device = "cpu", resume_paths: Sequence[str | Path | None] | None = None,
-               progress: bool | None = None) -> "Engine":
+               progress: bool | None = None, tensorboard: bool = False) -> "Engine":
         """The engine of the runs ``configs`` describe, each seeded as the workflow seeds it
         (:func:`~diffusion_lib.training.seeded_member`): a script's seed k trains the workflow's seed k."""
         members = [seeded_member(c.seed, c.rank, c.timesteps, mining, device) for c in configs]
-        return cls([d for d, _ in members], [g for _, g in members], configs, val_set, device, resume_paths, progress)
+        return cls([d for d, _ in members], [g for _, g in members], configs, val_set, device, resume_paths, progress,
+                   tensorboard)
 
     # ---------------------------------------------------------------- runs
     def active_at(self, step: int) -> list[bool]:
@@ -216,6 +221,18 @@ class Engine:
         """Run (or continue) every run to ``config.steps``; one result per run."""
         cfg = self.config
         self.try_resume()
+        for stream, step in zip(self.streams_tb, self.steps):
+            if stream is not None:
+                stream.start(step)
+        try:
+            return self._train()
+        finally:
+            for stream in self.streams_tb:
+                if stream is not None:
+                    stream.close()
+
+    def _train(self) -> list[TrainResult]:
+        cfg = self.config
         start = min(self.steps)
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=cfg.steps, initial=start, disable=not show, dynamic_ncols=True,
@@ -316,3 +333,5 @@ class Engine:
                                         self.train_flops[i]))
         write_heartbeat(self.progress_paths[i], step=self.steps[i], steps=self.config.steps, curve=self.curves[i],
                         diverged_at=self.diverged_at[i])
+        if self.streams_tb[i] is not None:
+            self.streams_tb[i].log(self.curves[i][-1])

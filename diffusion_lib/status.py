@@ -83,6 +83,15 @@ def status_rows(cfg: Mapping[str, Any], stale_minutes: float = 10.0) -> list[dic
     return rows
 
 
+def tensorboard_spec(cfg: Mapping[str, Any]) -> str:
+    """``tensorboard --logdir_spec`` argument showing the study's runs as ``<strategy>/seed<k>``
+    (each holding the run's streams: ``tb``, ``trunk/tb``, ``rung-<b>/tb``; :mod:`diffusion_lib.tracking`)."""
+    layout, entries = Layout(cfg), {}
+    for spec in layout.runs:
+        entries.setdefault(f"{spec.strategy}/seed{spec.seed}", spec.dir)
+    return ",".join(f"{name}:{folder}" for name, folder in entries.items())
+
+
 def _final_val(folder: Path, done: Path) -> float:
     """A finished run's or rung's last validation MSE (EMA) from its curve.csv (NaN otherwise)."""
     curve = folder / "curve.csv"
@@ -141,8 +150,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cores", type=int, default=4, help="the cores snakemake runs with (for the study's ETA)")
     parser.add_argument("--stale-minutes", type=float, default=10.0,
                         help="a heartbeat older than this is a job that no longer runs")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="print the tensorboard command that shows the study's runs by strategy and seed")
     args = parser.parse_args(argv)
     cfg = study_config(args.configfile)
+    if args.tensorboard:
+        print(f"tensorboard --logdir_spec {tensorboard_spec(cfg)}")
+        return
     rows = status_rows(cfg, args.stale_minutes)
     print(table(rows))
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "training", "stopped", "queued", "diverged")}

@@ -1,12 +1,13 @@
 """Training-loop speed of one checkout, for before/after comparisons in the same session.
 
-    PYTHONPATH=<checkout> python scripts/step_speed.py --mode adversarial --steps 600 [--compile] --json
+    PYTHONPATH=<checkout> python scripts/step_speed.py --mode adversarial --steps 600 [--compile] [--pack N] --json
 
 Trains the pilot's configuration (rank 20, batch 64, one thread, the pilot's EMA and logging) for
 ``--steps`` steps with the checkout's training engine (``Engine``, or ``Trainer1D`` in a checkout from
 before the one engine) and prints the loop's steps/s: the median over its 58-step log
 intervals after the first (which includes compiling), and overall (validation off, FLOPs not
-measured). Only the ``diffusion_lib`` on PYTHONPATH decides what is measured, so
+measured), as run-steps per second (N × the engine's steps/s with ``--pack N``) of wall time and of
+CPU time (the process's, which other tenants of a shared machine disturb less). Only the ``diffusion_lib`` on PYTHONPATH decides what is measured, so
 an older checkout can be timed by the same command, alternating with the current one.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--pack", type=int, default=1, help="runs trained together (seeds 0..N-1)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--syncs-steps", type=int, default=116, help="steps of a second run that counts host reads")
     args = parser.parse_args()
@@ -43,12 +45,15 @@ def main() -> None:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=5e-4, rank=20, eval_every=10**9, val_size=8,
                       log_every=58, checkpoint_every=58 * 10**6, ema_update_every=1, ema_update_after_step=100,
                       measure_flops=False, seed=0, **extra)
-    _, train, _ = _trainer(cfg, args.mode)
+    _, train, _ = _trainer(cfg, args.mode, args.pack)
     start = time.perf_counter()
-    result = train()
-    rates = sorted(row["steps_per_s"] for row in result.curve[1:])  # the first interval includes compiling
+    results = train()
+    rates = sorted(row["steps_per_s"] for row in results[0].curve[1:])  # the first interval includes compiling
+    done = sum(r.steps_done for r in results)
     record = {"checkout": diffusion_lib.__file__, "mode": args.mode, "compile": args.compile, "steps": args.steps,
-              "steps_per_s": rates[len(rates) // 2], "overall_steps_per_s": result.steps_done / result.train_seconds,
+              "pack": args.pack, "run_steps_per_s": args.pack * rates[len(rates) // 2],
+              "overall_run_steps_per_s": done / sum(r.train_seconds for r in results),
+              "cpu_run_steps_per_s": done / sum(r.train_cpu_seconds for r in results),
               "wall_s": time.perf_counter() - start}
     if args.syncs_steps:
         record["syncs_per_step"] = _syncs_per_step(cfg, args.mode, args.syncs_steps, args.compile)
@@ -65,7 +70,7 @@ def _syncs_per_step(cfg: TrainConfig, mode: str, steps: int, compile: bool) -> f
         syncs = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(syncs)
     cfg = dataclasses.replace(cfg, steps=steps)
-    warm, train, exclude = _trainer(cfg, mode)
+    warm, train, exclude = _trainer(cfg, mode, 1)
     if compile:  # compiling reads constants once: count the steady state
         warm()
     with syncs.count_host_reads(**exclude(syncs)) as reads:
@@ -73,21 +78,29 @@ def _syncs_per_step(cfg: TrainConfig, mode: str, steps: int, compile: bool) -> f
     return sum(reads.values()) / steps
 
 
-def _trainer(cfg: TrainConfig, mode: str) -> tuple:
-    """(one warm-up step, train() -> the run's result, count_host_reads' extra arguments) of this
-    checkout's engine: ``Engine``, or ``Trainer1D`` before it existed."""
+def _trainer(cfg: TrainConfig, mode: str, pack: int) -> tuple:
+    """(one warm-up step, train() -> the runs' results, count_host_reads' extra arguments) of this
+    checkout's engine for ``pack`` runs (seeds 0..pack-1): ``Engine``, or before it existed
+    ``Trainer1D`` (one run) and ``PackTrainer`` (several)."""
     val = make_heldout(8, 20, 0.5, seed=1)
+    configs = [dataclasses.replace(cfg, seed=s) for s in range(pack)]
     try:
         from diffusion_lib.engine import Engine
     except ImportError:
+        if pack > 1:
+            from diffusion_lib.pack import PackTrainer, init_member
+
+            members = [init_member(c.seed, 20, c.timesteps, {"mode": mode}) for c in configs]
+            trainer = PackTrainer([d for d, _ in members], [g for _, g in members], configs, val, progress=False)
+            return None, trainer.train, lambda syncs: {}
         from diffusion_lib.training import Trainer1D, build_diffusion
 
         torch.manual_seed(0)
         trainer = Trainer1D(build_diffusion(20, 10, {"mode": mode}), cfg, val, progress=False)
-        return (lambda: trainer.train_step(*next(trainer.stream), 0), trainer.train,
+        return (lambda: trainer.train_step(*next(trainer.stream), 0), lambda: [trainer.train()],
                 lambda syncs: {"exclude": syncs.adam_step_counters(trainer.optimizer)})
-    engine = Engine.seeded([cfg], {"mode": mode}, val, progress=False)
-    return lambda: engine.step_once(0, [True]), lambda: engine.train()[0], lambda syncs: {}
+    engine = Engine.seeded(configs, {"mode": mode}, val, progress=False)
+    return lambda: engine.step_once(0, [True] * pack), engine.train, lambda syncs: {}
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ def load_trunk_state(path: str, cfg: TrainConfig, mining: MiningConfig, step: in
 
 def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapping[str, Any],
                train: Mapping[str, Any], rank: int, id_eps: float, implementation: Mapping[str, Any] | None = None,
-               device: str = "auto", threads: int = 2, trunk_to: int | None = None) -> list[dict[str, Any]]:
+               device: str = "auto", threads: int = 2, trunk_to: int | None = None, tensorboard: bool = False
+               ) -> list[dict[str, Any]]:
     """Train ``runs`` of one strategy; each is a mapping with ``run``, ``seed``, ``resume_path`` and:
 
     * optionally ``steps`` (the budget of a rung; default ``train["steps"]``) and ``start`` (the
@@ -111,6 +112,8 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     ``implementation`` overrides ``train`` with the values that choose how runs are computed, not
     what they compute (``checkpoint_every``, ``compile``, ``cuda_graphs``, ``pack``): the workflow
     passes them apart from the values that shape a run, so changing them never retrains.
+    ``tensorboard`` writes each run's TensorBoard stream beside its resume checkpoint
+    (:mod:`diffusion_lib.tracking`).
     """
     dev = setup_torch(threads, device)
     train = {**train, **(implementation or {})}
@@ -131,7 +134,8 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     log.info("training %s (%s %d): %s; %s", f"run {names[0]} (seed {configs[0].seed})" if len(runs) == 1 else
              f"a pack of {len(runs)} runs ({', '.join(names)})", what, configs[0].steps, mining_cfg, configs[0])
     started = time.time()
-    engine = Engine.seeded(configs, mining_cfg, val, device=dev, resume_paths=[r["resume_path"] for r in runs])
+    engine = Engine.seeded(configs, mining_cfg, val, device=dev, resume_paths=[r["resume_path"] for r in runs],
+                           tensorboard=tensorboard)
     for i, (run, start) in enumerate(zip(runs, starts)):
         if start is not None:
             log.info("run %s starts from %s", run["run"], run["start"])

@@ -18,8 +18,9 @@ runs = runs_of_job([outputs] if isinstance(outputs, str) else list(outputs),
 device = option(snakemake.config, "device")
 slot = gpu_slot(device, "results/.gpu-slots", option(snakemake.config, "resources.jobs_per_gpu"))
 with logging_to(list(snakemake.log)), slot:
-    # the checkpoint cadence, compile, CUDA graphs, the pack size and the device do not shape a run:
+    # the checkpoint cadence, compile, CUDA graphs, the pack size, the device and tracking do not shape a run:
     # read from the config, not params, so that changing them never retrains
     train_runs(val_path=snakemake.input.val, runs=runs, mining=p.mining, train=p.train, rank=p.rank, id_eps=p.id_eps,
                implementation={k: option(snakemake.config, f"train.{k}") for k in NOT_SHAPING_TRAIN_KEYS},
-               device=device, threads=snakemake.threads, trunk_to=runs[0].get("trunk_to"))
+               device=device, threads=snakemake.threads, trunk_to=runs[0].get("trunk_to"),
+               tensorboard=option(snakemake.config, "tracking.tensorboard"))

@@ -1,0 +1,99 @@
+"""A/B of the training step in one process: the engines of an older checkout (Trainer1D, PackTrainer;
+before issue 20) against this checkout's Engine, alternating blocks of steps, for paired timings.
+
+    python scripts/ab_engine.py --old /path/to/checkout-at-bf81f49 [--blocks 15] [--block 29] --json
+
+The older checkout's ``diffusion_lib`` is imported under another name (its imports are relative),
+so both engines share one process, one thread and one machine state; each block's CPU time
+(``time.process_time``) is taken around ``--block`` training steps (data, update, EMA, the loop's
+sums) of each engine in turn. Prints, per mode and pack size (1, 2), the median run-steps per CPU
+second of each engine and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from diffusion_lib.engine import Engine
+from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.training import accumulate
+
+
+def _import_old(checkout: Path):
+    spec = importlib.util.spec_from_file_location("diffusion_lib_old", checkout / "diffusion_lib" / "__init__.py",
+                                                  submodule_search_locations=[str(checkout / "diffusion_lib")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["diffusion_lib_old"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("diffusion_lib_old.training"), importlib.import_module("diffusion_lib_old.pack")
+
+
+def _old_stepper(training, pack_mod, cfg, mode, n):
+    if n > 1:
+        members = [pack_mod.init_member(s, 20, 10, {"mode": mode}) for s in range(n)]
+        trainer = pack_mod.PackTrainer([d for d, _ in members], [g for _, g in members],
+                                       [dataclasses.replace(cfg, seed=s) for s in range(n)], progress=False)
+        return lambda step, sums: accumulate(sums, trainer.step_once(step))
+    torch.manual_seed(0)
+    trainer = training.Trainer1D(training.build_diffusion(20, 10, {"mode": mode}), cfg, progress=False)
+
+    def step(k, sums):
+        A, Y = next(trainer.stream)
+        _, parts = trainer.train_step(A, Y, k)
+        trainer.ema.update()
+        accumulate(sums, parts)
+    return step
+
+
+def _new_stepper(cfg, mode, n):
+    engine = Engine.seeded([dataclasses.replace(cfg, seed=s) for s in range(n)], {"mode": mode}, progress=False)
+    return lambda k, sums: accumulate(sums, engine.step_once(k, [True] * n))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--old", type=Path, required=True)
+    p.add_argument("--blocks", type=int, default=15)
+    p.add_argument("--block", type=int, default=29)
+    p.add_argument("--modes", default="none,random,adversarial")
+    p.add_argument("--packs", default="1,2")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    training, pack_mod = _import_old(a.old.resolve())
+    cfg = TrainConfig(batch_size=64, lr=5e-4, rank=20, ema_update_every=1, ema_update_after_step=100,
+                      measure_flops=False, lr_schedule="constant", warmup_steps=0)
+    old_cfg = training.TrainConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+    for mode in a.modes.split(","):
+        for n in map(int, a.packs.split(",")):
+            steppers = {"before": _old_stepper(training, pack_mod, old_cfg, mode, n), "after": _new_stepper(cfg, mode, n)}
+            times: dict[str, list[float]] = {k: [] for k in steppers}
+            step = 0
+            for block in range(a.blocks + 1):  # the first block of each is warm-up
+                for name, stepper in steppers.items():
+                    sums: dict = {}
+                    start = time.process_time()
+                    for k in range(a.block):
+                        stepper(step + k, sums)
+                    float(sums["loss"].sum())  # the loop's one read per interval
+                    if block:
+                        times[name].append(time.process_time() - start)
+                step += a.block
+            rate = {k: n * a.block / statistics.median(v) for k, v in times.items()}
+            record = {"mode": mode, "runs": n, "before_run_steps_per_cpu_s": rate["before"],
+                      "after_run_steps_per_cpu_s": rate["after"], "after_over_before": rate["after"] / rate["before"],
+                      "blocks": a.blocks, "block": a.block, "torch": torch.__version__}
+            print(json.dumps(record) if a.json else record, flush=True)
+
+
+if __name__ == "__main__":
+    main()

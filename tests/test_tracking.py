@@ -1,0 +1,72 @@
+"""TensorBoard streams: what a training job writes reads back (with tensorboard's own reader) equal
+to its learning curve, a killed and resumed run shows every step once, and the status command
+prints the tensorboard command of a study."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from diffusion_lib.data import make_heldout
+from diffusion_lib.engine import Engine
+from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.tracking import SCALARS, read_stream
+
+pytest.importorskip("tensorboard", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
+
+CFG = TrainConfig(steps=12, batch_size=8, lr=1e-3, rank=3, eval_every=6, val_size=8, log_every=3,
+                  checkpoint_every=6, measure_flops=False, seed=1, validate_raw=True)
+
+
+def _engine(tmp_path, n=1, cfg=CFG):
+    configs = [cfg if i == 0 else cfg.__class__(**{**cfg.__dict__, "seed": cfg.seed + i}) for i in range(n)]
+    return Engine.seeded(configs, {"mode": "adversarial", "opt_steps": 2}, make_heldout(8, 3, 0.5, seed=5),
+                         resume_paths=[tmp_path / f"run{i}" / "resume.ckpt" for i in range(n)], progress=False,
+                         tensorboard=True)
+
+
+def _assert_stream_equals_curve(logdir, curve):
+    stream = read_stream(logdir)
+    for key, tag in SCALARS.items():
+        want = [(row["step"], row[key]) for row in curve if key in row and math.isfinite(row[key])]
+        assert stream.get(tag, []) == want, tag
+    assert {"loss/total", "val/mse_ema", "val/mse_raw", "mining/acceptance", "optim/clip_frac"} <= set(stream)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_stream_reads_back_equal_to_the_learning_curve(tmp_path, n):
+    results = _engine(tmp_path, n).train()
+    for i, result in enumerate(results):
+        assert [row["step"] for row in result.curve] == [3, 6, 9, 12]
+        _assert_stream_equals_curve(tmp_path / f"run{i}" / "tb", result.curve)
+
+
+def test_a_killed_and_resumed_run_shows_every_step_once(tmp_path):
+    engine = _engine(tmp_path)
+    original = engine._log_interval
+
+    def killed_after_step_9(step, *args):
+        original(step, *args)
+        if step == 9:  # its step-9 row is written; its newest checkpoint is step 6's
+            raise SystemExit(137)
+
+    engine._log_interval = killed_after_step_9
+    with pytest.raises(SystemExit):
+        engine.train()
+    assert [s for s, _ in read_stream(tmp_path / "run0" / "tb")["loss/total"]] == [3, 6, 9]
+    again = _engine(tmp_path)
+    (result,) = again.train()
+    assert result.resumed_from == 6
+    assert [s for s, _ in read_stream(tmp_path / "run0" / "tb")["loss/total"]] == [3, 6, 9, 12]
+    _assert_stream_equals_curve(tmp_path / "run0" / "tb", result.curve)
+
+
+def test_the_status_command_prints_the_studys_tensorboard_command(capsys, monkeypatch):
+    from diffusion_lib import status
+
+    monkeypatch.chdir(__import__("conftest").ROOT)
+    status.main(["--configfile", ".test/config/config.yaml", "--tensorboard"])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("tensorboard --logdir_spec ")
+    entries = dict(e.split(":", 1) for e in line.split(" ", 2)[2].split(","))
+    assert "baseline/seed0" in entries and all(v.startswith("results/runs/") for v in entries.values())
