@@ -22,6 +22,14 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def float64():
+    """Tensors made during the test default to float64 (equality proofs to 1e-9 and below)."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
 REPORT_FILES = ["report.md", "report.html", *(f"figures/{f}.png" for f in ("forest", "ladder", "mse", "curves",
                                                                             "compute", "diagnostics", "landscape",
                                                                             "test_time", "ablation_opt_steps")),

@@ -4,7 +4,6 @@ resume checkpoint in the layout the earlier trainer wrote still loads (and resum
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,10 @@ import torch
 
 from diffusion_lib.adam import adam_, adam_captured_
 from diffusion_lib.engine import Engine
+from golden import scenarios as rec  # the scenarios' settings and digests, as the recorder used them
 from diffusion_lib.step import keep_frozen_
 
 GOLDEN = Path(__file__).parent / "golden"
-_spec = importlib.util.spec_from_file_location("golden_scenarios", GOLDEN / "scenarios.py")
-rec = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rec)
 
 
 def _adam_runs(dtype, steps=25):
@@ -82,25 +79,21 @@ def _fill(layout, new, path=()):
     return layout
 
 
-def test_a_checkpoint_in_the_earlier_trainers_layout_resumes_exactly(tmp_path):
+def test_a_checkpoint_in_the_earlier_trainers_layout_resumes_exactly(tmp_path, float64):
     """Trainer1D's step-8 checkpoint layout (recorded at bf81f49: its fingerprint, its Adam state,
     its EMA with the diffusion's buffers, its RNG), filled with the state the engine reaches at step
     8: the engine resumes from it and ends where the golden 'solo-resume' run ended."""
-    torch.set_default_dtype(torch.float64)
-    try:
-        cfg = dataclasses.replace(rec.CFG, seed=1)
-        first = Engine.seeded([cfg], rec.MINING["adversarial"], resume_paths=[tmp_path / "new.ckpt"], progress=False)
-        first.train()
-        new = torch.load(tmp_path / "new.ckpt", weights_only=False)
-        layout = torch.load(GOLDEN / "trainer1d-step8-layout.pt", weights_only=False)
-        assert new["step"] == layout["step"] == 8
-        torch.save(_fill(layout, new), tmp_path / "old.ckpt")
-        engine = Engine.seeded([cfg], rec.MINING["adversarial"], resume_paths=[tmp_path / "old.ckpt"], progress=False)
-        (result,) = engine.train()
-        assert result.resumed_from == 8
-        golden = torch.load(GOLDEN / "engine_float64.pt", weights_only=False)["solo-resume"]
-        raw, ema = engine.models(0)
-        torch.testing.assert_close(rec.digest(raw), golden["raw"][0], rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(rec.digest(ema), golden["ema"][0], rtol=1e-9, atol=1e-12)
-    finally:
-        torch.set_default_dtype(torch.float32)
+    cfg = dataclasses.replace(rec.CFG, seed=1)
+    first = Engine.seeded([cfg], rec.MINING["adversarial"], resume_paths=[tmp_path / "new.ckpt"], progress=False)
+    first.train()
+    new = torch.load(tmp_path / "new.ckpt", weights_only=False)
+    layout = torch.load(GOLDEN / "trainer1d-step8-layout.pt", weights_only=False)
+    assert new["step"] == layout["step"] == 8
+    torch.save(_fill(layout, new), tmp_path / "old.ckpt")
+    engine = Engine.seeded([cfg], rec.MINING["adversarial"], resume_paths=[tmp_path / "old.ckpt"], progress=False)
+    (result,) = engine.train()
+    assert result.resumed_from == 8
+    golden = torch.load(GOLDEN / "engine_float64.pt", weights_only=False)["solo-resume"]
+    raw, ema = engine.models(0)
+    torch.testing.assert_close(rec.digest(raw), golden["raw"][0], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(rec.digest(ema), golden["ema"][0], rtol=1e-9, atol=1e-12)

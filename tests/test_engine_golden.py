@@ -1,35 +1,25 @@
 """The one engine reproduces the engines it replaced (Trainer1D for one run, PackTrainer for a pack)
-to rtol 1e-9 in float64: every mode solo and as a pack of 3, clipping on every step, the EMA's copy
+to rtol 1e-9 in float64: every mode solo and as a pack of 3, clipping in every log interval, the EMA's copy
 and lerp phases, a warm-up and a decay of the learning rate, a resume from a checkpoint written
 mid-run, and a solo run and a pack member diverging. The golden file was written by
 tests/golden/record_engine.py at commit bf81f49, before the engine changed."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 from diffusion_lib.engine import Engine
+from golden import scenarios as rec  # the scenarios' settings and digests, as the recorder used them
 
 GOLDEN = Path(__file__).parent / "golden"
-_spec = importlib.util.spec_from_file_location("golden_scenarios", GOLDEN / "scenarios.py")
-rec = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rec)  # the scenarios' settings and digests, as the recorder used them
 
 
 @pytest.fixture(scope="module")
 def golden():
     return torch.load(GOLDEN / "engine_float64.pt", weights_only=False)
-
-
-@pytest.fixture
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
 
 
 def _train(mode, seeds, resume=None, nan_at=None):

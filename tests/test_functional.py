@@ -20,13 +20,6 @@ from diffusion_lib.syncs import count_host_reads
 RANK = 3
 
 
-@pytest.fixture
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
-
-
 def _problems(n=16, dtype=torch.float64):
     A, Y = inverse_problems(n, RANK, 0.5, torch.Generator().manual_seed(1))
     return A.to(dtype), Y.to(dtype)

@@ -22,13 +22,6 @@ CFG = TrainConfig(steps=12, batch_size=8, lr=1e-3, grad_clip=0.05, rank=RANK, ti
                   lr_schedule="wsd", warmup_steps=2, min_lr_ratio=0.1, decay_fraction=1 / 3)
 
 
-@pytest.fixture
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
-
-
 def test_wsd_is_warmup_then_constant_then_a_linear_decay_to_the_floor():
     lrs = [lr_at("wsd", s, steps=10, lr=1.0, warmup_steps=2, floor=0.1, decay_fraction=0.4) for s in range(10)]
     assert decay_start(10, 0.4) == 6

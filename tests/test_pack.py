@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from diffusion_lib.data import ProblemStream
+from golden.scenarios import NaNStream  # a stream whose k-th batch is NaN
 
 from diffusion_lib.engine import Engine
 from diffusion_lib.run_config import TrainConfig
@@ -23,13 +23,6 @@ CFG = TrainConfig(steps=8, batch_size=16, lr=1e-3, grad_clip=0.05, rank=RANK, ti
                   eval_every=4, ema_update_every=1, ema_update_after_step=2, measure_flops=False, checkpoint_every=4)
 
 
-@pytest.fixture
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
-
-
 def _solo(mode, seed, cfg=CFG, resume=None):
     trainer = Engine.seeded([dataclasses.replace(cfg, seed=seed)], MINING[mode], resume_paths=[resume], progress=False)
     (result,) = trainer.train()
@@ -42,7 +35,7 @@ def _pack(mode, seeds=SEEDS, cfg=CFG, resume=None, nan=None):
                             progress=False)
     if nan is not None:
         stream = trainer.streams[nan[0]]
-        stream.__class__ = _NaNStream
+        stream.__class__ = NaNStream
         stream.nan_at = nan[1]
     return trainer, trainer.train()
 
@@ -67,19 +60,6 @@ def test_a_pack_equals_its_solo_runs_in_float64(mode, float64):
                                    rtol=1e-9, atol=1e-12, equal_nan=True)
     # the runs differ from each other: the pack did not train one seed three times
     assert not torch.equal(pack.stack.params[0][0], pack.stack.params[0][1])
-
-
-class _NaNStream(ProblemStream):
-    """A stream whose ``nan_at``-th batch (0-based) holds NaN problems."""
-
-    nan_at, calls = -1, 0
-
-    def __next__(self):
-        A, Y = super().__next__()
-        if self.calls == self.nan_at:
-            A = torch.full_like(A, float("nan"))
-        self.calls += 1
-        return A, Y
 
 
 def test_a_nan_in_one_member_leaves_the_others_bitwise_unchanged():
