@@ -71,13 +71,20 @@ def page_check(html_path: str | Path, browser: str | None = None) -> dict[str, A
 def screenshot(html_path: str | Path, png_path: str | Path, width: int = 1280, height: int = 2000,
                browser: str | None = None) -> Path:
     """A PNG screenshot of the page's top ``height`` pixels at ``width``."""
+    return screenshot_url(Path(html_path).resolve().as_uri(), png_path, width, height, browser)
+
+
+def screenshot_url(url: str, png_path: str | Path, width: int = 1280, height: int = 2000,
+                   browser: str | None = None, wait_ms: int = 0) -> Path:
+    """:func:`screenshot` of any address (a local server's page); ``wait_ms`` of the page's own
+    time (scripts, requests) pass before the picture is taken."""
     browser = browser or find_chromium()
     if browser is None:
         raise FileNotFoundError("no Chromium found (install chromium, or set CHROMIUM to its binary)")
     png_path = Path(png_path).resolve()
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = _run(browser, f"--screenshot={png_path}", f"--window-size={width},{height}",
-                Path(html_path).resolve().as_uri())
+    wait = [f"--virtual-time-budget={wait_ms}"] if wait_ms else []
+    proc = _run(browser, f"--screenshot={png_path}", f"--window-size={width},{height}", *wait, url)
     if not png_path.exists():
         raise RuntimeError(f"Chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}")
     return png_path
