@@ -138,7 +138,8 @@ def test_gpu_check_script_runs_end_to_end_on_a_cpu(root, tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(root / "scripts/gpu_check.py"), "--out", str(out), "--device", "cpu", "--rank", "4",
                            "--batch-size", "16", "--steps", "10", "--study-steps", "20", "--seeds", "2",
-                           "--impls", "eager", "--packs", "1,2"], capture_output=True, text=True, cwd=root,
+                           "--impls", "eager", "--packs", "1,2", "--budget-s", "3600"],  # every section, however slow the machine
+                          capture_output=True, text=True, cwd=root,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
