@@ -7,7 +7,10 @@ The workflow keys every output by what shapes it, so that a change reruns exactl
   package's ``__init__``, which only re-exports, is not). Comments, blank lines and docstrings
   are left out, so editing prose reruns nothing while editing a statement (a constant, a line of
   arithmetic) reruns every job whose code reaches it. The hash reads the text of the files, not
-  Python's AST dump, so it does not change between Python versions.
+  Python's AST dump, so it does not change between Python versions. The modules that only watch
+  a job (:data:`OBSERVERS`: heartbeats, TensorBoard and MLflow tracking) are left out with what
+  only they import: they write beside a job's outputs, never into them, so improving how a study
+  is watched retrains nothing.
 * :func:`value_key` hashes a JSON-able value (a configuration block) into a short stable key.
 """
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Any
 
 PACKAGE = "diffusion_lib"
 PACKAGE_DIR = Path(__file__).resolve().parent
+# modules that watch a job and never shape its outputs (tests/test_tracking.py proves a tracked and
+# an untracked study give equal results)
+OBSERVERS = frozenset({f"{PACKAGE}.progress", f"{PACKAGE}.tracking", f"{PACKAGE}.mlflow_tracking"})
 
 
 def value_key(value: Any, length: int = 12) -> str:
@@ -69,11 +75,12 @@ def _imports(name: str) -> set[str]:
 
 
 def module_closure(name: str) -> list[str]:
-    """``name`` and every ``diffusion_lib`` module it imports, transitively, sorted."""
+    """``name`` and every ``diffusion_lib`` module it imports, transitively, sorted; an observer
+    (:data:`OBSERVERS`) and what only it imports are not followed."""
     seen, todo = set(), [name]
     while todo:
         current = todo.pop()
-        if current in seen:
+        if current in seen or (current in OBSERVERS and current != name):
             continue
         seen.add(current)
         todo.extend(_imports(current) - seen)
