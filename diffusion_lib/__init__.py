@@ -13,7 +13,9 @@ booktabs tables; ``report_browser``: the page in headless Chromium), ``config`` 
 values), ``seeding`` (seeds, RNG state, device), ``provenance`` (code and value fingerprints),
 ``layout`` (where each result lives, keyed by what shapes it), ``scheduling`` (runtime and memory
 a job asks for, which runs train together), ``runtime`` (logging, torch setup), ``jobs`` (one module per workflow rule),
-``bench`` (speed).
+``bench`` (speed), and what only watches a study: ``progress`` (heartbeats, ETAs), ``status`` (the
+study status table), ``tracking`` (trackers; TensorBoard streams), ``mlflow_tracking`` (MLflow runs
+of training runs and of the study).
 ``docs/method.md`` maps each SPEC section to the code.
 
 Importing the package loads no module (nor torch): the names below load theirs on first use.

@@ -56,7 +56,7 @@ from .run_config import TrainConfig
 from .run_state import load_run_state, run_state
 from .seeding import derive_seed
 from .signals import StopRequest
-from .tracking import TensorBoardStream, stream_dir
+from .tracking import Tracker
 from .step import Stack, Update
 from .training import (TrainResult, accumulate, apply_precision, elapsed, heldout_mse,
                        load_resume, seeded_member, step_mode, training_step_flops)
@@ -69,15 +69,16 @@ class Engine:
 
     The configs may differ only in ``seed``; the diffusions must share one mining config.
     ``resume_paths[i]`` is run i's checkpoint file (keep it outside a workflow's declared outputs);
-    ``progress`` shows a tqdm bar (None: only on a TTY); ``tensorboard`` writes each run's curve
-    rows to a TensorBoard stream beside its checkpoint (:mod:`diffusion_lib.tracking`). :meth:`train` returns one
+    ``progress`` shows a tqdm bar (None: only on a TTY); ``trackers[i]`` (or None) watches run i: it
+    is started at the step the run starts or resumes from, given each curve row as it is made and
+    closed when training ends (:mod:`diffusion_lib.tracking`). :meth:`train` returns one
     :class:`~diffusion_lib.training.TrainResult` per run; :meth:`models` gives a run's weights.
     """
 
     def __init__(self, diffusions: Sequence[GaussianDiffusion1D], generators: Sequence[torch.Generator],
                  configs: Sequence[TrainConfig], val_set: Heldout | None = None, device: str | torch.device = "cpu",
                  resume_paths: Sequence[str | Path | None] | None = None, progress: bool | None = None,
-                 tensorboard: bool = False):
+                 trackers: Sequence[Tracker | None] | None = None):
         if not (len(diffusions) == len(generators) == len(configs)) or not diffusions:
             raise ValueError("the engine needs one diffusion, one generator and one config per run")
         cfg = configs[0]
@@ -107,7 +108,9 @@ class Engine:
         self.val_set = val_set.subset(cfg.val_size).to(self.device) if val_set is not None else None
         self.resume_paths = [Path(p) if p else None for p in (resume_paths or [None] * self.n)]
         self.progress_paths = [heartbeat_path(p) for p in self.resume_paths]  # each run's progress.json
-        self.streams_tb = [TensorBoardStream(stream_dir(p)) if tensorboard and p else None for p in self.resume_paths]
+        self.trackers = list(trackers or [None] * self.n)
+        if len(self.trackers) != self.n:
+            raise ValueError(f"{len(self.trackers)} trackers for {self.n} runs")
         self.progress = progress
         self.fingerprints = [c.fingerprint(self.mining) for c in configs]
         self.steps = [0] * self.n
@@ -124,12 +127,12 @@ class Engine:
     @classmethod
     def seeded(cls, configs: Sequence[TrainConfig], mining: MiningConfig | dict | None, val_set: Heldout | None = None,
                device: str | torch.device = "cpu", resume_paths: Sequence[str | Path | None] | None = None,
-               progress: bool | None = None, tensorboard: bool = False) -> "Engine":
+               progress: bool | None = None, trackers: Sequence[Tracker | None] | None = None) -> "Engine":
         """The engine of the runs ``configs`` describe, each seeded as the workflow seeds it
         (:func:`~diffusion_lib.training.seeded_member`): a script's seed k trains the workflow's seed k."""
         members = [seeded_member(c.seed, c.rank, c.timesteps, mining, device) for c in configs]
         return cls([d for d, _ in members], [g for _, g in members], configs, val_set, device, resume_paths, progress,
-                   tensorboard)
+                   trackers)
 
     # ---------------------------------------------------------------- runs
     def active_at(self, step: int) -> list[bool]:
@@ -221,15 +224,15 @@ class Engine:
         """Run (or continue) every run to ``config.steps``; one result per run."""
         cfg = self.config
         self.try_resume()
-        for stream, step in zip(self.streams_tb, self.steps):
-            if stream is not None:
-                stream.start(step)
+        for tracker, step in zip(self.trackers, self.steps):
+            if tracker is not None:
+                tracker.start(step)
         try:
             return self._train()
         finally:
-            for stream in self.streams_tb:
-                if stream is not None:
-                    stream.close()
+            for tracker in self.trackers:
+                if tracker is not None:
+                    tracker.close()
 
     def _train(self) -> list[TrainResult]:
         cfg = self.config
@@ -333,5 +336,5 @@ class Engine:
                                         self.train_flops[i]))
         write_heartbeat(self.progress_paths[i], step=self.steps[i], steps=self.config.steps, curve=self.curves[i],
                         diverged_at=self.diverged_at[i])
-        if self.streams_tb[i] is not None:
-            self.streams_tb[i].log(self.curves[i][-1])
+        if self.trackers[i] is not None:
+            self.trackers[i].log(self.curves[i][-1])

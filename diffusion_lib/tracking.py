@@ -1,4 +1,9 @@
-"""Live views of training: a TensorBoard event stream per training job, beside its resume checkpoint.
+"""Live views of training: what a :class:`Tracker` is, a TensorBoard event stream per training job
+beside its resume checkpoint, and :class:`JobTracking`, the trackers of one training job's runs
+(TensorBoard and, when a tracking URI is set, MLflow: :mod:`diffusion_lib.mlflow_tracking`).
+
+Trackers only watch: they get the curve rows the engine has already made and write beside a job's
+outputs, never into them (the code fingerprint leaves them out: :data:`diffusion_lib.provenance.OBSERVERS`).
 
 Every run the engine trains with a resume path writes its learning-curve rows, as they are made,
 to ``tb/`` next to ``resume.ckpt``: each loss part, the validation MSE (EMA, and raw when scored),
@@ -18,7 +23,10 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from .mlflow_tracking import MlflowSettings
 
 log = logging.getLogger("diffusion_lib.tracking")
 
@@ -30,6 +38,38 @@ SCALARS = {"loss": "loss/total", "loss_mse": "loss/denoising", "loss_energy": "l
            "saturated_frac": "energy/saturated_frac", "mine_accept": "mining/acceptance",
            "steps_per_s": "speed/steps_per_s"}
 _warned = False
+
+
+class Tracker(Protocol):
+    """What the engine calls to let a run be watched."""
+
+    def start(self, step: int) -> None:
+        """The run starts, or resumes, at training step ``step``."""
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        """A learning-curve row (:func:`diffusion_lib.curve.curve_row`), as it is made."""
+
+    def close(self) -> None:
+        """Training ends (done, stopped or failed)."""
+
+
+class Trackers:
+    """Several trackers watching one run."""
+
+    def __init__(self, trackers: Sequence[Tracker]):
+        self.trackers = list(trackers)
+
+    def start(self, step: int) -> None:
+        for t in self.trackers:
+            t.start(step)
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        for t in self.trackers:
+            t.log(row)
+
+    def close(self) -> None:
+        for t in self.trackers:
+            t.close()
 
 
 def stream_dir(resume_path: str | Path | None) -> Path | None:
@@ -83,3 +123,45 @@ def read_stream(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
     acc.Reload()
     return {tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
             for tag in acc.Tags()["tensors"]}
+
+
+class JobTracking:
+    """The trackers of one training job's runs (``runs``: the job's run specs, each with ``run``,
+    ``seed``, ``dir``, ``resume_path`` and, for a rung, ``steps``; ``full_steps``: the run's full
+    budget). ``tensorboard``: a stream beside each run's checkpoint; ``mlflow``: each run's MLflow
+    run (None: off), with ``params`` (what shapes the runs) and ``tags``. Use as a context manager:
+    leaving it waits (boundedly) for what MLflow still has queued."""
+
+    def __init__(self, runs: Sequence[Mapping[str, Any]], *, full_steps: int, tensorboard: bool = False,
+                 mlflow: "MlflowSettings | None" = None, params: Mapping[str, Any] | None = None,
+                 tags: Mapping[str, str] | None = None):
+        self.sink: Any = None
+        self.mlflow: list[Any] = [None] * len(runs)
+        if mlflow is not None:
+            from .mlflow_tracking import RunTracker, Sink
+
+            self.sink = Sink(mlflow.uri)
+            for i, r in enumerate(runs):
+                steps = int(r.get("steps", full_steps))
+                prefix = "" if "trunk_to" in r or steps == full_steps else f"rung-{steps}/"
+                run_tags = {**(tags or {}), "study": mlflow.study, "run": r["run"], "run_key": r["run"].rsplit("-", 1)[-1],
+                            "seed": str(r["seed"]), "strategy": mlflow.labels.get(r["run"], r["run"]).split("/")[0]}
+                self.mlflow[i] = RunTracker(self.sink, mlflow, r["dir"], prefix, params or {}, run_tags)
+        self.trackers: list[Tracker | None] = []
+        for r, ml in zip(runs, self.mlflow):
+            parts = [t for t in (TensorBoardStream(stream_dir(r["resume_path"])) if tensorboard else None, ml)
+                     if t is not None]
+            self.trackers.append(Trackers(parts) if parts else None)
+
+    def finish(self, i: int, files: Sequence[str | Path], artifact_dir: str | None, status: str | None) -> None:
+        """Run ``i``'s piece is written: attach ``files`` to its MLflow run (``status``: the run's
+        full budget is trained, as ``done`` or ``diverged``)."""
+        if self.mlflow[i] is not None:
+            self.mlflow[i].finish(files, artifact_dir, status)
+
+    def __enter__(self) -> "JobTracking":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.sink is not None:
+            self.sink.close()

@@ -10,7 +10,7 @@ import pytest
 from diffusion_lib.data import make_heldout
 from diffusion_lib.engine import Engine
 from diffusion_lib.run_config import TrainConfig
-from diffusion_lib.tracking import SCALARS, read_stream
+from diffusion_lib.tracking import SCALARS, TensorBoardStream, read_stream
 
 pytest.importorskip("tensorboard", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 
@@ -22,7 +22,7 @@ def _engine(tmp_path, n=1, cfg=CFG):
     configs = [cfg if i == 0 else cfg.__class__(**{**cfg.__dict__, "seed": cfg.seed + i}) for i in range(n)]
     return Engine.seeded(configs, {"mode": "adversarial", "opt_steps": 2}, make_heldout(8, 3, 0.5, seed=5),
                          resume_paths=[tmp_path / f"run{i}" / "resume.ckpt" for i in range(n)], progress=False,
-                         tensorboard=True)
+                         trackers=[TensorBoardStream(tmp_path / f"run{i}" / "tb") for i in range(n)])
 
 
 def _assert_stream_equals_curve(logdir, curve):
