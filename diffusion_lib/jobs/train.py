@@ -26,6 +26,8 @@ from ..schedule import decay_start
 from ..run_config import TrainConfig, train_config
 from ..engine import Engine
 from ..training import CHECKPOINT_FORMAT, TrainResult
+from ..tracking import JobTracking
+from ..mlflow_tracking import MlflowSettings
 
 
 def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, mining: MiningConfig, dev: torch.device,
@@ -68,7 +70,8 @@ def runs_of_job(outputs: Sequence[str], starts: Sequence[str], steps: int) -> li
         start = [s for s in starts if Path(s).parent.parent.name == run_dir.name]
         if len(start) > 1:
             raise ValueError(f"job inputs hold {len(start)} start states for run {run_dir.name}: {start}")
-        spec: dict[str, Any] = {"run": run_dir.name, "seed": seed_of(run_dir.name), **({"start": start[0]} if start else {})}
+        spec: dict[str, Any] = {"run": run_dir.name, "seed": seed_of(run_dir.name), "dir": str(run_dir),
+                                **({"start": start[0]} if start else {})}
         if trunk:
             spec |= {"trunk_to": int(out.stem.removeprefix("step-")), "state_path": str(out),
                      "resume_path": str(out.parent / "resume.ckpt")}
@@ -95,8 +98,8 @@ def load_trunk_state(path: str, cfg: TrainConfig, mining: MiningConfig, step: in
 
 def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapping[str, Any],
                train: Mapping[str, Any], rank: int, id_eps: float, implementation: Mapping[str, Any] | None = None,
-               device: str = "auto", threads: int = 2, trunk_to: int | None = None, tensorboard: bool = False
-               ) -> list[dict[str, Any]]:
+               device: str = "auto", threads: int = 2, trunk_to: int | None = None, tensorboard: bool = False,
+               mlflow: MlflowSettings | None = None) -> list[dict[str, Any]]:
     """Train ``runs`` of one strategy; each is a mapping with ``run``, ``seed``, ``resume_path`` and:
 
     * optionally ``steps`` (the budget of a rung; default ``train["steps"]``) and ``start`` (the
@@ -113,7 +116,8 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     what they compute (``checkpoint_every``, ``compile``, ``cuda_graphs``, ``pack``): the workflow
     passes them apart from the values that shape a run, so changing them never retrains.
     ``tensorboard`` writes each run's TensorBoard stream beside its resume checkpoint
-    (:mod:`diffusion_lib.tracking`).
+    (:mod:`diffusion_lib.tracking`); ``mlflow`` logs each run to its MLflow run
+    (:mod:`diffusion_lib.mlflow_tracking`; ``run["dir"]``, the run's folder, keeps its id).
     """
     dev = setup_torch(threads, device)
     train = {**train, **(implementation or {})}
@@ -134,24 +138,32 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     log.info("training %s (%s %d): %s; %s", f"run {names[0]} (seed {configs[0].seed})" if len(runs) == 1 else
              f"a pack of {len(runs)} runs ({', '.join(names)})", what, configs[0].steps, mining_cfg, configs[0])
     started = time.time()
-    engine = Engine.seeded(configs, mining_cfg, val, device=dev, resume_paths=[r["resume_path"] for r in runs],
-                           tensorboard=tensorboard)
-    for i, (run, start) in enumerate(zip(runs, starts)):
-        if start is not None:
-            log.info("run %s starts from %s", run["run"], run["start"])
-            engine.load_state(i, start)
-    results = engine.train()
-    statuses = []
-    for i, (run, result, cfg) in enumerate(zip(runs, results, configs)):
-        if trunk_to is not None:
-            _save_trunk(run, engine.state(i), starts[i])
-            statuses.append({"run": run["run"], "trunk_step": engine.steps[i], "diverged_at": engine.diverged_at[i]})
-            continue
-        raw, ema = engine.models(i)
-        statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started,
-                                pack=names if len(runs) > 1 else ()))
-    for run in runs:  # only now: a kill while the outputs are written leaves every run resumable
-        ckpt.remove(run["resume_path"])
+    shaping = {"train": {k: v for k, v in train.items() if k not in (implementation or {})}, "mining": dict(mining),
+               "rank": rank, "id_eps": id_eps}
+    with JobTracking(runs, full_steps=int(train["steps"]), tensorboard=tensorboard, mlflow=mlflow, params=shaping,
+                     tags={"mode": mining_cfg.mode, "torch": str(torch.__version__), "device": str(dev)}) as tracking:
+        engine = Engine.seeded(configs, mining_cfg, val, device=dev, resume_paths=[r["resume_path"] for r in runs],
+                               trackers=tracking.trackers)
+        for i, (run, start) in enumerate(zip(runs, starts)):
+            if start is not None:
+                log.info("run %s starts from %s", run["run"], run["start"])
+                engine.load_state(i, start)
+        results = engine.train()
+        statuses = []
+        for i, (run, result, cfg) in enumerate(zip(runs, results, configs)):
+            if trunk_to is not None:
+                _save_trunk(run, engine.state(i), starts[i])
+                statuses.append({"run": run["run"], "trunk_step": engine.steps[i], "diverged_at": engine.diverged_at[i]})
+                tracking.finish(i, [str(run["state_path"]).removesuffix(".ckpt") + ".json"], "trunk", None)
+                continue
+            raw, ema = engine.models(i)
+            statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started,
+                                    pack=names if len(runs) > 1 else ()))
+            full = cfg.steps == int(train["steps"])
+            tracking.finish(i, [run["curve_path"], run["status_path"]], None if full else f"rung-{cfg.steps}",
+                            result.status if full else None)
+        for run in runs:  # only now: a kill while the outputs are written leaves every run resumable
+            ckpt.remove(run["resume_path"])
     return statuses
 
 

@@ -5,6 +5,7 @@ from diffusion_lib.config import option
 from diffusion_lib.gpus import gpu_slot
 from diffusion_lib.jobs.train import runs_of_job, train_runs
 from diffusion_lib.layout import NOT_SHAPING_TRAIN_KEYS
+from diffusion_lib.mlflow_tracking import settings as mlflow_settings
 from diffusion_lib.runtime import logging_to
 
 p = snakemake.params
@@ -23,4 +24,4 @@ with logging_to(list(snakemake.log)), slot:
     train_runs(val_path=snakemake.input.val, runs=runs, mining=p.mining, train=p.train, rank=p.rank, id_eps=p.id_eps,
                implementation={k: option(snakemake.config, f"train.{k}") for k in NOT_SHAPING_TRAIN_KEYS},
                device=device, threads=snakemake.threads, trunk_to=runs[0].get("trunk_to"),
-               tensorboard=option(snakemake.config, "tracking.tensorboard"))
+               tensorboard=option(snakemake.config, "tracking.tensorboard"), mlflow=mlflow_settings(snakemake.config))

@@ -1,0 +1,151 @@
+"""MLflow tracking of training jobs (in-process, a SQLite store): one MLflow run per training run
+holding its curve, identity and status; a resumed job continues it without duplicated steps; a
+tracking server that is down or hangs costs a job one warning and nothing else. The workflow
+with a real ``mlflow server`` is tests/test_mlflow_workflow.py."""
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import time
+
+import pytest
+
+from diffusion_lib import mlflow_tracking
+from diffusion_lib.data import make_heldout
+from diffusion_lib.engine import Engine
+from diffusion_lib.mlflow_tracking import MlflowSettings
+from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.tracking import SCALARS, JobTracking
+
+mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
+
+CFG = TrainConfig(steps=12, batch_size=8, lr=1e-3, rank=3, eval_every=6, val_size=8, log_every=3,
+                  checkpoint_every=6, measure_flops=False, seed=1)
+MINING = {"mode": "adversarial", "opt_steps": 2}
+NAMES = ["adversarial-seed1-0123456789ab", "adversarial-seed2-0123456789ab"]
+
+
+def _runs(tmp_path, n=1, steps=None):
+    return [{"run": NAMES[i], "seed": 1 + i, "dir": str(tmp_path / NAMES[i]),
+             **({"steps": steps} if steps else {}),
+             "resume_path": str(tmp_path / NAMES[i] / (f"rung-{steps}" if steps else "") / "resume.ckpt")}
+            for i in range(n)]
+
+
+def _train(tmp_path, uri, n=1, steps=None, kill_at=None, settings=None):
+    """Train ``n`` runs (a pack when n > 1) tracked at ``uri``; ``kill_at``: die after that step's row."""
+    runs = _runs(tmp_path, n, steps)
+    cfg = TrainConfig(**{**CFG.__dict__, "steps": steps or CFG.steps})
+    configs = [TrainConfig(**{**cfg.__dict__, "seed": r["seed"]}) for r in runs]
+    settings = settings or MlflowSettings(uri, "unit", "unit", {NAMES[0]: "adversarial/seed1", NAMES[1]: "adversarial/seed2"})
+    with JobTracking(runs, full_steps=CFG.steps, mlflow=settings, params={"train": {"lr": cfg.lr}, "mining": MINING},
+                     tags={"mode": "adversarial"}) as tracking:
+        engine = Engine.seeded(configs, MINING, make_heldout(8, 3, 0.5, seed=5), resume_paths=[r["resume_path"] for r in runs],
+                               progress=False, trackers=tracking.trackers)
+        if kill_at is not None:
+            original = engine._log_interval
+
+            def killed(step, *args):
+                original(step, *args)
+                if step == kill_at:
+                    raise SystemExit(137)
+            engine._log_interval = killed
+        results = engine.train()
+        for i, result in enumerate(results):
+            tracking.finish(i, [], None, result.status if (steps or CFG.steps) == CFG.steps else None)
+    return results
+
+
+def _client(uri):
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("unit")
+    return client, {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+
+
+def _history(client, run, key):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+
+
+def _uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_each_run_of_a_pack_is_one_mlflow_run_with_its_curve_identity_and_status(tmp_path):
+    results = _train(tmp_path, _uri(tmp_path), n=2)
+    client, runs = _client(_uri(tmp_path))
+    assert set(runs) == {"adversarial/seed1", "adversarial/seed2"}
+    for i, result in enumerate(results):
+        run = runs[f"adversarial/seed{i + 1}"]
+        assert run.info.status == "FINISHED" and run.data.tags["ired.status"] == "completed"
+        assert run.data.params == {"train.lr": "0.001", "mining.mode": "adversarial", "mining.opt_steps": "2"}
+        assert {k: run.data.tags[k] for k in ("seed", "run", "run_key", "strategy", "mode", "study")} == {
+            "seed": str(i + 1), "run": NAMES[i], "run_key": "0123456789ab", "strategy": "adversarial",
+            "mode": "adversarial", "study": "unit"}
+        for key, tag in SCALARS.items():
+            want = [(row["step"], row[key]) for row in result.curve if row.get(key) is not None and math.isfinite(row[key])]
+            assert _history(client, run, tag) == want, tag
+        assert _history(client, run, "val/mse_ema")[-1][1] == result.curve[-1]["val_mse_ema"]
+        kept = mlflow_tracking.json.loads((tmp_path / NAMES[i] / "mlflow.json").read_text())
+        assert kept == {f"{_uri(tmp_path)} unit": run.info.run_id}
+
+
+def test_a_rung_logs_beside_the_runs_curve_under_its_own_prefix(tmp_path):
+    _train(tmp_path, _uri(tmp_path))
+    (rung,) = _train(tmp_path, _uri(tmp_path), steps=6)
+    client, runs = _client(_uri(tmp_path))
+    assert list(runs) == ["adversarial/seed1"]  # the same MLflow run
+    run = runs["adversarial/seed1"]
+    assert _history(client, run, "rung-6/loss/total") == [(r["step"], r["loss"]) for r in rung.curve]
+    assert [s for s, _ in _history(client, run, "loss/total")] == [3, 6, 9, 12]
+
+
+def test_a_killed_and_resumed_job_continues_its_mlflow_run_with_every_step_once(tmp_path):
+    with pytest.raises(SystemExit):
+        _train(tmp_path, _uri(tmp_path), kill_at=9)  # rows 3, 6, 9 logged; the newest checkpoint is step 6's
+    client, runs = _client(_uri(tmp_path))
+    assert [s for s, _ in _history(client, runs["adversarial/seed1"], "loss/total")] == [3, 6, 9]
+    (result,) = _train(tmp_path, _uri(tmp_path))
+    assert result.resumed_from == 6
+    client, runs = _client(_uri(tmp_path))
+    assert list(runs) == ["adversarial/seed1"]
+    assert _history(client, runs["adversarial/seed1"], "loss/total") == [(r["step"], r["loss"]) for r in result.curve]
+
+
+def _numbers(curve):
+    """A curve's rows without their timings (NaN made comparable)."""
+    timings = ("train_seconds", "train_cpu_seconds", "steps_per_s")
+    return [{k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k not in timings}
+            for row in curve]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("server", ["down", "hangs"])
+def test_a_tracking_server_that_is_down_or_hangs_costs_a_job_one_warning_and_nothing_else(
+        tmp_path, monkeypatch, caplog, server):
+    untracked = Engine.seeded([CFG], MINING, make_heldout(8, 3, 0.5, seed=5), progress=False).train()[0]
+    monkeypatch.setattr(mlflow_tracking, "FLUSH_SECONDS", 1.0)
+    listener = socket.socket()
+    if server == "hangs":  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port = listener.getsockname()[1]
+    else:
+        port = _closed_port()
+    caplog.set_level(logging.INFO, logger="diffusion_lib.mlflow_tracking")
+    started = time.monotonic()
+    try:
+        (tracked,) = _train(tmp_path / "tracked", f"http://127.0.0.1:{port}")
+    finally:
+        listener.close()
+    seconds = time.monotonic() - started
+    assert _numbers(tracked.curve) == _numbers(untracked.curve)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "MLflow tracking at" in warnings[0].getMessage()
+    assert seconds < untracked.train_seconds + 30  # no request may hold the job up: at most FLUSH_SECONDS at its end
+    assert not (tmp_path / "tracked" / NAMES[0] / "mlflow.json").exists()

@@ -1,0 +1,149 @@
+"""The ``.test`` study tracked by a real ``mlflow server`` (SQLite backend store, 127.0.0.1, a free
+port): one MLflow run per training run with its identity and its curve's final validation MSE,
+the study's parent run with the verdict; and a server stopped mid-study: the study completes and
+its results equal an untracked study's."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+import torch
+
+from workflow_helpers import ROOT, SNAKEMAKE, layout_of, make_workdir, planned, smk, study_dir
+
+mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``mlflow server`` with a SQLite store in ``folder``, serving artifacts from it."""
+
+    def __init__(self, folder):
+        self.port = _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log = open(folder / "server.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+            assert self.proc.poll() is None, (folder / "server.log").read_text()[-3000:]
+        raise AssertionError("mlflow server did not come up: " + (folder / "server.log").read_text()[-3000:])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path / "mlflow")
+    yield s
+    s.stop()
+
+
+def _final_val(curve_path) -> float:
+    values = pd.read_csv(curve_path)["val_mse_ema"].dropna()
+    return float(values.iloc[-1])
+
+
+def test_a_tracked_study_has_one_mlflow_run_per_training_run_and_the_study_as_their_parent(
+        tmp_path, server, monkeypatch):
+    workdir = make_workdir(tmp_path / "study")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    smk(workdir, timeout=1200)
+    client = mlflow.MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name("test")  # the study's name
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    (study,) = [r for r in runs if r.data.tags.get("ired.role") == "study"]
+    training = {r.data.tags["run"]: r for r in runs if r.data.tags.get("ired.role") != "study"}
+    layout = layout_of(workdir)
+    specs = {spec.run: spec for spec in layout.runs}
+    assert set(training) == set(specs)  # one MLflow run per training run, none twice
+    for name, run in training.items():
+        spec = specs[name]
+        assert run.info.run_name == f"{spec.strategy}/seed{spec.seed}"
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["seed"] == str(spec.seed) and run.data.tags["mode"] == spec.mode
+        assert run.data.tags["torch"] == str(torch.__version__) and run.data.tags["device"] == "cpu"
+        assert run.data.params["train.steps"] == "20" and run.data.params["mining.mode"] == spec.mode
+        assert run.data.tags["mlflow.parentRunId"] == study.info.run_id
+        history = sorted(client.get_metric_history(run.info.run_id, "val/mse_ema"), key=lambda m: m.step)
+        assert history[-1].value == _final_val(workdir / spec.dir / "curve.csv")
+        assert len({m.step for m in history}) == len(history)  # trunk pieces and branch: each step once
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"curve.csv", "status.json"}
+    verdict = json.loads((study_dir(workdir) / "tables" / "verdict.json").read_text())
+    assert study.data.tags["verdict"] == verdict["paragraph"][:4900]
+    assert study.data.tags["ired.outcome"] == verdict["outcome"]
+    assert {"report.html", "verdict.json", "contrasts.csv"} <= {a.path for a in client.list_artifacts(study.info.run_id)}
+    primary = [k for k in study.data.metrics if k.endswith("/estimate")]
+    assert primary and all(math.isfinite(study.data.metrics[k]) for k in primary)
+
+
+def _models(workdir):
+    return {p.relative_to(workdir).as_posix(): torch.load(p, map_location="cpu", weights_only=False)
+            for p in sorted((workdir / "results" / "runs").rglob("model.pt"))}
+
+
+def test_a_server_stopped_mid_study_changes_nothing_the_study_computes(tmp_path, server, finished):
+    untracked, _ = finished
+    workdir = make_workdir(tmp_path / "study")
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--resources", "gpu=1", "--cores", "2"]
+    log = open(tmp_path / "snakemake.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": server.uri},
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and not list((workdir / "results" / "runs").glob("*/trunk/step-*.ckpt")):
+            time.sleep(0.2)
+        assert proc.poll() is None, "the study ended before the server could be stopped"
+        server.stop()  # training jobs are running or queued
+        assert proc.wait(timeout=1500) == 0, (tmp_path / "snakemake.log").read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    logs = "".join(p.read_text() for p in (workdir / "results" / "runs").rglob("*.log"))
+    assert "MLflow tracking at" in logs  # jobs after the stop said so, once each
+    a, b = _models(untracked), _models(workdir)
+    assert a.keys() == b.keys() and a
+    for path in a:
+        for part in ("model", "ema"):
+            for name, tensor in a[path][part].items():
+                assert torch.equal(tensor, b[path][part][name]), f"{path} {part}.{name}"
+    for table in ("endpoints", "contrasts"):
+        assert pd.read_csv(study_dir(untracked) / "tables" / f"{table}.csv").equals(
+            pd.read_csv(study_dir(workdir) / "tables" / f"{table}.csv")), table
+    for key in ("sentence", "outcome", "contrasts"):
+        assert json.loads((study_dir(untracked) / "tables" / "verdict.json").read_text())[key] == \
+            json.loads((study_dir(workdir) / "tables" / "verdict.json").read_text())[key]
+    assert planned(workdir) == {}  # tracking is not part of any output's provenance
