@@ -39,7 +39,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -56,10 +56,12 @@ from .run_config import TrainConfig
 from .run_state import load_run_state, run_state
 from .seeding import derive_seed
 from .signals import StopRequest
-from .tracking import Tracker
 from .step import Stack, Update
 from .training import (TrainResult, accumulate, apply_precision, elapsed, heldout_mse,
                        load_resume, seeded_member, step_mode, training_step_flops)
+
+if TYPE_CHECKING:
+    from .tracking import Tracker
 
 log = logging.getLogger("diffusion_lib.engine")
 
@@ -224,15 +226,24 @@ class Engine:
         """Run (or continue) every run to ``config.steps``; one result per run."""
         cfg = self.config
         self.try_resume()
-        for tracker, step in zip(self.trackers, self.steps):
-            if tracker is not None:
-                tracker.start(step)
+        for i, step in enumerate(self.steps):
+            self._watch(i, "start", step)
         try:
             return self._train()
         finally:
-            for tracker in self.trackers:
-                if tracker is not None:
-                    tracker.close()
+            for i in range(self.n):
+                self._watch(i, "close")
+
+    def _watch(self, i: int, call: str, *args: Any) -> None:
+        """Call run ``i``'s tracker; one that fails is dropped with a warning, never failing training."""
+        if self.trackers[i] is None:
+            return
+        try:
+            getattr(self.trackers[i], call)(*args)
+        except Exception as exc:
+            log.warning("run %d: its tracker failed in %s (%s: %s) and is off from now on", i, call,
+                        type(exc).__name__, exc)
+            self.trackers[i] = None
 
     def _train(self) -> list[TrainResult]:
         cfg = self.config
@@ -336,5 +347,4 @@ class Engine:
                                         self.train_flops[i]))
         write_heartbeat(self.progress_paths[i], step=self.steps[i], steps=self.config.steps, curve=self.curves[i],
                         diverged_at=self.diverged_at[i])
-        if self.trackers[i] is not None:
-            self.trackers[i].log(self.curves[i][-1])
+        self._watch(i, "log", dict(self.curves[i][-1]))

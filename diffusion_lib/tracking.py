@@ -129,11 +129,11 @@ class JobTracking:
     """The trackers of one training job's runs (``runs``: the job's run specs, each with ``run``,
     ``seed``, ``dir``, ``resume_path`` and, for a rung, ``steps``; ``full_steps``: the run's full
     budget). ``tensorboard``: a stream beside each run's checkpoint; ``mlflow``: each run's MLflow
-    run (None: off), with ``params`` (what shapes the runs) and ``tags``. Use as a context manager:
+    run (None: off), with ``params[i]`` (what shapes run i) and ``tags``. Use as a context manager:
     leaving it waits (boundedly) for what MLflow still has queued."""
 
     def __init__(self, runs: Sequence[Mapping[str, Any]], *, full_steps: int, tensorboard: bool = False,
-                 mlflow: "MlflowSettings | None" = None, params: Mapping[str, Any] | None = None,
+                 mlflow: "MlflowSettings | None" = None, params: Sequence[Mapping[str, Any]] | None = None,
                  tags: Mapping[str, str] | None = None):
         self.sink: Any = None
         self.mlflow: list[Any] = [None] * len(runs)
@@ -144,20 +144,22 @@ class JobTracking:
             for i, r in enumerate(runs):
                 steps = int(r.get("steps", full_steps))
                 prefix = "" if "trunk_to" in r or steps == full_steps else f"rung-{steps}/"
+                label = mlflow.labels.get(r["run"], r["run"])
                 run_tags = {**(tags or {}), "study": mlflow.study, "run": r["run"], "run_key": r["run"].rsplit("-", 1)[-1],
-                            "seed": str(r["seed"]), "strategy": mlflow.labels.get(r["run"], r["run"]).split("/")[0]}
-                self.mlflow[i] = RunTracker(self.sink, mlflow, r["dir"], prefix, params or {}, run_tags)
+                            "seed": str(r["seed"]), "strategy": "+".join(n.split("/")[0] for n in label.split("+"))}
+                self.mlflow[i] = RunTracker(self.sink, mlflow, r["dir"], prefix, params[i] if params else {}, run_tags)
         self.trackers: list[Tracker | None] = []
         for r, ml in zip(runs, self.mlflow):
-            parts = [t for t in (TensorBoardStream(stream_dir(r["resume_path"])) if tensorboard else None, ml)
-                     if t is not None]
+            tb = TensorBoardStream(stream_dir(r["resume_path"])) if tensorboard and r.get("resume_path") else None
+            parts = [t for t in (tb, ml) if t is not None]
             self.trackers.append(Trackers(parts) if parts else None)
 
-    def finish(self, i: int, files: Sequence[str | Path], artifact_dir: str | None, status: str | None) -> None:
-        """Run ``i``'s piece is written: attach ``files`` to its MLflow run (``status``: the run's
-        full budget is trained, as ``done`` or ``diverged``)."""
+    def finish(self, i: int, curve: Sequence[Mapping[str, Any]], files: Sequence[str | Path], artifact_dir: str | None,
+               status: str | None) -> None:
+        """Run ``i``'s piece is written: its MLflow run gets the rows of ``curve`` it lacks and
+        ``files`` (``status``: the run's full budget is trained, ``completed`` or ``diverged``)."""
         if self.mlflow[i] is not None:
-            self.mlflow[i].finish(files, artifact_dir, status)
+            self.mlflow[i].finish(curve, files, artifact_dir, status)
 
     def __enter__(self) -> "JobTracking":
         return self

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                                    args.backend_store_uri, "--artifacts-destination", tempfile.mkdtemp(),
                                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                  env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         for _ in range(240):
             try:
@@ -87,7 +89,7 @@ def main() -> None:
         print(screenshot_url(url, args.png, args.width, args.height, wait_ms=args.wait_ms))
     finally:
         if server is not None:
-            server.terminate()
+            os.killpg(server.pid, 15)  # the server and its workers
             server.wait(timeout=30)
 
 

@@ -53,11 +53,11 @@ def child(variant: str, mode: str, steps: int, folder: str, uri: str) -> None:
     runs = [{"run": spec.run, "seed": 0, "dir": str(run_dir), "resume_path": str(run_dir / "resume.ckpt")}]
     mlflow = MlflowSettings(uri, "overhead", "overhead", {spec.run: f"{spec.strategy}/seed0"}) if "mlflow" in variant else None
     with JobTracking(runs, full_steps=steps, tensorboard="tensorboard" in variant, mlflow=mlflow,
-                     params={"train": spec.train}, tags={"mode": mode}) as tracking:
+                     params=[{"train": spec.train}], tags={"mode": mode}) as tracking:
         engine = Engine.seeded([train], spec.mining_config, val, resume_paths=[runs[0]["resume_path"]], progress=False,
                                trackers=tracking.trackers)
         (result,) = engine.train()
-        tracking.finish(0, [], None, result.status)
+        tracking.finish(0, result.curve, [], None, result.status)
 
 
 def _free_port() -> int:
@@ -84,7 +84,8 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                                f"sqlite:///{scratch / 'mlflow.db'}", "--artifacts-destination", str(scratch / "art"),
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
     try:
         for _ in range(240):

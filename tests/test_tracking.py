@@ -70,3 +70,32 @@ def test_the_status_command_prints_the_studys_tensorboard_command(capsys, monkey
     assert line.startswith("tensorboard --logdir_spec ")
     entries = dict(e.split(":", 1) for e in line.split(" ", 2)[2].split(","))
     assert "baseline/seed0" in entries and all(v.startswith("results/runs/") for v in entries.values())
+
+
+def test_a_failing_tracker_is_dropped_with_a_warning_and_never_changes_training(tmp_path, caplog):
+    class Broken:
+        def __init__(self):
+            self.rows = []
+
+        def start(self, step):
+            pass
+
+        def log(self, row):
+            row["loss"] = -1.0  # a tracker gets a copy: this must not reach the curve
+            self.rows.append(row["step"])
+            if row["step"] == 6:
+                raise OSError("disk full")
+
+        def close(self):
+            pass
+
+    broken = Broken()
+    plain = Engine.seeded([CFG], {"mode": "adversarial", "opt_steps": 2}, make_heldout(8, 3, 0.5, seed=5),
+                          progress=False).train()[0]
+    watched = Engine.seeded([CFG], {"mode": "adversarial", "opt_steps": 2}, make_heldout(8, 3, 0.5, seed=5),
+                            progress=False, trackers=[broken]).train()[0]
+    assert broken.rows == [3, 6]  # dropped after it failed
+    assert "its tracker failed in log" in caplog.text
+    timings = ("train_seconds", "train_cpu_seconds", "steps_per_s")
+    assert [{k: v for k, v in r.items() if k not in timings} for r in watched.curve] == \
+        [{k: v for k, v in r.items() if k not in timings} for r in plain.curve]

@@ -138,9 +138,10 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     log.info("training %s (%s %d): %s; %s", f"run {names[0]} (seed {configs[0].seed})" if len(runs) == 1 else
              f"a pack of {len(runs)} runs ({', '.join(names)})", what, configs[0].steps, mining_cfg, configs[0])
     started = time.time()
-    shaping = {"train": {k: v for k, v in train.items() if k not in (implementation or {})}, "mining": dict(mining),
-               "rank": rank, "id_eps": id_eps}
-    with JobTracking(runs, full_steps=int(train["steps"]), tensorboard=tensorboard, mlflow=mlflow, params=shaping,
+    # what each run's key hashes (diffusion_lib.layout): its identity at the full budget and the validation split
+    identities = [{**train_config(train, seed=r["seed"], rank=rank, id_eps=id_eps).identity(mining_cfg), "val": val_path}
+                  for r in runs]
+    with JobTracking(runs, full_steps=int(train["steps"]), tensorboard=tensorboard, mlflow=mlflow, params=identities,
                      tags={"mode": mining_cfg.mode, "torch": str(torch.__version__), "device": str(dev)}) as tracking:
         engine = Engine.seeded(configs, mining_cfg, val, device=dev, resume_paths=[r["resume_path"] for r in runs],
                                trackers=tracking.trackers)
@@ -154,14 +155,15 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
             if trunk_to is not None:
                 _save_trunk(run, engine.state(i), starts[i])
                 statuses.append({"run": run["run"], "trunk_step": engine.steps[i], "diverged_at": engine.diverged_at[i]})
-                tracking.finish(i, [str(run["state_path"]).removesuffix(".ckpt") + ".json"], "trunk", None)
+                tracking.finish(i, engine.curves[i], [str(run["state_path"]).removesuffix(".ckpt") + ".json"], "trunk",
+                                None)
                 continue
             raw, ema = engine.models(i)
             statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started,
                                     pack=names if len(runs) > 1 else ()))
             full = cfg.steps == int(train["steps"])
-            tracking.finish(i, [run["curve_path"], run["status_path"]], None if full else f"rung-{cfg.steps}",
-                            result.status if full else None)
+            tracking.finish(i, result.curve, [run["curve_path"], run["status_path"]],
+                            None if full else f"rung-{cfg.steps}", result.status if full else None)
         for run in runs:  # only now: a kill while the outputs are written leaves every run resumable
             ckpt.remove(run["resume_path"])
     return statuses
