@@ -133,7 +133,7 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
         at = None if trunk_to is not None else decay_start(cfg.steps, cfg.decay_fraction
                                                             if cfg.lr_schedule == "wsd" else 0.0)
         starts.append(load_trunk_state(r["start"], cfg, mining_cfg, at) if r.get("start") else None)
-    what = f"trunk to step {trunk_to}" if trunk_to is not None else "budget"
+    what = "trunk to step" if trunk_to is not None else "budget"
     names = [r["run"] for r in runs]
     log.info("training %s (%s %d): %s; %s", f"run {names[0]} (seed {configs[0].seed})" if len(runs) == 1 else
              f"a pack of {len(runs)} runs ({', '.join(names)})", what, configs[0].steps, mining_cfg, configs[0])
