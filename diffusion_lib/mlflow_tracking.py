@@ -56,7 +56,8 @@ FLUSH_SECONDS = 10.0       # at a job's end, the longest wait for queued calls
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 ID_FILE = "mlflow.json"    # beside a run's (or study's) outputs: {"<uri> <experiment>": run id}
-MAX_VALUE = 500            # the longest param or tag value every MLflow server since 2.9 accepts
+MAX_VALUE = 500            # the longest param value every MLflow server since 2.9 accepts
+MAX_TAG = 5000             # and the longest tag value
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ def _log_batch(client: Any, run_id: str, metrics: Sequence[tuple[str, float, int
 
     metric_list = [Metric(k, v, t, s) for k, v, t, s in metrics]
     param_list = [Param(k, v) for k, v in (params or {}).items()]
-    tag_list = [RunTag(k, v[:MAX_VALUE]) for k, v in (tags or {}).items()]
+    tag_list = [RunTag(k, v[:MAX_TAG]) for k, v in (tags or {}).items()]
     for i in range(0, max(len(metric_list), len(param_list), len(tag_list), 1), 100):  # MLflow's batch limits
         client.log_batch(run_id, metrics=metric_list[i:i + 100], params=param_list[i:i + 100],
                          tags=tag_list[i:i + 100])
