@@ -25,6 +25,9 @@ def test_checkpoint_cadence_compile_threads_and_device_retrain_nothing(finished,
     assert planned(workdir, "--configfile", overlay(tmp_path, "train: {checkpoint_every: 4}\n")) == {}
     assert planned(workdir, "--configfile", overlay(tmp_path, "train: {compile: true, cuda_graphs: true}\n")) == {}
     assert planned(workdir, "--configfile", overlay(tmp_path, "threads: 2\ndevice: auto\n")) == {}
+    # nor does how a study is watched
+    watched = "tracking: {tensorboard: false, mlflow_uri: 'http://127.0.0.1:9', mlflow_experiment: other}\n"
+    assert planned(workdir, "--configfile", overlay(tmp_path, watched)) == {}
 
 
 def test_a_new_test_set_reevaluates_and_never_retrains(finished, tmp_path):
@@ -95,6 +98,12 @@ def test_library_edits_rerun_what_they_affect_and_prose_or_shims_nothing(finishe
     job.write_text(job_text.replace('status.get("flops_per_step", math.nan)', 'status.get("flops_per_step", -1.0)'))
     assert planned(workdir, snakefile=snakefile) == {"evaluate": 24, **STUDY_RULES}
     job.write_text(job_text)
+
+    # code that only watches a job (heartbeat, TensorBoard, MLflow): nothing
+    for name in ("progress", "tracking", "mlflow_tracking"):
+        observer = repo / f"diffusion_lib/{name}.py"
+        observer.write_text(observer.read_text() + f"\nUNUSED_{name.upper()} = 1\n")
+    assert planned(workdir, snakefile=snakefile) == {}
 
     # report code: only the study's own rules
     figures = repo / "diffusion_lib/figures.py"
