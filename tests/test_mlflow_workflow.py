@@ -18,6 +18,9 @@ import pandas as pd
 import pytest
 import torch
 
+from diffusion_lib.mining import MiningConfig
+from diffusion_lib.mlflow_tracking import _flat
+from diffusion_lib.run_config import train_config
 from diffusion_lib.schedule import decay_start
 from workflow_helpers import ROOT, SNAKEMAKE, layout_of, make_workdir, planned, smk, study_dir
 
@@ -101,7 +104,11 @@ def test_a_tracked_study_has_one_mlflow_run_per_training_run_and_the_study_as_th
         assert run.info.status == "FINISHED"
         assert run.data.tags["seed"] == str(spec.seed) and run.data.tags["mode"] == spec.mode
         assert run.data.tags["torch"] == str(torch.__version__) and run.data.tags["device"] == "cpu"
-        assert run.data.params["train.steps"] == "20" and run.data.params["mining.mode"] == spec.mode
+        # params: exactly what the run's key hashes (its identity at the full budget, the validation split)
+        identity = train_config(spec.train, seed=spec.seed, rank=4, id_eps=0.5).identity(
+            MiningConfig.from_mapping(spec.mining))
+        assert run.data.params == _flat({**identity, "val": layout.splits["val_id"]})
+        assert run.data.params["steps"] == "20" and run.data.params["mining.mode"] == spec.mode
         assert run.data.tags["mlflow.parentRunId"] == study.info.run_id
         curve = pd.read_csv(workdir / spec.dir / "curve.csv")
         for column, key in (("loss", "loss/total"), ("val_mse_ema", "val/mse_ema")):
