@@ -176,8 +176,8 @@ class Sink:
         if alive:
             self.warn(f"no answer within {self.flush_seconds:.0f} s of the job's end")
         if self.failures or self.dropped or alive:
-            log.info("MLflow: %d calls sent, %d failed, %d dropped, about %d abandoned after %.0f s",
-                     self.sent, self.failures, self.dropped, self.queue.qsize() + alive, self.flush_seconds)
+            log.info("MLflow: %d calls sent, %d failed, %d dropped%s", self.sent, self.failures, self.dropped,
+                     f", about {self.queue.qsize() + 1} abandoned after waiting {self.flush_seconds:.0f} s" if alive else "")
 
 
 def _experiment_id(client: Any, name: str) -> str:
