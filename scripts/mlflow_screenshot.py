@@ -14,24 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diffusion_lib.local_server import mlflow_server, wait_until_serving  # noqa: E402
 from diffusion_lib.report_browser import screenshot_url  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _experiment_id(base: str, name: str) -> str:
@@ -62,23 +54,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--wait-ms", type=int, default=25000, help="page time for the UI to draw")
     args = parser.parse_args()
-    server = None
-    base = args.uri
-    if args.backend_store_uri:
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                                   args.backend_store_uri, "--artifacts-destination", tempfile.mkdtemp(),
-                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                  env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.5)
+    with ExitStack() as stack:
+        base = args.uri or stack.enter_context(mlflow_server(args.backend_store_uri, tempfile.mkdtemp()))[0]
+        wait_until_serving(f"{base}/health")
         experiment = _experiment_id(base, args.experiment)
         runs = _training_runs(base, experiment)
         query = urllib.parse.urlencode({"runs": json.dumps(runs), "metric": json.dumps(args.metric),
@@ -87,10 +65,6 @@ def main() -> None:
                                         "y_axis_scale": "log", "line_smoothness": 1, "show_point": "false"})
         url = f"{base}/#/metric/{urllib.parse.quote(args.metric, safe='')}?{query}"
         print(screenshot_url(url, args.png, args.width, args.height, wait_ms=args.wait_ms))
-    finally:
-        if server is not None:
-            os.killpg(server.pid, 15)  # the server and its workers
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

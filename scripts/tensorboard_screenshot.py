@@ -10,23 +10,15 @@ stops the server. Needs the tracking extra and Chromium.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diffusion_lib.local_server import free_port, wait_until_serving  # noqa: E402
 from diffusion_lib.report_browser import screenshot_url  # noqa: E402
 from diffusion_lib.status import study_config, tensorboard_spec  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -38,18 +30,13 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--wait-ms", type=int, default=20000, help="page time for TensorBoard to draw")
     args = parser.parse_args()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir_spec",
                                tensorboard_spec(study_config(args.configfile)), "--host", "127.0.0.1",
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{base}/data/runs", timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_serving(f"{base}/data/runs", process=server)
         url = f"{base}/#scalars&tagFilter={urllib.parse.quote(args.filter, safe='')}&_smoothingWeight=0"
         print(screenshot_url(url, args.png, args.width, args.height, wait_ms=args.wait_ms))
     finally:

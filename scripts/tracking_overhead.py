@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +58,6 @@ def child(variant: str, mode: str, steps: int, folder: str, uri: str) -> None:
         tracking.finish(0, result.curve, [], None, result.status)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", default="none", choices=["none", "random", "adversarial"])
@@ -78,22 +70,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.mode, args.steps, args.folder, args.uri)
+    from diffusion_lib.local_server import mlflow_server
+
     scratch = Path(tempfile.mkdtemp(prefix="tracking-overhead-"))
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                               f"sqlite:///{scratch / 'mlflow.db'}", "--artifacts-destination", str(scratch / "art"),
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.5)
+    with mlflow_server(f"sqlite:///{scratch / 'mlflow.db'}", scratch / "art") as (uri, _):
         for block in range(args.blocks):
             order = VARIANTS[block % 3:] + VARIANTS[:block % 3]
             for variant in order:
@@ -107,9 +88,6 @@ def main() -> None:
                 cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
                 times[variant].append((wall, cpu))
                 print(f"block {block} {variant:>20}: {wall:6.1f} s wall, {cpu:6.1f} CPU-s", file=sys.stderr)
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
     med = {v: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for v, t in times.items()}
     out = {"mode": args.mode, "steps": args.steps, "blocks": args.blocks,
            "variants": {v: {"wall_s": w, "cpu_s": c, "wall_ratio": w / med["off"][0], "cpu_ratio": c / med["off"][1]}

@@ -14,6 +14,7 @@ import pytest
 from diffusion_lib import mlflow_tracking
 from diffusion_lib.data import make_heldout
 from diffusion_lib.engine import Engine
+from diffusion_lib.local_server import free_port
 from diffusion_lib.mlflow_tracking import MlflowSettings
 from diffusion_lib.run_config import TrainConfig
 from diffusion_lib.tracking import SCALARS, JobTracking
@@ -120,12 +121,6 @@ def _numbers(curve):
             for row in curve]
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("server", ["down", "hangs"])
 def test_a_tracking_server_that_is_down_or_hangs_costs_a_job_one_warning_and_nothing_else(
         tmp_path, monkeypatch, caplog, server):
@@ -137,7 +132,7 @@ def test_a_tracking_server_that_is_down_or_hangs_costs_a_job_one_warning_and_not
         listener.listen(64)
         port = listener.getsockname()[1]
     else:
-        port = _closed_port()
+        port = free_port()
     caplog.set_level(logging.INFO, logger="diffusion_lib.mlflow_tracking")
     closing = []
     original_close = mlflow_tracking.Sink.close

@@ -8,16 +8,14 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 
 import pandas as pd
 import pytest
 import torch
 
+from diffusion_lib.local_server import mlflow_server, stop
 from diffusion_lib.mining import MiningConfig
 from diffusion_lib.mlflow_tracking import _flat
 from diffusion_lib.run_config import train_config
@@ -28,44 +26,17 @@ mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not install
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
-    """``mlflow server`` with a SQLite store in ``folder``, serving artifacts from it."""
+    """A local ``mlflow server`` with a SQLite store in ``folder`` (diffusion_lib.local_server)."""
 
     def __init__(self, folder):
-        self.port = _free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
         folder.mkdir(parents=True, exist_ok=True)
         self.log = open(folder / "server.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1"], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no GenAI job workers
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-            assert self.proc.poll() is None, (folder / "server.log").read_text()[-3000:]
-        raise AssertionError("mlflow server did not come up: " + (folder / "server.log").read_text()[-3000:])
+        self._context = mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", self.log)
+        self.uri, self.proc = self._context.__enter__()
 
     def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop(self.proc)
         self.log.close()
 
 
