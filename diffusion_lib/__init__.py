@@ -15,7 +15,7 @@ values), ``seeding`` (seeds, RNG state, device), ``provenance`` (code and value 
 a job asks for, which runs train together), ``runtime`` (logging, torch setup), ``jobs`` (one module per workflow rule),
 ``bench`` (speed), and what only watches a study: ``progress`` (heartbeats, ETAs), ``status`` (the
 study status table), ``tracking`` (trackers; TensorBoard streams), ``mlflow_tracking`` (MLflow runs
-of training runs and of the study).
+of training runs and of the study), ``local_server`` (local TensorBoard/MLflow servers for scripts and tests).
 ``docs/method.md`` maps each SPEC section to the code.
 
 Importing the package loads no module (nor torch): the names below load theirs on first use.
