@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .tracking import SCALARS
+from .tracking import SCALARS, scalars
 
 log = logging.getLogger("diffusion_lib.mlflow_tracking")
 
@@ -258,8 +258,7 @@ def _log_batch(client: Any, run_id: str, metrics: Sequence[tuple[str, float, int
 
 def _metrics(prefix: str, row: Mapping[str, Any], stamp: int) -> list[tuple[str, float, int, int]]:
     """A curve row's finite scalars as MLflow metrics under the TensorBoard tags."""
-    return [(prefix + tag, float(row[key]), stamp, int(row["step"])) for key, tag in SCALARS.items()
-            if row.get(key) is not None and math.isfinite(row[key])]
+    return [(prefix + tag, value, stamp, int(row["step"])) for tag, value in scalars(row)]
 
 
 class RunTracker:

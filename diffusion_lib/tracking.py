@@ -40,6 +40,12 @@ SCALARS = {"loss": "loss/total", "loss_mse": "loss/denoising", "loss_energy": "l
 _warned = False
 
 
+def scalars(row: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """A curve row's finite values under their tags (:data:`SCALARS`): what every tracker records."""
+    return [(tag, float(row[key])) for key, tag in SCALARS.items()
+            if row.get(key) is not None and math.isfinite(row[key])]
+
+
 class Tracker(Protocol):
     """What the engine calls to let a run be watched."""
 
@@ -101,10 +107,8 @@ class TensorBoardStream:
         """One curve row's scalars at its step."""
         if self.writer is None:
             return
-        for key, tag in SCALARS.items():
-            value = row.get(key)
-            if value is not None and math.isfinite(value):
-                self.writer.add_scalar(tag, float(value), int(row["step"]), new_style=True, double_precision=True)
+        for tag, value in scalars(row):
+            self.writer.add_scalar(tag, value, int(row["step"]), new_style=True, double_precision=True)
         self.writer.flush()
 
     def close(self) -> None:
