@@ -262,12 +262,15 @@ def _metrics(prefix: str, row: Mapping[str, Any], stamp: int) -> list[tuple[str,
 
 
 class RunTracker:
-    """One training job's view of one run's MLflow run (a :class:`~diffusion_lib.tracking.Tracker`):
-    ``prefix`` is ``""`` for the trunk and the full budget, ``rung-<b>/`` for a smaller rung."""
+    """One training job's view of one run's MLflow run (a :class:`~diffusion_lib.tracking.Tracker`)
+    for one ``piece`` of the run: ``trunk``, ``full`` (the full budget's branch, or the whole run
+    off the ladder) or ``rung-<b>``. The trunk and the full budget log under the run's main keys and
+    a rung under ``rung-<b>/``; artifacts go under ``trunk/``, the root and ``rung-<b>/``."""
 
-    def __init__(self, sink: Sink, settings: MlflowSettings, run_dir: str | Path, prefix: str,
+    def __init__(self, sink: Sink, settings: MlflowSettings, run_dir: str | Path, piece: str,
                  params: Mapping[str, Any], tags: Mapping[str, str]):
-        self.sink, self.settings, self.run_dir, self.prefix = sink, settings, Path(run_dir), prefix
+        self.sink, self.settings, self.run_dir, self.piece = sink, settings, Path(run_dir), piece
+        self.prefix = "" if piece in ("trunk", "full") else f"{piece}/"
         self.params, self.tags = _flat(params), dict(tags)
         self.run_id: str | None = None
         self.start_step = 0
@@ -300,12 +303,14 @@ class RunTracker:
     def close(self) -> None:
         pass  # the job closes the sink once every output is written (finish)
 
-    def finish(self, curve: Sequence[Mapping[str, Any]], files: Sequence[str | Path], artifact_dir: str | None,
-               status: str | None) -> None:
+    def finish(self, curve: Sequence[Mapping[str, Any]], files: Sequence[str | Path], status: str | None = None
+               ) -> None:
         """The piece is written: send the rows of ``curve`` (its learning curve) the server lacks,
-        attach ``files`` (under ``artifact_dir``) and, with ``status`` (the run's full budget is
-        trained: ``completed`` or ``diverged``), mark the MLflow run finished."""
+        attach ``files`` and, for the full budget, record ``status`` (``completed`` or ``diverged``)
+        and mark the MLflow run finished."""
         rows = [dict(r) for r in curve if not self.prefix or int(r["step"]) > self.start_step]
+        artifact_dir = None if self.piece == "full" else self.piece
+        status = status if self.piece == "full" else None
 
         def send(client: Any) -> None:
             run_id = self._ensure(client)

@@ -147,23 +147,23 @@ class JobTracking:
             self.sink = Sink(mlflow.uri)
             for i, r in enumerate(runs):
                 steps = int(r.get("steps", full_steps))
-                prefix = "" if "trunk_to" in r or steps == full_steps else f"rung-{steps}/"
+                piece = "trunk" if "trunk_to" in r else "full" if steps == full_steps else f"rung-{steps}"
                 label = mlflow.labels.get(r["run"], r["run"])
                 run_tags = {**(tags or {}), "study": mlflow.study, "run": r["run"], "run_key": r["run"].rsplit("-", 1)[-1],
                             "seed": str(r["seed"]), "strategy": "+".join(n.split("/")[0] for n in label.split("+"))}
-                self.mlflow[i] = RunTracker(self.sink, mlflow, r["dir"], prefix, params[i] if params else {}, run_tags)
+                self.mlflow[i] = RunTracker(self.sink, mlflow, r["dir"], piece, params[i] if params else {}, run_tags)
         self.trackers: list[Tracker | None] = []
         for r, ml in zip(runs, self.mlflow):
             tb = TensorBoardStream(stream_dir(r["resume_path"])) if tensorboard and r.get("resume_path") else None
             parts = [t for t in (tb, ml) if t is not None]
             self.trackers.append(Trackers(parts) if parts else None)
 
-    def finish(self, i: int, curve: Sequence[Mapping[str, Any]], files: Sequence[str | Path], artifact_dir: str | None,
-               status: str | None) -> None:
-        """Run ``i``'s piece is written: its MLflow run gets the rows of ``curve`` it lacks and
-        ``files`` (``status``: the run's full budget is trained, ``completed`` or ``diverged``)."""
+    def finish(self, i: int, curve: Sequence[Mapping[str, Any]], files: Sequence[str | Path],
+               status: str | None = None) -> None:
+        """Run ``i``'s piece is written: its MLflow run gets the rows of ``curve`` it lacks, ``files``
+        and, for the full budget, its ``status`` (``completed`` or ``diverged``)."""
         if self.mlflow[i] is not None:
-            self.mlflow[i].finish(curve, files, artifact_dir, status)
+            self.mlflow[i].finish(curve, files, status)
 
     def __enter__(self) -> "JobTracking":
         return self

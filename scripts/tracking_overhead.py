@@ -55,7 +55,7 @@ def child(variant: str, mode: str, steps: int, folder: str, uri: str) -> None:
         engine = Engine.seeded([train], spec.mining_config, val, resume_paths=[runs[0]["resume_path"]], progress=False,
                                trackers=tracking.trackers)
         (result,) = engine.train()
-        tracking.finish(0, result.curve, [], None, result.status)
+        tracking.finish(0, result.curve, [], result.status)
 
 
 def main() -> None:

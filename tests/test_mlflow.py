@@ -54,7 +54,7 @@ def _train(tmp_path, uri, n=1, steps=None, kill_at=None, settings=None):
             engine._log_interval = killed
         results = engine.train()
         for i, result in enumerate(results):
-            tracking.finish(i, result.curve, [], None, result.status if (steps or CFG.steps) == CFG.steps else None)
+            tracking.finish(i, result.curve, [], result.status)  # a rung's status is not the run's
     return results
 
 

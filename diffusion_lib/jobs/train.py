@@ -155,15 +155,12 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
             if trunk_to is not None:
                 _save_trunk(run, engine.state(i), starts[i])
                 statuses.append({"run": run["run"], "trunk_step": engine.steps[i], "diverged_at": engine.diverged_at[i]})
-                tracking.finish(i, engine.curves[i], [str(run["state_path"]).removesuffix(".ckpt") + ".json"], "trunk",
-                                None)
+                tracking.finish(i, engine.curves[i], [str(run["state_path"]).removesuffix(".ckpt") + ".json"])
                 continue
             raw, ema = engine.models(i)
             statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started,
                                     pack=names if len(runs) > 1 else ()))
-            full = cfg.steps == int(train["steps"])
-            tracking.finish(i, result.curve, [run["curve_path"], run["status_path"]],
-                            None if full else f"rung-{cfg.steps}", result.status if full else None)
+            tracking.finish(i, result.curve, [run["curve_path"], run["status_path"]], result.status)
         for run in runs:  # only now: a kill while the outputs are written leaves every run resumable
             ckpt.remove(run["resume_path"])
     return statuses

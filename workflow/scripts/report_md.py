@@ -15,4 +15,4 @@ with logging_to(snakemake.log[0]):
     if (mlflow := settings(snakemake.config)) is not None:
         log_study(mlflow, Path(snakemake.output.html).parent, snakemake.input.verdict, tables["contrasts"],
                   [snakemake.output.html, snakemake.output.md, snakemake.input.verdict, tables["contrasts"],
-                   *[tables[k] for k in ("ladder_contrasts", "endpoints") if k in tables]])
+                   tables["ladder_contrasts"]])
