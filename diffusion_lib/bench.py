@@ -31,6 +31,7 @@ from .compute import counted_flops, step_flops
 from .data import ProblemStream, inverse_problems
 from .engine import Engine
 from .run_config import TrainConfig
+from .runtime import keep_freed_memory
 from .seeding import resolve_device
 from .syncs import count_host_reads
 from .training import accumulate
@@ -64,6 +65,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     if threads:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # as the workflow's jobs do (runtime.setup_torch)
+    keep_freed_memory()
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"

@@ -6,7 +6,9 @@ what each strategy reaches for the same training compute:
 
 * :func:`step_flops` counts the matmul FLOPs of one training step (forward, the energy gradient and
   the double backward) with ``torch.profiler`` on a throw-away copy of the model, so the run's own
-  weights and random streams are untouched;
+  weights and random streams are untouched. It counts the reference formulation (autograd on the
+  module), not the closed form that trains faster (:mod:`diffusion_lib.closed_form`), so budgets and
+  compute-matched rungs are a property of the method, unchanged by speed work;
 * :func:`training_flops_per_sample` is what the budget ladder's compute-matched rungs are computed
   from (:mod:`diffusion_lib.ladder`): a strategy's rung trains until its cumulative FLOPs equal the
   baseline's full budget, with its own decay (a run read part-way through a schedule is not a run
@@ -46,6 +48,7 @@ def step_flops(diffusion: torch.nn.Module, batch_size: int, rank: int, eps: floa
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         model = copy.deepcopy(diffusion).train()
+        model.closed_form = False  # count the reference (autograd) formulation's FLOPs, whatever path trains
         gen = torch.Generator(device=device).manual_seed(0)
         A, Y = inverse_problems(batch_size, rank, eps, gen, device)
         step = 0 if mining_step else 1

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mining import MODES, MiningConfig  # noqa: F401 (re-exported)
+from .closed_form import Frozen
 from .model import EBM, DiffusionWrapper
 
 CLAMP = 2.0
@@ -78,6 +79,18 @@ def contrastive_loss(loss_mse: torch.Tensor, e_pos: torch.Tensor, e_neg: torch.T
     return total, parts
 
 
+def two_calls(eps: Callable[..., torch.Tensor], energy: Callable[..., torch.Tensor]
+              ) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The ``network`` of :meth:`GaussianDiffusion1D.training_loss` from ε̂(x, y, t) and E(x, y, t)
+    called separately: ε̂ at the first block of y, E at the other blocks (none: an empty tensor)."""
+    def network(inp: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, groups = inp.shape[0], y.shape[0] // inp.shape[0]
+        if groups == 1:
+            return eps(inp, y, t), y.new_zeros(0)
+        return eps(inp, y[:n], t), energy(torch.cat([inp] * (groups - 1)), y[n:], torch.cat([t] * (groups - 1)))
+    return network
+
+
 class GaussianDiffusion1D(nn.Module):
     """IRED's diffusion over a model following :class:`~diffusion_lib.model.DiffusionWrapper`'s protocol.
 
@@ -98,6 +111,7 @@ class GaussianDiffusion1D(nn.Module):
         self.timesteps = timesteps
         self.mining = MiningConfig.from_mapping(mining_config)
         self.n_inner, self.inner_scale, self.clamp = n_inner, inner_scale, clamp
+        self.closed_form = True  # see energy_fields
         betas = cosine_schedule(timesteps)
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
         prev = torch.cat((torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]))
@@ -131,8 +145,31 @@ class GaussianDiffusion1D(nn.Module):
         ``stats`` (optional) accumulates the acceptance count as device tensors, without a host sync:
         ``stats["accepted"]`` (accepted proposals) and ``stats["proposed"]`` (problems × steps).
         """
-        return self.descend(lambda y: self.model(inp, y, t, return_both=True),
-                            lambda y: self.model(inp, y, t, return_energy=True), img, t, step, sf, stats)
+        return self.descend(*self.energy_fields(inp)(t), img, t, step, sf, stats)
+
+    def energy_fields(self, inp: torch.Tensor, c1: torch.Tensor | None = None
+                      ) -> Callable[[torch.Tensor], tuple[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                                                          Callable[[torch.Tensor], torch.Tensor]]]:
+        """For the problems ``inp`` with the weights held fixed (no graph through them): a map from
+        timesteps t to ``(energy_and_grad, energy)`` of y, as :meth:`descend` takes them.
+
+        For the energy network of SPEC §3 (:class:`~diffusion_lib.model.EBM`) these are the closed forms
+        of :mod:`diffusion_lib.closed_form` (``x W₁ₓᵀ + b₁`` computed once here, or given as ``c1``, and
+        the time path once per call); any other model (or ``closed_form = False``) is called through
+        :class:`~diffusion_lib.model.DiffusionWrapper`'s protocol."""
+        ebm = getattr(self.model, "ebm", None)
+        if self.closed_form and isinstance(ebm, EBM):
+            frozen = Frozen(ebm, self.timesteps)
+            first = frozen.inputs(inp) if c1 is None else c1
+
+            def closed(t: torch.Tensor) -> tuple[Callable[..., Any], Callable[..., Any]]:
+                rows = frozen.at(t, first)
+                return rows.energy_and_grad, rows.energy
+            return closed
+
+        def module(t: torch.Tensor) -> tuple[Callable[..., Any], Callable[..., Any]]:
+            return (lambda y: self.model(inp, y, t, return_both=True)), (lambda y: self.model(inp, y, t, return_energy=True))
+        return module
 
     def descend(self, energy_and_grad: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                 energy: Callable[[torch.Tensor], torch.Tensor], img: torch.Tensor, t: torch.Tensor, step: int,
@@ -197,9 +234,8 @@ class GaussianDiffusion1D(nn.Module):
         return self.mining.mines_at(step)
 
     def training_loss(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                      noise_neg: torch.Tensor | None, *, eps: Callable[..., torch.Tensor],
-                      energy: Callable[..., torch.Tensor], descend: Callable[..., torch.Tensor] | None = None
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      noise_neg: torch.Tensor | None, *, network: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+                      descend: Callable[..., torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss mean(L_mse + w·L_E) and its parts for one batch (SPEC §4–5), given its draws:
         the one definition of the training loss.
 
@@ -207,22 +243,25 @@ class GaussianDiffusion1D(nn.Module):
         'random' and 'adversarial', L_E = softplus(E⁺ - E⁻) per problem with the pair of
         :meth:`negative_pair` (noise ξ'). Mode 'none' builds no negatives.
 
-        The energy network enters only through ``eps(inp, y, t)`` (ε̂ = ∇_y E, differentiable in the
-        weights), ``energy(inp, y, t)`` (E per problem) and, on a mining step, ``descend(inp, y, t,
-        stats)`` (the opt step, weights held fixed): the module's (:meth:`module_loss`) or the functional
-        ones of :mod:`diffusion_lib.functional`. The parts are detached 0-d tensors (no host sync per
-        step): the loss terms, the mean energies, the mean gap E⁻ - E⁺, the share of saturated pairs
-        (gap > :data:`SATURATION_GAP`) and, on mining steps, the opt step's accepted/proposed counts.
+        The energy network enters only through ``network(inp, y, t) -> (ε̂, E)``, where ``y`` stacks
+        blocks of one candidate per problem (y_t, then y⁺ and y⁻ when there are negatives): ε̂ =
+        ∇_y E at the first block, differentiable in the weights, and E at the other blocks; and, on a
+        mining step, ``descend(inp, y, t, stats)`` (the opt step, weights held fixed). Implementations:
+        the module's (:meth:`module_loss`), the closed form (:mod:`diffusion_lib.gradients`) and the
+        functional one (:mod:`diffusion_lib.functional`). The parts are detached 0-d tensors (no host
+        sync per step): the loss terms, the mean energies, the mean gap E⁻ - E⁺, the share of saturated
+        pairs (gap > :data:`SATURATION_GAP`) and, on mining steps, the opt step's accepted/proposed counts.
         """
         m = self.mining
         y_t = self.q_sample(x_start, t, noise)
-        loss_mse = (eps(inp, y_t, t) - noise).pow(2).mean(dim=-1)
         if not m.uses_negatives:
-            return denoising_loss(loss_mse)
+            eps, _ = network(inp, y_t, t)
+            return denoising_loss((eps - noise).pow(2).mean(dim=-1))
         stats: dict[str, torch.Tensor] = {}
         move = (lambda y: descend(inp, y, t, stats)) if descend is not None else None
         positive, negative = self.negative_pair(x_start, t, noise_neg, m.noise_scale, move)
-        energies = energy(torch.cat((inp, inp)), torch.cat((positive, negative)), torch.cat((t, t)))
+        eps, energies = network(inp, torch.cat((y_t, positive, negative)), t)
+        loss_mse = (eps - noise).pow(2).mean(dim=-1)
         return contrastive_loss(loss_mse, *energies.chunk(2), m.energy_loss_weight, stats)
 
     def module_loss(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
@@ -231,8 +270,8 @@ class GaussianDiffusion1D(nn.Module):
         m = self.mining
         descend = (lambda i, y, t_, stats: self.opt_step(i, y, t_, step=m.opt_steps, sf=m.scale_factor, stats=stats)
                    ) if mined else None
-        return self.training_loss(inp, x_start, t, noise, noise_neg, eps=self.model,
-                                  energy=lambda i, y, t_: self.model(i, y, t_, return_energy=True), descend=descend)
+        network = two_calls(self.model, lambda i, y, t_: self.model(i, y, t_, return_energy=True))
+        return self.training_loss(inp, x_start, t, noise, noise_neg, network=network, descend=descend)
 
     def p_losses(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, step: int = 0
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -260,16 +299,18 @@ class GaussianDiffusion1D(nn.Module):
         n_inner = self.n_inner if n_inner is None else n_inner
         inner_scale = self.inner_scale if inner_scale is None else inner_scale
         batch = inp.shape[0]
+        fields = self.energy_fields(inp)
         y = torch.randn(batch, self.model.out_dim, device=inp.device, generator=generator)
         x0 = y
         for step in reversed(range(self.timesteps)):
             t = torch.full((batch,), step, device=inp.device, dtype=torch.long)
             sqrt_ac = _gather(self.sqrt_alphas_cumprod, t)
-            eps = self.model(inp, y, t)
+            energy_and_grad, energy = fields(t)
+            eps = energy_and_grad(y)[1]
             x0 = ((y - _gather(self.sqrt_one_minus_alphas_cumprod, t) * eps) / sqrt_ac).clamp(-self.clamp, self.clamp)
             y = sqrt_ac * x0
             if n_inner > 0:
-                y = self.opt_step(inp, y, t, step=n_inner, sf=inner_scale, stats=stats)
+                y = self.descend(energy_and_grad, energy, y, t, n_inner, inner_scale, stats)
             bound = self.clamp * sqrt_ac
             y = torch.maximum(torch.minimum(y, bound), -bound)
             x0 = y / sqrt_ac

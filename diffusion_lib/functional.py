@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, grad, grad_and_value
 
-from .diffusion import GaussianDiffusion1D
+from .diffusion import GaussianDiffusion1D, two_calls
 
 Params = dict[str, torch.Tensor]
 
@@ -72,6 +72,6 @@ def loss(diffusion: GaussianDiffusion1D, params: Params, inp: torch.Tensor, x_st
     frozen = {k: v.detach() for k, v in params.items()}
     descend = (lambda i, y, t_, stats: opt_step(diffusion, frozen, i, y, t_, m.opt_steps, m.scale_factor, stats)
                ) if mined else None
-    return diffusion.training_loss(inp, x_start, t, noise, noise_neg,
-                                   eps=lambda i, y, t_: energy_grad(ebm, params, i, y, t_),
-                                   energy=lambda i, y, t_: energy(ebm, params, i, y, t_), descend=descend)
+    network = two_calls(lambda i, y, t_: energy_grad(ebm, params, i, y, t_),
+                        lambda i, y, t_: energy(ebm, params, i, y, t_))
+    return diffusion.training_loss(inp, x_start, t, noise, noise_neg, network=network, descend=descend)

@@ -9,9 +9,10 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
 * :func:`func_gradients`: ``torch.func.grad`` of :func:`diffusion_lib.functional.loss`. Pure, so
   ``torch.func.vmap`` maps it over stacked runs, ``torch.compile`` compiles it and a CUDA graph
   captures it;
-* :func:`module_gradients`: autograd on the diffusion module itself, whose parameters must hold
-  ``params`` (the engine makes them views of its stacked weights); one run only, the fastest eager
-  path on a CPU (docs/performance.md; the two agree to 1e-9 in float64, tests/test_functional.py).
+* :func:`closed_form_gradients`: the derivatives written out by hand (:mod:`diffusion_lib.closed_form`)
+  on the diffusion module's own parameters (the engine makes them views of its stacked weights); one
+  run only, eager, the fastest path on a CPU (docs/performance.md; it equals the functional gradient
+  in float64, tests/test_closed_form.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any, Callable
 import torch
 from torch.func import grad
 
+from . import closed_form
 from .diffusion import GaussianDiffusion1D
 from .functional import Params, loss
 
@@ -50,15 +52,16 @@ def func_gradients(diffusion: GaussianDiffusion1D, grad_clip: float) -> Gradient
     return fn
 
 
-def module_gradients(diffusion: GaussianDiffusion1D, grad_clip: float) -> GradientFn:
-    """The gradient function by autograd on ``diffusion`` (its parameters are the weights; the
-    ``params`` argument is ignored)."""
-    weights = list(diffusion.parameters())
+def closed_form_gradients(diffusion: GaussianDiffusion1D, grad_clip: float) -> GradientFn:
+    """The gradient function by the closed-form derivatives of :mod:`diffusion_lib.closed_form`
+    (:func:`~diffusion_lib.closed_form.training_gradients`), at ``diffusion``'s own parameters (the
+    engine makes them views of its stacked weights; the ``params`` argument is ignored)."""
+    weights = closed_form.Weights.of(diffusion.model.ebm)
 
     def fn(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        total, parts = diffusion.module_loss(inp, x_start, t, noise, noise_neg, mined)
-        clipped, norm = clip_by_total_norm(torch.autograd.grad(total, weights), grad_clip)
+        grads, parts = closed_form.training_gradients(diffusion, weights, inp, x_start, t, noise, noise_neg, mined)
+        clipped, norm = clip_by_total_norm(grads, grad_clip)
         return clipped, _with_norm(parts, norm, grad_clip)
 
     return fn

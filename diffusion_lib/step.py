@@ -5,8 +5,8 @@ One update: the clipped gradient of every active run (:mod:`diffusion_lib.gradie
 The runs' weights, Adam moments and EMA weights are lists of stacked tensors (:class:`Stack`, run on
 dim 0). How the gradient is computed is the only thing the modes change:
 
-* ``eager``: one run by autograd on the module (the fastest eager path on a CPU), several by
-  ``torch.func.vmap`` of the functional gradient;
+* ``eager``: one run by the closed-form derivatives (:mod:`diffusion_lib.closed_form`, the fastest
+  path on a CPU), several by ``torch.func.vmap`` of the functional gradient;
 * ``compile``: the functional gradient (vmapped for several runs) under
   ``torch.compile(fullgraph=True)``, one graph per kind of step (mining or not); if compiling fails,
   the eager functional gradient, with one log line;
@@ -29,7 +29,7 @@ from torch.func import vmap
 from .adam import adam_, adam_captured_
 from .diffusion import GaussianDiffusion1D
 from .ema import EMASchedule, ema_update_
-from .gradients import GradientFn, func_gradients, module_gradients
+from .gradients import GradientFn, closed_form_gradients, func_gradients
 
 log = logging.getLogger(__name__)
 GRAPH_WARMUP = 3
@@ -72,7 +72,7 @@ class Update:
     (host list) and the same as a device bool tensor. Returns the loss parts, shape (N,) each.
 
     ``template`` is the runs' diffusion; with one run and ``mode="eager"`` its parameters must be
-    views of ``stack.params`` (the module gradient trains them in place).
+    views of ``stack.params`` (the closed-form gradient reads them in place).
     """
 
     def __init__(self, template: GaussianDiffusion1D, stack: Stack, *, grad_clip: float, betas: tuple[float, float],
@@ -86,7 +86,7 @@ class Update:
         self.betas, self.ema, self.lr_at = betas, ema, lr_at
         self.n = stack.params[0].shape[0]
         if mode == "eager" and self.n == 1:
-            self.single, fn = True, module_gradients(template, grad_clip)
+            self.single, fn = True, closed_form_gradients(template, grad_clip)
         else:
             self.single, fn = self.n == 1, func_gradients(template, grad_clip)
         self.fn: dict[bool, GradientFn] = {}

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import diffusion_lib
+import diffusion_lib.runtime
 from diffusion_lib.data import make_heldout
 from diffusion_lib.run_config import TrainConfig
 
@@ -38,6 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
+    getattr(diffusion_lib.runtime, "keep_freed_memory", lambda: None)()  # what this checkout's jobs do
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     extra = {"compile": True} if args.compile else {}
     if extra and "compile" not in fields:

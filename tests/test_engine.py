@@ -18,35 +18,39 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def _adam_runs(dtype, steps=25):
-    """(torch.optim.Adam's weights, adam_'s, adam_captured_'s) after ``steps`` updates of two stacked runs."""
+    """(torch.optim.Adam(fused=True)'s weights, the default Adam's, adam_'s, adam_captured_'s) after
+    ``steps`` updates of two stacked runs."""
     torch.manual_seed(0)
     shapes = [(2, 5, 3), (2, 4)]
     start = [torch.randn(s, dtype=dtype) for s in shapes]
     refs = [[torch.nn.Parameter(p[i].clone()) for p in start] for i in range(2)]
-    opts = [torch.optim.Adam(r, lr=1e-3, betas=(0.9, 0.99)) for r in refs]
+    defaults = [[torch.nn.Parameter(p[i].clone()) for p in start] for i in range(2)]
+    opts = [torch.optim.Adam(r, lr=1e-3, betas=(0.9, 0.99), fused=True) for r in refs]
+    opts += [torch.optim.Adam(r, lr=1e-3, betas=(0.9, 0.99)) for r in defaults]
     ours, cap = [p.clone() for p in start], [p.clone() for p in start]
     moments = [[torch.zeros_like(p) for p in start] for _ in range(4)]
     for k in range(1, steps + 1):
         grads = [torch.randn_like(p) for p in start]
-        for i, (r, opt) in enumerate(zip(refs, opts)):
+        for i, (r, opt) in enumerate(zip(refs + defaults, opts)):
             for p, g in zip(r, grads):
-                p.grad = g[i].clone()
+                p.grad = g[i % 2].clone()
             opt.step()
         adam_(ours, moments[0], moments[1], grads, lr=1e-3, count=k, betas=(0.9, 0.99))
         adam_captured_(cap, moments[2], moments[3], grads, lr=torch.tensor(1e-3, dtype=dtype),
                        count=torch.tensor(float(k), dtype=dtype), betas=(0.9, 0.99))
-    ref = [torch.stack([r[j].detach() for r in refs]) for j in range(len(shapes))]
-    return ref, ours, cap
+    ref, default = ([torch.stack([r[j].detach() for r in runs]) for j in range(len(shapes))] for runs in (refs, defaults))
+    return ref, default, ours, cap
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_stacked_adam_equals_torch_adam_bitwise_and_the_graph_adam_to_rounding(dtype):
-    ref, ours, cap = _adam_runs(dtype)
+def test_stacked_adam_equals_fused_torch_adam_bitwise_and_the_default_and_graph_adams_to_rounding(dtype):
+    ref, default, ours, cap = _adam_runs(dtype)
     assert all(torch.equal(a, b) for a, b in zip(ref, ours))
     tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-14}
-    for a, b in zip(ours, cap):
+    for a, b, c in zip(ours, cap, default):
         torch.testing.assert_close(b, a, **tol)
-    assert not torch.equal(ours[0], _adam_runs(dtype, steps=24)[1][0])  # the comparison can fail
+        torch.testing.assert_close(c, a, **tol)
+    assert not torch.equal(ours[0], _adam_runs(dtype, steps=24)[2][0])  # the comparison can fail
 
 
 def test_frozen_runs_are_put_back_and_active_ones_kept():

@@ -13,7 +13,7 @@ from diffusion_lib import functional as fn
 from diffusion_lib.data import make_heldout, inverse_problems
 from diffusion_lib.diffusion import build_diffusion
 from diffusion_lib.engine import Engine
-from diffusion_lib.gradients import func_gradients, module_gradients
+from diffusion_lib.gradients import clip_by_total_norm, closed_form_gradients, func_gradients
 from diffusion_lib.run_config import TrainConfig
 from diffusion_lib.syncs import count_host_reads
 
@@ -49,16 +49,22 @@ def _gradients(kind, mining, grad_clip, A, Y, mined=True):
     torch.manual_seed(0)
     d = build_diffusion(RANK, 10, mining)
     t, xi, *neg = fn.draw_noise(d, Y)
-    make = module_gradients if kind == "module" else func_gradients
-    return make(d, grad_clip)(dict(d.model.ebm.named_parameters()), A, Y, t, xi, neg[0] if neg else None, mined)
+    draws = (A, Y, t, xi, neg[0] if neg else None, mined)
+    if kind == "module":  # autograd on the module itself: the reference
+        total, parts = d.module_loss(*draws)
+        grads, norm = clip_by_total_norm(torch.autograd.grad(total, list(d.model.ebm.parameters())), grad_clip)
+        return grads, {**parts, "grad_norm": norm, "clip_frac": (norm > grad_clip).to(norm.dtype)}
+    make = closed_form_gradients if kind == "closed" else func_gradients
+    return make(d, grad_clip)(dict(d.model.ebm.named_parameters()), *draws)
 
 
 @pytest.mark.parametrize("mode, mined", [("none", False), ("random", False), ("adversarial", False),
                                          ("adversarial", True)])
-def test_the_functional_gradient_equals_autograd_on_the_module(mode, mined, float64):
+@pytest.mark.parametrize("kind", ["func", "closed"])
+def test_the_functional_and_closed_form_gradients_equal_autograd_on_the_module(kind, mode, mined, float64):
     mining = {"mode": mode, "opt_steps": 2}
     A, Y = _problems()
-    (g_mod, p_mod), (g_fun, p_fun) = (_gradients(k, mining, 1e-4, A, Y, mined) for k in ("module", "func"))
+    (g_mod, p_mod), (g_fun, p_fun) = (_gradients(k, mining, 1e-4, A, Y, mined) for k in ("module", kind))
     for a, b in zip(g_mod, g_fun, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     assert p_mod.keys() == p_fun.keys() and p_mod["clip_frac"].item() == 1.0

@@ -1,0 +1,351 @@
+"""The energy network's derivatives written out by hand (SPEC §3), for fast training and sampling.
+
+IRED trains θ through ε̂ = ∇_y E_θ, so a training step differentiates a gradient: autograd builds the
+backward graph of E with ``create_graph=True`` and then differentiates that graph, operation by
+operation. For the MLP of :class:`~diffusion_lib.model.EBM` each piece has a short closed form,
+evaluated here directly:
+
+* the forward pass at y, keeping the activations;
+* ∇_y E by the chain rule through the three SiLU layers (:func:`backward`), with no graph;
+* ∂L/∂θ from the adjoints Ḡ = ∂L/∂(∇_y E) and Ē = ∂L/∂E (:func:`weight_grads`): the chain rule run
+  backwards through the ∇_y E computation (it needs SiLU's second derivative), then through the
+  forward pass.
+
+What it saves against autograd on the module (docs/performance.md, issue 22): no graph is built or
+walked; only the y-columns of ``fc1`` enter ∇_y E; ``x W₁ₓᵀ + b₁`` is computed once per batch (once per
+sampling call) and shared by every y at which the energy is evaluated; the time path (sinusoidal
+features, time MLP, FiLM) runs on the K timesteps instead of on every row; the denoising rows and
+the contrastive pair go through the network in one batch (each weight read once). The mathematics
+is the module's, summed in another order: tests/test_closed_form.py checks E, ∇_y E and every
+weight gradient against autograd on the module in float64.
+
+Notation (rows are problems; weights as ``nn.Linear`` stores them, out × in):
+z₁ = [x, y] W₁ᵀ + b₁, h₁ = silu(z₁); aₗ = hₗ₋₁ Wₗᵀ + bₗ, zₗ = aₗ ⊙ qₗ + sₗ, hₗ = silu(zₗ) for l = 2, 3,
+with qₗ = 1 + gainₗ(t), sₗ = shiftₗ(t); o = h₃ Wₒᵀ + bₒ; E = Σⱼ oⱼ².
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .model import EBM, sinusoidal_embedding
+
+#: the order of ``EBM.named_parameters()``
+NAMES = ("time_mlp.0.weight", "time_mlp.0.bias", "time_mlp.2.weight", "time_mlp.2.bias", "fc1.weight", "fc1.bias",
+         "layer2.linear.weight", "layer2.linear.bias", "layer2.film.weight", "layer2.film.bias",
+         "layer3.linear.weight", "layer3.linear.bias", "layer3.film.weight", "layer3.film.bias",
+         "out.weight", "out.bias")
+
+
+class Weights(NamedTuple):
+    """The energy network's 16 tensors, in :data:`NAMES` order (or their gradients)."""
+
+    t1: torch.Tensor
+    t1b: torch.Tensor
+    t2: torch.Tensor
+    t2b: torch.Tensor
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+    f2: torch.Tensor
+    f2b: torch.Tensor
+    w3: torch.Tensor
+    b3: torch.Tensor
+    f3: torch.Tensor
+    f3b: torch.Tensor
+    wo: torch.Tensor
+    bo: torch.Tensor
+
+    @classmethod
+    def of(cls, ebm: EBM) -> "Weights":
+        """The module's parameters themselves (not copies)."""
+        params = dict(ebm.named_parameters())
+        return cls(*(params[n] for n in NAMES))
+
+    def detached(self) -> "Weights":
+        return Weights(*(w.detach() for w in self))
+
+    def w1y(self, y_dim: int) -> torch.Tensor:
+        """The columns of W₁ that multiply y (H × len(y))."""
+        return self.w1[:, self.w1.shape[1] - y_dim:]
+
+
+def _silu(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(σ(z), silu(z), silu'(z)), silu'(z) = σ(z)(1 + z(1 − σ(z))) = σ + h(1 − σ) with h = silu(z)."""
+    s = torch.sigmoid(z)
+    h = z * s
+    return s, h, torch.addcmul(s, h, 1 - s)
+
+
+def _silu2(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """silu''(z) = σ(1 − σ)(2 + z(1 − 2σ)), given σ = σ(z)."""
+    return (s * (1 - s)) * torch.addcmul(torch.full_like(z, 2.0), z, 1 - 2 * s)
+
+
+def _gelu_grad(u: torch.Tensor) -> torch.Tensor:
+    """d/du of the exact (erf) GELU: Φ(u) + u φ(u)."""
+    return 0.5 * (1 + torch.erf(u / math.sqrt(2.0))) + u * torch.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)
+
+
+@dataclass
+class TimeTable:
+    """The time path on the timesteps 0..K-1: features p, the time MLP's pre-activation u and
+    activation v, the embedding e and each FiLM layer's output [gain, shift] (K × 2H)."""
+
+    p: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    emb: torch.Tensor
+    film2: torch.Tensor
+    film3: torch.Tensor
+
+    @classmethod
+    def of(cls, w: Weights, timesteps: int) -> "TimeTable":
+        steps = torch.arange(timesteps, device=w.w1.device)
+        p = sinusoidal_embedding(steps, w.t1.shape[1], w.w1.dtype)
+        u = F.linear(p, w.t1, w.t1b)
+        v = F.gelu(u)
+        emb = F.linear(v, w.t2, w.t2b)
+        return cls(p, u, v, emb, F.linear(emb, w.f2, w.f2b), F.linear(emb, w.f3, w.f3b))
+
+
+def inputs(w: Weights, x: torch.Tensor) -> torch.Tensor:
+    """c₁ = x W₁ₓᵀ + b₁: the part of the first layer that does not depend on y."""
+    return F.linear(x, w.w1[:, : x.shape[1]], w.b1)
+
+
+@dataclass
+class Rows:
+    """A batch of problems at fixed (x, t) and weights: c₁ and each layer's q = 1 + gain(t),
+    s = shift(t). :meth:`energy` and :meth:`energy_and_grad` evaluate it at any y (no graph)."""
+
+    w: Weights
+    c1: torch.Tensor
+    q2: torch.Tensor
+    s2: torch.Tensor
+    q3: torch.Tensor
+    s3: torch.Tensor
+
+    @classmethod
+    def of(cls, w: Weights, table: TimeTable, t: torch.Tensor, c1: torch.Tensor) -> "Rows":
+        hidden = w.w2.shape[0]
+        g2, s2 = table.film2.index_select(0, t).split(hidden, dim=1)
+        g3, s3 = table.film3.index_select(0, t).split(hidden, dim=1)
+        return cls(w, c1, 1 + g2, s2, 1 + g3, s3)
+
+    def repeat(self, groups: int) -> "Rows":
+        """The rows stacked ``groups`` times (several y per problem in one batch)."""
+        if groups == 1:
+            return self
+        return Rows(self.w, *(torch.cat([v] * groups) for v in (self.c1, self.q2, self.s2, self.q3, self.s3)))
+
+    def energy(self, y: torch.Tensor) -> torch.Tensor:
+        """E per row at ``y``."""
+        w = self.w
+        h = F.silu(torch.addmm(self.c1, y, w.w1y(y.shape[1]).t()))
+        h = F.silu(torch.addcmul(self.s2, F.linear(h, w.w2, w.b2), self.q2))
+        h = F.silu(torch.addcmul(self.s3, F.linear(h, w.w3, w.b3), self.q3))
+        return F.linear(h, w.wo, w.bo).pow(2).sum(dim=-1)
+
+    def energy_and_grad(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, ∇_y E) per row at ``y``."""
+        a = forward(self, y)
+        return a.energy, backward(self, a, y.shape[1]).grad
+
+
+@dataclass
+class Acts:
+    """The forward pass: each layer's pre-activation z, σ(z), silu(z), silu'(z), the linear outputs
+    a₂, a₃ and the read-out o."""
+
+    z1: torch.Tensor
+    s1: torch.Tensor
+    h1: torch.Tensor
+    d1: torch.Tensor
+    a2: torch.Tensor
+    z2: torch.Tensor
+    s2: torch.Tensor
+    h2: torch.Tensor
+    d2: torch.Tensor
+    a3: torch.Tensor
+    z3: torch.Tensor
+    s3: torch.Tensor
+    h3: torch.Tensor
+    d3: torch.Tensor
+    o: torch.Tensor
+
+    @property
+    def energy(self) -> torch.Tensor:
+        return self.o.pow(2).sum(dim=-1)
+
+    def head(self, n: int) -> "Acts":
+        """The first ``n`` rows."""
+        return Acts(*(getattr(self, f)[:n] for f in self.__dataclass_fields__))
+
+
+def forward(rows: Rows, y: torch.Tensor) -> Acts:
+    """The forward pass of every row at ``y``, keeping what the derivatives need."""
+    w = rows.w
+    z1 = torch.addmm(rows.c1, y, w.w1y(y.shape[1]).t())
+    s1, h1, d1 = _silu(z1)
+    a2 = F.linear(h1, w.w2, w.b2)
+    z2 = torch.addcmul(rows.s2, a2, rows.q2)
+    s2, h2, d2 = _silu(z2)
+    a3 = F.linear(h2, w.w3, w.b3)
+    z3 = torch.addcmul(rows.s3, a3, rows.q3)
+    s3, h3, d3 = _silu(z3)
+    return Acts(z1, s1, h1, d1, a2, z2, s2, h2, d2, a3, z3, s3, h3, d3, F.linear(h3, w.wo, w.bo))
+
+
+@dataclass
+class Deltas:
+    """The backward pass ∇_y E: δ = ∂E/∂(·) at each layer's output h, pre-activation z and linear
+    output a, and the gradient itself."""
+
+    do: torch.Tensor
+    dh3: torch.Tensor
+    dz3: torch.Tensor
+    da3: torch.Tensor
+    dh2: torch.Tensor
+    dz2: torch.Tensor
+    da2: torch.Tensor
+    dh1: torch.Tensor
+    dz1: torch.Tensor
+    grad: torch.Tensor
+
+
+def backward(rows: Rows, a: Acts, y_dim: int) -> Deltas:
+    """∇_y E of every row of ``a`` by the chain rule (``rows`` may have more rows than ``a``)."""
+    w, n = rows.w, a.o.shape[0]
+    do = 2 * a.o
+    dh3 = do @ w.wo
+    dz3 = dh3 * a.d3
+    da3 = dz3 * rows.q3[:n]
+    dh2 = da3 @ w.w3
+    dz2 = dh2 * a.d2
+    da2 = dz2 * rows.q2[:n]
+    dh1 = da2 @ w.w2
+    dz1 = dh1 * a.d1
+    return Deltas(do, dh3, dz3, da3, dh2, dz2, da2, dh1, dz1, dz1 @ w.w1y(y_dim))
+
+
+def weight_grads(rows: Rows, table: TimeTable, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: Acts,
+                 d: Deltas, g_bar: torch.Tensor, e_bar: torch.Tensor | None) -> Weights:
+    """∂L/∂θ of a loss L of ε̂ = ∇_y E at the first n = len(x) rows of ``y`` (adjoint ``g_bar`` =
+    ∂L/∂ε̂; ``d`` is that backward pass) and of E at the other rows (adjoint ``e_bar``; None: L does
+    not depend on them).
+
+    ``y`` holds blocks of n rows, one y per problem each, all at the problems' x and timesteps:
+    ``rows`` and ``t`` are the problems', repeated once per block; ``a`` is the forward pass of
+    every row. Each weight gradient that both passes contribute to is one matrix product over
+    their rows stacked (so it is written once)."""
+    w, hidden = rows.w, rows.w.w2.shape[0]
+    n, y_dim = x.shape[0], y.shape[1]
+    head = a.head(n)
+    # backwards through ∇_y E = dz₁ W₁ᵧ, dz₁ = dh₁ ⊙ silu'(z₁), dh₁ = da₂ W₂, da₂ = dz₂ ⊙ q₂, ...
+    dz1_bar = g_bar @ w.w1y(y_dim).t()
+    dh1_bar = dz1_bar * head.d1
+    z1_head = dz1_bar * d.dh1 * _silu2(head.z1, head.s1)
+    da2_bar = dh1_bar @ w.w2.t()
+    dz2_bar = da2_bar * rows.q2[:n]
+    gain2_head = da2_bar * d.dz2
+    dh2_bar = dz2_bar * head.d2
+    z2_head = dz2_bar * d.dh2 * _silu2(head.z2, head.s2)
+    da3_bar = dh2_bar @ w.w3.t()
+    dz3_bar = da3_bar * rows.q3[:n]
+    gain3_head = da3_bar * d.dz3
+    dh3_bar = dz3_bar * head.d3
+    z3_head = dz3_bar * d.dh3 * _silu2(head.z3, head.s3)
+    # o's adjoint: through ∇_y E (do = 2o) at the first block, through E = Σ o² at the others
+    o_bar = 2 * (dh3_bar @ w.wo.t())
+    if e_bar is not None:
+        o_bar = torch.cat((o_bar, 2 * e_bar[:, None] * a.o[n:]))
+    elif a.o.shape[0] > n:
+        o_bar = torch.cat((o_bar, torch.zeros_like(a.o[n:])))
+    # backwards through the forward pass
+    z3_bar = _plus_head((o_bar @ w.wo) * a.d3, z3_head)
+    gain3_bar = _plus_head(z3_bar * a.a3, gain3_head)
+    a3_bar = z3_bar * rows.q3
+    z2_bar = _plus_head((a3_bar @ w.w3) * a.d2, z2_head)
+    gain2_bar = _plus_head(z2_bar * a.a2, gain2_head)
+    a2_bar = z2_bar * rows.q2
+    z1_bar = _plus_head((a2_bar @ w.w2) * a.d1, z1_head)
+    # z₁ = c₁ + y W₁ᵧᵀ: the x columns see each problem's rows summed over its blocks
+    per_problem = z1_bar.view(-1, n, hidden).sum(0)
+    w1_bar = torch.cat((per_problem.t() @ x, _stacked(d.dz1, z1_bar, g_bar, y)), dim=1)
+    # the time path: each row's FiLM adjoints [gain, shift] summed onto its timestep
+    k = table.emb.shape[0]
+    film_bar = [torch.zeros(k, 2 * hidden, dtype=x.dtype, device=x.device).index_add_(
+        0, t, torch.cat((gain_bar, shift_bar), dim=1)) for gain_bar, shift_bar in ((gain2_bar, z2_bar), (gain3_bar, z3_bar))]
+    emb_bar = film_bar[0] @ w.f2 + film_bar[1] @ w.f3
+    u_bar = (emb_bar @ w.t2) * _gelu_grad(table.u)
+    return Weights(t1=u_bar.t() @ table.p, t1b=u_bar.sum(0), t2=emb_bar.t() @ table.v, t2b=emb_bar.sum(0),
+                   w1=w1_bar, b1=z1_bar.sum(0), w2=_stacked(d.da2, a2_bar, dh1_bar, a.h1), b2=a2_bar.sum(0),
+                   f2=film_bar[0].t() @ table.emb, f2b=film_bar[0].sum(0), w3=_stacked(d.da3, a3_bar, dh2_bar, a.h2),
+                   b3=a3_bar.sum(0), f3=film_bar[1].t() @ table.emb, f3b=film_bar[1].sum(0),
+                   wo=_stacked(d.do, o_bar, dh3_bar, a.h3), bo=o_bar.sum(0))
+
+
+def _plus_head(full: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """``full`` with ``head`` added to its first rows."""
+    if head.shape[0] == full.shape[0]:
+        return full + head
+    return torch.cat((full[: head.shape[0]] + head, full[head.shape[0]:]))
+
+
+def _stacked(left_a: torch.Tensor, left_b: torch.Tensor, right_a: torch.Tensor, right_b: torch.Tensor) -> torch.Tensor:
+    """left_aᵀ right_a + left_bᵀ right_b as one product over the rows stacked."""
+    return torch.cat((left_a, left_b)).t() @ torch.cat((right_a, right_b))
+
+
+def training_gradients(diffusion: Any, w: Weights, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor,
+                       noise: torch.Tensor, noise_neg: torch.Tensor | None, mined: bool
+                       ) -> tuple[Weights, dict[str, torch.Tensor]]:
+    """The gradient of ``diffusion.training_loss`` (SPEC §4–5) with respect to the energy network's
+    weights ``w`` and the loss parts, for the draws given: the network's values and weight gradient
+    in closed form, autograd only over the loss's few operations on ε̂ and E (which give Ḡ and Ē).
+    On a mining step the opt step (weights held fixed) uses the same time path and ``x W₁ₓᵀ + b₁``."""
+    m, n = diffusion.mining, inp.shape[0]
+    frozen = w.detached()
+    table = TimeTable.of(frozen, diffusion.timesteps)
+    problems = Rows.of(frozen, table, t, inputs(frozen, inp))
+    descend = None
+    if mined:
+        def descend(i: torch.Tensor, y: torch.Tensor, t_: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+            return diffusion.descend(problems.energy_and_grad, problems.energy, y, t_, m.opt_steps, m.scale_factor, stats)
+    kept: dict[str, Any] = {}
+
+    def network(i: torch.Tensor, y: torch.Tensor, t_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = problems.repeat(y.shape[0] // n)
+        a = forward(rows, y)
+        d = backward(rows, a.head(n), y.shape[1])
+        eps, energies = d.grad.requires_grad_(), a.o[n:].pow(2).sum(dim=-1).requires_grad_()
+        kept.update(rows=rows, y=y, a=a, d=d, outputs=(eps, energies))
+        return eps, energies
+
+    total, parts = diffusion.training_loss(inp, x_start, t, noise, noise_neg, network=network, descend=descend)
+    g_bar, e_bar = torch.autograd.grad(total, kept["outputs"], allow_unused=True)
+    blocks = kept["y"].shape[0] // n
+    grads = weight_grads(kept["rows"], table, torch.cat([t] * blocks), inp, kept["y"], kept["a"], kept["d"], g_bar, e_bar)
+    return grads, parts
+
+
+class Frozen:
+    """The energy network at fixed weights, for the opt step and sampling: :meth:`at` gives the
+    :class:`Rows` of a batch at its timesteps, with the time path computed once."""
+
+    def __init__(self, ebm: EBM, timesteps: int):
+        self.w = Weights.of(ebm).detached()
+        self.table = TimeTable.of(self.w, timesteps)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return inputs(self.w, x)
+
+    def at(self, t: torch.Tensor, c1: torch.Tensor) -> Rows:
+        """The rows of problems with first-layer inputs ``c1`` (:meth:`inputs`) at timesteps ``t``."""
+        return Rows.of(self.w, self.table, t, c1)
