@@ -9,8 +9,10 @@ logged sums; median over blocks of :data:`BLOCK` steps after warm-up, one device
 values per step, :mod:`diffusion_lib.syncs`), ``warmup_seconds`` (includes compiling and graph
 capture), ``data_ms_per_batch``,
 ``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
-per problem (matmul FLOPs counted by ``torch.profiler``), the achieved GFLOP/s, the machine's fp32 matmul
-peak measured on the spot (``--peak``), device, torch version and thread count.
+per problem (matmul FLOPs counted by ``torch.profiler``: ``train_mflop_per_problem`` of the reference
+formulation, what budgets are computed from, and ``executed_mflop_per_problem``, what the engine's step
+actually runs), the achieved GFLOP/s of training and of sampling, the machine's fp32 matmul peak
+measured on the spot (``--peak``) and the fractions of it, device, torch version and thread count.
 
 It times the training engine (:class:`~diffusion_lib.engine.Engine`) itself. ``--pack N`` times
 N runs trained together instead of one: ``steps_per_s`` is then the engine's step rate and
@@ -104,6 +106,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     data = [_timed(lambda: next(stream), dev) for _ in range(max(10, steps // 2))]
     diffusion = engine.models(0)[0]
     flops_per_problem = step_flops(diffusion, batch_size, rank, 0.5, diffusion.mining.mines, dev) / batch_size
+    executed_per_problem = counted_flops(train_step) / (batch_size * pack)
     A, _ = inverse_problems(sample_problems, rank, 0.5, gen, dev)
     diffusion.sample(A[:8])  # warm-up
     sample_s = statistics.median(_timed(lambda: diffusion.sample(A), dev) for _ in range(3))
@@ -118,14 +121,17 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         "data_ms_per_batch": 1000 * statistics.median(data),
         "sample_ms_per_problem": 1000 * sample_s / sample_problems,
         "train_mflop_per_problem": flops_per_problem / 1e6,
+        "executed_mflop_per_problem": executed_per_problem / 1e6,
         "sample_mflop_per_problem": sample_flops / sample_problems / 1e6,
-        "achieved_gflops": flops_per_problem * batch_size * pack * steps_per_s / 1e9,
+        "achieved_gflops": executed_per_problem * batch_size * pack * steps_per_s / 1e9,
+        "sample_gflops": sample_flops / sample_s / 1e9,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     if peak:
         record["matmul_peak_gflops"] = matmul_peak_gflops(dev)
         record["fraction_of_peak"] = record["achieved_gflops"] / record["matmul_peak_gflops"]
+        record["sample_fraction_of_peak"] = record["sample_gflops"] / record["matmul_peak_gflops"]
     return record
 
 

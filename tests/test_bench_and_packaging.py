@@ -12,7 +12,8 @@ import yaml
 from diffusion_lib import bench
 
 ROOT_KEYS = {"steps_per_s", "compute_steps_per_s", "data_ms_per_batch", "sample_ms_per_problem",
-             "train_mflop_per_problem", "device", "torch", "threads", "matmul_peak_gflops", "syncs_per_step",
+             "train_mflop_per_problem", "executed_mflop_per_problem", "sample_gflops", "device", "torch", "threads",
+             "matmul_peak_gflops", "sample_fraction_of_peak", "syncs_per_step",
             "warmup_seconds", "step", "precision"}
 
 
