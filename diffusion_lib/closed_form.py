@@ -278,10 +278,11 @@ def weight_grads(rows: Rows, table: TimeTable, t: torch.Tensor, x: torch.Tensor,
     # z₁ = c₁ + y W₁ᵧᵀ: the x columns see each problem's rows summed over its blocks
     per_problem = z1_bar.view(-1, n, hidden).sum(0)
     w1_bar = torch.cat((per_problem.t() @ x, _stacked(d.dz1, z1_bar, g_bar, y)), dim=1)
-    # the time path: each row's FiLM adjoints [gain, shift] summed onto its timestep
-    k = table.emb.shape[0]
-    film_bar = [torch.zeros(k, 2 * hidden, dtype=x.dtype, device=x.device).index_add_(
-        0, t, torch.cat((gain_bar, shift_bar), dim=1)) for gain_bar, shift_bar in ((gain2_bar, z2_bar), (gain3_bar, z3_bar))]
+    # the time path: each row's FiLM adjoints [gain, shift] summed onto its timestep (a product with the
+    # rows' one-hot timesteps rather than index_add_, whose atomic adds would make a GPU run nondeterministic)
+    steps = F.one_hot(t, table.emb.shape[0]).to(x.dtype).t()
+    film_bar = [steps @ torch.cat((gain_bar, shift_bar), dim=1)
+                for gain_bar, shift_bar in ((gain2_bar, z2_bar), (gain3_bar, z3_bar))]
     emb_bar = film_bar[0] @ w.f2 + film_bar[1] @ w.f3
     u_bar = (emb_bar @ w.t2) * _gelu_grad(table.u)
     return Weights(t1=u_bar.t() @ table.p, t1b=u_bar.sum(0), t2=emb_bar.t() @ table.v, t2b=emb_bar.sum(0),
