@@ -9,19 +9,22 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
 * :func:`func_gradients`: ``torch.func.grad`` of :func:`diffusion_lib.functional.loss`. Pure, so
   ``torch.func.vmap`` maps it over stacked runs, ``torch.compile`` compiles it and a CUDA graph
   captures it;
-* :func:`closed_form_gradients`: the derivatives written out by hand (:mod:`diffusion_lib.closed_form`)
-  on the diffusion module's own parameters (the engine makes them views of its stacked weights); one
-  run only, eager, the fastest path on a CPU (docs/performance.md; it equals the functional gradient
-  in float64, tests/test_closed_form.py).
+* :func:`closed_form_gradients`: the derivatives written out by hand: the network's values and ∇_y E
+  from :mod:`diffusion_lib.closed_form`, the weight gradient by :func:`weight_grads` (the chain rule
+  run backwards through ∇_y E, with SiLU's second derivative, then through the forward pass), at the
+  diffusion module's own parameters (the engine makes them views of its stacked weights); one run
+  only, eager, the fastest path on a CPU (docs/performance.md, issue 22; it equals autograd on the
+  module and the functional gradient in float64, tests/test_functional.py, tests/test_closed_form.py).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch.func import grad
 
-from . import closed_form
+from .closed_form import Acts, Deltas, Rows, TimeTable, Weights, backward, forward, gelu_grad, inputs, silu2
 from .diffusion import GaussianDiffusion1D
 from .functional import Params, loss
 
@@ -54,14 +57,116 @@ def func_gradients(diffusion: GaussianDiffusion1D, grad_clip: float) -> Gradient
 
 def closed_form_gradients(diffusion: GaussianDiffusion1D, grad_clip: float) -> GradientFn:
     """The gradient function by the closed-form derivatives of :mod:`diffusion_lib.closed_form`
-    (:func:`~diffusion_lib.closed_form.training_gradients`), at ``diffusion``'s own parameters (the
+    (:func:`training_gradients`), at ``diffusion``'s own parameters (the
     engine makes them views of its stacked weights; the ``params`` argument is ignored)."""
-    weights = closed_form.Weights.of(diffusion.model.ebm)
+    weights = Weights.of(diffusion.model.ebm)
 
     def fn(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        grads, parts = closed_form.training_gradients(diffusion, weights, inp, x_start, t, noise, noise_neg, mined)
+        grads, parts = training_gradients(diffusion, weights, inp, x_start, t, noise, noise_neg, mined)
         clipped, norm = clip_by_total_norm(grads, grad_clip)
         return clipped, _with_norm(parts, norm, grad_clip)
 
     return fn
+
+
+def weight_grads(rows: Rows, table: TimeTable, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: Acts,
+                 d: Deltas, g_bar: torch.Tensor, e_bar: torch.Tensor | None) -> Weights:
+    """∂L/∂θ of a loss L of ε̂ = ∇_y E at the first n = len(x) rows of ``y`` (adjoint ``g_bar`` =
+    ∂L/∂ε̂; ``d`` is that backward pass) and of E at the other rows (adjoint ``e_bar``; None: L does
+    not depend on them).
+
+    ``y`` holds blocks of n rows, one y per problem each, all at the problems' x and timesteps:
+    ``rows`` and ``t`` are the problems', repeated once per block; ``a`` is the forward pass of
+    every row. Each weight gradient that both passes contribute to is one matrix product over
+    their rows stacked (so it is written once)."""
+    w, hidden = rows.w, rows.w.w2.shape[0]
+    n, y_dim = x.shape[0], y.shape[1]
+    head = a.head(n)
+    # backwards through ∇_y E = dz₁ W₁ᵧ, dz₁ = dh₁ ⊙ silu'(z₁), dh₁ = da₂ W₂, da₂ = dz₂ ⊙ q₂, ...
+    dz1_bar = g_bar @ w.w1y(y_dim).t()
+    dh1_bar = dz1_bar * head.d1
+    z1_head = dz1_bar * d.dh1 * silu2(head.z1, head.s1)
+    da2_bar = dh1_bar @ w.w2.t()
+    dz2_bar = da2_bar * rows.q2[:n]
+    gain2_head = da2_bar * d.dz2
+    dh2_bar = dz2_bar * head.d2
+    z2_head = dz2_bar * d.dh2 * silu2(head.z2, head.s2)
+    da3_bar = dh2_bar @ w.w3.t()
+    dz3_bar = da3_bar * rows.q3[:n]
+    gain3_head = da3_bar * d.dz3
+    dh3_bar = dz3_bar * head.d3
+    z3_head = dz3_bar * d.dh3 * silu2(head.z3, head.s3)
+    # o's adjoint: through ∇_y E (do = 2o) at the first block, through E = Σ o² at the others
+    o_bar = 2 * (dh3_bar @ w.wo.t())
+    if e_bar is not None:
+        o_bar = torch.cat((o_bar, 2 * e_bar[:, None] * a.o[n:]))
+    elif a.o.shape[0] > n:
+        o_bar = torch.cat((o_bar, torch.zeros_like(a.o[n:])))
+    # backwards through the forward pass
+    z3_bar = _plus_head((o_bar @ w.wo) * a.d3, z3_head)
+    gain3_bar = _plus_head(z3_bar * a.a3, gain3_head)
+    a3_bar = z3_bar * rows.q3
+    z2_bar = _plus_head((a3_bar @ w.w3) * a.d2, z2_head)
+    gain2_bar = _plus_head(z2_bar * a.a2, gain2_head)
+    a2_bar = z2_bar * rows.q2
+    z1_bar = _plus_head((a2_bar @ w.w2) * a.d1, z1_head)
+    # z₁ = c₁ + y W₁ᵧᵀ: the x columns see each problem's rows summed over its blocks
+    per_problem = z1_bar.view(-1, n, hidden).sum(0)
+    w1_bar = torch.cat((per_problem.t() @ x, _stacked(d.dz1, z1_bar, g_bar, y)), dim=1)
+    # the time path: each row's FiLM adjoints [gain, shift] summed onto its timestep (a product with the
+    # rows' one-hot timesteps rather than index_add_, whose atomic adds would make a GPU run nondeterministic)
+    steps = F.one_hot(t, table.emb.shape[0]).to(x.dtype).t()
+    film_bar = [steps @ torch.cat((gain_bar, shift_bar), dim=1)
+                for gain_bar, shift_bar in ((gain2_bar, z2_bar), (gain3_bar, z3_bar))]
+    emb_bar = film_bar[0] @ w.f2 + film_bar[1] @ w.f3
+    u_bar = (emb_bar @ w.t2) * gelu_grad(table.u)
+    return Weights(t1=u_bar.t() @ table.p, t1b=u_bar.sum(0), t2=emb_bar.t() @ table.v, t2b=emb_bar.sum(0),
+                   w1=w1_bar, b1=z1_bar.sum(0), w2=_stacked(d.da2, a2_bar, dh1_bar, a.h1), b2=a2_bar.sum(0),
+                   f2=film_bar[0].t() @ table.emb, f2b=film_bar[0].sum(0), w3=_stacked(d.da3, a3_bar, dh2_bar, a.h2),
+                   b3=a3_bar.sum(0), f3=film_bar[1].t() @ table.emb, f3b=film_bar[1].sum(0),
+                   wo=_stacked(d.do, o_bar, dh3_bar, a.h3), bo=o_bar.sum(0))
+
+
+def _plus_head(full: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """``full`` with ``head`` added to its first rows."""
+    if head.shape[0] == full.shape[0]:
+        return full + head
+    return torch.cat((full[: head.shape[0]] + head, full[head.shape[0]:]))
+
+
+def _stacked(left_a: torch.Tensor, left_b: torch.Tensor, right_a: torch.Tensor, right_b: torch.Tensor) -> torch.Tensor:
+    """left_aᵀ right_a + left_bᵀ right_b as one product over the rows stacked."""
+    return torch.cat((left_a, left_b)).t() @ torch.cat((right_a, right_b))
+
+
+def training_gradients(diffusion: Any, w: Weights, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor,
+                       noise: torch.Tensor, noise_neg: torch.Tensor | None, mined: bool
+                       ) -> tuple[Weights, dict[str, torch.Tensor]]:
+    """The gradient of ``diffusion.training_loss`` (SPEC §4–5) with respect to the energy network's
+    weights ``w`` and the loss parts, for the draws given: the network's values and weight gradient
+    in closed form, autograd only over the loss's few operations on ε̂ and E (which give Ḡ and Ē).
+    On a mining step the opt step (weights held fixed) uses the same time path and ``x W₁ₓᵀ + b₁``."""
+    m, n = diffusion.mining, inp.shape[0]
+    frozen = w.detached()
+    table = TimeTable.of(frozen, diffusion.timesteps)
+    problems = Rows.of(frozen, table, t, inputs(frozen, inp))
+    descend = None
+    if mined:
+        def descend(i: torch.Tensor, y: torch.Tensor, t_: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+            return diffusion.descend(problems.energy_and_grad, problems.energy, y, t_, m.opt_steps, m.scale_factor, stats)
+    kept: dict[str, Any] = {}
+
+    def network(i: torch.Tensor, y: torch.Tensor, t_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = problems.repeat(y.shape[0] // n)
+        a = forward(rows, y)
+        d = backward(rows, a.head(n), y.shape[1])
+        eps, energies = d.grad.requires_grad_(), a.o[n:].pow(2).sum(dim=-1).requires_grad_()
+        kept.update(rows=rows, y=y, a=a, d=d, outputs=(eps, energies))
+        return eps, energies
+
+    total, parts = diffusion.training_loss(inp, x_start, t, noise, noise_neg, network=network, descend=descend)
+    g_bar, e_bar = torch.autograd.grad(total, kept["outputs"], allow_unused=True)
+    blocks = kept["y"].shape[0] // n
+    grads = weight_grads(kept["rows"], table, torch.cat([t] * blocks), inp, kept["y"], kept["a"], kept["d"], g_bar, e_bar)
+    return grads, parts

@@ -1,4 +1,5 @@
-"""The closed-form derivatives (diffusion_lib.closed_form) equal autograd on the module, in float64.
+"""The closed-form derivatives (diffusion_lib.closed_form, gradients.weight_grads) equal autograd on the
+module, in float64.
 
 The training gradient itself is checked against autograd on the module (and against the functional
 gradient) in tests/test_functional.py, for every mode, mining and not.
@@ -16,6 +17,7 @@ from diffusion_lib import closed_form
 from diffusion_lib.compute import _flops_per_sample
 from diffusion_lib.data import inverse_problems
 from diffusion_lib.diffusion import build_diffusion
+from diffusion_lib.gradients import weight_grads
 
 RANK = 3
 
@@ -68,8 +70,8 @@ def test_every_weight_gradient_equals_autograd_for_a_loss_of_the_gradient_and_th
     table = closed_form.TimeTable.of(w, d.timesteps)
     rows = closed_form.Rows.of(w, table, t, closed_form.inputs(w, A)).repeat(3)
     a = closed_form.forward(rows, y)
-    grads = closed_form.weight_grads(rows, table, torch.cat([t] * 3), A, y, a,
-                                     closed_form.backward(rows, a.head(n), y.shape[1]), c, b)
+    grads = weight_grads(rows, table, torch.cat([t] * 3), A, y, a, closed_form.backward(rows, a.head(n), y.shape[1]),
+                         c, b)
     for name, ours, theirs in zip(closed_form.NAMES, grads, reference, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12, msg=name)
     assert closed_form.NAMES == tuple(name for name, _ in ebm.named_parameters())
