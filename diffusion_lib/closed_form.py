@@ -231,11 +231,11 @@ def backward(rows: Rows, a: Acts, y_dim: int) -> Deltas:
 
 
 class Frozen:
-    """The energy network at fixed weights, for the opt step and sampling: :meth:`at` gives the
-    :class:`Rows` of a batch at its timesteps, with the time path computed once."""
+    """The energy network at fixed weights ``w`` (detached here), for the opt step and sampling:
+    :meth:`at` gives the :class:`Rows` of a batch at its timesteps, with the time path computed once."""
 
-    def __init__(self, ebm: EBM, timesteps: int):
-        self.w = Weights.of(ebm).detached()
+    def __init__(self, w: Weights, timesteps: int):
+        self.w = w.detached()
         self.table = TimeTable.of(self.w, timesteps)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:

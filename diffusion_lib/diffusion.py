@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mining import MODES, MiningConfig  # noqa: F401 (re-exported)
-from .closed_form import Frozen
+from .closed_form import Frozen, Weights
 from .model import EBM, DiffusionWrapper
 
 CLAMP = 2.0
@@ -159,7 +159,7 @@ class GaussianDiffusion1D(nn.Module):
         :class:`~diffusion_lib.model.DiffusionWrapper`'s protocol."""
         ebm = getattr(self.model, "ebm", None)
         if self.closed_form and isinstance(ebm, EBM):
-            frozen = Frozen(ebm, self.timesteps)
+            frozen = Frozen(Weights.of(ebm), self.timesteps)
             first = frozen.inputs(inp) if c1 is None else c1
 
             def closed(t: torch.Tensor) -> tuple[Callable[..., Any], Callable[..., Any]]:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad
 
-from .closed_form import Acts, Deltas, Rows, TimeTable, Weights, backward, forward, gelu_grad, inputs, silu2
+from .closed_form import Acts, Deltas, Frozen, Rows, TimeTable, Weights, backward, forward, gelu_grad, silu2
 from .diffusion import GaussianDiffusion1D
 from .functional import Params, loss
 
@@ -140,7 +140,7 @@ def _stacked(left_a: torch.Tensor, left_b: torch.Tensor, right_a: torch.Tensor, 
     return torch.cat((left_a, left_b)).t() @ torch.cat((right_a, right_b))
 
 
-def training_gradients(diffusion: Any, w: Weights, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor,
+def training_gradients(diffusion: GaussianDiffusion1D, w: Weights, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor,
                        noise: torch.Tensor, noise_neg: torch.Tensor | None, mined: bool
                        ) -> tuple[Weights, dict[str, torch.Tensor]]:
     """The gradient of ``diffusion.training_loss`` (SPEC §4–5) with respect to the energy network's
@@ -148,9 +148,9 @@ def training_gradients(diffusion: Any, w: Weights, inp: torch.Tensor, x_start: t
     in closed form, autograd only over the loss's few operations on ε̂ and E (which give Ḡ and Ē).
     On a mining step the opt step (weights held fixed) uses the same time path and ``x W₁ₓᵀ + b₁``."""
     m, n = diffusion.mining, inp.shape[0]
-    frozen = w.detached()
-    table = TimeTable.of(frozen, diffusion.timesteps)
-    problems = Rows.of(frozen, table, t, inputs(frozen, inp))
+    frozen = Frozen(w, diffusion.timesteps)
+    table = frozen.table
+    problems = frozen.at(t, frozen.inputs(inp))
     descend = None
     if mined:
         def descend(i: torch.Tensor, y: torch.Tensor, t_: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -42,7 +42,7 @@ def test_the_energy_and_its_gradient_equal_the_modules(float64):
     d = _trained_looking()
     A, Y = _problems()
     t = torch.arange(A.shape[0]) % 10
-    frozen = closed_form.Frozen(d.model.ebm, d.timesteps)
+    frozen = closed_form.Frozen(closed_form.Weights.of(d.model.ebm), d.timesteps)
     rows = frozen.at(t, frozen.inputs(A))
     for y in (Y, 3 * torch.randn_like(Y)):
         e, g = rows.energy_and_grad(y)
