@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_lib.runtime import keep_freed_memory
+from diffusion_lib.runtime import setup_torch
 from diffusion_lib.engine import Engine
 from diffusion_lib.run_config import TrainConfig
 from diffusion_lib.training import accumulate
@@ -86,9 +86,7 @@ def main() -> None:
     p.add_argument("--sample-batch", type=int, default=1024)
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    keep_freed_memory()  # as the workflow's jobs do (runtime.setup_torch)
+    setup_torch(1, "cpu")  # as the workflow's jobs do
     training = _import_old(a.old.resolve())
     cfg = TrainConfig(batch_size=64, lr=5e-4, rank=20, ema_update_every=1, ema_update_after_step=100,
                       measure_flops=False, lr_schedule="constant", warmup_steps=0)

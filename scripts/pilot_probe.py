@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from diffusion_lib.runtime import keep_freed_memory
+from diffusion_lib.runtime import setup_torch
 from diffusion_lib.convergence import ConvergenceRule
 from diffusion_lib.data import make_heldout
 from diffusion_lib.evaluation import predict, solution_metrics
@@ -42,9 +42,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.set_flush_denormal(True)  # as the workflow's jobs do
-    keep_freed_memory()  # as the workflow's jobs do (runtime.setup_torch)
+    setup_torch(a.threads, "cpu")  # as the workflow's jobs do
     data_seed = 20240601
     val = make_heldout(a.val_size, 20, 0.5, derive_seed(data_seed, "val_id"), name="val_id")
     test = make_heldout(a.test_size, 20, 0.5, derive_seed(data_seed, "test_id"), name="test_id")

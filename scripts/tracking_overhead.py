@@ -29,21 +29,17 @@ VARIANTS = ("off", "tensorboard", "tensorboard+mlflow")
 
 
 def child(variant: str, mode: str, steps: int, folder: str, uri: str) -> None:
-    import torch
-
     from diffusion_lib.data import make_heldout
     from diffusion_lib.engine import Engine
     from diffusion_lib.layout import Layout
     from diffusion_lib.mlflow_tracking import MlflowSettings
     from diffusion_lib.run_config import train_config
-    from diffusion_lib.runtime import keep_freed_memory
+    from diffusion_lib.runtime import setup_torch
     from diffusion_lib.seeding import derive_seed
     from diffusion_lib.status import study_config
     from diffusion_lib.tracking import JobTracking
 
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    keep_freed_memory()  # as the workflow's jobs do (runtime.setup_torch)
+    setup_torch(1, "cpu")  # as the workflow's jobs do
     cfg = study_config()
     spec = next(s for s in Layout(cfg).runs if s.mode == mode and s.seed == 0)
     rank, eps = cfg["data"]["rank"], cfg["data"]["id_eps"]
