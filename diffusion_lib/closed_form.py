@@ -118,14 +118,18 @@ def inputs(w: Weights, x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Rows:
     """A batch of problems at fixed (x, t) and weights: c₁ and each layer's q = 1 + gain(t),
-    s = shift(t). :meth:`energy` and :meth:`energy_and_grad` evaluate it at any y (no graph)."""
+    s = shift(t). :meth:`energy` and :meth:`energy_and_grad` evaluate it at any y (no graph).
+
+    When every row is at one timestep (sampling), q and s are folded into the weights instead
+    (:meth:`at_step`: W'ₗ = diag(qₗ) Wₗ, b'ₗ = qₗ ⊙ bₗ + sₗ) and ``q2 … s3`` are None; such rows
+    serve :meth:`energy` and :meth:`energy_and_grad` only, not the training pass (:func:`forward`)."""
 
     w: Weights
     c1: torch.Tensor
-    q2: torch.Tensor
-    s2: torch.Tensor
-    q3: torch.Tensor
-    s3: torch.Tensor
+    q2: torch.Tensor | None
+    s2: torch.Tensor | None
+    q3: torch.Tensor | None
+    s3: torch.Tensor | None
 
     @classmethod
     def of(cls, w: Weights, table: TimeTable, t: torch.Tensor, c1: torch.Tensor) -> "Rows":
@@ -134,24 +138,56 @@ class Rows:
         g3, s3 = table.film3.index_select(0, t).split(hidden, dim=1)
         return cls(w, c1, 1 + g2, s2, 1 + g3, s3)
 
+    @classmethod
+    def at_step(cls, w: Weights, table: TimeTable, step: int, c1: torch.Tensor) -> "Rows":
+        """The rows ``c1``, all at timestep ``step``, with FiLM folded into the weights."""
+        hidden = w.w2.shape[0]
+        (g2, s2), (g3, s3) = table.film2[step].split(hidden), table.film3[step].split(hidden)
+        q2, q3 = 1 + g2, 1 + g3
+        folded = w._replace(w2=q2[:, None] * w.w2, b2=torch.addcmul(s2, q2, w.b2),
+                            w3=q3[:, None] * w.w3, b3=torch.addcmul(s3, q3, w.b3))
+        return cls(folded, c1, None, None, None, None)
+
     def repeat(self, groups: int) -> "Rows":
         """The rows stacked ``groups`` times (several y per problem in one batch)."""
         if groups == 1:
             return self
         return Rows(self.w, *(torch.cat([v] * groups) for v in (self.c1, self.q2, self.s2, self.q3, self.s3)))
 
+    def _pre(self, a: torch.Tensor, q: torch.Tensor | None, s: torch.Tensor | None) -> torch.Tensor:
+        """z = a ⊙ q + s (a itself when FiLM is folded into the weights)."""
+        return a if q is None else torch.addcmul(s, a, q)
+
+    def _lean(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pre-activations z₁, z₂, z₃ and the read-out o at ``y`` (nothing else kept)."""
+        w = self.w
+        z1 = torch.addmm(self.c1, y, w.w1y(y.shape[1]).t())
+        z2 = self._pre(F.linear(F.silu(z1), w.w2, w.b2), self.q2, self.s2)
+        z3 = self._pre(F.linear(F.silu(z2), w.w3, w.b3), self.q3, self.s3)
+        return z1, z2, z3, F.linear(F.silu(z3), w.wo, w.bo)
+
     def energy(self, y: torch.Tensor) -> torch.Tensor:
         """E per row at ``y``."""
-        w = self.w
-        h = F.silu(torch.addmm(self.c1, y, w.w1y(y.shape[1]).t()))
-        h = F.silu(torch.addcmul(self.s2, F.linear(h, w.w2, w.b2), self.q2))
-        h = F.silu(torch.addcmul(self.s3, F.linear(h, w.w3, w.b3), self.q3))
-        return F.linear(h, w.wo, w.bo).pow(2).sum(dim=-1)
+        return self._lean(y)[3].pow(2).sum(dim=-1)
 
     def energy_and_grad(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E, ∇_y E) per row at ``y``."""
-        a = forward(self, y)
-        return a.energy, backward(self, a, y.shape[1]).grad
+        """(E, ∇_y E) per row at ``y``: the chain rule through each SiLU by ``silu_backward``
+        (dh ⊙ silu'(z) in one pass), so nothing but z is kept."""
+        w = self.w
+        z1, z2, z3, o = self._lean(y)
+        dz3 = _silu_backward((2 * o) @ w.wo, z3)
+        dz2 = _silu_backward(_scaled(dz3, self.q3) @ w.w3, z2)
+        dz1 = _silu_backward(_scaled(dz2, self.q2) @ w.w2, z1)
+        return o.pow(2).sum(dim=-1), dz1 @ w.w1y(y.shape[1])
+
+
+def _silu_backward(grad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """grad ⊙ silu'(z), one fused elementwise pass."""
+    return torch.ops.aten.silu_backward(grad, z)
+
+
+def _scaled(d: torch.Tensor, q: torch.Tensor | None) -> torch.Tensor:
+    return d if q is None else d * q
 
 
 @dataclass
@@ -241,6 +277,10 @@ class Frozen:
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return inputs(self.w, x)
 
-    def at(self, t: torch.Tensor, c1: torch.Tensor) -> Rows:
-        """The rows of problems with first-layer inputs ``c1`` (:meth:`inputs`) at timesteps ``t``."""
+    def at(self, t: torch.Tensor, c1: torch.Tensor, step: int | None = None) -> Rows:
+        """The rows of problems with first-layer inputs ``c1`` (:meth:`inputs`) at timesteps ``t``;
+        ``step``: every row is at that timestep (t is ``step`` everywhere), so FiLM is folded into
+        the weights (:meth:`Rows.at_step`)."""
+        if step is not None:
+            return Rows.at_step(self.w, self.table, step, c1)
         return Rows.of(self.w, self.table, t, c1)

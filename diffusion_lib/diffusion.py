@@ -148,10 +148,12 @@ class GaussianDiffusion1D(nn.Module):
         return self.descend(*self.energy_fields(inp)(t), img, t, step, sf, stats)
 
     def energy_fields(self, inp: torch.Tensor, c1: torch.Tensor | None = None
-                      ) -> Callable[[torch.Tensor], tuple[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                                                          Callable[[torch.Tensor], torch.Tensor]]]:
+                      ) -> Callable[..., tuple[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                                               Callable[[torch.Tensor], torch.Tensor]]]:
         """For the problems ``inp`` with the weights held fixed (no graph through them): a map from
-        timesteps t to ``(energy_and_grad, energy)`` of y, as :meth:`descend` takes them.
+        timesteps ``(t, step=None)`` to ``(energy_and_grad, energy)`` of y, as :meth:`descend` takes
+        them; ``step`` (an int) says that every entry of t is that timestep (sampling), which lets the
+        closed form fold the time modulation into the weights.
 
         For the energy network of SPEC §3 (:class:`~diffusion_lib.model.EBM`) these are the closed forms
         of :mod:`diffusion_lib.closed_form` (``x W₁ₓᵀ + b₁`` computed once here, or given as ``c1``, and
@@ -162,12 +164,12 @@ class GaussianDiffusion1D(nn.Module):
             frozen = Frozen(Weights.of(ebm), self.timesteps)
             first = frozen.inputs(inp) if c1 is None else c1
 
-            def closed(t: torch.Tensor) -> tuple[Callable[..., Any], Callable[..., Any]]:
-                rows = frozen.at(t, first)
+            def closed(t: torch.Tensor, step: int | None = None) -> tuple[Callable[..., Any], Callable[..., Any]]:
+                rows = frozen.at(t, first, step)
                 return rows.energy_and_grad, rows.energy
             return closed
 
-        def module(t: torch.Tensor) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        def module(t: torch.Tensor, step: int | None = None) -> tuple[Callable[..., Any], Callable[..., Any]]:
             return (lambda y: self.model(inp, y, t, return_both=True)), (lambda y: self.model(inp, y, t, return_energy=True))
         return module
 
@@ -305,7 +307,7 @@ class GaussianDiffusion1D(nn.Module):
         for step in reversed(range(self.timesteps)):
             t = torch.full((batch,), step, device=inp.device, dtype=torch.long)
             sqrt_ac = _gather(self.sqrt_alphas_cumprod, t)
-            energy_and_grad, energy = fields(t)
+            energy_and_grad, energy = fields(t, step)
             eps = energy_and_grad(y)[1]
             x0 = ((y - _gather(self.sqrt_one_minus_alphas_cumprod, t) * eps) / sqrt_ac).clamp(-self.clamp, self.clamp)
             y = sqrt_ac * x0

@@ -53,6 +53,23 @@ def test_the_energy_and_its_gradient_equal_the_modules(float64):
     assert not torch.allclose(rows.energy(Y), rows.energy(2 * Y))  # the comparison can fail
 
 
+def test_rows_at_one_timestep_fold_the_time_modulation_into_the_weights_and_equal_the_modules(float64):
+    d = _trained_looking()
+    A, Y = _problems()
+    frozen = closed_form.Frozen(closed_form.Weights.of(d.model.ebm), d.timesteps)
+    c1 = frozen.inputs(A)
+    y = 3 * torch.randn_like(Y)
+    for step in (0, 4, 9):
+        t = torch.full((A.shape[0],), step)
+        folded = frozen.at(t, c1, step)
+        assert folded.q2 is None and not torch.equal(folded.w.w2, frozen.w.w2)
+        e_ref, g_ref = d.model(A, y, t, return_both=True)
+        e, g = folded.energy_and_grad(y)
+        torch.testing.assert_close(e, e_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(folded.energy(y), e_ref, rtol=1e-12, atol=1e-12)
+
+
 def test_every_weight_gradient_equals_autograd_for_a_loss_of_the_gradient_and_the_energy(float64):
     """∂L/∂θ for L = Σ c·∇_y E(y_t) + Σ b·E(y±) with random c, b: every weight, time path included."""
     d = _trained_looking("random")
