@@ -78,9 +78,9 @@ def _silu(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return s, h, torch.addcmul(s, h, 1 - s)
 
 
-def silu2(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """silu''(z) = σ(1 − σ)(2 + z(1 − 2σ)), given σ = σ(z)."""
-    return (s * (1 - s)) * torch.addcmul(torch.full_like(z, 2.0), z, 1 - 2 * s)
+def silu2(z: torch.Tensor, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """silu''(z) = σ(1 − σ)(2 + z(1 − 2σ)) = (σ − σ²)(2 + z − 2h), given σ = σ(z) and h = silu(z) = zσ."""
+    return torch.addcmul(s, s, s, value=-1).mul_(torch.add(z, h, alpha=-2).add_(2.0))
 
 
 def gelu_grad(u: torch.Tensor) -> torch.Tensor:

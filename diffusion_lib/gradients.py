@@ -31,11 +31,20 @@ from .functional import Params, loss
 GradientFn = Callable[..., tuple[list[torch.Tensor], dict[str, torch.Tensor]]]
 
 
-def clip_by_total_norm(grads: list[torch.Tensor] | tuple[torch.Tensor, ...], max_norm: float
+def clip_by_total_norm(grads: list[torch.Tensor] | tuple[torch.Tensor, ...], max_norm: float, in_place: bool = False
                        ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """``torch.nn.utils.clip_grad_norm_``'s arithmetic on a CPU: (clipped gradients, norm before)."""
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    """``torch.nn.utils.clip_grad_norm_``'s arithmetic on a CPU: (clipped gradients, norm before).
+
+    ``in_place``: scale ``grads`` themselves with the ``_foreach`` kernels (the same numbers on a CPU,
+    no new tensors; for gradients nobody else holds, outside ``torch.func`` transforms)."""
+    if in_place:
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads))))
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    if in_place:
+        torch._foreach_mul_(list(grads), scale)
+        return list(grads), norm
     return [g * scale for g in grads], norm
 
 
@@ -64,7 +73,7 @@ def closed_form_gradients(diffusion: GaussianDiffusion1D, grad_clip: float) -> G
     def fn(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         grads, parts = training_gradients(diffusion, weights, inp, x_start, t, noise, noise_neg, mined)
-        clipped, norm = clip_by_total_norm(grads, grad_clip)
+        clipped, norm = clip_by_total_norm(grads, grad_clip, in_place=True)
         return clipped, _with_norm(parts, norm, grad_clip)
 
     return fn
@@ -86,17 +95,17 @@ def weight_grads(rows: Rows, table: TimeTable, t: torch.Tensor, x: torch.Tensor,
     # backwards through ∇_y E = dz₁ W₁ᵧ, dz₁ = dh₁ ⊙ silu'(z₁), dh₁ = da₂ W₂, da₂ = dz₂ ⊙ q₂, ...
     dz1_bar = g_bar @ w.w1y(y_dim).t()
     dh1_bar = dz1_bar * head.d1
-    z1_head = dz1_bar * d.dh1 * silu2(head.z1, head.s1)
+    z1_head = dz1_bar * d.dh1 * silu2(head.z1, head.s1, head.h1)
     da2_bar = dh1_bar @ w.w2.t()
     dz2_bar = da2_bar * rows.q2[:n]
     gain2_head = da2_bar * d.dz2
     dh2_bar = dz2_bar * head.d2
-    z2_head = dz2_bar * d.dh2 * silu2(head.z2, head.s2)
+    z2_head = dz2_bar * d.dh2 * silu2(head.z2, head.s2, head.h2)
     da3_bar = dh2_bar @ w.w3.t()
     dz3_bar = da3_bar * rows.q3[:n]
     gain3_head = da3_bar * d.dz3
     dh3_bar = dz3_bar * head.d3
-    z3_head = dz3_bar * d.dh3 * silu2(head.z3, head.s3)
+    z3_head = dz3_bar * d.dh3 * silu2(head.z3, head.s3, head.h3)
     # o's adjoint: through ∇_y E (do = 2o) at the first block, through E = Σ o² at the others
     o_bar = 2 * (dh3_bar @ w.wo.t())
     if e_bar is not None:

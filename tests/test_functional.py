@@ -58,6 +58,23 @@ def _gradients(kind, mining, grad_clip, A, Y, mined=True):
     return make(d, grad_clip)(dict(d.model.ebm.named_parameters()), *draws)
 
 
+@pytest.mark.parametrize("max_norm", [1e-3, 1e6])
+def test_clipping_in_place_gives_the_same_numbers_as_clip_grad_norm(max_norm):
+    """float32 on a CPU, bit for bit: the in-place ``_foreach`` clipping, the list one and PyTorch's."""
+    torch.manual_seed(0)
+    grads = [torch.randn(shape) for shape in ((64, 80), (64,), (33, 7), (5,))]
+    reference = [g.clone().requires_grad_() for g in grads]
+    for r, g in zip(reference, grads):
+        r.grad = g.clone()
+    torch_norm = torch.nn.utils.clip_grad_norm_(reference, max_norm, foreach=False)
+    copies, norm = clip_by_total_norm(grads, max_norm)
+    same, norm_in_place = clip_by_total_norm(grads, max_norm, in_place=True)
+    assert all(a is b for a, b in zip(same, grads))
+    assert torch.equal(norm, torch_norm) and torch.equal(norm_in_place, torch_norm)
+    for r, c, g in zip(reference, copies, grads):
+        assert torch.equal(c, r.grad) and torch.equal(g, r.grad)
+
+
 @pytest.mark.parametrize("mode, mined", [("none", False), ("random", False), ("adversarial", False),
                                          ("adversarial", True)])
 @pytest.mark.parametrize("kind", ["func", "closed"])
