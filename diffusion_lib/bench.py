@@ -1,7 +1,7 @@
 """Speed benchmark of training, data generation and sampling.
 
     python -m diffusion_lib.bench --mode adversarial --batch-size 256 --steps 50 [--device cpu|cuda]
-        [--compile] [--cuda-graphs] [--precision fp32|tf32] [--pack N] --json
+        [--compile] [--cuda-graphs] [--precision fp32|tf32] [--pack N] [--no-aot] --json
 
 prints one JSON object: ``steps_per_s`` (the training loop's step: data, update, EMA and the
 logged sums; median over blocks of :data:`BLOCK` steps after warm-up, one device sync per block),
@@ -11,10 +11,12 @@ capture), ``data_ms_per_batch``,
 ``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
 per problem (matmul FLOPs counted by ``torch.profiler``: ``train_mflop_per_problem`` of the reference
 formulation, what budgets are computed from, and ``executed_mflop_per_problem``, what the engine's step
-actually runs), the achieved GFLOP/s of training and of sampling, the machine's fp32 matmul peak
+actually runs; for the step compiled ahead of time, the eager closed form's, whose products it runs), the achieved GFLOP/s of training and of sampling, the machine's fp32 matmul peak
 measured on the spot (``--peak``) and the fractions of it, device, torch version and thread count.
 
-It times the training engine (:class:`~diffusion_lib.engine.Engine`) itself. ``--pack N`` times
+It times the training engine (:class:`~diffusion_lib.engine.Engine`) itself, with ``train.aot``'s
+default (on a CPU the step compiled ahead of time, its compile or load in ``warmup_seconds``;
+``--no-aot`` times the eager step). ``--pack N`` times
 N runs trained together instead of one: ``steps_per_s`` is then the engine's step rate and
 ``run_steps_per_s`` = N × that, the training throughput to compare with a single run's ``steps_per_s``.
 """
@@ -62,7 +64,7 @@ BLOCK = 10
 def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmup: int = 5,
         device: str = "auto", rank: int = 20, threads: int | None = None, sample_problems: int = 256,
         peak: bool = True, precision: str = "fp32", compile: bool = False, cuda_graphs: bool = False,
-        pack: int = 1) -> dict[str, Any]:
+        pack: int = 1, aot: bool = True) -> dict[str, Any]:
     """Measure one mode and step implementation; returns the benchmark record (see module docstring)."""
     if threads:
         torch.set_num_threads(threads)
@@ -75,7 +77,8 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         raise ValueError("--cuda-graphs needs a CUDA device")
     gen = torch.Generator(device=dev).manual_seed(0)
     cfg = TrainConfig(batch_size=batch_size, rank=rank, lr=1e-4, ema_update_every=10, ema_update_after_step=100,
-                      compile=compile, cuda_graphs=cuda_graphs, precision=precision, measure_flops=False)
+                      compile=compile, cuda_graphs=cuda_graphs, precision=precision, measure_flops=False,
+                      aot="auto" if aot else False)
     engine = Engine.seeded([dataclasses.replace(cfg, seed=seed) for seed in range(pack)], {"mode": mode}, device=dev,
                            progress=False)
     active = [True] * pack
@@ -106,7 +109,13 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     data = [_timed(lambda: next(stream), dev) for _ in range(max(10, steps // 2))]
     diffusion = engine.models(0)[0]
     flops_per_problem = step_flops(diffusion, batch_size, rank, 0.5, diffusion.mining.mines, dev) / batch_size
-    executed_per_problem = counted_flops(train_step) / (batch_size * pack)
+    if engine.update.mode == "aot":  # the profiler does not see into the compiled step: count the eager
+        # closed form, whose products it runs
+        twin = Engine.seeded([dataclasses.replace(cfg, seed=seed, aot=False) for seed in range(pack)], {"mode": mode},
+                             device=dev, progress=False)
+        executed_per_problem = counted_flops(lambda: twin.step_once(state["step"], active)) / (batch_size * pack)
+    else:
+        executed_per_problem = counted_flops(train_step) / (batch_size * pack)
     A, _ = inverse_problems(sample_problems, rank, 0.5, gen, dev)
     diffusion.sample(A[:8])  # warm-up
     sample_s = statistics.median(_timed(lambda: diffusion.sample(A), dev) for _ in range(3))
@@ -114,7 +123,8 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     steps_per_s = 1 / statistics.median(full)
     record = {
         "mode": mode, "batch_size": batch_size, "timed_steps": blocks * BLOCK, "warmup_steps": max(warmup, 1),
-        "step": engine.update.mode + (" (compile failed: eager)" if engine.update.compile_failed else ""),
+        "step": engine.update.mode + (" (compile failed: eager)" if engine.update.compile_failed else "")
+        + (" (not compiled: eager)" if engine.update.aot_failed else ""),
         "pack": pack, "run_steps_per_s": pack * steps_per_s,
         "precision": precision, "steps_per_s": steps_per_s, "compute_steps_per_s": 1 / statistics.median(compute),
         "syncs_per_step": sum(reads.values()) / BLOCK, "warmup_seconds": warmup_s,
@@ -149,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the whole training step")
     parser.add_argument("--cuda-graphs", action="store_true", help="capture and replay the step as CUDA graphs")
     parser.add_argument("--pack", type=int, default=1, help="time a pack of N runs trained together")
+    parser.add_argument("--no-aot", action="store_true",
+                        help="time the eager step instead of the one compiled ahead of time (train.aot: false)")
     parser.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
     args = parser.parse_args(argv)
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         record = run(args.mode, args.batch_size, args.steps, args.warmup, args.device, args.rank, args.threads,
                      args.sample_problems, not args.no_peak, args.precision, args.compile, args.cuda_graphs,
-                     args.pack)
+                     args.pack, not args.no_aot)
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:

@@ -72,11 +72,19 @@ def closed_form_gradients(diffusion: GaussianDiffusion1D, grad_clip: float) -> G
 
     def fn(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        grads, parts = training_gradients(diffusion, weights, inp, x_start, t, noise, noise_neg, mined)
-        clipped, norm = clip_by_total_norm(grads, grad_clip, in_place=True)
-        return clipped, _with_norm(parts, norm, grad_clip)
+        return closed_form_step(diffusion, weights, grad_clip, inp, x_start, t, noise, noise_neg, mined)
 
     return fn
+
+
+def closed_form_step(diffusion: GaussianDiffusion1D, w: Weights, grad_clip: float, inp: torch.Tensor,
+                     x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, noise_neg: torch.Tensor | None,
+                     mined: bool, in_place: bool = True) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """(clipped gradient, loss parts) at weights ``w`` by :func:`training_gradients`: what the eager
+    closed-form step computes and what :mod:`diffusion_lib.aot` compiles (``in_place=False`` there)."""
+    grads, parts = training_gradients(diffusion, w, inp, x_start, t, noise, noise_neg, mined)
+    clipped, norm = clip_by_total_norm(grads, grad_clip, in_place=in_place)
+    return clipped, _with_norm(parts, norm, grad_clip)
 
 
 def weight_grads(rows: Rows, table: TimeTable, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: Acts,

@@ -58,6 +58,7 @@ class TrainConfig:
     validate_raw: bool = _D["validate_raw"]
     compile: bool = _D["compile"]
     cuda_graphs: bool = _D["cuda_graphs"]
+    aot: str | bool = _D["aot"]
     precision: str = _D["precision"]
 
     def __post_init__(self) -> None:
@@ -85,8 +86,8 @@ class TrainConfig:
 
         Left out (:data:`IMPLEMENTATION_KEYS`): ``checkpoint_every`` (checkpoints only save state: a
         resumed run ends bitwise identical to an uninterrupted one), ``measure_flops`` (bookkeeping),
-        ``compile`` and ``cuda_graphs`` (the same step, computed another way: equal to the module
-        path in float64, tests/test_functional.py). ``precision`` stays in: TF32 changes the numbers.
+        ``compile``, ``cuda_graphs`` and ``aot`` (the same step, computed another way: equal to the
+        module path in float64, tests/test_functional.py, tests/test_aot.py). ``precision`` stays in: TF32 changes the numbers.
         """
         state = {k: v for k, v in asdict(self).items() if k not in IMPLEMENTATION_KEYS}
         state["mining"] = asdict(mining)

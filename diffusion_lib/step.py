@@ -7,6 +7,8 @@ dim 0). How the gradient is computed is the only thing the modes change:
 
 * ``eager``: one run by the closed-form derivatives (:mod:`diffusion_lib.closed_form`, the fastest
   path on a CPU), several by ``torch.func.vmap`` of the functional gradient;
+* ``aot`` (one run, CPU): the closed-form gradient compiled ahead of time into a cache shared by every
+  job (:mod:`diffusion_lib.aot`; eager where it cannot be compiled); several runs train as ``eager``;
 * ``compile``: the functional gradient (vmapped for several runs) under
   ``torch.compile(fullgraph=True)``, one graph per kind of step (mining or not); if compiling fails,
   the eager functional gradient, with one log line;
@@ -29,11 +31,12 @@ from torch.func import vmap
 from .adam import adam_, adam_captured_
 from .diffusion import GaussianDiffusion1D
 from .ema import EMASchedule, ema_update_
+from .aot import aot_gradients
 from .gradients import GradientFn, closed_form_gradients, func_gradients
 
 log = logging.getLogger(__name__)
 GRAPH_WARMUP = 3
-MODES = ("eager", "compile", "cuda_graphs")
+MODES = ("eager", "aot", "compile", "cuda_graphs")
 
 
 @dataclass
@@ -85,8 +88,13 @@ class Update:
         self.template, self.stack, self.mode = template, stack, mode
         self.betas, self.ema, self.lr_at = betas, ema, lr_at
         self.n = stack.params[0].shape[0]
-        if mode == "eager" and self.n == 1:
-            self.single, fn = True, closed_form_gradients(template, grad_clip)
+        if mode == "aot" and self.n > 1:
+            log.info("the step compiled ahead of time trains one run at a time; training a pack of %d eagerly", self.n)
+            self.mode = mode = "eager"
+        if mode in ("eager", "aot") and self.n == 1:
+            self.single = True
+            fn = closed_form_gradients(template, grad_clip) if mode == "eager" else aot_gradients(template, grad_clip)
+            self._aot_runners = getattr(fn, "runners", {})
         else:
             self.single, fn = self.n == 1, func_gradients(template, grad_clip)
         self.fn: dict[bool, GradientFn] = {}
@@ -98,6 +106,11 @@ class Update:
         if mode == "cuda_graphs":
             self.lr = torch.zeros((), dtype=stack.params[0].dtype, device=device)
             self.count = torch.zeros((), dtype=stack.params[0].dtype, device=device)
+
+    @property
+    def aot_failed(self) -> bool:
+        """Whether a kind of step that ran in ``aot`` mode fell back to the eager closed form."""
+        return any(runner is None for runner in getattr(self, "_aot_runners", {}).values())
 
     @property
     def compile_failed(self) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import checkpoint as ckpt
+from . import aot, checkpoint as ckpt
 from .compute import step_flops
 from .diffusion import GaussianDiffusion1D, build_diffusion
 from .mining import MiningConfig
@@ -102,13 +102,20 @@ def seeded_member(seed: int, rank: int, timesteps: int, mining: MiningConfig | d
 
 
 def step_mode(config: TrainConfig, device: torch.device) -> str:
-    """The update's mode (:mod:`diffusion_lib.step`) that ``train.compile`` / ``train.cuda_graphs``
-    ask for on ``device`` (graphs only on CUDA: elsewhere a warning and the eager step)."""
+    """The update's mode (:mod:`diffusion_lib.step`) that ``train.compile`` / ``train.cuda_graphs`` /
+    ``train.aot`` ask for on ``device`` (graphs only on CUDA, the ahead-of-time step only on CPUs:
+    elsewhere a warning and the eager step; ``$IRED_AOT=off`` turns it off)."""
     if config.cuda_graphs and device.type != "cuda":
         log.warning("train.cuda_graphs needs a CUDA device; training on %s without graphs", device)
     elif config.cuda_graphs:
         return "cuda_graphs"
-    return "compile" if config.compile else "eager"
+    if config.compile:
+        return "compile"
+    if config.aot is True and device.type != "cpu":
+        log.warning("train.aot is measured on CPUs only; training on %s with the eager step", device)
+    elif config.aot in (True, "auto") and device.type == "cpu" and not aot.switched_off():
+        return "aot"
+    return "eager"
 
 
 def load_resume(path: str | Path, fingerprint: str, steps: int) -> dict[str, Any] | None:

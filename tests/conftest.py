@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny problem size so library tests run in seconds on a CPU."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
+# the step compiled ahead of time (train.aot) costs 15-30 s per graph: the suite trains eagerly (its
+# workflow runs too, which inherit this), and tests/test_aot.py turns it on where it tests it
+os.environ["IRED_AOT"] = "off"
 
 
 @pytest.fixture
