@@ -57,7 +57,7 @@ from .run_state import load_run_state, run_state
 from .seeding import derive_seed
 from .signals import StopRequest
 from .step import Stack, Update
-from .training import (TrainResult, accumulate, apply_precision, elapsed, heldout_mse,
+from .training import (TrainResult, accumulate, apply_precision, cpu_clock, elapsed, heldout_mse,
                        load_resume, seeded_member, step_mode, training_step_flops)
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ class Engine:
         sums: dict[str, torch.Tensor] = {}
         counts = [0] * self.n
         first_bad = torch.full((self.n,), -1, dtype=torch.long, device=self.device)
-        interval_start, interval_cpu = time.perf_counter(), time.process_time()
+        interval_start, interval_cpu = time.perf_counter(), cpu_clock()
         step = start
         with StopRequest() as stop:
             while step < cfg.steps:
@@ -294,7 +294,7 @@ class Engine:
                     raise SystemExit(128 + stop.signum)
                 if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                     self.save_checkpoints()
-                interval_start, interval_cpu = time.perf_counter(), time.process_time()
+                interval_start, interval_cpu = time.perf_counter(), cpu_clock()
         bar.close()
         return [TrainResult("diverged" if self.diverged_at[i] is not None else "completed", self.steps[i],
                             self.diverged_at[i], self.train_seconds[i], self.resumed_from[i], self.curves[i],

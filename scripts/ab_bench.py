@@ -1,7 +1,7 @@
 """Before/after of the training step and of sampling, each checkout as its own processes, alternating.
 
     python scripts/ab_bench.py --old /path/to/older/checkout [--repeats 3] [--steps 300]
-        [--modes none,random,adversarial] [--sample-problems 1024] --json
+        [--modes none,random,adversarial] [--sample-problems 1024] [--old-args=--no-aot] --json
 
 Runs ``python -m diffusion_lib.bench --batch-size 64 --threads 1`` (the pilot's batch and thread
 settings) of the older checkout and of this one in turn, ``--repeats`` times per mode, each in a fresh
@@ -24,9 +24,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 
 
-def bench(checkout: Path, mode: str, steps: int, sample_problems: int) -> dict:
+def bench(checkout: Path, mode: str, steps: int, sample_problems: int, extra: list[str] | None = None) -> dict:
     cmd = [sys.executable, "-m", "diffusion_lib.bench", "--mode", mode, "--batch-size", "64", "--steps", str(steps),
-           "--threads", "1", "--device", "cpu", "--sample-problems", str(sample_problems), "--json"]
+           "--threads", "1", "--device", "cpu", "--sample-problems", str(sample_problems), "--json", *(extra or [])]
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     out = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -40,14 +40,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--modes", default="none,random,adversarial")
     p.add_argument("--sample-problems", type=int, default=1024)
+    p.add_argument("--old-args", default="", help="extra bench arguments of the old side (e.g. --old . "
+                   "--old-args=--no-aot: this checkout's eager step against its step compiled ahead of time)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     sides = {"before": a.old.resolve(), "after": a.new.resolve()}
+    extra = {"before": a.old_args.split(), "after": []}
     for mode in a.modes.split(","):
         runs: dict[str, list[dict]] = {k: [] for k in sides}
         for _ in range(a.repeats):
             for name, checkout in sides.items():
-                runs[name].append(bench(checkout, mode, a.steps, a.sample_problems))
+                runs[name].append(bench(checkout, mode, a.steps, a.sample_problems, extra[name]))
         med = {name: {key: statistics.median(r[key] for r in rs) for key in
                       ("steps_per_s", "sample_ms_per_problem", "matmul_peak_gflops", "train_mflop_per_problem",
                        "sample_mflop_per_problem")} for name, rs in runs.items()}
