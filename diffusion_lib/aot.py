@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -138,7 +139,7 @@ def load_or_compile(diffusion: GaussianDiffusion1D, grad_clip: float, mined: boo
                     "mining" if mined else "ordinary", failed.read_text().strip(), failed)
         return None
     runner = torch._inductor.aoti_load_package(str(package))
-    log.info("training step (%s) compiled ahead of time: %s", "mining" if mined else "ordinary", package)
+    log.info("training step (%s) compiled ahead of time: loaded %s", "mining" if mined else "ordinary", package)
     return runner
 
 
@@ -147,7 +148,9 @@ def _compile(step: _Step, args: tuple[Any, ...], package: Path, failed: Path) ->
     start = time.perf_counter()
     tmp = package.with_name(f"{package.stem}.{os.getpid()}.tmp.pt2")
     try:
-        exported = torch.export.export(step, args, strict=False)
+        with warnings.catch_warnings():  # torch.export's notes on its own deprecated internals, not ours
+            warnings.simplefilter("ignore", FutureWarning)
+            exported = torch.export.export(step, args, strict=False)
         torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
         os.replace(tmp, package)
     except Exception as exc:  # noqa: BLE001 (any export or compiler failure: train eagerly, say why)

@@ -47,7 +47,7 @@ def _golden_run_matches(name, tmp_path):
 
 
 def _compiled_kinds(caplog):
-    return [r.getMessage() for r in caplog.records if "compiled ahead of time:" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if "compiled ahead of time: loaded" in r.getMessage()]
 
 
 def test_the_compiled_step_reproduces_the_golden_run_and_a_second_job_only_loads_it(aot_on, float64, tmp_path,
