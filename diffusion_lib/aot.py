@@ -162,9 +162,9 @@ def _compile(step: _Step, args: tuple[Any, ...], package: Path, failed: Path) ->
 
 def agrees(compiled: tuple[Any, dict[str, torch.Tensor]], eager: tuple[Any, dict[str, torch.Tensor]]) -> bool:
     """Whether a compiled step's (grads, parts) equal the eager step's to :data:`CHECK_RTOL`."""
-    pairs = [*zip(compiled[0], eager[0]), *((compiled[1][k], eager[1][k]) for k in eager[1])]
-    if set(compiled[1]) != set(eager[1]):
+    if set(compiled[1]) != set(eager[1]) or len(compiled[0]) != len(eager[0]):
         return False
+    pairs = [*zip(compiled[0], eager[0]), *((compiled[1][k], eager[1][k]) for k in eager[1])]
     return all(a.shape == b.shape and bool(torch.all((a - b).abs() <= CHECK_RTOL * b.abs().max().clamp(min=1e-12)))
                for a, b in pairs)
 
@@ -178,7 +178,8 @@ def aot_gradients(diffusion: GaussianDiffusion1D, grad_clip: float, directory: P
 
     def fn(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        args = (tuple(w.detach() for w in weights), inp, x_start, t, noise, *(() if noise_neg is None else (noise_neg,)))
+        neg = () if noise_neg is None else (noise_neg,)
+        args = (tuple(w.detach() for w in weights), inp, x_start, t, noise, *neg)
         if mined not in runners:
             runner = load_or_compile(diffusion, grad_clip, mined, args, directory)
             if runner is not None:

@@ -11,8 +11,9 @@ capture), ``data_ms_per_batch``,
 ``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
 per problem (matmul FLOPs counted by ``torch.profiler``: ``train_mflop_per_problem`` of the reference
 formulation, what budgets are computed from, and ``executed_mflop_per_problem``, what the engine's step
-actually runs; for the step compiled ahead of time, the eager closed form's, whose products it runs), the achieved GFLOP/s of training and of sampling, the machine's fp32 matmul peak
-measured on the spot (``--peak``) and the fractions of it, device, torch version and thread count.
+actually runs; for the step compiled ahead of time, the eager closed form's, whose products it runs),
+the achieved GFLOP/s of training and of sampling, the machine's fp32 matmul peak measured on the spot
+(``--peak``) and the fractions of it, device, torch version and thread count.
 
 It times the training engine (:class:`~diffusion_lib.engine.Engine`) itself, with ``train.aot``'s
 default (on a CPU the step compiled ahead of time, its compile or load in ``warmup_seconds``;

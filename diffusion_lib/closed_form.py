@@ -79,7 +79,8 @@ def _silu(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def silu2(z: torch.Tensor, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """silu''(z) = σ(1 − σ)(2 + z(1 − 2σ)) = (σ − σ²)(2 + z − 2h), given σ = σ(z) and h = silu(z) = zσ."""
+    """silu''(z) = σ(1 − σ)(2 + z(1 − 2σ)) = (σ − σ²)(2 + z − 2h), given σ = σ(z) and h = silu(z) = zσ
+    (four elementwise passes)."""
     return torch.addcmul(s, s, s, value=-1).mul_(torch.add(z, h, alpha=-2).add_(2.0))
 
 

@@ -46,10 +46,14 @@ def _golden_run_matches(name, tmp_path):
             torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12, equal_nan=True, msg=f"{name} {key}")
 
 
+needs_compiler = pytest.mark.skipif(not aot.compiler_available(), reason="no C++ compiler: nothing to compile with")
+
+
 def _compiled_kinds(caplog):
     return [r.getMessage() for r in caplog.records if "compiled ahead of time: loaded" in r.getMessage()]
 
 
+@needs_compiler
 def test_the_compiled_step_reproduces_the_golden_run_and_a_second_job_only_loads_it(aot_on, float64, tmp_path,
                                                                                     caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="diffusion_lib")
@@ -66,6 +70,7 @@ def test_the_compiled_step_reproduces_the_golden_run_and_a_second_job_only_loads
 
 
 @pytest.mark.slow
+@needs_compiler
 def test_the_compiled_mining_and_ordinary_steps_reproduce_the_golden_adversarial_run(aot_on, float64, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="diffusion_lib")
     _golden_run_matches("solo-adversarial", tmp_path)
