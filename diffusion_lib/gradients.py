@@ -37,15 +37,14 @@ def clip_by_total_norm(grads: list[torch.Tensor] | tuple[torch.Tensor, ...], max
 
     ``in_place``: scale ``grads`` themselves with the ``_foreach`` kernels (the same numbers on a CPU,
     no new tensors; for gradients nobody else holds, outside ``torch.func`` transforms)."""
-    if in_place:
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads))))
-    else:
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    grads = list(grads)
+    norms = torch._foreach_norm(grads) if in_place else [torch.linalg.vector_norm(g) for g in grads]
+    norm = torch.linalg.vector_norm(torch.stack(norms))
     scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    if in_place:
-        torch._foreach_mul_(list(grads), scale)
-        return list(grads), norm
-    return [g * scale for g in grads], norm
+    if not in_place:
+        return [g * scale for g in grads], norm
+    torch._foreach_mul_(grads, scale)
+    return grads, norm
 
 
 def _with_norm(parts: dict[str, torch.Tensor], norm: torch.Tensor, grad_clip: float) -> dict[str, torch.Tensor]:

@@ -91,10 +91,12 @@ class Update:
         if mode == "aot" and self.n > 1:
             log.info("the step compiled ahead of time trains one run at a time; training a pack of %d eagerly", self.n)
             self.mode = mode = "eager"
-        if mode in ("eager", "aot") and self.n == 1:
-            self.single = True
-            fn = closed_form_gradients(template, grad_clip) if mode == "eager" else aot_gradients(template, grad_clip)
-            self._aot_runners = getattr(fn, "runners", {})
+        self._aot_runners: dict[bool, object] = {}  # per kind of step: the compiled step, None where eager
+        if mode == "eager" and self.n == 1:
+            self.single, fn = True, closed_form_gradients(template, grad_clip)
+        elif mode == "aot":
+            self.single, fn = True, aot_gradients(template, grad_clip)
+            self._aot_runners = fn.runners  # type: ignore[attr-defined]
         else:
             self.single, fn = self.n == 1, func_gradients(template, grad_clip)
         self.fn: dict[bool, GradientFn] = {}
@@ -110,7 +112,7 @@ class Update:
     @property
     def aot_failed(self) -> bool:
         """Whether a kind of step that ran in ``aot`` mode fell back to the eager closed form."""
-        return any(runner is None for runner in getattr(self, "_aot_runners", {}).values())
+        return any(runner is None for runner in self._aot_runners.values())
 
     @property
     def compile_failed(self) -> bool:

@@ -21,7 +21,7 @@ from diffusion_lib.gradients import closed_form_gradients
 from diffusion_lib.run_config import TrainConfig
 from diffusion_lib.training import step_mode
 from golden import scenarios as rec
-from test_engine_golden import GOLDEN, _scenario
+from test_engine_golden import GOLDEN, assert_reproduces
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own deprecation notes
 
@@ -39,11 +39,7 @@ def aot_on(monkeypatch, cache):
 
 
 def _golden_run_matches(name, tmp_path):
-    want, got = torch.load(GOLDEN / "engine_float64.pt", weights_only=False)[name], _scenario(name, tmp_path)
-    assert got["results"] == want["results"]
-    for key in ("raw", "ema", "curves"):
-        for ours, theirs in zip(got[key], want[key], strict=True):
-            torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12, equal_nan=True, msg=f"{name} {key}")
+    assert_reproduces(name, torch.load(GOLDEN / "engine_float64.pt", weights_only=False)[name], tmp_path)
 
 
 needs_compiler = pytest.mark.skipif(not aot.compiler_available(), reason="no C++ compiler: nothing to compile with")

@@ -53,12 +53,18 @@ SCENARIOS = [f"{k}-{m}" for m in rec.MINING for k in ("solo", "pack")] + [
     "solo-resume", "pack-resume", "solo-diverges", "pack-diverges"]
 
 
-@pytest.mark.parametrize("name", SCENARIOS)
-def test_the_engine_reproduces_the_engines_it_replaced(name, golden, float64, tmp_path):
-    want, got = golden[name], _scenario(name, tmp_path)
+def assert_reproduces(name, want, tmp_path):
+    """Scenario ``name`` run now equals its golden record ``want`` (rtol 1e-9 in float64)."""
+    got = _scenario(name, tmp_path)
     assert got["results"] == want["results"]
     for key in ("raw", "ema", "curves"):
         for ours, theirs in zip(got[key], want[key], strict=True):
             torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12, equal_nan=True, msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_the_engine_reproduces_the_engines_it_replaced(name, golden, float64, tmp_path):
+    want = golden[name]
+    assert_reproduces(name, want, tmp_path)
     clip = rec.CURVE_KEYS.index("clip_frac")
     assert all((c[:, clip] > 0).all() for c in want["curves"]), "clipping was active in every interval"
