@@ -6,7 +6,8 @@
 prints one JSON object: ``steps_per_s`` (the training loop's step: data, update, EMA and the
 logged sums; median over blocks of :data:`BLOCK` steps after warm-up, one device sync per block),
 ``compute_steps_per_s`` (same, on a pre-generated batch), ``syncs_per_step`` (host reads of device
-values per step, :mod:`diffusion_lib.syncs`), ``warmup_seconds`` (includes compiling and graph
+values per step, :mod:`diffusion_lib.syncs`), ``device_syncs_per_step`` (on CUDA: every operation
+that made the host wait for the GPU, inside torch too, as ``torch.cuda.set_sync_debug_mode`` sees them), ``warmup_seconds`` (includes compiling and graph
 capture), ``data_ms_per_batch``,
 ``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
 per problem (matmul FLOPs counted by ``torch.profiler``: ``train_mflop_per_problem`` of the reference
@@ -38,7 +39,7 @@ from .engine import Engine
 from .run_config import TrainConfig
 from .runtime import keep_freed_memory
 from .seeding import resolve_device
-from .syncs import count_host_reads
+from .syncs import count_device_syncs, count_host_reads
 from .training import accumulate
 
 
@@ -104,7 +105,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     full = [_timed(block, dev) / BLOCK for _ in range(blocks)]
     fixed = engine.draw(active)
     compute = [_timed(lambda: block(fixed), dev) / BLOCK for _ in range(blocks)]
-    with count_host_reads() as reads:
+    with count_host_reads() as reads, count_device_syncs(dev) as device_syncs:
         block()
     stream = ProblemStream(batch_size, rank, 0.5, 0, dev)
     data = [_timed(lambda: next(stream), dev) for _ in range(max(10, steps // 2))]
@@ -129,6 +130,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         "pack": pack, "run_steps_per_s": pack * steps_per_s,
         "precision": precision, "steps_per_s": steps_per_s, "compute_steps_per_s": 1 / statistics.median(compute),
         "syncs_per_step": sum(reads.values()) / BLOCK, "warmup_seconds": warmup_s,
+        "device_syncs_per_step": device_syncs["count"] / BLOCK if dev.type == "cuda" else None,
         "data_ms_per_batch": 1000 * statistics.median(data),
         "sample_ms_per_problem": 1000 * sample_s / sample_problems,
         "train_mflop_per_problem": flops_per_problem / 1e6,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections import Counter
 from typing import Callable, Iterable, Iterator
 
@@ -68,3 +69,23 @@ def count_host_reads(exclude: Callable[[], Iterable[torch.Tensor]] | None = None
                 setattr(owner, name, original)
             else:  # inherited (e.g. TensorBase.__bool__): remove the override
                 delattr(owner, name)
+
+
+@contextlib.contextmanager
+def count_device_syncs(device: torch.device) -> Iterator[dict[str, int]]:
+    """Count the operations inside the block that made the host wait for a CUDA device, torch's own
+    included (``torch.cuda.set_sync_debug_mode("warn")`` reports each one as a warning); yields
+    ``{"count": n}``, filled when the block ends. On other devices the count stays 0."""
+    counts = {"count": 0}
+    if device.type != "cuda":
+        yield counts
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield counts
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    counts["count"] = sum("synchroniz" in str(w.message).lower() for w in caught)

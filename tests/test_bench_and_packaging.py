@@ -139,7 +139,8 @@ def test_gpu_check_script_runs_end_to_end_on_a_cpu(root, tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(root / "scripts/gpu_check.py"), "--out", str(out), "--device", "cpu", "--rank", "4",
                            "--batch-size", "16", "--steps", "10", "--study-steps", "20", "--seeds", "2",
-                           "--impls", "eager", "--packs", "1,2", "--budget-s", "3600"],  # every section, however slow the machine
+                           "--impls", "eager", "--packs", "1,2", "--paper-seconds", "2",
+                           "--sections", "bench,packs,paper,tf32,study", "--budget-s", "3600"],  # every section, however slow the machine
                           capture_output=True, text=True, cwd=root,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -151,3 +152,5 @@ def test_gpu_check_script_runs_end_to_end_on_a_cpu(root, tmp_path):
     assert {(r["mode"], r["pack"]) for r in result["packs"] if "run_steps_per_s" in r} == {
         (m, p) for m in ("none", "random", "adversarial") for p in (1, 2)}
     assert result["paper_study_gpu_hours"]["hours"] > 0
+    assert result["paper"]["status"] == "completed" and result["paper"]["curve"][-1]["val_mse_ema"] > 0
+    assert result["tf32_report"]["model"].startswith("the paper run") and not result["errors"]
