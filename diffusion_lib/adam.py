@@ -20,7 +20,11 @@ EPS = 1e-8  # torch.optim.Adam's default
 def adam_(params: list[torch.Tensor], exp_avg: list[torch.Tensor], exp_avg_sq: list[torch.Tensor],
           grads: list[torch.Tensor], *, lr: float, count: int, betas: tuple[float, float]) -> None:
     """Adam update number ``count`` (1-based) of ``params`` with ``grads``, in place."""
-    steps = [torch.tensor(float(count))] * len(params)  # host numbers: the kernel reads, never writes them
+    # the step count: a host number on a CPU; CUDA's fused kernel takes it only on the device, where a
+    # fill (a kernel with the number as argument) puts it there without a copy or a wait
+    step = torch.tensor(float(count)) if params[0].device.type == "cpu" else \
+        torch.full((), float(count), device=params[0].device)
+    steps = [step] * len(params)  # the kernel reads, never writes them
     torch._fused_adam_(params, grads, exp_avg, exp_avg_sq, [], steps, lr=lr, beta1=betas[0], beta2=betas[1],
                        weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False)
 

@@ -122,7 +122,8 @@ def step_mode(config: TrainConfig, device: torch.device) -> str:
     if config.compile:
         return "compile"
     if config.aot is True and device.type != "cpu":
-        log.warning("train.aot is measured on CPUs only; training on %s with the eager step", device)
+        log.warning("train.aot is for CPUs only (on a CUDA GPU, torch 2.11, loading the compiled package crashed "
+                    "the process: docs/performance.md); training on %s with the eager step", device)
     elif config.aot in (True, "auto") and device.type == "cpu" and not aot.switched_off():
         return "aot"
     return "eager"

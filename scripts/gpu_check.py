@@ -8,11 +8,12 @@ Sections (``--sections``, run in the order given, each skipped once ``--budget-s
 * ``bench``: steps/s at batch 2048 for each mode x step implementation x precision (fp32, tf32), with
   host reads and device synchronisations per step and the warm-up (capture, compile) seconds
   (:func:`diffusion_lib.bench.run`). Implementations (``--impls``):
-  ``eager`` (one run: the closed-form step), ``graphs`` (CUDA graphs of the functional gradient, the
-  library's ``train.cuda_graphs``), ``graphs_cf`` (CUDA graphs of the closed-form step: a variant
-  under test, patched in here), ``compile`` (``train.compile``: torch.compile of the functional
-  gradient) and ``aot`` (the closed-form step compiled ahead of time by AOTInductor, forced on CUDA
-  here); ``--compiled-modes`` limits the slow-to-warm ones (compile, aot) to some modes;
+  ``eager`` (one run: the closed-form step), ``graphs`` (``train.cuda_graphs``: one run's closed-form
+  step captured as CUDA graphs), ``graphs_func`` (the functional gradient's graphs, the library's
+  choice before issue 33, patched in here), ``compile`` (``train.compile``: torch.compile of the
+  functional gradient) and ``aot`` (the closed-form step compiled ahead of time by AOTInductor, forced
+  on CUDA here: on torch 2.11 loading its package crashed the process); ``--compiled-modes`` limits
+  the slow-to-warm ones (compile, aot) to some modes;
 * ``packs``: run-steps/s of packs of ``--packs`` runs per mode (``--pack-impl``, fp32) and the
   projected GPU-hours of the paper study (3 strategies x 10 seeds x 100K steps) with the best pack;
 * ``paper``: one adversarial run of config/paper.yaml's recipe (SPEC §9) for about
@@ -41,7 +42,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLS = ("eager", "graphs", "graphs_cf", "compile", "aot")
+IMPLS = ("eager", "graphs", "graphs_func", "compile", "aot")
 #: SPEC §9: validation MSE at 100K steps, batch 2048 (mean ± std over 10 seeds), and the paper's test MSE
 REFERENCE = {"replication_100k": {"baseline": 0.009692, "random": 0.009731, "adversarial": 0.009777},
              "paper_test_mse_10_inner": 0.0096}
@@ -58,19 +59,19 @@ def implementation(name: str) -> Iterator[dict[str, Any]]:
     choose by itself, the patch that makes the engine build them while the block runs."""
     import diffusion_lib.engine as engine_module
     import diffusion_lib.step as step_module
-    from diffusion_lib.gradients import closed_form_gradients
+    from diffusion_lib.gradients import func_gradients
 
-    saved_mode, saved_func = engine_module.step_mode, step_module.func_gradients
-    flags: dict[str, Any] = {"eager": {}, "graphs": {"cuda_graphs": True}, "graphs_cf": {"cuda_graphs": True},
+    saved_mode, saved_gradient = engine_module.step_mode, step_module.gradient_function
+    flags: dict[str, Any] = {"eager": {}, "graphs": {"cuda_graphs": True}, "graphs_func": {"cuda_graphs": True},
                              "compile": {"compile": True}, "aot": {"aot": True}}[name]
     try:
-        if name == "graphs_cf":  # one run's graph captures the closed-form step instead of torch.func's
-            step_module.func_gradients = closed_form_gradients
+        if name == "graphs_func":  # one run's graph of torch.func's gradient, as before issue 33
+            step_module.gradient_function = lambda template, clip, mode, n: func_gradients(template, clip)
         if name == "aot":  # the library keeps it to CPUs: force it, keep the bench's eager twin eager
             engine_module.step_mode = lambda cfg, dev: "aot" if cfg.aot else saved_mode(cfg, dev)
         yield flags
     finally:
-        engine_module.step_mode, step_module.func_gradients = saved_mode, saved_func
+        engine_module.step_mode, step_module.gradient_function = saved_mode, saved_gradient
 
 
 def _error(exc: BaseException) -> dict[str, str]:
@@ -241,7 +242,7 @@ def section_study(args: argparse.Namespace, out: dict, over: Any) -> None:
                 continue
             _, engine, _ = _paper_train(args, "adversarial", 0, 1, impl, precision, seed, steps=args.study_steps)
             pred, _ = predict(engine.models(0)[1], test, 5)
-            study[precision].append(float((pred - test.Y).pow(2).mean()))
+            study[precision].append(float((pred.cpu() - test.Y.cpu()).pow(2).mean()))
             out["study"] = {"steps": args.study_steps, "impl": impl, "test_mse": study}
             _save(out, args.out)
     if len(study["fp32"]) >= 2 and len(study["tf32"]) == len(study["fp32"]):
@@ -265,7 +266,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=300, help="skip what remains after this many seconds")
     parser.add_argument("--rank", type=int, default=20, help="matrix size n (20: the paper's)")
-    parser.add_argument("--impls", default="eager,graphs,graphs_cf", help=f"step implementations, of {IMPLS}")
+    parser.add_argument("--impls", default="eager,graphs,graphs_func", help=f"step implementations, of {IMPLS}")
     parser.add_argument("--precisions", default="fp32,tf32")
     parser.add_argument("--compiled-modes", default="adversarial", help="modes to bench with compile and aot")
     parser.add_argument("--packs", default="1,5,10", help="pack sizes to benchmark (fp32)")

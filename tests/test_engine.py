@@ -12,7 +12,9 @@ import torch
 from diffusion_lib.adam import adam_, adam_captured_
 from diffusion_lib.engine import Engine
 from golden import scenarios as rec  # the scenarios' settings and digests, as the recorder used them
-from diffusion_lib.step import keep_frozen_
+from diffusion_lib.ema import ema_update_
+from diffusion_lib.gradients import func_gradients
+from diffusion_lib.step import gradient_function, keep_frozen_
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -53,6 +55,22 @@ def test_stacked_adam_equals_fused_torch_adam_bitwise_and_the_default_and_graph_
     assert not torch.equal(ours[0], _adam_runs(dtype, steps=24)[2][0])  # the comparison can fail
 
 
+def test_adam_gives_the_fused_kernel_its_step_counts_on_the_weights_device(monkeypatch):
+    """CUDA's fused Adam refuses step counts in host memory (first contact with a GPU, issue 33): off
+    the CPU they must sit on the weights' device. Checked by the kernel's device rule on the meta device."""
+    seen = []
+
+    def kernel(params, grads, exp_avg, exp_avg_sq, max_sq, steps, **kw):
+        seen.append({t.device.type for group in (params, grads, exp_avg, exp_avg_sq, steps) for t in group})
+
+    monkeypatch.setattr(torch, "_fused_adam_", kernel)
+    for device in ("cpu", "meta"):
+        w = [torch.zeros(3, device=device)]
+        adam_(w, [torch.zeros_like(w[0])], [torch.zeros_like(w[0])], [torch.ones_like(w[0])], lr=1e-3, count=4,
+              betas=(0.9, 0.99))
+    assert seen == [{"cpu"}, {"meta"}]
+
+
 def test_frozen_runs_are_put_back_and_active_ones_kept():
     t, before = [torch.ones(3, 2)], [torch.zeros(3, 2)]
     keep_frozen_(t, before, torch.tensor([True, False, True]))
@@ -67,6 +85,32 @@ def test_a_solo_run_trains_its_module_in_place():
     before = [p.detach().clone() for p in engine.template.parameters()]
     engine.train()
     assert all(not torch.equal(a, p) for a, p in zip(before, engine.template.parameters()))
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1)])
+def test_what_a_cuda_graph_captures_is_the_eager_update(seeds, float64):
+    """A CUDA graph replays ``Update.captured`` (the mode's gradient, device-scalar Adam, frozen runs
+    put back) and the EMA after it: run eagerly here on the update a graph would capture (one run: the
+    closed form; a pack: the vmapped functional gradient), it equals the eager update in float64."""
+    cfg = dataclasses.replace(rec.CFG, steps=6, ema_update_every=1, ema_update_after_step=0)
+    mining = {"mode": "adversarial", "mine_every": 2}  # both kinds of step
+    eager, graphed = (Engine.seeded([dataclasses.replace(cfg, seed=s) for s in seeds], mining, progress=False)
+                      for _ in range(2))
+    update = graphed.update
+    assert gradient_function(update.template, 1.0, "cuda_graphs", len(seeds)).__qualname__ == (
+        gradient_function(update.template, 1.0, "eager", len(seeds)).__qualname__)
+    assert (gradient_function(update.template, 1.0, "cuda_graphs", 1).__qualname__
+            != func_gradients(update.template, 1.0).__qualname__)  # one run's graph holds the closed form
+    active = [True] * len(seeds)
+    for step in range(cfg.steps):
+        eager.step_once(step, active)
+        update.lr, update.count = torch.tensor(cfg.lr_at(step)), torch.tensor(float(step + 1))
+        update.captured(graphed.draw(active), update.template.mining.mines_at(step), torch.ones(len(seeds), dtype=bool))
+        ema_update_(update.stack.ema, update.stack.params, update.ema, step)
+    for ours, theirs in zip(graphed.stack.trained, eager.stack.trained):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+    assert not all(torch.equal(a, b) for a, b in zip(eager.stack.params, Engine.seeded(
+        [dataclasses.replace(cfg, seed=s) for s in seeds], mining, progress=False).stack.params))  # it trained
 
 
 def _fill(layout, new, path=()):
