@@ -57,7 +57,7 @@ class TrainConfig:
     measure_flops: bool = True
     validate_raw: bool = _D["validate_raw"]
     compile: bool = _D["compile"]
-    cuda_graphs: bool = _D["cuda_graphs"]
+    cuda_graphs: str | bool = _D["cuda_graphs"]
     aot: str | bool = _D["aot"]
     precision: str = _D["precision"]
 

@@ -113,11 +113,13 @@ def seeded_member(seed: int, rank: int, timesteps: int, mining: MiningConfig | d
 
 def step_mode(config: TrainConfig, device: torch.device) -> str:
     """The update's mode (:mod:`diffusion_lib.step`) that ``train.compile`` / ``train.cuda_graphs`` /
-    ``train.aot`` ask for on ``device`` (graphs only on CUDA, the ahead-of-time step only on CPUs:
-    elsewhere a warning and the eager step; ``$IRED_AOT=off`` turns it off)."""
-    if config.cuda_graphs and device.type != "cuda":
+    ``train.aot`` ask for on ``device``: graphs only on CUDA (``auto``: there, unless ``train.compile``
+    asks for torch.compile), the ahead-of-time step only on CPUs; ``true`` where it cannot be had
+    warns and trains eagerly; ``$IRED_AOT=off`` turns the ahead-of-time step off."""
+    cuda = device.type == "cuda"
+    if config.cuda_graphs is True and not cuda:
         log.warning("train.cuda_graphs needs a CUDA device; training on %s without graphs", device)
-    elif config.cuda_graphs:
+    elif config.cuda_graphs is True or (config.cuda_graphs == "auto" and cuda and not config.compile):
         return "cuda_graphs"
     if config.compile:
         return "compile"

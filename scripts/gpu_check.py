@@ -62,8 +62,9 @@ def implementation(name: str) -> Iterator[dict[str, Any]]:
     from diffusion_lib.gradients import func_gradients
 
     saved_mode, saved_gradient = engine_module.step_mode, step_module.gradient_function
-    flags: dict[str, Any] = {"eager": {}, "graphs": {"cuda_graphs": True}, "graphs_func": {"cuda_graphs": True},
-                             "compile": {"compile": True}, "aot": {"aot": True}}[name]
+    flags: dict[str, Any] = {"eager": {"cuda_graphs": False}, "graphs": {"cuda_graphs": True},
+                             "graphs_func": {"cuda_graphs": True}, "compile": {"compile": True, "cuda_graphs": False},
+                             "aot": {"aot": True, "cuda_graphs": False}}[name]
     try:
         if name == "graphs_func":  # one run's graph of torch.func's gradient, as before issue 33
             step_module.gradient_function = lambda template, clip, mode, n: func_gradients(template, clip)

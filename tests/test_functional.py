@@ -144,6 +144,23 @@ def test_cuda_graphs_need_a_gpu(caplog):
                lr_at=engine.config.lr_at, mode="cuda_graphs")
 
 
+def test_cuda_graphs_are_the_default_step_on_cuda_only(caplog, monkeypatch):
+    """``train.cuda_graphs: auto`` (issue 33: the fastest GPU step measured): graphs on a CUDA device
+    unless ``train.compile`` asks for torch.compile; silently without them elsewhere; ``true`` says so."""
+    from diffusion_lib.training import step_mode
+
+    monkeypatch.setenv("IRED_AOT", "off")
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    with caplog.at_level("WARNING"):
+        assert step_mode(TrainConfig(), gpu) == "cuda_graphs"
+        assert step_mode(TrainConfig(compile=True), gpu) == "compile"
+        assert step_mode(TrainConfig(compile=True, cuda_graphs=True), gpu) == "cuda_graphs"
+        assert step_mode(TrainConfig(cuda_graphs=False), gpu) == "eager"
+        assert step_mode(TrainConfig(), cpu) == "eager" and not caplog.text
+        assert step_mode(TrainConfig(cuda_graphs=True), cpu) == "eager"
+    assert caplog.text.count("needs a CUDA device") == 1
+
+
 @pytest.mark.parametrize("seeds, compile", [((0,), False), ((0,), True), ((0, 1), False), ((0, 1), True)])
 def test_training_reads_the_device_less_than_once_per_ten_steps(seeds, compile):
     engine = _engine(seeds, compile=compile, steps=100, eval_every=1000, log_every=50)
