@@ -12,7 +12,7 @@ dim 0). How the gradient is computed is the only thing the modes change:
 * ``compile``: the functional gradient (vmapped for several runs) under
   ``torch.compile(fullgraph=True)``, one graph per kind of step (mining or not); if compiling fails,
   the eager functional gradient, with one log line;
-* ``cuda_graphs`` (CUDA only): the gradient (one run: the closed form, 1.2–1.4× faster on an H200 than
+* ``cuda_graphs`` (CUDA only): the gradient (one run: the closed form, 1.1–1.3× faster on an H200 than
   the functional gradient's graph, docs/performance.md; several: the vmapped functional gradient), a
   device-scalar Adam and the freezing captured once per kind of step and replayed, the draws copied into static buffers first; the first
   :data:`GRAPH_WARMUP` updates run the same operations eagerly on a side stream (as PyTorch requires
