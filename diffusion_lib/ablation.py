@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from .sweep_names import SWEEP_TRAIN_PREFIX, format_value
-from .statistics import classify, relative_change_ci, summarize
+from .statistics import judged_change, summarize
 from .tables import Endpoint, endpoint_values
 
 ARM, GAP = "arm", "gap"
@@ -141,13 +141,13 @@ def _gap_rows(arms: pd.DataFrame, values: pd.DataFrame, baseline: str, primary: 
                 continue
             a = values.loc[values["strategy"] == r.strategy, "value"].tolist()
             b = values.loc[values["strategy"] == versus, "value"].tolist()
-            rc = relative_change_ci(a, b, confidence)
+            change = judged_change(a, b, delta if delta is not None else math.nan, confidence)
             rows.append({"kind": GAP, "base": r.base, "parameter": param, "value": r.value,
                          "value_label": r.value_label, "strategy": r.strategy, "versus": versus, "set": primary.set,
                          "endpoint": primary.key, "label": primary.label,
                          "mse_mean": float(pd.Series(a, dtype=float).mean()) if a else math.nan, "seeds": len(a),
-                         **{k: v for k, v in rc.as_dict().items() if k not in ("df", "se_log")},
-                         "outcome": classify(rc.ci_low, rc.ci_high, delta) if delta is not None else None,
+                         **{k: v for k, v in change.items() if k not in ("df", "se_log", "outcome")},
+                         "outcome": change["outcome"] if delta is not None else None,
                          "others": r.others})
     return rows
 

@@ -301,8 +301,9 @@ def _number_problems(field: str, block: Mapping[str, Any]) -> list[str]:
 
 
 def _ladder_problems(cfg: dict[str, Any]) -> list[str]:
-    """The budget ladder must be trainable from one trunk: a wsd or constant schedule, and the full
-    budget's branch point on the log grid (smaller rungs are snapped onto it)."""
+    """The budget ladder must be trainable from one trunk: a wsd or constant schedule, the full
+    budget's branch point on the log grid (smaller rungs are snapped onto it), and enough validation
+    evaluations on the trunk for the plateau check."""
     train, rungs = cfg["train"], cfg["comparison"]["ladder"]["rungs"]
     kind = train["lr_schedule"]["kind"]
     if kind not in LADDER_SCHEDULES:
@@ -315,6 +316,15 @@ def _ladder_problems(cfg: dict[str, Any]) -> list[str]:
         return [f"config field 'train.steps': the full budget's decay starts at step "
                 f"{decay_start(train['steps'], f)}, which is not a positive multiple of train.log_every "
                 f"({train['log_every']}); choose steps, log_every and lr_schedule.decay_fraction so that it is"]
+    # the plateau check reads the constant-lr trunk only (SPEC §8.1): it needs its evaluations there
+    # (evaluations happen at log boundaries that are multiples of eval_every)
+    trunk_end, evals = decay_start(train["steps"], f), cfg["comparison"]["convergence"]["evals"]
+    every = math.lcm(train["eval_every"], train["log_every"])
+    if trunk_end // every < evals:
+        return [f"config field 'train.eval_every': the plateau check (comparison.convergence.evals: {evals}) reads "
+                f"the constant-lr trunk's validation evaluations up to step {trunk_end} (the full budget's branch "
+                f"point), but eval_every {train['eval_every']} (with log_every {train['log_every']}) puts only "
+                f"{trunk_end // every} there; choose a multiple of log_every no larger than {trunk_end // evals}"]
     return []
 
 

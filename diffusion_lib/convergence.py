@@ -11,10 +11,15 @@ The rule (:class:`ConvergenceRule`, from the config's ``comparison.convergence``
 * ``slope``: converged when the 95% CI of the least-squares slope of log MSE against the step, over
   those evaluations, includes 0 or lies above it (the curve is no longer measurably falling).
 
-Per run the rule reads that run's curve; per strategy it reads the mean over seeds of the curves
-(one evaluation schedule is shared by every run), whose noise is smaller: that is the gate the
-verdict uses, and the per-run results are reported beside it. A curve with fewer than ``evals``
-evaluations cannot be judged and does not pass.
+Per strategy the rule reads the mean over seeds of the curves (one evaluation schedule is shared by
+every run), whose noise is smaller: that is the gate of the verdict's rule 2; per run it reads that
+run's curve, a diagnostic reported beside it (and required of every compared run before a win is
+declared). A curve with fewer than ``evals`` evaluations cannot be judged and does not pass.
+
+**Where it looks** (SPEC §8.1): never at a decay segment, whose last evaluations measure the
+annealing gain, not convergence. Under warmup-stable-decay the rule reads the constant-learning-rate
+trunk's evaluations up to the last rung's branch point (:func:`plateau_window_end`: ``until``); with a
+constant schedule, the run's last evaluations.
 
 :func:`gap_trend` reports which way a strategy's gap to the baseline (relative, on the seed-mean
 validation curves) moved over the same evaluations.
@@ -28,6 +33,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .schedule import decay_start
 
 METHODS = ("window", "slope")
 
@@ -79,22 +86,35 @@ class ConvergenceRule:
                 "evals_seen": int(len(v))}
 
 
+def plateau_window_end(schedule: str, full_budget: int, decay_fraction: float) -> int | None:
+    """The last step the plateau check may read: the full budget's branch point under ``wsd`` (the
+    end of the constant-lr trunk), None (the whole curve) otherwise."""
+    return decay_start(full_budget, decay_fraction) if schedule == "wsd" else None
+
+
+def _until(curves: pd.DataFrame, until: int | None) -> pd.DataFrame:
+    return curves if until is None else curves[curves["step"] <= until]
+
+
 def _mean_curve(curves: pd.DataFrame, metric: str) -> pd.Series:
     return curves.dropna(subset=[metric]).groupby("step")[metric].mean().sort_index()
 
 
-def run_gate(curves: pd.DataFrame, rule: ConvergenceRule) -> pd.DataFrame:
-    """One row per (strategy, seed) with the rule's result on that run's validation curve."""
+def run_gate(curves: pd.DataFrame, rule: ConvergenceRule, until: int | None = None) -> pd.DataFrame:
+    """One row per (strategy, seed) with the rule's result on that run's validation curve up to
+    step ``until`` (the trunk's end, :func:`plateau_window_end`; None: the whole curve)."""
     rows = []
+    curves = _until(curves, until)
     for (strategy, seed), g in curves.dropna(subset=[rule.metric]).groupby(["strategy", "seed"], sort=False):
         g = g.sort_values("step")
         rows.append({"strategy": strategy, "seed": seed, **rule.assess(g["step"], g[rule.metric])})
     return pd.DataFrame(rows, columns=["strategy", "seed", "converged", "tail_change", "spread", "evals_seen"])
 
 
-def strategy_gate(curves: pd.DataFrame, rule: ConvergenceRule) -> pd.DataFrame:
-    """One row per strategy: the rule on the seed-mean curve (the verdict's gate) and how many of
-    its runs pass on their own."""
+def strategy_gate(curves: pd.DataFrame, rule: ConvergenceRule, until: int | None = None) -> pd.DataFrame:
+    """One row per strategy: the rule on the seed-mean curve up to step ``until`` (the verdict's
+    gate) and how many of its runs pass on their own."""
+    curves = _until(curves, until)
     per_run = run_gate(curves, rule)
     rows = []
     for strategy, g in curves.groupby("strategy", sort=False):
@@ -107,10 +127,12 @@ def strategy_gate(curves: pd.DataFrame, rule: ConvergenceRule) -> pd.DataFrame:
                                        "runs_converged", "runs"])
 
 
-def gap_trend(curves: pd.DataFrame, strategy: str, baseline: str, rule: ConvergenceRule) -> dict[str, Any]:
+def gap_trend(curves: pd.DataFrame, strategy: str, baseline: str, rule: ConvergenceRule,
+              until: int | None = None) -> dict[str, Any]:
     """The relative gap mean(strategy)/mean(baseline) - 1 of the validation curves at the last
-    ``rule.evals`` evaluation steps both share, and whether it is ``shrinking``, ``growing`` or
-    ``steady`` in magnitude (a change of less than a quarter of the tolerance is steady)."""
+    ``rule.evals`` evaluation steps both share up to ``until``, and whether it is ``shrinking``,
+    ``growing`` or ``steady`` in magnitude (a change of less than a quarter of the tolerance is steady)."""
+    curves = _until(curves, until)
     a = _mean_curve(curves[curves["strategy"] == strategy], rule.metric)
     b = _mean_curve(curves[curves["strategy"] == baseline], rule.metric)
     common = a.index.intersection(b.index)[-rule.evals:]

@@ -51,7 +51,7 @@ from .diffusion import GaussianDiffusion1D, build_diffusion
 from .mining import MiningConfig
 from .ema import EMASchedule
 from .functional import draw_noise
-from .progress import duration_text, eta_seconds, heartbeat_path, recent_rate, write_heartbeat
+from .progress import duration_text, eta_seconds, heartbeat_path, recent_rate, watched_row, write_heartbeat
 from .run_config import TrainConfig
 from .run_state import load_run_state, run_state
 from .seeding import derive_seed
@@ -347,4 +347,4 @@ class Engine:
                                         self.train_flops[i]))
         write_heartbeat(self.progress_paths[i], step=self.steps[i], steps=self.config.steps, curve=self.curves[i],
                         diverged_at=self.diverged_at[i])
-        self._watch(i, "log", dict(self.curves[i][-1]))
+        self._watch(i, "log", watched_row(self.curves[i]))

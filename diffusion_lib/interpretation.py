@@ -58,9 +58,10 @@ def _ci(row: Any) -> str:
 
 def inner_loop_flips(contrasts: pd.DataFrame, skill: pd.DataFrame, default_inner: int, alpha: float,
                      set_name: str = "test_id") -> list[str]:
-    """A sentence for each verdict contrast whose answer flips between the default inner loop and
-    none on ``set_name``: opposite signs, and at least one of the two significant on ``p_holm_family``
-    (:func:`family_holm`); with both arms' skill without the loop."""
+    """A sentence for each verdict contrast whose sign differs between the default inner loop and none
+    on ``set_name`` (SPEC §8): it *flips the answer* only when both sides are significant on
+    ``p_holm_family`` (:func:`family_holm`) in opposite directions; otherwise the sentence says only
+    that the sign changes, naming which side is significant. With both arms' skill without the loop."""
     lines = []
     if default_inner == 0:
         return lines
@@ -71,15 +72,23 @@ def inner_loop_flips(contrasts: pd.DataFrame, skill: pd.DataFrame, default_inner
         if with_loop.empty or without.empty:
             continue
         a, b = with_loop.iloc[0], without.iloc[0]
-        significant = min(a["p_holm_family"], b["p_holm_family"]) < alpha
-        if np.sign(a["estimate"]) != np.sign(b["estimate"]) and significant:
-            lines.append(
-                f"The inference inner loop flips the answer for {strategy} vs {versus} on {SET_SHORT[set_name]}: "
-                f"{a['estimate']:+.1%} ({_ci(a)}; Holm p over the primary family {a['p_holm_family']:.3g}) with "
-                f"{default_inner} inner steps, {b['estimate']:+.1%} ({_ci(b)}; Holm p {b['p_holm_family']:.3g}) "
-                f"without it; without the loop, skill versus the per-entry-mean predictor is "
-                f"{_skill_of(skill, strategy, key_without):.1%} for {strategy} and "
-                f"{_skill_of(skill, versus, key_without):.1%} for {versus}.")
+        if not (math.isfinite(a["estimate"]) and math.isfinite(b["estimate"])) or \
+                np.sign(a["estimate"]) == np.sign(b["estimate"]):
+            continue
+        sig_with, sig_without = a["p_holm_family"] < alpha, b["p_holm_family"] < alpha
+        if sig_with and sig_without:
+            head = f"The inference inner loop flips the answer for {strategy} vs {versus} on {SET_SHORT[set_name]}"
+        else:
+            which = ("only with the loop is it significant" if sig_with else
+                     "only without the loop is it significant" if sig_without else "neither side is significant")
+            head = (f"The sign of {strategy} vs {versus} on {SET_SHORT[set_name]} changes with the inference inner "
+                    f"loop ({which}, Holm over the primary family, so the answer does not flip)")
+        lines.append(
+            f"{head}: {a['estimate']:+.1%} ({_ci(a)}; Holm p over the primary family {a['p_holm_family']:.3g}) with "
+            f"{default_inner} inner steps, {b['estimate']:+.1%} ({_ci(b)}; Holm p {b['p_holm_family']:.3g}) "
+            f"without it; without the loop, skill versus the per-entry-mean predictor is "
+            f"{_skill_of(skill, strategy, key_without):.1%} for {strategy} and "
+            f"{_skill_of(skill, versus, key_without):.1%} for {versus}.")
     return lines
 
 

@@ -1,6 +1,8 @@
 """The budget-ladder figure (SPEC §8.1): the primary relative change of each mining arm versus the
 baseline against training samples (log x), with each rung's CI at its own level, the ±delta band,
-the paper's budget as a vertical line and the compute-matched rungs as distinct (open) markers."""
+the paper's budget as a vertical line and the compute-matched rungs as distinct (open) markers.
+Uninformative rungs (a run of either arm below 5% skill: burn-in) are drawn faded and labelled; a
+rung where a run is unstable has no estimate and is marked by a cross at the top of the axes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,8 +49,19 @@ def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, v
         shift = DODGE ** (i - (len(strategies) - 1) / 2)
         level = ", ".join(f"{c:.1%}" for c in dict.fromkeys(g["confidence"]))
         look = looks[strategy]
-        tag(_errorbars(ax, g, g["samples"].to_numpy(dtype=float) * shift, color=look.color, marker=look.marker, ms=7,
-                       lw=1.8, label=f"{strategy} vs {g['versus'].iloc[0]} ({level} CI)").lines, strategy)
+        weak = (g["informative"] == False).to_numpy() if "informative" in g else np.zeros(len(g), bool)  # noqa: E712
+        blown = g["unstable"].fillna(False).astype(bool).to_numpy() if "unstable" in g else np.zeros(len(g), bool)
+        x = g["samples"].to_numpy(dtype=float) * shift
+        counted = ~weak & ~blown
+        tag(_errorbars(ax, g[counted], x[counted], color=look.color, marker=look.marker, ms=7, lw=1.8,
+                       label=f"{strategy} vs {g['versus'].iloc[0]} ({level} CI)").lines, strategy)
+        if weak.any():
+            tag(_errorbars(ax, g[weak & ~blown], x[weak & ~blown], color=look.color, marker=look.marker, ms=7,
+                           ls="none", alpha=0.35, label=f"{strategy}: uninformative rung (burn-in; not counted)").lines,
+                strategy)
+        if blown.any():
+            tag(ax.plot(x[blown], [0.97] * int(blown.sum()), ls="none", marker="X", ms=10, color=look.color,
+                        transform=ax.get_xaxis_transform(), label=f"{strategy}: unstable rung (no estimate)"), strategy)
         m = matched[matched["strategy"] == strategy] if len(matched) else matched
         if len(m):
             tag(_errorbars(ax, m, m["samples"].to_numpy(dtype=float) * shift, color=look.color, marker=look.marker,

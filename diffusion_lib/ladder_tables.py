@@ -22,14 +22,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import tables as tab
 from .runtime import log
-from .statistics import classify, relative_change_ci, summarize
+from .instability import InstabilityRule, blank_unstable
+from .stability import GapStability, every_run_informative
+from .statistics import judged_change, summarize
 
 LADDER, COMPUTE_MATCHED = "ladder", "compute_matched"
 VALUE_COLUMNS = ["strategy", "mode", "seed", "rung", "kind", "samples", "endpoint", "label", "value"]
@@ -96,10 +98,14 @@ def ladder_contrasts_table(values: pd.DataFrame, pairs: Sequence[tuple[str, str,
 
 
 def compute_matched_table(values: pd.DataFrame, mining: Sequence[str], baseline: str, primary: tab.Endpoint,
-                          full_rung: int, delta: float, confidence: float, paper_samples: float) -> pd.DataFrame:
+                          full_rung: int, delta: float, confidence: float, paper_samples: float,
+                          trivial: Mapping[str, Mapping[str, float]] | None = None,
+                          unstable: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each mining arm's primary endpoint at its compute-matched rung (its own decay branch at the
     budget where its cumulative FLOPs equal the baseline's full budget) versus the baseline's at the
-    full budget ``full_rung``: relative change with its CI at ``confidence`` and Welch's p."""
+    full budget ``full_rung``: relative change with its CI at ``confidence`` and Welch's p;
+    ``informative`` when every run of both has skill ≥ 5% (SPEC §8.1, from ``trivial``) and
+    ``unstable`` (estimate blanked) when a run of either is unstable there (``unstable`` rows)."""
     on = values[values["endpoint"] == primary.key]
     base = on[(on["kind"] == LADDER) & (on["strategy"] == baseline) & (on["rung"] == full_rung)]
     rows = []
@@ -108,18 +114,56 @@ def compute_matched_table(values: pd.DataFrame, mining: Sequence[str], baseline:
         if arm.empty:
             continue
         a, b = arm["value"].tolist(), base["value"].tolist()
-        rc = relative_change_ci(a, b, confidence)
+        change = judged_change(a, b, delta, confidence)
         steps, samples = int(arm["rung"].iloc[0]), int(arm["samples"].iloc[0])
+        blown = unstable is not None and bool(len(unstable)) and bool((
+            ((unstable["strategy"] == strategy) & (unstable["rung"] == steps) & (unstable["kind"] == COMPUTE_MATCHED))
+            | ((unstable["strategy"] == baseline) & (unstable["rung"] == full_rung) & (unstable["kind"] == LADDER))).any())
         rows.append({"strategy": strategy, "versus": baseline, "endpoint": primary.key, "label": primary.label,
                      "steps": steps, "samples": samples, "paper_share": samples / paper_samples,
                      "versus_steps": full_rung,
                      "versus_samples": int(base["samples"].iloc[0]) if len(base) else math.nan,
                      "step_fraction": steps / full_rung, "mean": float(np.mean(a)),
                      "mean_versus": float(np.mean(b)) if b else math.nan,
-                     **{k: v for k, v in rc.as_dict().items() if k in ("estimate", "ci_low", "ci_high", "confidence",
-                                                                         "p", "n_a", "n_b")},
-                     "outcome": classify(rc.ci_low, rc.ci_high, delta)})
+                     **{k: v for k, v in change.items() if k in ("estimate", "ci_low", "ci_high", "confidence",
+                                                                  "eq_low", "eq_high", "eq_confidence", "p", "n_a",
+                                                                  "n_b", "outcome")},
+                     "informative": every_run_informative(a + b, _entry_mean(primary.key, trivial or {})) and bool(b),
+                     "unstable": blown})
     columns = ["strategy", "versus", "endpoint", "label", "steps", "samples", "paper_share", "versus_steps",
                "versus_samples", "step_fraction", "mean", "mean_versus", "estimate", "ci_low", "ci_high",
-               "confidence", "p", "n_a", "n_b", "outcome"]
-    return pd.DataFrame(rows, columns=columns)
+               "confidence", "eq_low", "eq_high", "eq_confidence", "p", "n_a", "n_b", "outcome", "informative",
+               "unstable"]
+    table = pd.DataFrame(rows, columns=columns)
+    return blank_unstable(table, table["unstable"].astype(bool).tolist())
+
+
+def rung_instability(rungs: Sequence[Mapping[str, Any]], rule: InstabilityRule) -> pd.DataFrame:
+    """One row per rung model whose own curve is unstable (:class:`~diffusion_lib.instability.InstabilityRule`):
+    ``strategy``, ``seed``, ``rung``, ``kind`` and the first unstable evaluation's fields."""
+    rows = []
+    for r in rungs:
+        if not Path(r["curve"]).exists():
+            continue
+        hit = rule.curve(pd.read_csv(r["curve"]))
+        if hit is not None:
+            rows.append({"strategy": r["strategy"], "seed": int(r["seed"]), "rung": int(r["rung"]), "kind": r["kind"],
+                         **hit})
+    columns = ["strategy", "seed", "rung", "kind", "step", "value", "best", "best_step", "ratio"]
+    return pd.DataFrame(rows, columns=columns).drop_duplicates(["strategy", "seed", "rung", "kind"])
+
+
+def unstable_rungs(unstable: pd.DataFrame, strategies: Sequence[str]) -> list[int]:
+    """The ladder rungs at which a run of any of ``strategies`` is unstable."""
+    hit = unstable[(unstable["kind"] == LADDER) & unstable["strategy"].isin(list(strategies))]
+    return sorted({int(r) for r in hit["rung"]})
+
+
+def with_informative(contrasts: pd.DataFrame, stabilities: Iterable[GapStability]) -> pd.DataFrame:
+    """``contrasts`` (per rung) with an ``informative`` column: whether the rung counts for the row's
+    verdict contrast (:mod:`diffusion_lib.stability`; NaN for rows no stability covers)."""
+    flags = {(g.strategy, g.versus, rung): informative for g in stabilities
+             for rung, informative in zip(g.steps, g.informative)}
+    out = contrasts.copy()
+    out["informative"] = [flags.get((s, v, int(r))) for s, v, r in zip(out["strategy"], out["versus"], out["rung"])]
+    return out

@@ -57,13 +57,29 @@ def duration_text(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
+def ratio_to_best(curve: Sequence[Mapping[str, Any]], metric: str = "val_mse_ema") -> float:
+    """The latest validation MSE over the lowest before it (NaN before two evaluations): what a live
+    view shows of a run's stability (:mod:`diffusion_lib.instability` decides with it)."""
+    values = [float(r[metric]) for r in curve if r.get(metric) is not None and math.isfinite(float(r[metric]))]
+    if len(values) < 2:
+        return math.nan
+    return values[-1] / min(values[:-1])
+
+
+def watched_row(curve: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the trackers are given as a run's newest curve row: the row, with its validation MSE over
+    its best so far (``val_mse_over_best``), so a blow-up shows as it happens."""
+    return {**curve[-1], "val_mse_over_best": ratio_to_best(curve)}
+
+
 def write_heartbeat(path: str | Path | None, *, step: int, steps: int, curve: Sequence[Mapping[str, Any]],
                     diverged_at: int | None = None) -> dict[str, Any] | None:
     """Rewrite the heartbeat at ``path`` (atomically); returns what it wrote (None without a path)."""
     if path is None:
         return None
     rate = recent_rate(curve)
-    beat = {"step": step, "steps": steps, "val_mse_ema": latest(curve, "val_mse_ema"), "steps_per_s": rate,
+    beat = {"step": step, "steps": steps, "val_mse_ema": latest(curve, "val_mse_ema"),
+            "val_mse_over_best": ratio_to_best(curve), "steps_per_s": rate,
             "eta_s": eta_seconds(step, steps, rate), "diverged_at": diverged_at, "updated": time.time(),
             "host": socket.gethostname(), "pid": os.getpid()}
     path = Path(path)

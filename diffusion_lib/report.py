@@ -22,6 +22,7 @@ from .budget import PAPER_BATCH, PAPER_STEPS, share_text
 from .report_ablation import ablation_blocks
 from .report_ladder import compute_matched_blocks, ladder_blocks, skill_blocks, stability_blocks
 from .report_render import Block, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
+from .statistics import equivalence_level
 from .tables import SET_LABELS
 
 PAPER_SCALE = {"steps": PAPER_STEPS, "batch_size": PAPER_BATCH, "lr": 1e-4, "schedule": "constant"}
@@ -95,10 +96,12 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
         primary = pd.DataFrame(v["contrasts"])
         doc.append(("table", select(primary, {"strategy": "strategy", "versus": "versus",
                                               "estimate": ("MSE change", "pct"),
-                                              ("ci_low", "ci_high"): (f"{v['confidence']:.1%} CI", "ci_pct"),
+                                              ("ci_low", "ci_high"): (f"{v['confidence']:.1%} CI (decisions)",
+                                                                      "ci_pct"),
+                                              ("eq_low", "eq_high"): (f"{equivalence_level(v['confidence']):.1%} CI "
+                                                                      "(equivalence)", "ci_pct"),
                                               "p": ("Welch p", "p"), "n_a": "seeds",
-                                              "n_b": "baseline seeds", "outcome": "outcome",
-                                              "seeds_needed": "seeds per arm for 80% power at ±delta"})))
+                                              "n_b": "baseline seeds", "outcome": "outcome"})))
     if v.get("reasons"):
         doc.append(("ul", v["reasons"]))
 

@@ -53,23 +53,29 @@ def ladder_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[B
 
 
 def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[Block]:
-    """The gate: the primary contrast's estimates per rung, its change over the last two rungs, the
-    per-run plateau check of the last rung, and any labelled extrapolation."""
+    """The gate: the primary contrast's estimates per rung (uninformative and unstable rungs labelled),
+    the paired change over the last two informative rungs with its CI, and any labelled extrapolation."""
     table = t.get("gap_stability", pd.DataFrame())
     if table.empty:
         return []
     delta = v["delta"]
     doc: list[Block] = [("h", 3, "Gap stability (the gate)"),
-                        ("p", f"A contrast is stable when its estimate at the last two rungs differs by less than "
-                              f"delta/2 = {delta * 50:.1f} points and every compared run passed the plateau check on "
-                              f"the last rung's curve ({v['convergence_rule']}). With a single rung it cannot be "
-                              "assessed, and the verdict is not decided.")]
+                        ("p", "Only informative rungs count: those where every run of both arms beats the "
+                              "per-entry-mean predictor by at least 5% (skill) and none is unstable; the others stay in "
+                              "the tables and the figure, labelled. Over the last two informative rungs each seed's "
+                              "change of log MSE is paired (a seed's rungs share its trunk) and the arms' mean changes "
+                              f"are differenced (Welch): the contrast is stable when that change is below delta/2 = "
+                              f"{delta / 2:.3f} and its 95% CI lies within ±{delta:.2f} (log scale). The arms must "
+                              f"also pass the plateau check on the constant-lr trunk ({v['convergence_rule']}"
+                              + (f", read up to step {v['plateau_until']:,}" if v.get("plateau_until") else "")
+                              + "). Fewer than two informative rungs: not decided.")]
     s = table.copy()
-    s["last change"] = [f"{x * 100:+.1f} points" if pd.notna(x) else "n/a" for x in s["change"]]
-    s["runs plateaued"] = [f"{a} of {b}" for a, b in zip(s["runs_plateaued"], s["runs"])]
+    s["last change"] = [f"{x:+.3f} ({lo:+.3f} to {hi:+.3f})" if pd.notna(x) else "n/a"
+                        for x, lo, hi in zip(s["change"], s["change_ci_low"], s["change_ci_high"])]
     doc.append(("table", select(s, {"strategy": "strategy", "versus": "versus", "trajectory": "estimate per rung",
-                                    "last change": "change over the last two rungs", "direction": "direction",
-                                    "runs plateaued": "runs plateaued (last rung)", "stable": ("stable", "yesno")})))
+                                    "informative_rungs": "informative rungs",
+                                    "last change": "change of log ratio, last two informative rungs (95% CI)",
+                                    "direction": "direction", "stable": ("stable", "yesno")})))
     if v.get("extrapolations"):
         doc.append(("ul", list(v["extrapolations"])))
     return doc
@@ -89,7 +95,7 @@ def compute_matched_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) 
                                  "step_fraction": ("fraction of the baseline's steps", "share"), "versus": "versus",
                                  "versus_steps": ("baseline steps", "int"), "estimate": ("MSE change", "pct"),
                                  ("ci_low", "ci_high"): (f"{levels(m)} CI", "ci_pct"), "p": ("Welch p", "p"),
-                                 "outcome": "outcome"}))]
+                                 "outcome": "outcome", "informative": ("informative", "yesno")}))]
 
 
 def skill_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[Block]:

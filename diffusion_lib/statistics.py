@@ -8,9 +8,9 @@ number per run (a seed's test MSE on the whole held-out set).
 * :func:`relative_change_ci`: the relative change mean(a)/mean(b) - 1 with its confidence interval
   and p-value, by Welch's method with the delta method on the log scale (below).
 * :func:`holm`: Holm's step-down adjustment of the secondary endpoints' p-values.
-* :func:`classify`: where a CI lies relative to the equivalence margin ±delta;
-  :func:`seeds_needed`: how many seeds per arm each arm's observed variance would need to detect a
-  change of delta with 80% power (:func:`welch_power`).
+* :func:`classify`: where a CI lies relative to the margin ±delta, equivalence judged on its own CI
+  (:func:`equivalence_level`: two one-sided tests); the seeds a pending decision needs are
+  :mod:`diffusion_lib.planning`'s.
 
 The relative change. With per-seed values a (n_a seeds) and b (n_b seeds), the log of the ratio of
 means d = log(mean a) - log(mean b) has, by the delta method, variance
@@ -130,49 +130,37 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def classify(ci_low: float, ci_high: float, delta: float) -> str:
-    """Where the CI of a relative change lies (SPEC §8, checked in this order): entirely below
-    -delta: ``helps``; entirely inside (-delta, +delta): ``equivalent``; entirely above 0:
+def equivalence_level(confidence: float) -> float:
+    """The level of the CI that decides equivalence beside a two-sided CI at ``confidence``: two
+    one-sided tests each at the same error rate per side, i.e. ``1 - 2 (1 - confidence)`` (95% beside
+    the verdict's 97.5%, 90% beside a 95% CI)."""
+    return 1 - 2 * (1 - confidence)
+
+
+def classify(ci_low: float, ci_high: float, delta: float, eq_low: float | None = None,
+             eq_high: float | None = None) -> str:
+    """Where the CI of a relative change lies (SPEC §8.2, checked in this order): entirely below
+    -delta: ``helps``; the equivalence CI (``eq_low``, ``eq_high``, at :func:`equivalence_level`;
+    the same CI when not given) entirely inside (-delta, +delta): ``equivalent``; entirely above 0:
     ``worse`` (the baseline is better); anything else (or NaN): ``inconclusive``."""
-    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+    eq_low, eq_high = (ci_low, ci_high) if eq_low is None or eq_high is None else (eq_low, eq_high)
+    if not all(math.isfinite(x) for x in (ci_low, ci_high, eq_low, eq_high)):
         return INCONCLUSIVE
     if ci_high < -delta:
         return HELPS
-    if -delta < ci_low and ci_high < delta:
+    if -delta < eq_low and eq_high < delta:
         return EQUIVALENT
     if ci_low > 0:
         return WORSE
     return INCONCLUSIVE
 
 
-def welch_power(cv2_a: float, cv2_b: float, n: int, delta: float, confidence: float = 0.95) -> float:
-    """Power of the two-sided Welch test on the log ratio of means (level 1 - ``confidence``) with
-    ``n`` seeds per arm, when the true relative change is ``delta`` and one seed of each arm has
-    squared coefficient of variation ``cv2_a`` and ``cv2_b`` (each arm its own): the noncentral t
-    with the Welch–Satterthwaite degrees of freedom."""
-    va, vb = cv2_a / n, cv2_b / n
-    se = math.sqrt(va + vb)
-    effect = abs(math.log1p(delta))
-    if se == 0:
-        return 1.0
-    df = _welch_df(va, vb, n, n)
-    crit = float(stats.t.ppf(0.5 + confidence / 2, df))
-    return float(stats.nct.sf(crit, df, effect / se) + stats.nct.cdf(-crit, df, effect / se))
-
-
-def seeds_needed(a: Sequence[float], b: Sequence[float], delta: float, confidence: float = 0.95,
-                 power: float = 0.8, max_seeds: int = 1000) -> int | None:
-    """Seeds per arm that a study needs to detect a relative change of ``delta`` (the smallest
-    effect of interest) with ``power``, at the confidence level of its CI, given each arm's own
-    observed seed-to-seed variance (:func:`welch_power`; the arms are not pooled). None if more than
-    ``max_seeds`` or undefined (fewer than two values in an arm, a non-positive mean). A planning
-    figure, not a promise: the next seeds move the variances too."""
-    x, y = _finite(a), _finite(b)
-    if len(x) < 2 or len(y) < 2 or x.mean() <= 0 or y.mean() <= 0:
-        return None
-    _, va, vb, _ = _log_ratio_parts(x, y)
-    cv2a, cv2b = va * len(x), vb * len(y)  # squared coefficients of variation of one seed
-    for n in range(2, max_seeds + 1):
-        if welch_power(cv2a, cv2b, n, delta, confidence) >= power:
-            return n
-    return None
+def judged_change(a: Sequence[float], b: Sequence[float], delta: float, confidence: float) -> dict[str, float | str]:
+    """The relative change of ``a`` versus ``b`` (:func:`relative_change_ci` at ``confidence``, the
+    decisions' level), its equivalence CI (``eq_low``, ``eq_high`` at ``eq_confidence``,
+    :func:`equivalence_level`) and the ``outcome`` those two CIs give (:func:`classify`)."""
+    rc = relative_change_ci(a, b, confidence)
+    level = equivalence_level(confidence)
+    eq = relative_change_ci(a, b, level)
+    return {**rc.as_dict(), "eq_low": eq.ci_low, "eq_high": eq.ci_high, "eq_confidence": level,
+            "outcome": classify(rc.ci_low, rc.ci_high, delta, eq.ci_low, eq.ci_high)}

@@ -1,5 +1,7 @@
 """A study's status table: every training job of every run, queued / training / stopped / done /
-diverged, how far it is, its latest validation MSE, its step rate and ETA, and the study's ETA.
+diverged, how far it is, its latest validation MSE, its step rate and ETA, whether it is unstable
+(its validation MSE above ``comparison.instability.factor`` × its best: :mod:`diffusion_lib.instability`),
+and the study's ETA.
 
     python -m diffusion_lib.status                      # the default study (config/config.yaml)
     python -m diffusion_lib.status --configfile config/ablation.yaml --cores 4
@@ -23,11 +25,14 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
+
+from .instability import InstabilityRule
 from .ladder import uses_trunk
 from .layout import Layout, RunSpec, load_study_config
 from .progress import NAME, duration_text, read_heartbeat
 
-COLUMNS = ["strategy", "seed", "job", "state", "step", "steps", "val_mse_ema", "steps_per_s", "eta"]
+COLUMNS = ["strategy", "seed", "job", "state", "step", "steps", "val_mse_ema", "steps_per_s", "eta", "stability"]
 
 
 def study_config(configfiles: Sequence[str | Path] = ()) -> dict[str, Any]:
@@ -66,6 +71,7 @@ def _state(done: Path, beat: Mapping[str, Any] | None, target: int, stale: float
 def status_rows(cfg: Mapping[str, Any], stale_minutes: float = 10.0) -> list[dict[str, Any]]:
     """One row per training job of the study (see the module docstring)."""
     layout = Layout(cfg)
+    rule = InstabilityRule.from_mapping(cfg["comparison"]["instability"])
     rows, seen = [], set()
     for spec in layout.runs:
         if spec.run in seen:  # strategies sharing a run list it once
@@ -75,12 +81,24 @@ def status_rows(cfg: Mapping[str, Any], stale_minutes: float = 10.0) -> list[dic
             beat = read_heartbeat(folder / NAME)
             state, step = _state(done, beat, target, 60 * stale_minutes)
             rate = float(beat["steps_per_s"]) if beat and state in ("training", "stopped") else math.nan
-            val = float(beat["val_mse_ema"]) if beat and beat.get("steps") == target else _final_val(folder, done)
+            live = beat is not None and beat.get("steps") == target
+            val = float(beat["val_mse_ema"]) if live else _final_val(folder, done)
             rows.append({"strategy": spec.strategy, "seed": spec.seed, "mode": spec.mode, "job": job, "state": state,
                          "step": step, "steps": target, "trained_from": _start(layout, spec, target, job),
-                         "val_mse_ema": val,
+                         "val_mse_ema": val, "stability": _stability(folder, done, beat if live else None, rule),
                          "steps_per_s": rate, "eta_s": (target - step) / rate if rate > 0 else math.nan})
     return rows
+
+
+def _stability(folder: Path, done: Path, beat: Mapping[str, Any] | None, rule: InstabilityRule) -> str:
+    """``unstable at step s (k× its best)`` for a finished job whose curve trips the instability rule,
+    ``now k× its best: unstable`` for a running one above the rule's factor, else empty."""
+    curve = folder / "curve.csv"
+    if done.exists() and done.name == "status.json" and curve.exists():
+        hit = rule.curve(pd.read_csv(curve))
+        return "" if hit is None else f"unstable at step {hit['step']:,} ({hit['ratio']:.1f}x its best)"
+    ratio = float(beat.get("val_mse_over_best", math.nan)) if beat else math.nan
+    return f"now {ratio:.1f}x its best: unstable" if ratio > rule.factor else ""
 
 
 def tensorboard_spec(cfg: Mapping[str, Any]) -> str:
@@ -137,8 +155,8 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     cells = [[str(r["strategy"]), str(r["seed"]), r["job"], r["state"], f"{r['step']:,} / {r['steps']:,}",
               "" if math.isnan(r["val_mse_ema"]) else f"{r['val_mse_ema']:.4g}",
               "" if math.isnan(r["steps_per_s"]) else f"{r['steps_per_s']:.3g}",
-              "" if math.isnan(r["eta_s"]) else duration_text(r["eta_s"])] for r in rows]
-    head = ["strategy", "seed", "job", "state", "step", "val MSE (EMA)", "steps/s", "ETA"]
+              "" if math.isnan(r["eta_s"]) else duration_text(r["eta_s"]), r.get("stability", "")] for r in rows]
+    head = ["strategy", "seed", "job", "state", "step", "val MSE (EMA)", "steps/s", "ETA", "stability"]
     widths = [max(len(x) for x in col) for col in zip(head, *cells)]
     line = lambda xs: "  ".join(x.ljust(w) for x, w in zip(xs, widths)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, cells)])

@@ -20,13 +20,14 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .statistics import classify, holm, relative_change_ci, summarize
+from .statistics import holm, judged_change, summarize
 
 SET_LABELS = {"test_id": "ID (ε = 0.5)", "test_ood": "OOD (ε = 0.1)"}
 SET_SHORT = {"test_id": "ID", "test_ood": "OOD"}
 SUMMARY_METRICS = ["mse", "residual_mean", "residual_median", "rel_err_mean", "infer_ms_per_problem", "accept_rate"]
 CONTRAST_COLUMNS = ["strategy", "versus", "role", "endpoint_role", "endpoint", "label", "mean", "mean_versus",
-                    "estimate", "ci_low", "ci_high", "confidence", "p", "p_holm", "df", "n_a", "n_b", "outcome"]
+                    "estimate", "ci_low", "ci_high", "confidence", "eq_low", "eq_high", "eq_confidence", "p", "p_holm",
+                    "df", "n_a", "n_b", "outcome"]
 RUN_KEYS = ("strategy", "seed", "run", "mode", "status", "diverged_at", "steps_done", "train_seconds", "seconds_per_step",
             "cost_seconds_per_step", "flops_per_step", "device", "torch")
 
@@ -133,7 +134,9 @@ def contrasts_table(values: pd.DataFrame, pairs: Sequence[tuple[str, str, str]],
     ``exploratory`` (sweep points, adversarial versus random). Rows on the primary endpoint of a
     verdict pair carry the verdict's CI (level ``primary_confidence``, Bonferroni over the primary
     contrasts); every other row is a secondary endpoint with a 95% (1 - alpha) CI and Holm-adjusted
-    p-values within its pair. ``outcome`` classifies each CI against ±delta.
+    p-values within its pair. ``outcome`` classifies each CI against ±delta, equivalence on the
+    equivalence CI beside it (``eq_low``/``eq_high`` at ``eq_confidence``: two one-sided tests at the
+    row's error rate per side, :func:`statistics.judged_change`).
     """
     rows = []
     endpoints = list(dict.fromkeys(values["endpoint"]))
@@ -147,11 +150,10 @@ def contrasts_table(values: pd.DataFrame, pairs: Sequence[tuple[str, str, str]],
                 continue
             is_primary = role == "verdict" and key == primary.key
             confidence = primary_confidence if is_primary else 1 - alpha
-            rc = relative_change_ci(a, b, confidence)
             family.append({"strategy": strategy, "versus": versus, "role": role,
                            "endpoint_role": "primary" if is_primary else "secondary", "endpoint": key,
                            "label": sel["label"].iloc[0], "mean": float(np.mean(a)), "mean_versus": float(np.mean(b)),
-                           **rc.as_dict(), "outcome": classify(rc.ci_low, rc.ci_high, delta)})
+                           **judged_change(a, b, delta, confidence)})
         secondary = [r for r in family if r["endpoint_role"] == "secondary"]
         for r, p in zip(secondary, holm([r["p"] for r in secondary])):
             r["p_holm"] = p

@@ -36,7 +36,7 @@ SCALARS = {"loss": "loss/total", "loss_mse": "loss/denoising", "loss_energy": "l
            "val_mse_ema": "val/mse_ema", "val_mse_raw": "val/mse_raw", "lr": "optim/lr",
            "grad_norm": "optim/grad_norm", "clip_frac": "optim/clip_frac", "energy_gap": "energy/gap",
            "saturated_frac": "energy/saturated_frac", "mine_accept": "mining/acceptance",
-           "steps_per_s": "speed/steps_per_s"}
+           "steps_per_s": "speed/steps_per_s", "val_mse_over_best": "val/mse_over_best"}
 _warned = False
 
 

@@ -40,7 +40,8 @@ REPORT_FILES = ["report.md", "report.html", *(f"figures/{f}.png" for f in ("fore
                 *(f"tables/{t}.csv" for t in ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time",
                                                "curves", "convergence", "convergence_runs", "compute_matched",
                                                "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
-                                               "gap_stability", "skill")), "tables/verdict.json",
+                                               "gap_stability", "skill", "instability")),
+                "tables/verdict.json",
                 *(f"tables/{t}.tex" for t in ("contrasts_primary", "contrasts_secondary", "endpoints"))]
 
 

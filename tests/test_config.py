@@ -139,7 +139,10 @@ def test_comparison_settings_are_checked():
     cfg = _with(("comparison",), {"convergence": {"method": "slope", "evals": 2}})
     with pytest.raises(ConfigError, match="comparison.convergence.evals"):
         load_config(cfg)
+    with pytest.raises(ConfigError, match="comparison.instability.factor"):
+        load_config(_with(("comparison",), {"instability": {"factor": 1.0}}))
     out = load_config(GOOD)
+    assert out["comparison"]["instability"] == {"factor": 2.0}
     assert out["comparison"]["primary"] == {"set": "test_id", "inner_steps": None}
     assert out["comparison"]["delta"] == 0.05 and out["comparison"]["convergence"]["method"] == "window"
 
@@ -290,3 +293,15 @@ def test_report_format_takes_one_or_a_list_and_names_the_field_when_wrong(root):
     cfg["report"]["format"] = ["eps"]
     with pytest.raises(ConfigError, match=r"config field 'report\.format': \['eps'\] is not one of png, pdf, svg"):
         load_config(cfg)
+
+
+def test_a_trunk_without_enough_evaluations_for_the_plateau_check_is_refused():
+    """The plateau check reads only the constant-lr trunk (SPEC §8.1): 2,900 steps with a 20% decay branch
+    at 2,320; at eval_every 870 only 2 evaluations lie there, fewer than convergence.evals = 3."""
+    train = {"steps": 2900, "log_every": 29, "eval_every": 870, "checkpoint_every": 580,
+             "lr_schedule": {"kind": "wsd", "warmup_steps": 100, "decay_fraction": 0.2}}
+    with pytest.raises(ConfigError, match=r"config field 'train.eval_every'.*up to step 2320.*only 2 there.*773"):
+        load_config({**GOOD, "train": train})
+    assert load_config({**GOOD, "train": {**train, "eval_every": 580}})["train"]["eval_every"] == 580  # 4 there
+    constant = {**train, "eval_every": 870, "lr_schedule": {"kind": "constant", "warmup_steps": 0}}
+    assert load_config({**GOOD, "train": constant})["train"]["eval_every"] == 870  # 3 by step 2,900

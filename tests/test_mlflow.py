@@ -16,6 +16,7 @@ from diffusion_lib.data import make_heldout
 from diffusion_lib.engine import Engine
 from diffusion_lib.local_server import free_port
 from diffusion_lib.mlflow_tracking import MlflowSettings
+from diffusion_lib.progress import watched_row
 from diffusion_lib.run_config import TrainConfig
 from diffusion_lib.tracking import SCALARS, JobTracking
 
@@ -84,8 +85,9 @@ def test_each_run_of_a_pack_is_one_mlflow_run_with_its_curve_identity_and_status
         assert {k: run.data.tags[k] for k in ("seed", "run", "run_key", "strategy", "mode", "study")} == {
             "seed": str(i + 1), "run": NAMES[i], "run_key": "0123456789ab", "strategy": "adversarial",
             "mode": "adversarial", "study": "unit"}
+        watched = [watched_row(result.curve[:k + 1]) for k in range(len(result.curve))]
         for key, tag in SCALARS.items():
-            want = [(row["step"], row[key]) for row in result.curve if row.get(key) is not None and math.isfinite(row[key])]
+            want = [(row["step"], row[key]) for row in watched if row.get(key) is not None and math.isfinite(row[key])]
             assert _history(client, run, tag) == want, tag
         assert _history(client, run, "val/mse_ema")[-1][1] == result.curve[-1]["val_mse_ema"]
         kept = mlflow_tracking.json.loads((tmp_path / NAMES[i] / "mlflow.json").read_text())

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from diffusion_lib.statistics import (EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, classify, holm, relative_change_ci,
-                                      seeds_needed, summarize, t_interval, welch_power)
+from diffusion_lib.planning import (EQUIVALENCE, SUPERIORITY, allocate, equivalence_power, pending_decision,
+                                    seeds_needed, superiority_power)
+from diffusion_lib.statistics import (EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, classify, equivalence_level, holm,
+                                      judged_change, relative_change_ci, summarize, t_interval)
 
 
 def test_summarize_student_t_interval():
@@ -88,27 +90,68 @@ def _simulated_power(cv_a, cv_b, n, delta, confidence, trials=4000, seed=0):
     return hits / trials
 
 
-def test_seeds_needed_gives_80_percent_power_at_delta():
-    """The returned size detects a change of delta in 80% of simulated studies; one seed fewer does not."""
-    adv, base = _exact(0.0103, 0.0004, 3), _exact(0.0100, 0.0002, 3)
-    n = seeds_needed(adv, base, 0.05, confidence=0.975)
-    cv_a, cv_b = 0.0004 / 0.0103, 0.0002 / 0.0100
-    assert n is not None and n > 2
-    assert welch_power(cv_a ** 2, cv_b ** 2, n, 0.05, 0.975) >= 0.8 > welch_power(cv_a ** 2, cv_b ** 2, n - 1, 0.05,
-                                                                                  0.975)
-    assert _simulated_power(cv_a, cv_b, n, 0.05, 0.975) == pytest.approx(welch_power(cv_a ** 2, cv_b ** 2, n, 0.05,
-                                                                                     0.975), abs=0.03)
-    # the planning figure does not depend on where the observed means happen to lie
-    assert seeds_needed(_exact(0.0095, 0.0004 * 0.95 / 1.03, 3), base, 0.05, confidence=0.975) == n
+def test_equivalence_is_judged_on_its_own_ci_two_one_sided_tests():
+    """SPEC §8.2: equivalence by TOST at the Bonferroni level is the 95% CI beside the decisions' 97.5%:
+    a CI that is inside the margin at 95% but not at 97.5% is equivalent; other decisions stay at 97.5%."""
+    assert equivalence_level(0.975) == pytest.approx(0.95) and equivalence_level(0.95) == pytest.approx(0.90)
+    # 97.5% CI pokes out of the margin, 95% CI lies inside it: equivalent (fails with a single CI)
+    assert classify(-0.055, 0.03, 0.05) == INCONCLUSIVE
+    assert classify(-0.055, 0.03, 0.05, -0.045, 0.025) == EQUIVALENT
+    # helps and worse are read on the decision CI, not on the narrower equivalence CI
+    assert classify(-0.12, -0.045, 0.05, -0.11, -0.055) == INCONCLUSIVE
+    assert classify(-0.001, 0.09, 0.05, 0.004, 0.08) == INCONCLUSIVE
+    base, adv = _exact(0.0100, 0.00012, 5), _exact(0.0102, 0.00025, 6)
+    judged = judged_change(adv, base, 0.05, 0.975)
+    wide, narrow = relative_change_ci(adv, base, 0.975), relative_change_ci(adv, base, 0.95)
+    assert judged["ci_low"] == wide.ci_low and judged["eq_low"] == narrow.ci_low and judged["eq_confidence"] == 0.95
+    assert judged["outcome"] == classify(wide.ci_low, wide.ci_high, 0.05, narrow.ci_low, narrow.ci_high)
 
 
-def test_seeds_needed_uses_each_arms_own_variance():
-    """A noisy arm against a quiet one needs the same seeds in either role, and fewer than two noisy
-    arms: neither arm's variance stands in for the other's."""
-    noisy, quiet = _exact(0.0100, 0.0008, 4), _exact(0.0100, 0.0001, 4)
-    one_way, other_way = seeds_needed(noisy, quiet, 0.05), seeds_needed(quiet, noisy, 0.05)
-    both = seeds_needed(noisy, _exact(0.0100, 0.0008, 4), 0.05)
-    assert one_way == other_way and both > one_way
-    assert seeds_needed(quiet, quiet, 0.05) < one_way
-    assert seeds_needed([0.01], quiet, 0.05) is None
-    assert seeds_needed(_exact(0.0100, 0.005, 3), _exact(0.0100, 0.005, 3), 0.05, max_seeds=20) is None
+def _simulated_equivalence(cv_a, cv_b, n_a, n_b, effect, delta, confidence, trials=4000, seed=1):
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(trials):
+        a = (1 + effect) * (1 + cv_a * rng.standard_normal(n_a))
+        b = 1 + cv_b * rng.standard_normal(n_b)
+        rc = relative_change_ci(a, b, confidence)
+        hits += -delta < rc.ci_low and rc.ci_high < delta
+    return hits / trials
+
+
+def test_superiority_power_matches_simulated_studies_with_unequal_arms():
+    cv_a, cv_b = 0.04, 0.01
+    for n_a, n_b in ((6, 3), (9, 4)):
+        predicted = superiority_power(cv_a ** 2, cv_b ** 2, n_a, n_b, 0.05, 0.975)
+        rng, hits = np.random.default_rng(0), 0
+        for _ in range(3000):
+            rc = relative_change_ci(1.05 * (1 + cv_a * rng.standard_normal(n_a)), 1 + cv_b * rng.standard_normal(n_b),
+                                    0.975)
+            hits += rc.ci_low > 0 or rc.ci_high < 0
+        assert hits / 3000 == pytest.approx(predicted, abs=0.04)
+
+
+def test_equivalence_power_matches_simulated_studies():
+    for n_a, n_b, effect in ((8, 3, 0.01), (12, 4, 0.02)):
+        predicted = equivalence_power(0.024 ** 2, 0.001 ** 2, n_a, n_b, effect, 0.05, 0.95)
+        assert _simulated_equivalence(0.024, 0.001, n_a, n_b, effect, 0.05, 0.95) == pytest.approx(predicted, abs=0.05)
+    assert equivalence_power(0.024 ** 2, 0.001 ** 2, 8, 3, 0.06, 0.05, 0.95) < 0.05  # outside the margin: hopeless
+
+
+def test_the_pending_decision_gets_its_seeds_where_the_variance_is():
+    """Inside the margin the pending decision is equivalence at the observed change, else superiority
+    at delta; the noisy arm gets the seeds (the pilot: baseline CV 0.09%, adversarial 2.4%)."""
+    assert pending_decision(0.02, 0.05) == EQUIVALENCE and pending_decision(-0.08, 0.05) == SUPERIORITY
+    assert pending_decision(0.06, 0.05) == SUPERIORITY
+    assert allocate(10, 0.024 ** 2, 0.0009 ** 2) == (8, 2) and allocate(10, 0.01, 0.01) == (5, 5)
+    adv, base = _exact(0.0102, 0.0102 * 0.024, 6), _exact(0.0100, 0.0100 * 0.0009, 5)
+    plan = seeds_needed(adv, base, 0.05, 0.975, 0.95)
+    assert plan.decision == EQUIVALENCE and plan.effect == pytest.approx(0.02)
+    assert plan.n_a > plan.n_b == 2 and plan.power >= 0.8
+    fewer = allocate(plan.total - 1, 0.024 ** 2, 0.0009 ** 2)
+    assert equivalence_power(0.024 ** 2, 0.0009 ** 2, *fewer, 0.02, 0.05, 0.95) < 0.8  # the smallest total
+    # the same arms at 8% apart: the pending decision is superiority at delta
+    far = seeds_needed(_exact(0.0092, 0.0092 * 0.024, 6), base, 0.05, 0.975, 0.95)
+    assert far.decision == SUPERIORITY and far.effect == 0.05 and far.confidence == 0.975
+    assert superiority_power(0.024 ** 2, 0.0009 ** 2, far.n_a, far.n_b, 0.05, 0.975) >= 0.8
+    assert seeds_needed([0.01], base, 0.05, 0.975, 0.95) is None
+    assert seeds_needed(_exact(0.0100, 0.005, 3), _exact(0.0100, 0.005, 3), 0.05, 0.975, 0.95, max_seeds=20) is None

@@ -125,3 +125,26 @@ def test_a_single_rung_ladder_still_lists_each_runs_trunk_piece(study, tmp_path)
     assert sorted({r["job"] for r in rows}) == ["full budget", "trunk to 16"] and len(rows) == 20
     assert all(r["trained_from"] == 16 for r in rows if r["job"] == "full budget")
 
+
+
+def test_the_table_shows_a_run_blowing_up_while_it_trains_and_after(study, tmp_path):
+    """Issue 34: instability is visible as it happens (the heartbeat's MSE over its best, against
+    comparison.instability.factor) and in a finished job's curve; ordinary noise is not flagged."""
+    layout = Layout(study)
+    running = next(s for s in layout.runs if s.strategy == "baseline" and s.seed == 1)
+    (tmp_path / running.dir).mkdir(parents=True)
+    write_heartbeat(tmp_path / running.dir / "progress.json", step=12, steps=20,
+                    curve=[{"steps_per_s": 2.0, "val_mse_ema": v} for v in (0.05, 0.02, 0.021, 0.06)])
+    done = next(s for s in layout.runs if s.strategy == "random" and s.seed == 1)
+    (tmp_path / done.dir).mkdir(parents=True)
+    (tmp_path / done.dir / "status.json").write_text(json.dumps({"status": "completed", "steps_done": 20}))
+    (tmp_path / done.dir / "curve.csv").write_text("step,val_mse_ema\n5,0.3\n10,0.0105\n15,0.071\n20,0.129\n")
+    calm = next(s for s in layout.runs if s.strategy == "random" and s.seed == 0)
+    (tmp_path / calm.dir).mkdir(parents=True)
+    (tmp_path / calm.dir / "status.json").write_text(json.dumps({"status": "completed", "steps_done": 20}))
+    (tmp_path / calm.dir / "curve.csv").write_text("step,val_mse_ema\n5,0.3\n10,0.0105\n15,0.0112\n20,0.0101\n")
+    by = {(r["strategy"], r["seed"], r["job"]): r for r in status.status_rows(study)}
+    assert by[("baseline", 1, "full budget")]["stability"] == "now 3.0x its best: unstable"
+    assert by[("random", 1, "full budget")]["stability"] == "unstable at step 15 (6.8x its best)"
+    assert by[("random", 0, "full budget")]["stability"] == ""
+    assert "unstable at step 15" in status.table(list(by.values()))

@@ -7,10 +7,9 @@ verdict are exercised together.
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_study import study
+from synthetic_study import gap, study
 
 from diffusion_lib.convergence import ConvergenceRule, gap_trend, run_gate, strategy_gate
-from diffusion_lib.stability import GapStability
 from diffusion_lib.verdict import (BASELINE_BETTER, MINING_HELPS, NO_DIFFERENCE, NOT_DECIDED, UNDECIDED, UNSTABLE,
                                    Arm, decide)
 
@@ -28,8 +27,8 @@ def _arm(name, mode, mean, spread=0.01, n=5, gate=None, diverged=0, trend=None):
 
 
 def _settled(name):
-    """A gap that has stopped moving over a three-rung ladder, every compared run plateaued."""
-    return GapStability(name, "baseline", 0.05, (725, 1450, 2900), (46400, 92800, 185600), (0.0, 0.0, 0.0), 10, 10)
+    """A gap that has stopped moving over a three-rung ladder."""
+    return gap(name, (0.0, 0.0, 0.0))
 
 
 def _decide(baseline, mining, *args, **kw):
@@ -55,7 +54,20 @@ def test_mining_helps_names_random_when_only_random_helps():
 
 def test_no_meaningful_difference_when_every_ci_is_inside_the_margin():
     v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0101), _arm("random", "random", 0.0099)], "ID MSE", 0.05)
-    assert v.outcome == NO_DIFFERENCE and v.scenario == "baseline best"
+    # an equivalence outcome is not "baseline best": nothing is better, the baseline is only cheapest
+    assert v.outcome == NO_DIFFERENCE and v.scenario == "no difference (the baseline is cheapest)"
+    assert "equivalence by two one-sided tests: 95.0% CI" in v.sentence and "97.5%" in v.sentence  # random beside it
+
+
+def test_equivalence_is_decided_on_the_95_percent_ci_and_other_decisions_on_97_5():
+    """Two mining arms: the TOST at the Bonferroni level is the 95% CI. A contrast whose 95% CI lies inside
+    ±5% while its 97.5% CI does not is equivalent (SPEC §8.2); the level is named in the sentence."""
+    adv = _arm("adversarial", "adversarial", 0.0102, spread=0.025, n=6)
+    v = _decide(BASE, [adv, _arm("random", "random", 0.0100)], "ID MSE", 0.05)
+    c = v.contrasts[0]
+    assert c["confidence"] == pytest.approx(0.975) and c["eq_confidence"] == pytest.approx(0.95)
+    assert c["ci_high"] >= 0.05 > c["eq_high"] and c["eq_low"] > -0.05  # only the 95% CI is inside the margin
+    assert v.outcome == NO_DIFFERENCE and "95.0% CI" in v.sentence
 
 
 def test_baseline_better_when_a_ci_lies_above_zero_and_outside_the_margin():
@@ -73,12 +85,21 @@ def test_the_adversarial_contrast_decides_when_random_is_open():
     assert v.outcome == UNDECIDED and v.strategy == "adversarial"
 
 
-def test_inconclusive_reports_the_seeds_needed():
-    v = _decide(_arm("baseline", "none", 0.0100, spread=0.05, n=3),
-               [_arm("adversarial", "adversarial", 0.0097, spread=0.05, n=3)], "ID MSE", 0.05)
+def test_inconclusive_names_the_pending_decision_and_seeds_where_the_variance_is():
+    """Inside the margin the pending decision is equivalence at the observed change; the noisy arm gets
+    the seeds (the pilot's case: adversarial CV 2.4% vs baseline 0.09%)."""
+    v = _decide(_arm("baseline", "none", 0.0100, spread=0.0009, n=5),
+                [_arm("adversarial", "adversarial", 0.0102, spread=0.06, n=6)], "ID MSE", 0.05)
     assert v.outcome == UNDECIDED and v.scenario is None
-    need = v.contrasts[0]["seeds_needed"]
-    assert need is not None and need > 3 and f"about {need} seeds per arm" in v.sentence
+    plan = v.contrasts[0]["seeds_needed"]
+    assert plan["decision"] == "equivalence" and plan["n_a"] > plan["n_b"] and plan["power"] >= 0.8
+    assert (f"the pending decision is equivalence at the observed change +2.0% (its 90.0% CI inside the margin): 80% "
+            f"power would need about {plan['n_a']} adversarial and {plan['n_b']} baseline seeds") in v.sentence
+    assert "the study has 6 and 5" in v.sentence
+    far = _decide(_arm("baseline", "none", 0.0100, spread=0.05, n=3),
+                  [_arm("adversarial", "adversarial", 0.0090, spread=0.08, n=3)], "ID MSE", 0.05)
+    assert far.outcome == UNDECIDED and far.contrasts[0]["seeds_needed"]["decision"] == "superiority"
+    assert "a change of 5% (its 95.0% CI excluding 0)" in far.sentence  # one mining arm: decisions at 95%
 
 
 def test_unconverged_curves_give_not_decided_with_the_direction_of_the_gap():
@@ -96,6 +117,15 @@ def test_unconverged_curves_give_not_decided_with_the_direction_of_the_gap():
 def test_a_diverged_run_makes_training_unstable_first():
     v = _decide(BASE, [_arm("adversarial", "adversarial", 0.0080, diverged=1)], "ID MSE", 0.05)
     assert v.outcome == UNSTABLE and v.scenario == "training instability" and "1 of 6 adversarial" in v.sentence
+
+
+def test_an_unstable_run_without_a_nan_makes_training_unstable_naming_it():
+    blown = "baseline seed 1 (rung 5,800): validation MSE 0.454 at step 5,220, 43.2x its best 0.0105 (step 2,900)"
+    base = Arm("baseline", "none", _values(0.0100), 5, 0, {**CONVERGED, "runs_converged": 5, "runs": 5}, {}, [blown])
+    v = _decide(base, [_arm("adversarial", "adversarial", 0.0012)], "ID MSE", 0.05)
+    assert v.outcome == UNSTABLE and v.scenario == "training instability"
+    assert "1 of 5 baseline runs are unstable" in v.sentence and blown in v.sentence
+    assert "No contrast involving these runs is reported as an estimate" in v.sentence
 
 
 # --------------------------------------------------------------------------- convergence gate

@@ -75,10 +75,12 @@ def test_end_to_end_produces_every_report_file(finished):
     assert set(runs["inner_steps"]) == {0, 1, 2, 5}
     assert runs["run"].str.fullmatch(r"(none|random|adversarial)-seed[01]-[0-9a-f]{12}").all()
     verdict = json.loads((study / "tables/verdict.json").read_text())
-    # 20 steps of training decide nothing, and the ladder shows it: the gap still moves between rungs
+    # 20 steps of training decide nothing, and the ladder shows it: no rung has left burn-in (skill < 5%)
     assert verdict["outcome"] == "not decided at this budget" and verdict["scenario"] is None
     assert "at 320 training samples (20 steps × batch 16" in verdict["sentence"]
-    assert "at 160 →" in verdict["sentence"] and "at 320 samples" in verdict["sentence"]  # each rung's estimate
+    assert "fewer than two informative rungs" in verdict["sentence"]
+    assert "at 160 (uninformative) →" in verdict["sentence"] and "at 320 (uninformative) samples" in verdict["sentence"]
+    assert verdict["plateau_until"] == 16  # the plateau check read the trunk, up to the full budget's branch point
     report = (study / "report.md").read_text()
     assert report.splitlines()[2].startswith(f"**Verdict: {verdict['outcome']}.**")
     assert all(f"figures/{f}.png" in report for f in ("forest", "ladder", "mse"))

@@ -16,14 +16,15 @@ from .. import ladder_tables as lt
 from .. import report as rep
 from .. import tables as tab
 from ..budget import PAPER_SAMPLES, Budget
-from ..convergence import ConvergenceRule, gap_trend, run_gate, strategy_gate
+from ..convergence import ConvergenceRule, gap_trend, plateau_window_end, run_gate, strategy_gate
+from ..instability import InstabilityRule, describe_run, mark_unstable
 from ..runtime import log, write_json
 from ..stability import gap_stability, stability_table
 from ..verdict import Arm, decide
 
 TABLES = ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
           "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
-          "gap_stability", "skill")
+          "gap_stability", "skill", "instability")
 
 
 def _load_runs(runs: Sequence[Mapping[str, str]]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
@@ -53,7 +54,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
               tables: Mapping[str, str], verdict_path: str, roles: Mapping[str, str], default_inner: int,
               primary: Mapping[str, Any], delta: float, alpha: float, convergence: Mapping[str, Any],
               sweep_points: Mapping[str, Any], training: Mapping[str, Any], name: str,
-              rungs: Sequence[Mapping[str, Any]] = (), ladder: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              rungs: Sequence[Mapping[str, Any]] = (), ladder: Mapping[str, Any] | None = None,
+              instability: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Combine per-run files into the study's tables and verdict.
 
     ``runs``: one mapping per evaluated run with its ``strategy`` name and ``seed`` in this study,
@@ -65,6 +67,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     ``ladder``: ``rungs`` (ladder budgets in steps, ascending, the last the full budget),
     ``decay_fraction``, ``batch_size``, ``paper_samples``, ``compute_matched`` ({strategy: steps}).
     Without rungs the full budget is the only rung, and the gap's stability cannot be assessed.
+    ``instability``: the config's ``comparison.instability`` (:class:`~diffusion_lib.instability.InstabilityRule`).
+    The plateau check reads the constant-lr trunk only (:func:`convergence.plateau_window_end`).
     """
     metrics, curves_df = _load_runs(runs)
     found = {(m["strategy"], m["seed"]) for m in metrics}
@@ -76,6 +80,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     with open(reference_path) as fh:
         trivial = {k: v for k, v in json.load(fh)["trivial_mse"].items() if k in ("test_id", "test_ood")}
     rule = ConvergenceRule.from_mapping(convergence)
+    blowup = InstabilityRule.from_mapping(instability)
     primary_ep = tab.Endpoint(primary["set"], default_inner if primary["inner_steps"] is None else primary["inner_steps"])
     family = tab.endpoint_family(primary_ep, default_inner)
     budget = _budget(ladder, training)
@@ -90,10 +95,10 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     pairs = verdict_pairs + [(s, base, "exploratory") for s in present if s != base and s not in mining_roles]
     if len(mining_roles) == 2:
         pairs.append((roles["adversarial"], roles["random"], "exploratory"))
-    contrasts = tab.contrasts_table(values, pairs, primary_ep, delta, alpha, primary_confidence)
-    contrasts["p_holm_family"] = interp.family_holm(contrasts)
-    gates = strategy_gate(curves_df, rule)
-    run_gates = run_gate(curves_df, rule)
+    until = plateau_window_end(str((training.get("lr_schedule") or {}).get("kind")),
+                               budget.steps if budget else 0, float((ladder or {}).get("decay_fraction") or 0.0))
+    gates = strategy_gate(curves_df, rule, until)
+    run_gates = run_gate(curves_df, rule, until)
 
     if rungs:
         rung_vals, missing_rungs = lt.rung_values(rungs, family)
@@ -101,10 +106,20 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
         rung_vals, missing_rungs = values.assign(rung=budget.steps if budget else 0, kind=lt.LADDER,
                                                  samples=budget.samples if budget else 0), []
     full_rung = budget.steps if budget else int(rung_vals["rung"].max())
-    ladder_contrasts = lt.ladder_contrasts_table(rung_vals, verdict_pairs, primary_ep, delta, alpha,
-                                                 primary_confidence, paper)
+    unstable = lt.rung_instability(rungs, blowup) if rungs else blowup.runs(curves_df).assign(
+        rung=full_rung, kind=lt.LADDER)
+    contrasts = mark_unstable(tab.contrasts_table(values, pairs, primary_ep, delta, alpha, primary_confidence),
+                              unstable, rung=full_rung)
+    contrasts["p_holm_family"] = interp.family_holm(contrasts)
+    ladder_contrasts = mark_unstable(lt.ladder_contrasts_table(rung_vals, verdict_pairs, primary_ep, delta, alpha,
+                                                               primary_confidence, paper), unstable)
     on_primary = ladder_contrasts[ladder_contrasts["endpoint_role"] == "primary"]
-    stabilities = {s: gap_stability(on_primary, run_gates, s, base, delta) for s in mining_roles}
+    entry_mean = float(trivial.get(primary_ep.set, {}).get("entry_mean", float("nan")))
+    on_ladder = rung_vals[(rung_vals["kind"] == lt.LADDER) & (rung_vals["endpoint"] == primary_ep.key)]
+    stabilities = {s: gap_stability(on_primary, on_ladder, entry_mean, s, base, delta,
+                                    unstable_rungs=lt.unstable_rungs(unstable, (s, base)))
+                   for s in mining_roles}
+    ladder_contrasts = lt.with_informative(ladder_contrasts, stabilities.values())
     skill = interp.skill_table(values, trivial)
     strategies = tab.strategies_table(runs_df, trivial)
     diagnostics = tab.diagnostics_table(curves_df, runs_df, default_inner)
@@ -119,7 +134,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
         "convergence": gates,
         "convergence_runs": run_gates,
         "compute_matched": lt.compute_matched_table(rung_vals, mining_roles, base, primary_ep, full_rung, delta,
-                                                    primary_confidence, paper),
+                                                    primary_confidence, paper, trivial, unstable),
         "diagnostics": diagnostics,
         "cost": tab.cost_table(runs_df, base),
         "ablation": abl.ablation_table(runs_df, sweep_points, default_inner, baseline=base, primary=primary_ep,
@@ -128,6 +143,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
         "ladder_contrasts": ladder_contrasts,
         "gap_stability": stability_table(list(stabilities.values()), paper),
         "skill": skill,
+        "instability": unstable,
     }
     for key, df in out.items():
         Path(tables[key]).parent.mkdir(parents=True, exist_ok=True)
@@ -137,10 +153,13 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
         per_seed = runs_df[runs_df["strategy"] == strategy].drop_duplicates("seed")
         sel = values[(values["strategy"] == strategy) & (values["endpoint"] == primary_ep.key)]
         gate = gates[gates["strategy"] == strategy]
+        blown = unstable[(unstable["strategy"] == strategy) & (unstable["rung"] == full_rung)
+                         & (unstable["kind"] == lt.LADDER)]
         return Arm(strategy, str(per_seed["mode"].iloc[0]), sel["value"].tolist(), len(per_seed),
                    int((per_seed["status"] == "diverged").sum()),
                    gate.iloc[0].to_dict() if len(gate) else {"converged": None, "evals_seen": 0},
-                   gap_trend(curves_df, strategy, base, rule) if strategy != base else {})
+                   gap_trend(curves_df, strategy, base, rule, until) if strategy != base else {},
+                   [describe_run(strategy, r.seed, r._asdict(), full_rung) for r in blown.itertuples()])
 
     if base in present:
         v = decide(arm(base), [arm(s) for s in mining_roles], primary_ep.label, delta, alpha, budget=budget,
@@ -154,7 +173,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     uninformative = skill[skill["uninformative"]].drop_duplicates("endpoint")
     write_json({**v, "paragraph": " ".join([v["sentence"], *flips]), "inner_loop_flips": flips,
                 "primary": {"key": primary_ep.key, "label": primary_ep.label}, "delta": delta, "alpha": alpha,
-                "convergence_rule": rule.describe(), "missing": missing, "missing_rungs": missing_rungs,
+                "convergence_rule": rule.describe(), "plateau_until": until, "instability_rule": blowup.describe(),
+                "missing": missing, "missing_rungs": missing_rungs,
                 "trivial_mse": trivial, "ladder": {"paper_samples": paper, **dict(ladder or {})},
                 "stability": [s.as_dict() for s in stabilities.values()],
                 "extrapolations": [t for s in stabilities.values() if (t := s.extrapolation_text(paper))],

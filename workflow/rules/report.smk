@@ -43,6 +43,7 @@ rule aggregate:
         delta=CFG["comparison"]["delta"],
         alpha=CFG["comparison"]["alpha"],
         convergence=CFG["comparison"]["convergence"],
+        instability=CFG["comparison"]["instability"],
         default_inner=CFG["evaluation"]["default_inner"],
         sweep_points=CFG["sweep_points"],
         training={k: CFG["train"][k] for k in ("steps", "batch_size", "lr", "timesteps", "lr_schedule")}
