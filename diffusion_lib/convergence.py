@@ -122,9 +122,9 @@ def strategy_gate(curves: pd.DataFrame, rule: ConvergenceRule, until: int | None
         runs = per_run[per_run["strategy"] == strategy]
         rows.append({"strategy": strategy, **rule.assess(mean.index, mean.to_numpy()),
                      "runs_converged": int((runs["converged"] == True).sum()),  # noqa: E712 (None-safe)
-                     "runs": int(g["seed"].nunique())})
+                     "runs": int(g["seed"].nunique()), "until": until})
     return pd.DataFrame(rows, columns=["strategy", "converged", "tail_change", "spread", "evals_seen",
-                                       "runs_converged", "runs"])
+                                       "runs_converged", "runs", "until"])
 
 
 def gap_trend(curves: pd.DataFrame, strategy: str, baseline: str, rule: ConvergenceRule,

@@ -112,8 +112,10 @@ def _unconverged_reason(arm: Arm, baseline: str) -> str:
     if gate.get("converged") is None:
         why = f"too few validation evaluations to judge ({gate.get('evals_seen', 0)} seen)"
     else:
-        why = (f"its validation MSE still moved {_pct(gate['tail_change'])} over the last evaluations "
-               f"(spread ±{gate['spread']:.1%})")
+        until = gate.get("until")
+        where = (f"the constant-lr trunk's last evaluations (to step {int(until):,})"
+                 if until is not None and until == until else "the last evaluations")
+        why = f"its seed-mean validation MSE still moved {_pct(gate['tail_change'])} over {where} (spread ±{gate['spread']:.1%})"
     text = f"{arm.name} has not converged: {why}"
     trend = arm.trend
     if arm.name != baseline and trend.get("gaps"):
@@ -210,8 +212,7 @@ def decide(baseline: Arm, mining: Sequence[Arm], endpoint: str, delta: float, al
         why += _trajectories(mining, baseline, stability)
         paper = budget.paper_samples if budget else PAPER_SAMPLES
         extra = [t for a in mining if (st := (stability or {}).get(a.name)) and (t := st.extrapolation_text(paper))]
-        return verdict(NOT_DECIDED, f"Not decided{at or ' at this budget'}: {'; '.join(why)}. "
-                                    + " ".join(extra))
+        return verdict(NOT_DECIDED, f"Not decided{at or ' at this budget'}: {'; '.join(why)}. {' '.join(extra)}".strip())
     if not contrasts:
         return verdict(UNDECIDED, f"Inconclusive{at}: no mining strategy to compare with the baseline.")
     every_run = all(a.every_run_plateaued for a in arms)
