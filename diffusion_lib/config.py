@@ -32,7 +32,7 @@ import jsonschema
 import yaml
 
 from .convergence import ConvergenceRule
-from .ladder import LADDER_SCHEDULES, decay_fraction, on_grid
+from .ladder import LADDER_SCHEDULES, decay_fraction, grown_steps, on_grid
 from .schedule import decay_start
 from .sweep_names import SWEEP_SEP, SWEEP_TRAIN_PREFIX, format_value, sweep_name  # noqa: F401 (re-exported)
 from .mining import MiningConfig
@@ -307,15 +307,27 @@ def _ladder_problems(cfg: dict[str, Any]) -> list[str]:
     train, rungs = cfg["train"], cfg["comparison"]["ladder"]["rungs"]
     kind = train["lr_schedule"]["kind"]
     if kind not in LADDER_SCHEDULES:
+        if cfg["comparison"]["ladder"].get("until_stable") is not None:
+            return [f"config field 'comparison.ladder.until_stable': needs train.lr_schedule.kind wsd or constant "
+                    f"(a {kind!r} schedule has no constant trunk to continue)"]
         if any(r != 1 for r in rungs):
             return [f"config field 'comparison.ladder.rungs': {rungs} needs train.lr_schedule.kind wsd or constant "
                     f"(a {kind!r} schedule has no constant trunk to branch from); use rungs: [1.0]"]
         return []
     f = decay_fraction(train)
+    growth = cfg["comparison"]["ladder"].get("until_stable")
+    if growth is not None and growth["max_steps"] < train["steps"]:
+        return [f"config field 'comparison.ladder.until_stable.max_steps': {growth['max_steps']} is below "
+                f"train.steps ({train['steps']}); the ladder grows from the full budget up to max_steps"]
     if not on_grid(train["steps"], f, train["log_every"]):
         return [f"config field 'train.steps': the full budget's decay starts at step "
                 f"{decay_start(train['steps'], f)}, which is not a positive multiple of train.log_every "
                 f"({train['log_every']}); choose steps, log_every and lr_schedule.decay_fraction so that it is"]
+    off_grid = [b for b in grown_steps(train["steps"], (growth or {}).get("max_steps"))
+                if not on_grid(b, f, train["log_every"])]
+    if off_grid:
+        return [f"config field 'comparison.ladder.until_stable': the rung of {off_grid[0]} steps it may add decays "
+                f"from step {decay_start(off_grid[0], f)}, not a multiple of train.log_every ({train['log_every']})"]
     # the plateau check reads the constant-lr trunk only (SPEC §8.1): it needs its evaluations there
     # (evaluations happen at log boundaries that are multiples of eval_every)
     trunk_end, evals = decay_start(train["steps"], f), cfg["comparison"]["convergence"]["evals"]

@@ -76,5 +76,14 @@ def compute_matched_steps(steps: int, flops_baseline: float, flops_strategy: flo
     return min(snap(steps * flops_baseline / flops_strategy, f, log_every), steps)
 
 
+def grown_steps(steps: int, max_steps: int | None) -> list[int]:
+    """The budgets ``comparison.ladder.until_stable`` may add, in the order it adds them: twice the
+    largest so far (2·steps, 4·steps, ...) while within ``max_steps``; none without a maximum."""
+    grown: list[int] = []
+    while max_steps is not None and 2 * (grown[-1] if grown else steps) <= max_steps:
+        grown.append(2 * (grown[-1] if grown else steps))
+    return grown
+
+
 def rungs_of(budgets: Sequence[int], f: float, kind: str = "ladder") -> list[Rung]:
     return [Rung(b, decay_start(b, f), kind) for b in budgets]

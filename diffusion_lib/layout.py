@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 from .mining import MiningConfig
 from .train_fields import NOT_SHAPING
 from .run_config import train_config
-from .ladder import Rung, compute_matched_steps, decay_fraction, ladder_steps, rungs_of, uses_trunk
+from .ladder import Rung, compute_matched_steps, decay_fraction, grown_steps, ladder_steps, rungs_of, uses_trunk
 from .provenance import value_key
 from .run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
 
@@ -133,6 +133,31 @@ class Layout:
                             train["log_every"])
 
     @property
+    def grown_budgets(self) -> list[int]:
+        """The budgets ``comparison.ladder.until_stable`` may add above ``train.steps``, in the order it
+        would add them (each twice the last); whether it does is decided look by look in the workflow
+        (:mod:`diffusion_lib.growth`)."""
+        train = self.cfg["train"]
+        growth = self.cfg["comparison"]["ladder"].get("until_stable") if uses_trunk(train) else None
+        return grown_steps(train["steps"], growth["max_steps"] if growth else None)
+
+    def look_path(self, top: int | str) -> str:
+        """The ``until_stable`` look at ladder top ``top`` (:mod:`diffusion_lib.growth`)."""
+        return f"{self.study_dir}/ladder/look-{top}.json"
+
+    def grown_so_far(self) -> list[int]:
+        """The rungs ``until_stable`` has added so far, from the looks on disk."""
+        from .growth import final_top, walk_looks  # local: growth reads stability (pandas, numpy)
+
+        full = self.cfg["train"]["steps"]
+        top = final_top(full, walk_looks(full, self.look_path)) if self.grown_budgets else full
+        return [b for b in self.grown_budgets if b <= top]
+
+    def budgets_up_to(self, top: int) -> list[int]:
+        """The ladder's budgets when its largest rung is ``top`` (the declared ones, then the grown ones)."""
+        return [b for b in [*self.ladder_budgets, *self.grown_budgets] if b <= top]
+
+    @property
     def compute_matched(self) -> dict[str, int]:
         """Each mining arm of the verdict (comparison.random / .adversarial) → the budget at which
         its cumulative training FLOPs equal the baseline's at the full budget."""
@@ -155,11 +180,12 @@ class Layout:
                                          train["log_every"]) for s in arms}
 
     def rungs(self, spec: RunSpec) -> list[Rung]:
-        """Every budget run ``spec`` is trained to (ladder and, for a mining arm, compute-matched),
-        ascending by steps; a budget that is both is listed once, as a ladder rung."""
+        """Every budget run ``spec`` may be trained to (ladder, the rungs ``until_stable`` may add, and,
+        for a mining arm, compute-matched), ascending by steps; a budget that is both is listed once, as
+        a ladder rung."""
         train = self.cfg["train"]
         f = decay_fraction(train) if uses_trunk(train) else 0.0
-        rungs = {b: r for r in rungs_of(self.ladder_budgets, f) for b in [r.steps]}
+        rungs = {b: r for r in rungs_of([*self.ladder_budgets, *self.grown_budgets], f) for b in [r.steps]}
         matched = self.compute_matched.get(spec.strategy)
         if matched is not None and matched not in rungs:
             rungs[matched] = rungs_of([matched], f, "compute_matched")[0]
@@ -180,10 +206,13 @@ class Layout:
         return f"{RESULTS}/runs/{run}/trunk/step-{step}.ckpt"
 
     def rung_eval_dir(self, run: str, steps: int) -> str:
-        """A rung's evaluation: the run's own (full) evaluation at the full budget; a smaller rung is
-        scored on its endpoints only (:attr:`rung_eval_settings`)."""
+        """A rung's evaluation: the run's own (full) evaluation at the full budget and, with the run's
+        settings, at a rung ``until_stable`` added above it; a smaller rung is scored on its endpoints
+        only (:attr:`rung_eval_settings`)."""
         if steps == self.cfg["train"]["steps"]:
             return self.eval_dir(run)
+        if steps > self.cfg["train"]["steps"]:  # a grown rung may become the study's full budget: scored in full
+            return f"{self.rung_dir(run, steps)}/eval-{self.eval_key}"
         return f"{self.rung_dir(run, steps)}/eval-{self.rung_eval_key}"
 
     @property

@@ -85,6 +85,8 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
     if v.get("uninformative"):
         doc.append(("p", "Uninformative at this budget (best arm's skill versus the per-entry-mean predictor below "
                          "5%): " + "; ".join(v["uninformative"]) + "."))
+    if v.get("growth"):
+        doc.append(("p", v["growth"]["text"] + "."))
     doc += ladder_blocks(v, t) + stability_blocks(v, t)
     doc.append(("h", 2, "The comparison at the full budget"))
     doc.append(("ul", _scale_lines(v.get("training", {}))))

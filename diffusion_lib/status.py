@@ -45,10 +45,12 @@ def _jobs(layout: Layout, spec: RunSpec) -> list[tuple[str, int, Path, Path]]:
     run: each trunk piece, each smaller rung, and the full budget."""
     full = layout.cfg["train"]["steps"]
     run = Path(spec.dir)
+    # rungs until_stable may add count once a look has added them
+    rungs = [r for r in layout.rungs(spec) if r.steps <= full or r.steps in layout.grown_so_far()]
     jobs = [(f"trunk to {k:,}", k, run / "trunk", Path(layout.trunk_state(spec.run, k)).with_suffix(".json"))
-            for k in layout.branch_points(spec)] if uses_trunk(layout.cfg["train"]) else []
+            for k in sorted({r.branch_point for r in rungs})] if uses_trunk(layout.cfg["train"]) else []
     jobs += [(f"rung {r.steps:,}", r.steps, Path(layout.rung_dir(spec.run, r.steps)),
-              Path(layout.rung_dir(spec.run, r.steps)) / "status.json") for r in layout.rungs(spec) if r.steps != full]
+              Path(layout.rung_dir(spec.run, r.steps)) / "status.json") for r in rungs if r.steps != full]
     jobs.append(("full budget", full, run, run / "status.json"))
     return jobs
 

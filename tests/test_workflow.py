@@ -238,3 +238,29 @@ def test_divergence_is_reported_as_unstable(tmp_path):
     status = json.loads((run_dir(workdir, "random", 0) / "status.json").read_text())
     assert status["status"] == "diverged" and status["diverged_at"] is not None
     assert "training unstable" in (study_dir(workdir) / "report.md").read_text()
+
+
+def test_until_stable_grows_the_ladder_in_one_invocation_then_nothing_is_left(tmp_path):
+    # two seeds of a tiny study never give two informative rungs: every look asks for more, so the
+    # ladder grows once (20 → 40 steps) and stops at max_steps
+    cfg = {"sweeps": [], "strategies": {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}},
+           "comparison": {"ladder": {"rungs": [0.5, 1.0], "compute_matched": False,
+                                     "until_stable": {"max_steps": 40}}}}
+    workdir = make_workdir(tmp_path, cfg)
+    assert "no look yet" in output_of(smk(workdir, "-n"))
+    smk(workdir)
+    looks = workdir / "results/studies/test/ladder"
+    first, second = (json.loads((looks / f"look-{b}.json").read_text()) for b in (20, 40))
+    assert first["grow"] and first["next"] == 40 and not second["grow"] and second["stopped"] == "maximum budget reached"
+    assert not (looks / "look-80.json").exists()
+    run = run_dir(workdir, "adversarial", 0)
+    # the trunk continued from its last saved state (16) to the new rung's branch point (32)
+    assert json.loads((run / "trunk/step-32.json").read_text())["from"].endswith("trunk/step-16.ckpt")
+    assert (run / "rung-40/model.pt").exists() and (run / "model.pt").exists()
+    verdict = json.loads((study_dir(workdir) / "tables/verdict.json").read_text())
+    assert verdict["budget"]["steps"] == 40 and verdict["growth"]["rungs_looked_at"] == 2
+    assert "40 steps × batch 16" in verdict["sentence"]
+    assert "2 looks at ladder tops 20, 40 steps" in (study_dir(workdir) / "report.md").read_text()
+    again = smk(workdir, "-n")
+    assert "Nothing to be done" in output_of(again), output_of(again)[-3000:]
+    assert "look 1 at 20 steps" in output_of(again) and "added the rung of 40 steps" in output_of(again)

@@ -19,7 +19,8 @@ from ..budget import PAPER_SAMPLES, Budget
 from ..convergence import ConvergenceRule, gap_trend, plateau_window_end, run_gate, strategy_gate
 from ..instability import InstabilityRule, describe_run, mark_unstable
 from ..runtime import log, write_json
-from ..stability import gap_stability, stability_table
+from ..growth import Look, decide_look, describe_looks, read_look_dict, write_look
+from ..stability import GapStability, gap_stability, stability_table
 from ..verdict import Arm, decide
 
 TABLES = ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
@@ -50,12 +51,60 @@ def _budget(ladder: Mapping[str, Any] | None, training: Mapping[str, Any]) -> Bu
     return Budget(int(steps), int(batch), int((ladder or {}).get("paper_samples", PAPER_SAMPLES)))
 
 
+def _ladder_gate(rung_vals: pd.DataFrame, unstable: pd.DataFrame, verdict_pairs: Sequence[tuple[str, str, str]],
+                 primary_ep: tab.Endpoint, delta: float, alpha: float, confidence: float, paper: float,
+                 trivial: Mapping[str, Mapping[str, float]]) -> tuple[pd.DataFrame, dict[str, GapStability]]:
+    """The ladder's contrasts (unstable rungs blanked, informative rungs marked) and each verdict
+    arm's gap stability: what the verdict and each ``until_stable`` look read."""
+    ladder_contrasts = mark_unstable(lt.ladder_contrasts_table(rung_vals, verdict_pairs, primary_ep, delta, alpha,
+                                                               confidence, paper), unstable)
+    on_primary = ladder_contrasts[ladder_contrasts["endpoint_role"] == "primary"]
+    entry_mean = float(trivial.get(primary_ep.set, {}).get("entry_mean", float("nan")))
+    on_ladder = rung_vals[(rung_vals["kind"] == lt.LADDER) & (rung_vals["endpoint"] == primary_ep.key)]
+    stabilities = {s: gap_stability(on_primary, on_ladder, entry_mean, s, base, delta,
+                                    unstable_rungs=lt.unstable_rungs(unstable, (s, base)))
+                   for s, base, _ in verdict_pairs}
+    return lt.with_informative(ladder_contrasts, stabilities.values()), stabilities
+
+
+def _verdict_roles(roles: Mapping[str, str], present: Sequence[str]) -> list[str]:
+    """The mining arms of the verdict that have runs, adversarial first."""
+    return [roles[r] for r in ("adversarial", "random") if roles.get(r) in present]
+
+
+def look(*, rungs: Sequence[Mapping[str, Any]], reference_path: str, roles: Mapping[str, str], default_inner: int,
+         primary: Mapping[str, Any], delta: float, alpha: float, instability: Mapping[str, Any] | None,
+         top: int, next_budget: int | None, paper_samples: float, look_path: str) -> Look:
+    """Rule ``look`` (``comparison.ladder.until_stable``): read the ladder up to ``top`` steps and decide
+    whether to add the rung of ``next_budget`` steps (:func:`diffusion_lib.growth.decide_look`);
+    ``rungs`` as for :func:`aggregate`, ladder rungs up to ``top`` only."""
+    with open(reference_path) as fh:
+        trivial = {k: v for k, v in json.load(fh)["trivial_mse"].items() if k in ("test_id", "test_ood")}
+    primary_ep = tab.Endpoint(primary["set"], default_inner if primary["inner_steps"] is None else primary["inner_steps"])
+    rung_vals, missing = lt.rung_values(rungs, tab.endpoint_family(primary_ep, default_inner))
+    if missing:
+        raise FileNotFoundError(f"the look at {top:,} steps needs every rung up to it; missing: {missing}")
+    unstable = lt.rung_instability(rungs, InstabilityRule.from_mapping(instability))
+    base, present = roles["baseline"], list(dict.fromkeys(rung_vals["strategy"]))
+    mining_roles = _verdict_roles(roles, present) if base in present else []
+    confidence = 1 - alpha / max(len(mining_roles), 1)
+    _, stabilities = _ladder_gate(rung_vals, unstable, [(s, base, "verdict") for s in mining_roles], primary_ep,
+                                  delta, alpha, confidence, paper_samples, trivial)
+    compared = {base, *mining_roles}
+    blown = unstable[(unstable["rung"] == top) & (unstable["kind"] == lt.LADDER) & unstable["strategy"].isin(compared)]
+    result = decide_look(top, next_budget, stabilities,
+                         [describe_run(r.strategy, r.seed, r._asdict(), top) for r in blown.itertuples()])
+    write_look(result, look_path)
+    log.info("look %s", result.sentence())
+    return result
+
+
 def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str, int]], reference_path: str,
               tables: Mapping[str, str], verdict_path: str, roles: Mapping[str, str], default_inner: int,
               primary: Mapping[str, Any], delta: float, alpha: float, convergence: Mapping[str, Any],
               sweep_points: Mapping[str, Any], training: Mapping[str, Any], name: str,
               rungs: Sequence[Mapping[str, Any]] = (), ladder: Mapping[str, Any] | None = None,
-              instability: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              instability: Mapping[str, Any] | None = None, growth: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Combine per-run files into the study's tables and verdict.
 
     ``runs``: one mapping per evaluated run with its ``strategy`` name and ``seed`` in this study,
@@ -69,6 +118,9 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     Without rungs the full budget is the only rung, and the gap's stability cannot be assessed.
     ``instability``: the config's ``comparison.instability`` (:class:`~diffusion_lib.instability.InstabilityRule`).
     The plateau check reads the constant-lr trunk only (:func:`convergence.plateau_window_end`).
+    ``growth`` (``comparison.ladder.until_stable``): ``first`` (train.steps), ``max_steps`` and the
+    ``looks`` taken (:class:`~diffusion_lib.growth.Look` dicts); the report says how many and why the
+    ladder stopped.
     """
     metrics, curves_df = _load_runs(runs)
     found = {(m["strategy"], m["seed"]) for m in metrics}
@@ -89,7 +141,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     values = tab.endpoint_values(runs_df, family)
     base = roles["baseline"]
     present = list(dict.fromkeys(runs_df["strategy"]))
-    mining_roles = [roles[r] for r in ("adversarial", "random") if roles.get(r) in present]
+    mining_roles = _verdict_roles(roles, present)
     primary_confidence = 1 - alpha / max(len(mining_roles), 1)
     verdict_pairs = [(s, base, "verdict") for s in mining_roles]
     pairs = verdict_pairs + [(s, base, "exploratory") for s in present if s != base and s not in mining_roles]
@@ -111,15 +163,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     contrasts = mark_unstable(tab.contrasts_table(values, pairs, primary_ep, delta, alpha, primary_confidence),
                               unstable, rung=full_rung)
     contrasts["p_holm_family"] = interp.family_holm(contrasts)
-    ladder_contrasts = mark_unstable(lt.ladder_contrasts_table(rung_vals, verdict_pairs, primary_ep, delta, alpha,
-                                                               primary_confidence, paper), unstable)
-    on_primary = ladder_contrasts[ladder_contrasts["endpoint_role"] == "primary"]
-    entry_mean = float(trivial.get(primary_ep.set, {}).get("entry_mean", float("nan")))
-    on_ladder = rung_vals[(rung_vals["kind"] == lt.LADDER) & (rung_vals["endpoint"] == primary_ep.key)]
-    stabilities = {s: gap_stability(on_primary, on_ladder, entry_mean, s, base, delta,
-                                    unstable_rungs=lt.unstable_rungs(unstable, (s, base)))
-                   for s in mining_roles}
-    ladder_contrasts = lt.with_informative(ladder_contrasts, stabilities.values())
+    ladder_contrasts, stabilities = _ladder_gate(rung_vals, unstable, verdict_pairs, primary_ep, delta, alpha,
+                                                 primary_confidence, paper, trivial)
     skill = interp.skill_table(values, trivial)
     strategies = tab.strategies_table(runs_df, trivial)
     diagnostics = tab.diagnostics_table(curves_df, runs_df, default_inner)
@@ -174,7 +219,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     write_json({**v, "paragraph": " ".join([v["sentence"], *flips]), "inner_loop_flips": flips,
                 "primary": {"key": primary_ep.key, "label": primary_ep.label}, "delta": delta, "alpha": alpha,
                 "convergence_rule": rule.describe(), "plateau_until": until, "instability_rule": blowup.describe(),
-                "missing": missing, "missing_rungs": missing_rungs,
+                "missing": missing, "missing_rungs": missing_rungs, "growth": _growth_summary(growth),
                 "trivial_mse": trivial, "ladder": {"paper_samples": paper, **dict(ladder or {})},
                 "stability": [s.as_dict() for s in stabilities.values()],
                 "extrapolations": [t for s in stabilities.values() if (t := s.extrapolation_text(paper))],
@@ -189,6 +234,15 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
                verdict_path)
     log.info("verdict: %s", v["sentence"])
     return v
+
+
+def _growth_summary(growth: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What ``until_stable`` did, for the verdict file and the report (None when it is off)."""
+    if not growth:
+        return None
+    looks = [read_look_dict(d) for d in growth.get("looks", [])]
+    return {**dict(growth), "text": describe_looks(looks, int(growth["first"]), int(growth["max_steps"])),
+            "rungs_looked_at": len(looks)}
 
 
 def _cached(tables: Mapping[str, str], verdict_path: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:

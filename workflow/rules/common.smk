@@ -119,11 +119,12 @@ def split_spec(wildcards):
 
 
 def eval_settings(wildcards):
-    """The evaluation settings of the current config (a run's, or a smaller rung's endpoints-only
-    settings); refuses another config's evaluation folder."""
-    if wildcards.ev == LAYOUT.eval_key and "/" not in wildcards.model:
+    """The evaluation settings of the current config (a run's and a grown rung's, or a smaller rung's
+    endpoints-only settings); refuses another config's evaluation folder."""
+    rung = re.search(r"rung-(\d+)$", wildcards.model)
+    if wildcards.ev == LAYOUT.eval_key and (rung is None or int(rung.group(1)) > FULL):
         return CFG["evaluation"]
-    if wildcards.ev == LAYOUT.rung_eval_key and "/" in wildcards.model:
+    if wildcards.ev == LAYOUT.rung_eval_key and rung is not None:
         return LAYOUT.rung_eval_settings
     raise WorkflowError(
         f"results/runs/{wildcards.model}/eval-{wildcards.ev} is not an evaluation of the current config "
@@ -360,35 +361,34 @@ wildcard_constraints:
     parameter="|".join(SWEPT_PARAMETERS) or "NO_SWEEPS",
 
 
-def run_index():
-    """One entry per (strategy, seed) of the study, with its run and its evaluation files; only
-    the evaluated ones when PARTIAL."""
+def run_index(top=FULL):
+    """One entry per (strategy, seed) of the study, with its evaluation and curve files at the study's
+    full budget ``top`` (train.steps, or the largest rung until_stable added); only the evaluated ones
+    when PARTIAL."""
     index = [
         {
             "strategy": r.strategy,
             "seed": r.seed,
             "run": r.run,
-            "metrics": f"{LAYOUT.eval_dir(r.run)}/metrics.json",
-            "curve": f"{r.dir}/curve.csv",
+            "metrics": f"{LAYOUT.rung_eval_dir(r.run, top)}/metrics.json",
+            "curve": f"{LAYOUT.rung_dir(r.run, top)}/curve.csv",
         }
         for r in RUNS
     ]
     return [e for e in index if os.path.exists(e["metrics"])] if PARTIAL else index
 
 
-RUN_INDEX = run_index()
-
-
-def rung_index():
-    """One entry per (strategy, seed, budget): the ladder's rungs (the full budget is the run itself)
-    and each mining arm's compute-matched rung, with their evaluation and curve files; only the
-    evaluated ones when PARTIAL."""
+def rung_index(top=FULL, compute_matched=True):
+    """One entry per (strategy, seed, budget): the ladder's rungs up to ``top`` (train.steps is the run
+    itself; above it, the rungs until_stable added) and each mining arm's compute-matched rung, with
+    their evaluation and curve files; only the evaluated ones when PARTIAL."""
     batch = CFG["train"]["batch_size"]
+    budgets = LAYOUT.budgets_up_to(top)
     index = []
     for r in RUNS:
         rungs = LAYOUT.rungs(r) if LADDER else []
-        matched = LAYOUT.compute_matched.get(r.strategy)
-        entries = [(g.steps, "ladder") for g in rungs if g.steps in LAYOUT.ladder_budgets] or [(FULL, "ladder")]
+        matched = LAYOUT.compute_matched.get(r.strategy) if compute_matched else None
+        entries = [(g.steps, "ladder") for g in rungs if g.steps in budgets] or [(FULL, "ladder")]
         entries += [(matched, "compute_matched")] if matched is not None else []
         for steps, kind in entries:
             index.append(
@@ -404,6 +404,3 @@ def rung_index():
                 }
             )
     return [e for e in index if os.path.exists(e["metrics"])] if PARTIAL else index
-
-
-RUNG_INDEX = rung_index()

@@ -12,10 +12,11 @@ localrules:
 rule aggregate:
     """Tidy tables (runs, endpoints, contrasts, convergence, compute, diagnostics, ...) and the SPEC §8 verdict."""
     input:
-        metrics=[e["metrics"] for e in RUN_INDEX],
-        curves=[e["curve"] for e in RUN_INDEX],
-        rung_metrics=sorted({e["metrics"] for e in RUNG_INDEX}),
-        rung_curves=sorted({e["curve"] for e in RUNG_INDEX}),
+        metrics=lambda wc: [e["metrics"] for e in run_index(study_top(looks_taken()))],
+        curves=lambda wc: [e["curve"] for e in run_index(study_top(looks_taken()))],
+        rung_metrics=lambda wc: sorted({e["metrics"] for e in rung_index(study_top(looks_taken()))}),
+        rung_curves=lambda wc: sorted({e["curve"] for e in rung_index(study_top(looks_taken()))}),
+        looks=lambda wc: [look_path(l.top) for l in looks_taken()],
         reference=LAYOUT.reference,
     output:
         **TABLE_FILES,
@@ -25,12 +26,12 @@ rule aggregate:
     conda:
         "../../envs/ired.yaml"
     params:
-        runs=RUN_INDEX,
-        rungs=RUNG_INDEX,
+        runs=lambda wc: run_index(study_top(looks_on_disk())),
+        rungs=lambda wc: rung_index(study_top(looks_on_disk())),
         # rerun triggers leave out 'input': the key in the reference's path stands for its values
         reference_key=os.path.basename(LAYOUT.reference),
-        ladder={
-            "rungs": LAYOUT.ladder_budgets,
+        ladder=lambda wc: {
+            "rungs": LAYOUT.budgets_up_to(study_top(looks_on_disk())),
             "decay_fraction": CFG["train"]["lr_schedule"].get("decay_fraction") if LADDER else None,
             "schedule": CFG["train"]["lr_schedule"]["kind"],
             "batch_size": CFG["train"]["batch_size"],
@@ -46,12 +47,15 @@ rule aggregate:
         instability=CFG["comparison"]["instability"],
         default_inner=CFG["evaluation"]["default_inner"],
         sweep_points=CFG["sweep_points"],
-        training={k: CFG["train"][k] for k in ("steps", "batch_size", "lr", "timesteps", "lr_schedule")}
+        # the study's full budget: train.steps, or the largest rung until_stable added
+        training=lambda wc: {k: CFG["train"][k] for k in ("batch_size", "lr", "timesteps", "lr_schedule")}
         | {
+            "steps": study_top(looks_on_disk()),
             "rank": CFG["data"]["rank"],
             "seeds": {s: len(CFG["strategy_seeds"][s]) for s in STRATEGIES},
             "ema_update_every": CFG["train"]["ema"]["update_every"],
         },
+        growth=growth_param,
         name=CFG["name"],
         code=CODE["study"],
     script:

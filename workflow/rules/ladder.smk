@@ -1,0 +1,81 @@
+# comparison.ladder.until_stable: the ladder grows until the answer stops moving (SPEC §8.1;
+# diffusion_lib/growth.py). One checkpoint per look: the look at ladder top B reads the rungs up to B
+# and either stops or adds the rung of 2B steps (its trunk piece continues from the last saved state,
+# its decay branch and evaluation are ordinary trunk/branch/evaluate jobs), whose look comes next.
+# The study's input functions follow the looks (study_top), so the whole growth happens in one
+# snakemake invocation; nothing finished is retrained.
+from diffusion_lib.growth import describe_looks, final_top, read_look, walk_looks
+
+GROWTH = CFG["comparison"]["ladder"].get("until_stable") if LADDER else None
+
+
+look_path = LAYOUT.look_path
+
+
+def next_budget(top):
+    """The rung a look at ``top`` would add (None above max_steps)."""
+    return next((b for b in LAYOUT.grown_budgets if b > top), None)
+
+
+def _asked_look(path):
+    """A look's result, asking the checkpoint for it (Snakemake schedules it when it is missing)."""
+    return read_look(checkpoints.look.get(budget=re.search(r"look-(\d+)\.json$", path).group(1)).output[0])
+
+
+def looks_taken(wildcards=None):
+    """Input functions: the looks in order, each asked of the checkpoint once the previous one grew."""
+    return walk_looks(FULL, look_path, _asked_look) if GROWTH else []
+
+
+def looks_on_disk():
+    """Params and messages: the looks whose files exist (all of them by the time a job is scheduled)."""
+    return walk_looks(FULL, look_path) if GROWTH else []
+
+
+def study_top(looks):
+    """The study's full budget after ``looks``: train.steps, or the largest rung added."""
+    return final_top(FULL, looks)
+
+
+def growth_param(wildcards):
+    """aggregate's growth param: what until_stable did (None when it is off)."""
+    if not GROWTH:
+        return None
+    return {"first": FULL, "max_steps": GROWTH["max_steps"], "looks": [l.as_dict() for l in looks_on_disk()]}
+
+
+if GROWTH and workflow.is_main_process:
+    print(describe_looks(looks_on_disk(), FULL, GROWTH["max_steps"]), file=sys.stderr)
+
+
+if GROWTH:
+
+    localrules:
+        look,
+
+    checkpoint look:
+        """One look of until_stable: is every verdict arm's gap stable over the ladder up to {budget}
+        steps? If it still moves (or too few rungs are informative), the next look's rung is added."""
+        input:
+            metrics=lambda wc: [e["metrics"] for e in rung_index(int(wc.budget), compute_matched=False)],
+            curves=lambda wc: [e["curve"] for e in rung_index(int(wc.budget), compute_matched=False)],
+            reference=LAYOUT.reference,
+        output:
+            look_path("{budget}"),
+        log:
+            f"{STUDY}/logs/look-{{budget}}.log",
+        conda:
+            "../../envs/ired.yaml"
+        params:
+            rungs=lambda wc: rung_index(int(wc.budget), compute_matched=False),
+            next_budget=lambda wc: next_budget(int(wc.budget)),
+            roles={k: CFG["comparison"][k] for k in ("baseline", "random", "adversarial")},
+            primary=CFG["comparison"]["primary"],
+            delta=CFG["comparison"]["delta"],
+            alpha=CFG["comparison"]["alpha"],
+            instability=CFG["comparison"]["instability"],
+            default_inner=CFG["evaluation"]["default_inner"],
+            paper_samples=PAPER_SAMPLES,
+            code=CODE["study"],
+        script:
+            "../scripts/look.py"
