@@ -84,11 +84,13 @@ def reference_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def run_train_block(cfg: Mapping[str, Any], strategy: str | None = None) -> dict[str, Any]:
     """The config's ``train`` block without the values that do not shape a run; with ``strategy``,
     that strategy's training overrides (``cfg["strategy_train"]``, from ``strategies.<name>.train``
-    or a sweep's ``train.*`` grid keys) applied: what shapes that strategy's runs."""
+    or a sweep's ``train.*`` grid keys) applied: what shapes that strategy's runs, keys sorted."""
     block = {k: copy.deepcopy(v) for k, v in cfg["train"].items() if k not in NOT_SHAPING_TRAIN_KEYS}
     if strategy is not None:
         block.update(copy.deepcopy(cfg["strategy_train"][strategy]))
-    return block
+    # keys sorted: a rule param, compared as written, so the order of keys in the config files (or of
+    # an overlay merged over them) must not read as a change and retrain
+    return {k: block[k] for k in sorted(block)}
 
 
 class Layout:

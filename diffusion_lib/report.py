@@ -55,7 +55,21 @@ def _scale_lines(training: Mapping[str, Any]) -> list[str]:
             f"Learning rate {training.get('lr'):g}, schedule {text}; paper: {PAPER_SCALE['lr']:g}, constant. "
             f"EMA updated every {_every(training.get('ema_update_every'))}. Seeds (training runs) per strategy: "
             f"{_seed_counts(training.get('seeds'))}.",
-            "A verdict at this scale is a verdict about this scale; config/paper.yaml runs the paper's."]
+            "A verdict at this scale is a verdict about this scale; config/paper.yaml runs the paper's.",
+            *_margin_lines(training)]
+
+
+def _margin_lines(training: Mapping[str, Any]) -> list[str]:
+    """The recipe's stability margin (config ``stability_margin``) beside the study's longest trunk."""
+    margin, trunk = training.get("stability_margin") or {}, training.get("longest_trunk")
+    seen = {m: s for m, s in (margin.get("seen_stable") or {}).items()}
+    if not seen or not trunk:
+        return []
+    def one(mode: str, steps: Any) -> str:
+        return f"{mode} not measured" if not steps else f"{mode} {steps:,} ({steps / trunk:.1f}× this trunk)"
+    return [f"Stability margin: the longest constant-lr trunk is {trunk:,} steps; each mode was seen stable to "
+            + ", ".join(one(m, s) for m, s in seen.items())
+            + (f" ({margin['source']})" if margin.get("source") else "") + "."]
 
 
 def _verdict_paragraph(v: Mapping[str, Any]) -> str:

@@ -124,7 +124,8 @@ def test_normalized_source_drops_prose_and_keeps_code(tmp_path):
 def test_train_runtime_grows_with_steps_and_attempts(pilot):
     cfg = load_config(pilot)
     first = scheduling.train_runtime(cfg, "adversarial", 1)
-    assert first == max(5, math.ceil(2900 / 24 / 60 * 2.0))  # pilot: 24 steps/s, margin 2, at least 5 min
+    steps = cfg["train"]["steps"]
+    assert first == max(5, math.ceil(steps / 24 / 60 * 2.0))  # pilot: 24 steps/s, margin 2, at least 5 min
     assert scheduling.train_runtime(cfg, "adversarial", 2) == 2 * first
     assert scheduling.train_runtime(cfg, "none", 1) <= first
     big = copy.deepcopy(pilot)
@@ -197,3 +198,15 @@ def test_training_sweeps_train_new_runs_and_reuse_equal_ones(pilot):
     assert {s for s, _ in new} == {"adversarial__train.grad_clip-inf", f"baseline__train.lr-{2 * pilot['train']['lr']:g}"}
     assert not set(new.values()) & set(base.values())
     assert all(layout.run_of[r].train["grad_clip"] == math.inf for (s, _), r in new.items() if "grad_clip" in s)
+
+
+def test_a_runs_train_param_does_not_depend_on_the_order_of_config_keys():
+    # the train block is a rule param, compared as written: an overlay that moves `lr` must not
+    # read as a change (it retrained a finished sweep once)
+    from diffusion_lib.config import load_config
+    from diffusion_lib.layout import run_train_block
+
+    base = {"seeds": [0], "strategies": {"baseline": {"mode": "none"}}}
+    a = load_config({**base, "train": {"steps": 20, "lr": 1e-3, "log_every": 2, "eval_every": 4}})
+    b = load_config({**base, "train": {"lr": 1e-3, "eval_every": 4, "log_every": 2, "steps": 20}})
+    assert repr(run_train_block(a, "baseline")) == repr(run_train_block(b, "baseline"))

@@ -107,3 +107,20 @@ def test_job_processes_use_the_main_process_plan(packed, tmp_path):
         plan.unlink()
     proc = smk(workdir, *job, check=False)
     assert proc.returncode != 0 and f"There is no rule named {rule}" in proc.stdout + proc.stderr
+
+
+def test_until_stable_grows_a_packed_study_from_its_finished_trunks(packed, tmp_path):
+    # turning until_stable on over a finished packed study retrains nothing: the first look reads the
+    # existing rungs; the rung it adds continues each pack's trunk from its saved state at step 16
+    workdir = copy_workdir(packed[0], tmp_path / "grown")
+    grow = overlay(tmp_path, "comparison: {ladder: {until_stable: {max_steps: 40}}}\n")
+    first = planned(workdir, "--configfile", grow)
+    assert first.get("look") == 1 and not any(r.startswith("train") for r in first), first
+    proc = smk(workdir, "--configfile", grow)
+    counts = job_counts(proc.stdout + proc.stderr)
+    trained = {r for r in counts if r.startswith("train")}
+    assert trained and all(re.search(r"_(trunk32|rung40)$", r) for r in trained), counts
+    looks = sorted((workdir / "results/studies/test/ladder").glob("look-*.json"))
+    assert [p.name for p in looks] == ["look-20.json", "look-40.json"]
+    assert json.loads(looks[0].read_text())["grow"]
+    assert planned(workdir, "--configfile", grow) == {}

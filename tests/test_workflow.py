@@ -30,18 +30,18 @@ def test_dry_run_of_default_config_plans_every_job(tmp_path):
     counts = job_counts(output_of(smk(tmp_path, "-n")))
     seeds = load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))["strategy_seeds"]
     n = sum(len(k) for k in seeds.values())  # each strategy's own seeds
-    assert (len(seeds["baseline"]), len(seeds["random"]), len(seeds["adversarial"])) == (5, 3, 6)
-    # the ladder: rungs 725 / 1,450 / 2,900 (branch points 580, 1,160, 2,320) for every run, and the
-    # adversarial arm's compute-matched rung at 1,015 (branch point 812; random's is its 1,450 rung)
-    assert counts == {"heldout": 3, "reference": 1, "trunk": 5 * 3 + 3 * 3 + 6 * 4, "branch": 5 * 2 + 3 * 2 + 6 * 3,
-                      "train": n, "evaluate": 5 * 3 + 3 * 3 + 6 * 4, "aggregate": 1, "plot_main": 1,
+    assert (len(seeds["baseline"]), len(seeds["random"]), len(seeds["adversarial"])) == (3, 3, 8)
+    # the ladder: rungs 4,350 / 5,800 (branch points 3,480, 4,640) for every run, and each mining arm's
+    # compute-matched rung (random 2,900, branch point 2,320; adversarial 2,030, branch point 1,624)
+    assert counts == {"heldout": 3, "reference": 1, "trunk": 3 * 2 + 3 * 3 + 8 * 3, "branch": 3 * 1 + 3 * 2 + 8 * 2,
+                      "train": n, "evaluate": 3 * 2 + 3 * 3 + 8 * 3, "aggregate": 1, "plot_main": 1,
                       "report_md": 1, "all": 1}
     counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", str(ROOT / "config" / "ablation.yaml"))))
     # the overlay's top-level seeds [0, 1] apply to the baseline and the new grid points (grid points
     # equal to an existing strategy reuse its runs); random and adversarial keep their own seeds
     layout = layout_of(tmp_path, ROOT / "config" / "ablation.yaml")
     runs = list({r.run: r for r in layout.runs}.values())
-    assert counts["train"] == len(runs) == 39 and counts["plot_ablation"] == 5
+    assert counts["train"] == len(runs) == 41 and counts["plot_ablation"] == 5
     assert counts["trunk"] == sum(len(layout.branch_points(r)) for r in runs)
     assert counts["evaluate"] == sum(len(layout.rungs(r)) for r in runs) == counts["branch"] + counts["train"]
 

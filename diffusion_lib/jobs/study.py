@@ -104,7 +104,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
               primary: Mapping[str, Any], delta: float, alpha: float, convergence: Mapping[str, Any],
               sweep_points: Mapping[str, Any], training: Mapping[str, Any], name: str,
               rungs: Sequence[Mapping[str, Any]] = (), ladder: Mapping[str, Any] | None = None,
-              instability: Mapping[str, Any] | None = None, growth: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              instability: Mapping[str, Any] | None = None, growth: Mapping[str, Any] | None = None,
+              growth_path: str | None = None) -> dict[str, Any]:
     """Combine per-run files into the study's tables and verdict.
 
     ``runs``: one mapping per evaluated run with its ``strategy`` name and ``seed`` in this study,
@@ -120,7 +121,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     The plateau check reads the constant-lr trunk only (:func:`convergence.plateau_window_end`).
     ``growth`` (``comparison.ladder.until_stable``): ``first`` (train.steps), ``max_steps`` and the
     ``looks`` taken (:class:`~diffusion_lib.growth.Look` dicts); the report says how many and why the
-    ladder stopped.
+    ladder stopped, and ``growth_path`` gets the summary.
     """
     metrics, curves_df = _load_runs(runs)
     found = {(m["strategy"], m["seed"]) for m in metrics}
@@ -232,6 +233,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
                 "strategies": list(dict.fromkeys(s for s, _ in expected)),
                 "devices": sorted(set(environment["device"])), "torch": sorted(set(environment["torch"]))},
                verdict_path)
+    if growth_path:
+        write_json(_growth_summary(growth) or {}, growth_path)
     log.info("verdict: %s", v["sentence"])
     return v
 

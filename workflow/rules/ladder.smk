@@ -10,6 +10,12 @@ GROWTH = CFG["comparison"]["ladder"].get("until_stable") if LADDER else None
 
 
 look_path = LAYOUT.look_path
+# what until_stable did, written by aggregate. Named by max_steps and a report target: turning
+# until_stable on (or raising max_steps) over a finished study asks for a file that does not exist,
+# which reruns the study and its looks (a checkpoint reached only through an input function is not
+# asked again while the study's outputs exist)
+GROWTH_FILES = {"growth": f"{STUDY}/tables/growth-max{GROWTH['max_steps']}.json"} if GROWTH else {}
+REPORT_TARGETS += list(GROWTH_FILES.values())
 
 
 def next_budget(top):
@@ -35,6 +41,11 @@ def looks_on_disk():
 def study_top(looks):
     """The study's full budget after ``looks``: train.steps, or the largest rung added."""
     return final_top(FULL, looks)
+
+
+def longest_trunk(top):
+    """The study's longest constant-lr trunk: the branch point of its largest rung (None without a ladder)."""
+    return max(r.branch_point for r in LAYOUT.rungs(RUNS[0]) if r.steps <= top) if LADDER else None
 
 
 def growth_param(wildcards):

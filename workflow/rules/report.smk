@@ -20,6 +20,7 @@ rule aggregate:
         reference=LAYOUT.reference,
     output:
         **TABLE_FILES,
+        **GROWTH_FILES,
         verdict=f"{STUDY}/tables/verdict.json",
     log:
         f"{STUDY}/logs/aggregate.log",
@@ -51,6 +52,8 @@ rule aggregate:
         training=lambda wc: {k: CFG["train"][k] for k in ("batch_size", "lr", "timesteps", "lr_schedule")}
         | {
             "steps": study_top(looks_on_disk()),
+            "longest_trunk": longest_trunk(study_top(looks_on_disk())),
+            "stability_margin": CFG["stability_margin"],
             "rank": CFG["data"]["rank"],
             "seeds": {s: len(CFG["strategy_seeds"][s]) for s in STRATEGIES},
             "ema_update_every": CFG["train"]["ema"]["update_every"],

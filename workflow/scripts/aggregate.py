@@ -9,4 +9,5 @@ with logging_to(snakemake.log[0]):
               tables={t: snakemake.output[t] for t in TABLES}, verdict_path=snakemake.output.verdict,
               roles=p.roles, default_inner=p.default_inner, primary=p.primary, delta=p.delta, alpha=p.alpha,
               convergence=p.convergence, sweep_points=p.sweep_points, training=p.training, name=p.name,
-              rungs=p.rungs, ladder=p.ladder, instability=p.instability, growth=p.growth)
+              rungs=p.rungs, ladder=p.ladder, instability=p.instability, growth=p.growth,
+              growth_path=snakemake.output.get("growth"))
