@@ -20,7 +20,7 @@ import pandas as pd
 
 from .budget import PAPER_BATCH, PAPER_STEPS, share_text
 from .report_ablation import ablation_blocks
-from .report_ladder import compute_matched_blocks, ladder_blocks, skill_blocks, stability_blocks
+from .report_ladder import compute_matched_blocks, ladder_blocks, plateau_scope, skill_blocks, stability_blocks
 from .report_render import Block, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
 from .statistics import equivalence_level
 from .tables import SET_LABELS
@@ -60,16 +60,36 @@ def _scale_lines(training: Mapping[str, Any]) -> list[str]:
 
 
 def _margin_lines(training: Mapping[str, Any]) -> list[str]:
-    """The recipe's stability margin (config ``stability_margin``) beside the study's longest trunk."""
+    """The recipe's stability margin (config ``stability_margin``) beside the study's longest trunk,
+    and, in a sentence of its own, what was seen at the larger lr the recipe rejected."""
     margin, trunk = training.get("stability_margin") or {}, training.get("longest_trunk")
     seen = {m: s for m, s in (margin.get("seen_stable") or {}).items()}
-    if not seen or not trunk:
-        return []
-    def one(mode: str, steps: Any) -> str:
-        return f"{mode} not measured" if not steps else f"{mode} {steps:,} ({steps / trunk:.1f}× this trunk)"
-    return [f"Stability margin: the longest constant-lr trunk is {trunk:,} steps; each mode was seen stable to "
-            + ", ".join(one(m, s) for m, s in seen.items())
-            + (f" ({margin['source']})" if margin.get("source") else "") + "."]
+    lines = []
+    if seen and trunk:
+        def one(mode: str, steps: Any) -> str:
+            return f"{mode} not measured" if not steps else f"{mode} {steps:,} ({steps / trunk:.1f}× this trunk)"
+        lines.append(f"Stability margin: the longest constant-lr trunk is {trunk:,} steps; each mode was seen stable "
+                     "to " + ", ".join(one(m, s) for m, s in seen.items())
+                     + (f" ({margin['source']})" if margin.get("source") else "") + ".")
+    finding = _unstable_finding(margin.get("seen_unstable") or {}, training.get("lr"))
+    return lines + ([finding] if finding else [])
+
+
+def _unstable_finding(seen: Mapping[str, Any], lr: Any) -> str:
+    """``stability_margin.seen_unstable`` as what it is: a finding about the recipe's stability."""
+    first = seen.get("first_unstable") or {}
+    if not seen.get("lr") or not first:
+        return ""
+    broke = [m for m, step in first.items() if step]
+    held = [m for m, step in first.items() if not step]
+    if not broke:
+        return f"At lr {seen['lr']:g} every mode was also seen stable over a {seen['trunk']:,}-step trunk."
+    text = (f"Recipe finding (stability, not accuracy): at lr {seen['lr']:g} the "
+            + " and ".join(f"{m} (first at step {first[m]:,})" for m in broke) + " runs became unstable")
+    if held:
+        text += f", while the {' and '.join(held)} runs stayed stable over the whole {seen['trunk']:,}-step trunk"
+    return text + (f"; this study trains at lr {lr:g}. That says which recipe each mode tolerates, not which "
+                   "reaches the lower error.")
 
 
 def _verdict_paragraph(v: Mapping[str, Any]) -> str:
@@ -95,7 +115,7 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
                      f"relative change of the mean over seeds versus the baseline; equivalence margin ±{v['delta']:.0%}; "
                      f"{v['confidence']:.1%} confidence intervals (Welch with the delta method on the log ratio; "
                      f"Bonferroni over the {len(v['contrasts'])} mining strategies compared). Plateau check: "
-                     f"{v['convergence_rule']}, on the mean curve over seeds and on every run's curve."))
+                     f"{v['convergence_rule']}, {plateau_scope(v)}."))
     if v.get("uninformative"):
         doc.append(("p", "Uninformative at this budget (best arm's skill versus the per-entry-mean predictor below "
                          "5%): " + "; ".join(v["uninformative"]) + "."))
@@ -157,7 +177,8 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
     doc.append(("h", 2, "Convergence"))
     conv = t.get("convergence", pd.DataFrame())
     if not conv.empty:
-        doc.append(("p", f"Gate: {v['convergence_rule']}. `tail change`: first to last of those evaluations."))
+        doc.append(("p", f"Gate: {v['convergence_rule']}, {plateau_scope(v)}. `tail change`: first to last of "
+                         "those evaluations on the mean curve; `runs converged`: the same check on each run's curve."))
         doc.append(("table", select(conv, {"strategy": "strategy", "converged": ("converged (mean curve)", "yesno"),
                                             "tail_change": ("tail change", "pct"), "spread": ("spread (±)", "share"),
                                             "runs_converged": "runs converged", "runs": "runs"})))

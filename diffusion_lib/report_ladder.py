@@ -10,6 +10,18 @@ from .budget import samples_text, share_text
 from .report_render import Block, cell, levels, select
 
 
+
+def plateau_scope(v: Mapping[str, Any]) -> str:
+    """Where the verdict's plateau check reads (SPEC §8.1): each arm's seed-mean validation curve,
+    on the constant-lr trunk up to the last rung's branch point under ``wsd`` (never a decay
+    segment), else over the run's last evaluations; per-run checks gate only a win."""
+    until = v.get("plateau_until")
+    where = (f"on the constant-lr trunk up to step {until:,} (no decay segment is read)" if until
+             else "over each run's last evaluations")
+    return (f"read on each arm's mean curve over seeds {where}; the per-run checks are reported beside it, and "
+            "only a 'mining helps' verdict also asks every compared run to pass its own")
+
+
 def _budget_columns(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     df["training samples"] = df["samples"].map(samples_text)
@@ -66,9 +78,8 @@ def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> lis
                               "change of log MSE is paired (a seed's rungs share its trunk) and the arms' mean changes "
                               f"are differenced (Welch): the contrast is stable when that change is below delta/2 = "
                               f"{delta / 2:.3f} and its 95% CI lies within ±{delta:.2f} (log scale). The arms must "
-                              f"also pass the plateau check on the constant-lr trunk ({v['convergence_rule']}"
-                              + (f", read up to step {v['plateau_until']:,}" if v.get("plateau_until") else "")
-                              + "). Fewer than two informative rungs: not decided.")]
+                              f"also pass the plateau check ({v['convergence_rule']}, {plateau_scope(v)}). Fewer than "
+                              "two informative rungs: not decided.")]
     s = table.copy()
     s["last change"] = [f"{x:+.3f} ({lo:+.3f} to {hi:+.3f})" if pd.notna(x) else "n/a"
                         for x, lo, hi in zip(s["change"], s["change_ci_low"], s["change_ci_high"])]

@@ -78,6 +78,9 @@ MALFORMED = [
     (_with(("sweeps",), [{"base": "adversarial", "grid": {"train.lr": [float("inf")]}}]), "sweeps.0.grid.train.lr"),
     (_with(("sweeps",), [{"base": "adversarial", "grid": {"train.steps": [10]}}]), "sweeps.0.grid"),
     (_with(("sweeps",), [{"base": "baseline", "grid": {"train.lr": [1e-3], "opt_steps": [1]}}]), "sweeps.0.base"),
+    (_with(("stability_margin", "seen_unstable"), {"lr": 5e-4}), "stability_margin.seen_unstable"),
+    (_with(("stability_margin", "seen_unstable"), {"lr": 5e-4, "trunk": 100, "first_unstable": {"nope": 1}}),
+     "stability_margin.seen_unstable.first_unstable"),
 ]
 
 

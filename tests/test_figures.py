@@ -194,3 +194,33 @@ def test_latex_tables_are_booktabs_with_the_budget(synthetic):
     endpoints = written["endpoints"].split("\\midrule")[1].split("\\bottomrule")[0]
     assert endpoints.count("\\\\") == 5 * len(ARMS)  # five endpoints, every strategy
     assert escape("ε = 0.5, 50% < 1_2") == "$\\varepsilon$ = 0.5, 50\\% $<$ 1\\_2"
+
+
+def test_the_report_states_the_stability_finding_in_its_own_sentence():
+    """stability_margin.seen_unstable becomes a sentence that calls it a recipe (stability) finding,
+    naming each mode's first unstable step and the modes that held; no measurement, no sentence."""
+    from diffusion_lib.report import _margin_lines
+    training = {"lr": 2.5e-4, "longest_trunk": 4640,
+                "stability_margin": {"seen_stable": {"none": 9280, "random": 9280, "adversarial": 9280},
+                                     "seen_unstable": {"lr": 5e-4, "trunk": 9280, "first_unstable":
+                                                       {"none": 2900, "random": 3480, "adversarial": None}}}}
+    margin, finding = _margin_lines(training)
+    assert margin.startswith("Stability margin: the longest constant-lr trunk is 4,640 steps") and "2.0×" in margin
+    assert finding.startswith("Recipe finding (stability, not accuracy): at lr 0.0005 the none (first at step 2,900)"
+                              " and random (first at step 3,480) runs became unstable, while the adversarial runs "
+                              "stayed stable over the whole 9,280-step trunk; this study trains at lr 0.00025")
+    del training["stability_margin"]["seen_unstable"]
+    assert len(_margin_lines(training)) == 1
+    training["stability_margin"]["seen_unstable"] = {"lr": 5e-4, "trunk": 9280, "first_unstable": {"none": None}}
+    assert "every mode was also seen stable" in _margin_lines(training)[1]
+
+
+def test_the_report_says_where_the_plateau_check_reads():
+    """Under wsd the gate reads each arm's mean trunk curve up to the last branch point (never a decay
+    segment); without a trunk bound it reads the last evaluations. Per-run checks are only beside it."""
+    from diffusion_lib.report_ladder import plateau_scope
+    trunk = plateau_scope({"plateau_until": 4640})
+    assert "mean curve over seeds on the constant-lr trunk up to step 4,640 (no decay segment is read)" in trunk
+    assert "per-run checks are reported beside it" in trunk
+    last = plateau_scope({"plateau_until": None})
+    assert "over each run's last evaluations" in last and "trunk" not in last
