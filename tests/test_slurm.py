@@ -114,3 +114,42 @@ def test_pack_jobs_run_through_slurm(cluster, tmp_path):
         assert f"rule {rule}:" in out
     statuses = [json.loads(p.read_text()) for p in (workdir / "results/runs").glob("*-seed[23]-*/status.json")]
     assert sorted(s["seed"] for s in statuses) == [2, 2, 2, 3, 3, 3] and all(s["status"] == "completed" for s in statuses)
+
+
+def test_until_stable_grows_the_ladder_through_slurm(cluster, tmp_path):
+    """comparison.ladder.until_stable on the SLURM profile, turned on over a study finished locally:
+    the look (a checkpoint) runs, the DAG is re-evaluated in the same invocation, the added rung's
+    trunk piece, branch and evaluations are submitted to SLURM, and nothing is left afterwards."""
+    import json
+
+    import yaml
+
+    from workflow_helpers import smk
+
+    workdir = make_workdir(tmp_path / "grow", {"sweeps": [], "comparison": {"ladder": {"rungs": [0.5, 1.0],
+                                                                                          "compute_matched": False}}})
+    path = workdir / "config/config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["strategies"] = {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}}
+    path.write_text(yaml.safe_dump(cfg))
+    smk(workdir)  # the declared rungs, locally
+    cfg["comparison"]["ladder"]["until_stable"] = {"max_steps": 40}
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = ["timeout", "-s", "INT", "-k", "10", "1200", *SNAKEMAKE, "-s", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--workflow-profile", str(ROOT / "profiles" / "slurm-local")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    looks = workdir / "results/studies/test/ladder"
+    first, second = (json.loads((looks / f"look-{b}.json").read_text()) for b in (20, 40))
+    assert first["grow"] and first["next"] == 40 and second["stopped"] == "maximum budget reached"
+    # only the grown rung went through SLURM: per run (2 strategies x 2 seeds) its trunk piece to 32,
+    # its branch to 40 and its evaluation; nothing finished was retrained
+    submitted = re.findall(r"submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+)/\S+?_(\d+|rung-\d+)[_/]", out)
+    assert sorted(submitted) == sorted([("trunk", "32")] * 4 + [("branch", "40")] * 4
+                                       + [("evaluate", "rung-40")] * 4), submitted
+    assert out.count("submitted with SLURM jobid") == 12
+    verdict = json.loads((study_dir(workdir) / "tables/verdict.json").read_text())
+    assert verdict["budget"]["steps"] == 40 and verdict["growth"]["rungs_looked_at"] == 2
+    again = smk(workdir, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
