@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -210,3 +211,59 @@ def test_a_runs_train_param_does_not_depend_on_the_order_of_config_keys():
     a = load_config({**base, "train": {"steps": 20, "lr": 1e-3, "log_every": 2, "eval_every": 4}})
     b = load_config({**base, "train": {"lr": 1e-3, "eval_every": 4, "log_every": 2, "steps": 20}})
     assert repr(run_train_block(a, "baseline")) == repr(run_train_block(b, "baseline"))
+
+
+def _move_into_subpackage(package: Path, module: str, subpackage: str) -> None:
+    """Move ``<package>/<module>.py`` to ``<package>/<subpackage>/<module>.py`` and rewrite every
+    import of it (and its own relative imports), as a refactoring would."""
+    import re
+
+    (package / subpackage).mkdir()
+    (package / subpackage / "__init__.py").write_text('"""A subpackage."""\n')
+    moved = package / subpackage / f"{module}.py"
+    (package / f"{module}.py").rename(moved)
+    moved.write_text(re.sub(r"^(\s*from )\.", r"\1..", moved.read_text(), flags=re.M))
+    for path in package.rglob("*.py"):
+        if path == moved:
+            continue
+        dots = "." * (len(path.relative_to(package).parts))  # "." at the top, ".." in jobs/
+        text = re.sub(rf"^(\s*from ){re.escape(dots)}{module} import", rf"\g<1>{dots}{subpackage}.{module} import",
+                      path.read_text(), flags=re.M)
+        path.write_text(text.replace(f"diffusion_lib.{module} ", f"diffusion_lib.{subpackage}.{module} "))
+
+
+def test_moving_a_module_changes_no_jobs_fingerprint(tmp_path):
+    """The code fingerprint hashes contents, not places (issue 32.2): moving modules into a
+    subpackage leaves every rule's fingerprint unchanged, while editing a statement of a moved
+    module still changes the fingerprints of exactly the jobs that import it."""
+    import shutil
+
+    from diffusion_lib.provenance import PACKAGE_DIR, code_fingerprint
+
+    package = tmp_path / "diffusion_lib"
+    shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    jobs = [f"diffusion_lib.jobs.{job}" for job in ("data", "train", "evaluate", "study")]
+    before = {job: code_fingerprint(job, package_dir=package) for job in jobs}
+    assert before == {job: code_fingerprint(job) for job in jobs}
+    for module in ("ema", "adam"):
+        _move_into_subpackage(package, module, "optim" if module == "ema" else "optim2")
+    assert "diffusion_lib.optim.ema" in module_closure("diffusion_lib.jobs.train", package)
+    assert "diffusion_lib.ema" not in module_closure("diffusion_lib.jobs.train", package)
+    code_fingerprint.cache_clear()
+    assert {job: code_fingerprint(job, package_dir=package) for job in jobs} == before
+    ema = package / "optim" / "ema.py"
+    ema.write_text(ema.read_text().replace("def ", "X_EDITED = 1\n\n\ndef ", 1))
+    code_fingerprint.cache_clear()
+    after = {job: code_fingerprint(job, package_dir=package) for job in jobs}
+    assert after["diffusion_lib.jobs.train"] != before["diffusion_lib.jobs.train"]
+    assert after["diffusion_lib.jobs.study"] == before["diffusion_lib.jobs.study"]  # the study does not import it
+
+
+def test_library_imports_are_reduced_to_the_names_they_bind(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from .ema import EMASchedule\nfrom . import checkpoint as ckpt\nimport torch\n")
+    b.write_text("from .optim.ema import (\n    EMASchedule,\n)\nfrom . import checkpoint as ckpt\nimport torch\n")
+    assert normalized_source(a) == normalized_source(b)
+    assert "torch" in normalized_source(a)  # other imports stay as written
+    b.write_text("from .optim.ema import EMASchedule as Other\nfrom . import checkpoint as ckpt\nimport torch\n")
+    assert normalized_source(a) != normalized_source(b)
