@@ -73,7 +73,8 @@ def save_model(path: str | os.PathLike, *, rank: int, timesteps: int, mining: di
                status: dict[str, Any]) -> None:
     """Write a finished run's model file: raw and EMA weights, what builds them, and the run status."""
     atomic_save({"format": MODEL_FORMAT, "rank": rank, "timesteps": timesteps, "mining": mining,
-                 "model": model.state_dict(), "ema": ema.state_dict(), "status": status}, path)
+                 "architecture": dict(getattr(model.model.ebm, "spec", {})), "model": model.state_dict(),
+                 "ema": ema.state_dict(), "status": status}, path)
     _prev(Path(path)).unlink(missing_ok=True)
 
 
@@ -91,7 +92,7 @@ def load_model(path: str | os.PathLike, device: torch.device) -> tuple[Any, Any,
         raise ValueError(f"model file {path} is not a {MODEL_FORMAT} file")
     models = []
     for key in ("ema", "model"):
-        d = build_diffusion(blob["rank"], blob["timesteps"], blob["mining"])
+        d = build_diffusion(blob["rank"], blob["timesteps"], blob["mining"], blob.get("architecture"))
         d.load_state_dict(blob[key])
         models.append(d.to(device).eval())
     return models[0], models[1], blob["status"]

@@ -28,13 +28,33 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .model import EBM, sinusoidal_embedding
+from .model import EBM, LAYERS, TIME_DIM, sinusoidal_embedding
 
 #: the order of ``EBM.named_parameters()``
 NAMES = ("time_mlp.0.weight", "time_mlp.0.bias", "time_mlp.2.weight", "time_mlp.2.bias", "fc1.weight", "fc1.bias",
          "layer2.linear.weight", "layer2.linear.bias", "layer2.film.weight", "layer2.film.bias",
          "layer3.linear.weight", "layer3.linear.bias", "layer3.film.weight", "layer3.film.bias",
          "out.weight", "out.bias")
+
+
+def supports(ebm: torch.nn.Module) -> str | None:
+    """Why the derivatives written out here do not apply to ``ebm``, or None when they do: they are
+    SPEC §3's network exactly (an :class:`~diffusion_lib.model.EBM` itself, not a subclass, SiLU,
+    two modulated layers, a 128-wide time path, the 16 tensors of :data:`NAMES`). The width may
+    vary. Anything else must be differentiated by autograd."""
+    if type(ebm) is not EBM:
+        return f"the energy network is a {type(ebm).__name__}, not SPEC §3's EBM"
+    spec = getattr(ebm, "spec", {})
+    if spec.get("activation") != "silu":
+        return f"its activation is {spec.get('activation')!r}; the closed form is written for silu"
+    if spec.get("layers") != LAYERS:
+        return f"it has {spec.get('layers')} modulated layers; the closed form is written for {LAYERS}"
+    if ebm.time_dim != TIME_DIM:
+        return f"its time embedding is {ebm.time_dim} wide; the closed form is written for {TIME_DIM}"
+    names = tuple(name for name, _ in ebm.named_parameters())
+    if names != NAMES:
+        return f"its parameters are {len(names)} tensors other than the closed form's {len(NAMES)}"
+    return None
 
 
 class Weights(NamedTuple):
@@ -59,7 +79,11 @@ class Weights(NamedTuple):
 
     @classmethod
     def of(cls, ebm: EBM) -> "Weights":
-        """The module's parameters themselves (not copies)."""
+        """The module's parameters themselves (not copies); a ValueError for a network the closed
+        form does not know (:func:`supports`)."""
+        why = supports(ebm)
+        if why is not None:
+            raise ValueError(f"the closed-form derivatives do not apply: {why}")
         params = dict(ebm.named_parameters())
         return cls(*(params[n] for n in NAMES))
 
@@ -112,8 +136,8 @@ class TimeTable:
 
 
 def inputs(w: Weights, x: torch.Tensor) -> torch.Tensor:
-    """c₁ = x W₁ₓᵀ + b₁: the part of the first layer that does not depend on y."""
-    return F.linear(x, w.w1[:, : x.shape[1]], w.b1)
+    """c₁ = x W₁ₓᵀ + b₁: the part of the first layer that does not depend on y (x in the weights' dtype)."""
+    return F.linear(x.to(w.w1.dtype), w.w1[:, : x.shape[1]], w.b1)
 
 
 @dataclass
@@ -285,3 +309,46 @@ class Frozen:
         if step is not None:
             return Rows.at_step(self.w, self.table, step, c1)
         return Rows.of(self.w, self.table, t, c1)
+
+
+#: the largest relative difference from autograd (float64) the closed form may show on its first use
+AGREEMENT = 1e-8
+
+
+def float64_copy(ebm: EBM) -> EBM:
+    """A float64 copy of ``ebm`` on its device, built without touching any random number stream."""
+    with torch.random.fork_rng(devices=[]):
+        ref = EBM(ebm.inp_dim, ebm.out_dim, time_dim=ebm.time_dim, **ebm.spec)
+    ref.load_state_dict({k: v.detach() for k, v in ebm.state_dict().items()})
+    return ref.to(next(ebm.parameters()).device, torch.float64)
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """‖a − b‖ / ‖b‖ (‖a − b‖ where b is zero), as a 0-d tensor on their device (no host read)."""
+    scale = torch.linalg.vector_norm(b)
+    diff = torch.linalg.vector_norm(a - b)
+    return torch.where(scale > 0, diff / torch.where(scale > 0, scale, torch.ones_like(scale)), diff)
+
+
+def check_fields(ebm: EBM, inp: torch.Tensor, timesteps: int, rows: int = 8) -> float:
+    """The guard of every job that samples or mines through the closed form: E and ∇_y E of
+    :class:`Frozen` against autograd on the module, in float64, on the first ``rows`` problems of
+    ``inp`` at fixed (non-random) candidates and timesteps. Returns the largest relative difference;
+    a RuntimeError when it exceeds :data:`AGREEMENT` (the closed form does not describe this network)."""
+    ref = float64_copy(ebm)
+    x = inp[:rows].detach().to(torch.float64)
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    y = torch.randn(x.shape[0], ebm.out_dim, generator=gen, device=x.device, dtype=torch.float64)
+    t = torch.arange(x.shape[0], device=x.device) % timesteps
+    frozen = Frozen(Weights.of(ref), timesteps)
+    e_closed, g_closed = frozen.at(t, frozen.inputs(x)).energy_and_grad(y)
+    with torch.enable_grad():
+        y_ = y.clone().requires_grad_(True)
+        e_auto = ref(x, y_, t)
+        (g_auto,) = torch.autograd.grad(e_auto.sum(), y_)
+    worst = max(torch.stack([relative_difference(e_closed, e_auto.detach()),
+                             relative_difference(g_closed, g_auto)]).tolist())  # one host read
+    if not worst <= AGREEMENT:
+        raise RuntimeError(f"the closed-form energy gradient disagrees with autograd on this network (relative "
+                           f"difference {worst:.1e} > {AGREEMENT:g}): set train.gradients: autograd")
+    return worst

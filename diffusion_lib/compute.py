@@ -61,13 +61,13 @@ def step_flops(diffusion: torch.nn.Module, batch_size: int, rank: int, eps: floa
 
 
 @functools.lru_cache(maxsize=None)
-def _flops_per_sample(mining_json: str, rank: int, timesteps: int) -> float:
+def _flops_per_sample(mining_json: str, rank: int, timesteps: int, model_json: str = "{}") -> float:
     from .diffusion import build_diffusion  # local: building a model is only needed here
 
     mining = json.loads(mining_json)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        diffusion = build_diffusion(rank, timesteps, mining)
+        diffusion = build_diffusion(rank, timesteps, mining, json.loads(model_json))
     batch, cpu = 4, torch.device("cpu")
     plain = step_flops(diffusion, batch, rank, 0.5, False, cpu)
     if mining.get("mode") != "adversarial":
@@ -78,18 +78,20 @@ def _flops_per_sample(mining_json: str, rank: int, timesteps: int) -> float:
 
 
 def training_flops_per_sample(mining: Mapping[str, Any], rank: int, timesteps: int,
-                              cache_dir: str | None = None) -> float:
+                              cache_dir: str | None = None, model: Mapping[str, Any] | None = None) -> float:
     """Matmul FLOPs of training per problem and step, averaged over the mining cadence
     (``mine_every``): what the compute-matched budget is computed from. Counted by the profiler on
     a small batch (matmul FLOPs grow linearly with the batch), once per mining config and process,
     and once per machine when ``cache_dir`` is given (a JSON file per config there)."""
-    text = json.dumps({"mining": dict(mining), "rank": rank, "timesteps": timesteps}, sort_keys=True)
+    text = json.dumps({"mining": dict(mining), "rank": rank, "timesteps": timesteps, "model": dict(model or {})},
+                      sort_keys=True)
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"flops-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
         if path.exists():
             return float(json.loads(path.read_text())["flops_per_sample"])
-    value = _flops_per_sample(json.dumps(dict(mining), sort_keys=True), rank, timesteps)
+    value = _flops_per_sample(json.dumps(dict(mining), sort_keys=True), rank, timesteps,
+                              json.dumps(dict(model or {}), sort_keys=True))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -230,6 +230,17 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
     return cfg
 
 
+def _gradient_problems(where: str, train: Mapping[str, Any]) -> list[str]:
+    """``gradients: closed_form`` with a network the closed form does not describe (SPEC §3's: silu,
+    2 modulated layers; diffusion_lib.closed_form.supports)."""
+    model = train.get("model") or {}
+    activation, layers = model.get("activation", "silu"), model.get("layers", 2)
+    if train.get("gradients") == "closed_form" and (activation != "silu" or layers != 2):
+        return [f"config field '{where}.gradients': closed_form applies only to SPEC §3's network (silu, 2 modulated "
+                f"layers), but '{where}.model' has activation {activation!r} and {layers} layers; use auto or autograd"]
+    return []
+
+
 def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[str]:
     problems = []
     train, data = cfg["train"], cfg["data"]
@@ -243,7 +254,7 @@ def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[st
     if train["val_size"] > data["val_size"]:
         problems.append(f"config field 'train.val_size': {train['val_size']} exceeds data.val_size "
                         f"({data['val_size']}), the size of the validation set")
-    problems += _number_problems("train", train)
+    problems += _number_problems("train", train) + _gradient_problems("train", train)
     strategies, comparison = cfg["strategies"], cfg["comparison"]
     for name, mining in strategies.items():
         problems += _number_problems(f"strategies.{name}.train", mining.get("train", {}))

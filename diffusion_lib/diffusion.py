@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mining import MODES, MiningConfig  # noqa: F401 (re-exported)
-from .closed_form import Frozen, Weights
+from .closed_form import Frozen, Weights, check_fields, supports
 from .model import EBM, DiffusionWrapper
 
 CLAMP = 2.0
@@ -111,7 +111,9 @@ class GaussianDiffusion1D(nn.Module):
         self.timesteps = timesteps
         self.mining = MiningConfig.from_mapping(mining_config)
         self.n_inner, self.inner_scale, self.clamp = n_inner, inner_scale, clamp
-        self.closed_form = True  # see energy_fields
+        # the closed form is allowed (train.gradients auto / closed_form) and used where it applies (uses_closed_form)
+        self.closed_form = True
+        self._fields_checked = False
         betas = cosine_schedule(timesteps)
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
         prev = torch.cat((torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]))
@@ -147,6 +149,13 @@ class GaussianDiffusion1D(nn.Module):
         """
         return self.descend(*self.energy_fields(inp)(t), img, t, step, sf, stats)
 
+    def uses_closed_form(self) -> bool:
+        """Whether energies and gradients go through :mod:`diffusion_lib.closed_form`: allowed
+        (``closed_form``, off under ``train.gradients: autograd``) and SPEC §3's network
+        (:func:`~diffusion_lib.closed_form.supports`)."""
+        ebm = getattr(self.model, "ebm", None)
+        return bool(self.closed_form) and ebm is not None and supports(ebm) is None
+
     def energy_fields(self, inp: torch.Tensor, c1: torch.Tensor | None = None
                       ) -> Callable[..., tuple[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                                                Callable[[torch.Tensor], torch.Tensor]]]:
@@ -155,12 +164,16 @@ class GaussianDiffusion1D(nn.Module):
         them; ``step`` (an int) says that every entry of t is that timestep (sampling), which lets the
         closed form fold the time modulation into the weights.
 
-        For the energy network of SPEC §3 (:class:`~diffusion_lib.model.EBM`) these are the closed forms
-        of :mod:`diffusion_lib.closed_form` (``x W₁ₓᵀ + b₁`` computed once here, or given as ``c1``, and
-        the time path once per call); any other model (or ``closed_form = False``) is called through
+        Where the closed form applies (:meth:`uses_closed_form`) these are the closed forms of
+        :mod:`diffusion_lib.closed_form` (``x W₁ₓᵀ + b₁`` computed once here, or given as ``c1``, and the
+        time path once per call), checked against autograd in float64 on their first use; any other
+        model (or ``closed_form = False``) is differentiated by autograd through
         :class:`~diffusion_lib.model.DiffusionWrapper`'s protocol."""
-        ebm = getattr(self.model, "ebm", None)
-        if self.closed_form and isinstance(ebm, EBM):
+        if self.uses_closed_form():
+            ebm = self.model.ebm
+            if not self._fields_checked:  # once per model: the guard against autograd (closed_form.check_fields)
+                check_fields(ebm, inp, self.timesteps)
+                self._fields_checked = True
             frozen = Frozen(Weights.of(ebm), self.timesteps)
             first = frozen.inputs(inp) if c1 is None else c1
 
@@ -168,6 +181,10 @@ class GaussianDiffusion1D(nn.Module):
                 rows = frozen.at(t, first, step)
                 return rows.energy_and_grad, rows.energy
             return closed
+
+        weight = next(self.model.parameters(), None)
+        if inp is not None and weight is not None:
+            inp = inp.to(weight.dtype)  # as the closed form's inputs() does
 
         def module(t: torch.Tensor, step: int | None = None) -> tuple[Callable[..., Any], Callable[..., Any]]:
             return (lambda y: self.model(inp, y, t, return_both=True)), (lambda y: self.model(inp, y, t, return_energy=True))
@@ -321,7 +338,10 @@ class GaussianDiffusion1D(nn.Module):
         return x0
 
 
-def build_diffusion(rank: int, timesteps: int, mining: MiningConfig | dict | None = None) -> GaussianDiffusion1D:
-    """The spec's model for n x n inversion: EBM(n², n²) in a DiffusionWrapper in GaussianDiffusion1D."""
+def build_diffusion(rank: int, timesteps: int, mining: MiningConfig | dict | None = None,
+                    model: Mapping[str, Any] | None = None) -> GaussianDiffusion1D:
+    """The model for n x n inversion: EBM(n², n², **model) in a DiffusionWrapper in GaussianDiffusion1D;
+    ``model`` (``hidden``, ``layers``, ``activation``; config ``train.model``) defaults to SPEC §3's network."""
     dim = rank * rank
-    return GaussianDiffusion1D(DiffusionWrapper(EBM(dim, dim)), timesteps=timesteps, mining_config=mining)
+    return GaussianDiffusion1D(DiffusionWrapper(EBM(dim, dim, **dict(model or {}))), timesteps=timesteps,
+                               mining_config=mining)

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .curve import curve_row, interval_means
 from .data import Heldout, ProblemStream
+from .closed_form import supports
 from .diffusion import GaussianDiffusion1D, build_diffusion
 from .mining import MiningConfig
 from .ema import EMASchedule
@@ -92,6 +93,12 @@ class Engine:
         self.device = torch.device(device)
         apply_precision(cfg.precision, self.device)
         self.template = diffusions[0].to(self.device)
+        built = getattr(self.template.model.ebm, "spec", cfg.model)
+        if built != cfg.model:
+            raise ValueError(f"the runs' network {built} is not the one train.model describes ({cfg.model})")
+        self.template.closed_form = cfg.gradients != "autograd"
+        if cfg.gradients == "closed_form" and (why := supports(self.template.model.ebm)) is not None:
+            raise ValueError(f"train.gradients: closed_form, but the closed-form derivatives do not apply: {why}")
         self.mining = self.template.mining
         self.names = [name for name, _ in self.template.model.ebm.named_parameters()]
         if len(self.names) != len(list(self.template.parameters())):
@@ -132,7 +139,7 @@ class Engine:
                progress: bool | None = None, trackers: Sequence[Tracker | None] | None = None) -> "Engine":
         """The engine of the runs ``configs`` describe, each seeded as the workflow seeds it
         (:func:`~diffusion_lib.training.seeded_member`): a script's seed k trains the workflow's seed k."""
-        members = [seeded_member(c.seed, c.rank, c.timesteps, mining, device) for c in configs]
+        members = [seeded_member(c.seed, c.rank, c.timesteps, mining, device, c.model) for c in configs]
         return cls([d for d, _ in members], [g for _, g in members], configs, val_set, device, resume_paths, progress,
                    trackers)
 
@@ -155,7 +162,9 @@ class Engine:
         """A diffusion holding run ``i``'s weights from ``source``: a new one, or the reused scratch module."""
         model = None if fresh else self._scratch
         if model is None:
-            model = build_diffusion(self.config.rank, self.config.timesteps, self.mining).to(self.device, self.dtype)
+            model = build_diffusion(self.config.rank, self.config.timesteps, self.mining, self.config.model
+                                    ).to(self.device, self.dtype)
+            model.closed_form = self.template.closed_form
             if not fresh:
                 self._scratch = model
         for p, stacked in zip(model.model.ebm.parameters(), source):

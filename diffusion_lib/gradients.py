@@ -14,10 +14,13 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
   run backwards through ∇_y E, with SiLU's second derivative, then through the forward pass), at the
   diffusion module's own parameters (the engine makes them views of its stacked weights); one run
   only, eager, the fastest path on a CPU (docs/performance.md, issue 22; it equals autograd on the
-  module and the functional gradient in float64, tests/test_functional.py, tests/test_closed_form.py).
+  module and the functional gradient in float64, tests/test_functional.py, tests/test_closed_form.py),
+  for SPEC §3's network only (:func:`diffusion_lib.closed_form.supports`); :func:`checked` runs it
+  against ``torch.func`` in float64 at every job's first step.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import torch
@@ -28,6 +31,7 @@ from .closed_form import Acts, Deltas, Frozen, Rows, TimeTable, Weights, backwar
 from .diffusion import GaussianDiffusion1D
 from .functional import Params, loss
 
+log = logging.getLogger(__name__)
 GradientFn = Callable[..., tuple[list[torch.Tensor], dict[str, torch.Tensor]]]
 
 
@@ -186,3 +190,50 @@ def training_gradients(diffusion: GaussianDiffusion1D, w: Weights, inp: torch.Te
     blocks = kept["y"].shape[0] // n
     grads = weight_grads(kept["rows"], table, torch.cat([t] * blocks), inp, kept["y"], kept["a"], kept["d"], g_bar, e_bar)
     return grads, parts
+
+
+def check_training_gradient(diffusion: GaussianDiffusion1D, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor,
+                            noise: torch.Tensor, noise_neg: torch.Tensor | None, rows: int = 16) -> float:
+    """The guard of every job that trains through the closed form, at its first step: the
+    closed-form weight gradient (:func:`training_gradients`) against ``torch.func``'s
+    (:func:`diffusion_lib.functional.loss`) in float64, on the first ``rows`` problems of the step's
+    own draws, and ∇_y E against autograd (:func:`~diffusion_lib.closed_form.check_fields`). Reads
+    no random number stream. Returns the largest relative difference per tensor; a RuntimeError
+    naming the tensor when it exceeds :data:`~diffusion_lib.closed_form.AGREEMENT`."""
+    from .closed_form import AGREEMENT, NAMES, check_fields, float64_copy, relative_difference
+    from .diffusion import GaussianDiffusion1D as Diffusion
+    from .model import DiffusionWrapper
+
+    ebm = float64_copy(diffusion.model.ebm)
+    ref = Diffusion(DiffusionWrapper(ebm), diffusion.timesteps, diffusion.mining, n_inner=diffusion.n_inner,
+                    inner_scale=diffusion.inner_scale, clamp=diffusion.clamp).to(inp.device, torch.float64)
+    draws = [None if d is None else d[:rows].detach() for d in (inp, x_start, t, noise, noise_neg)]
+    draws = [d if d is None or not d.is_floating_point() else d.to(torch.float64) for d in draws]
+    closed, _ = training_gradients(ref, Weights.of(ebm), *draws, mined=False)
+    params = {k: v.detach() for k, v in ebm.named_parameters()}
+    auto, _ = func_gradients(ref, float("inf"))(params, *draws, False)
+    differences = torch.stack([relative_difference(a, b) for a, b in zip(closed, auto)]).tolist()  # one host read
+    worst, where = max(zip(differences, NAMES))
+    if not worst <= AGREEMENT:
+        raise RuntimeError(f"the closed-form training gradient disagrees with autograd on this network at the first "
+                           f"step ({where}: relative difference {worst:.1e} > {AGREEMENT:g}): set train.gradients: "
+                           "autograd")
+    return max(worst, check_fields(ebm, draws[0], diffusion.timesteps))
+
+
+def checked(fn: GradientFn, diffusion: GaussianDiffusion1D) -> GradientFn:
+    """``fn`` (a closed-form gradient function, eager or compiled ahead of time) that runs
+    :func:`check_training_gradient` on the draws of its first call before computing it."""
+    done = [False]
+
+    def first_checked(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                      noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        if not done[0]:
+            done[0] = True
+            worst = check_training_gradient(diffusion, inp, x_start, t, noise, noise_neg)
+            log.info("closed-form gradient checked against autograd at the first step (float64): largest relative "
+                     "difference %.1e", worst)
+        return fn(params, inp, x_start, t, noise, noise_neg, mined)
+
+    first_checked.runners = getattr(fn, "runners", {})  # type: ignore[attr-defined] (aot's compiled steps)
+    return first_checked

@@ -172,7 +172,7 @@ class Layout:
         def flops(strategy: str) -> float:
             mining = MiningConfig.from_mapping(cfg["strategies"][strategy])
             return training_flops_per_sample(asdict(mining), cfg["data"]["rank"], train["timesteps"],
-                                             cache_dir=f"{RESULTS}/.flops")
+                                             cache_dir=f"{RESULTS}/.flops", model=train.get("model"))
 
         base = comparison["baseline"]
         arms = [comparison[r] for r in ("random", "adversarial") if comparison[r] in cfg["strategies"]]

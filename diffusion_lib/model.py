@@ -1,8 +1,11 @@
 """The energy model E_θ(x, y, t) ≥ 0 and the wrapper that turns it into a denoiser (SPEC §3).
 
 ``EBM`` maps (x = vec(A), y = candidate solution, t) to one non-negative scalar per problem:
-a sinusoidal time embedding e(t), three SiLU layers (the last two modulated by e(t) as
-``(W h + b) ⊙ (1 + g(e)) + s(e)``), a linear read-out o, and E = Σ o².
+a sinusoidal time embedding e(t), an input layer and ``layers`` layers modulated by e(t) as
+``(W h + b) ⊙ (1 + g(e)) + s(e)``, each followed by the activation, a linear read-out o, and
+E = Σ o². SPEC §3's network is the default: width 512, 2 modulated layers, SiLU; the width, depth
+and activation are constructor arguments (the config's ``train.model``), and
+:func:`diffusion_lib.closed_form.supports` says whether the hand-written derivatives apply.
 
 ``DiffusionWrapper`` exposes the call protocol :class:`~diffusion_lib.diffusion.GaussianDiffusion1D`
 relies on: ``wrapper(inp, y, t)`` returns ε̂ = ∇_y E, ``return_energy=True`` returns E, and
@@ -21,6 +24,9 @@ from torch import nn
 
 TIME_DIM = 128
 HIDDEN = 512
+LAYERS = 2
+#: the activations a network may use (config ``train.model.activation``)
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu, "tanh": torch.tanh}
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int = TIME_DIM, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -31,40 +37,56 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int = TIME_DIM, dtype: torch.dtyp
     return torch.cat((args.sin(), args.cos()), dim=-1)
 
 
-class ModulatedLayer(nn.Module):
-    """h ↦ silu((W h + b) ⊙ (1 + g(e)) + s(e)), with (g, s) = split(Linear(time_dim, 2·out)(e))."""
+def activation_fn(name: str):
+    """The activation called ``name`` (:data:`ACTIVATIONS`), or a ValueError naming the choices."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation {name!r} is not one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
 
-    def __init__(self, dim_in: int, dim_out: int, time_dim: int = TIME_DIM):
+
+class ModulatedLayer(nn.Module):
+    """h ↦ act((W h + b) ⊙ (1 + g(e)) + s(e)), with (g, s) = split(Linear(time_dim, 2·out)(e))."""
+
+    def __init__(self, dim_in: int, dim_out: int, time_dim: int = TIME_DIM, activation: str = "silu"):
         super().__init__()
         self.linear = nn.Linear(dim_in, dim_out)
         self.film = nn.Linear(time_dim, 2 * dim_out)
+        self.act = activation_fn(activation)
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         gain, shift = self.film(emb).chunk(2, dim=-1)
-        return F.silu(torch.addcmul(shift, self.linear(h), 1.0 + gain))
+        return self.act(torch.addcmul(shift, self.linear(h), 1.0 + gain))
 
 
 class EBM(nn.Module):
     """Energy network of SPEC §3: ``forward(x, y, t) -> E`` of shape (B,), E ≥ 0.
 
-    ``inp_dim`` = len(x) = n², ``out_dim`` = len(y) = n². For n = 20 it has 1,437,840 parameters.
+    ``inp_dim`` = len(x) = n², ``out_dim`` = len(y) = n²; ``hidden`` (width), ``layers`` (modulated
+    layers, named ``layer2``, ``layer3``, ...) and ``activation`` (:data:`ACTIVATIONS`) set the
+    architecture, SPEC §3's by default (for n = 20: 1,437,840 parameters). :attr:`spec` holds them.
     """
 
-    def __init__(self, inp_dim: int, out_dim: int, hidden: int = HIDDEN, time_dim: int = TIME_DIM):
+    def __init__(self, inp_dim: int, out_dim: int, hidden: int = HIDDEN, time_dim: int = TIME_DIM,
+                 layers: int = LAYERS, activation: str = "silu"):
         super().__init__()
+        if hidden < 1 or layers < 1:
+            raise ValueError(f"the network needs hidden >= 1 and layers >= 1, got hidden={hidden}, layers={layers}")
         self.inp_dim, self.out_dim = inp_dim, out_dim
+        self.act = activation_fn(activation)
+        self.spec = {"hidden": hidden, "layers": layers, "activation": activation}
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
         self.fc1 = nn.Linear(inp_dim + out_dim, hidden)
-        self.layer2 = ModulatedLayer(hidden, hidden, time_dim)
-        self.layer3 = ModulatedLayer(hidden, hidden, time_dim)
+        self.modulated = [f"layer{k + 2}" for k in range(layers)]
+        for name in self.modulated:
+            self.add_module(name, ModulatedLayer(hidden, hidden, time_dim, activation))
         self.out = nn.Linear(hidden, out_dim)
         self.time_dim = time_dim
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim, x.dtype))
-        h = F.silu(self.fc1(torch.cat((x, y), dim=-1)))
-        h = self.layer2(h, emb)
-        h = self.layer3(h, emb)
+        h = self.act(self.fc1(torch.cat((x, y), dim=-1)))
+        for name in self.modulated:
+            h = getattr(self, name)(h, emb)
         return self.out(h).pow(2).sum(dim=-1)
 
 

@@ -15,6 +15,9 @@ from .train_fields import DATA_DEFAULTS, NOT_SHAPING, flat_fields
 
 LR_SCHEDULES = SCHEDULES
 PRECISIONS = ("fp32", "tf32")
+GRADIENTS = ("auto", "closed_form", "autograd")
+#: the architecture's fields (``train.model``): in a run's key only where they differ from SPEC §3's network
+MODEL_KEYS = ("model_hidden", "model_layers", "model_activation")
 #: Settings that choose how a step is computed, not what it computes (proven equal in float64): the
 #: schema's ``x-shapes-run: false`` fields of a run (``pack`` is the workflow's) and the FLOP bookkeeping
 IMPLEMENTATION_KEYS = (*(k for k in NOT_SHAPING if k != "pack"), "measure_flops")
@@ -60,10 +63,25 @@ class TrainConfig:
     cuda_graphs: str | bool = _D["cuda_graphs"]
     aot: str | bool = _D["aot"]
     precision: str = _D["precision"]
+    gradients: str = _D["gradients"]
+    model_hidden: int = _D["model_hidden"]
+    model_layers: int = _D["model_layers"]
+    model_activation: str = _D["model_activation"]
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The energy network's architecture (``train.model``), as :class:`~diffusion_lib.model.EBM` takes it."""
+        return {"hidden": self.model_hidden, "layers": self.model_layers, "activation": self.model_activation}
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
+        if self.gradients not in GRADIENTS:
+            raise ValueError(f"gradients: {self.gradients!r} is not one of {list(GRADIENTS)}")
+        if self.gradients == "closed_form" and (self.model_activation != "silu" or self.model_layers != 2):
+            raise ValueError(f"train.gradients: closed_form applies only to SPEC §3's network (silu, 2 modulated layers); "
+                             f"train.model has activation {self.model_activation!r} and {self.model_layers} layers: "
+                             "use gradients: auto or autograd")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule: {self.lr_schedule!r} is not one of {list(LR_SCHEDULES)}")
         if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.decay_fraction <= 1 or self.warmup_steps < 0:
@@ -86,10 +104,16 @@ class TrainConfig:
 
         Left out (:data:`IMPLEMENTATION_KEYS`): ``checkpoint_every`` (checkpoints only save state: a
         resumed run ends bitwise identical to an uninterrupted one), ``measure_flops`` (bookkeeping),
-        ``compile``, ``cuda_graphs`` and ``aot`` (the same step, computed another way: equal to the
-        module path in float64, tests/test_functional.py, tests/test_aot.py). ``precision`` stays in: TF32 changes the numbers.
+        ``compile``, ``cuda_graphs``, ``aot`` and ``gradients`` (the same step, computed another way:
+        equal to the module path in float64, tests/test_functional.py, tests/test_aot.py,
+        tests/test_closed_form.py). ``precision`` stays in: TF32 changes the numbers; so does the
+        architecture (``model_*``), entered where it differs from SPEC §3's network, so that the default
+        network's runs keep the keys they had before ``train.model`` existed.
         """
         state = {k: v for k, v in asdict(self).items() if k not in IMPLEMENTATION_KEYS}
+        for key in MODEL_KEYS:  # SPEC §3's network keys as it did before train.model existed: absent
+            if state[key] == _D[key]:
+                del state[key]
         state["mining"] = asdict(mining)
         return state
 

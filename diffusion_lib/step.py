@@ -33,7 +33,8 @@ from .adam import adam_, adam_captured_
 from .diffusion import GaussianDiffusion1D
 from .ema import EMASchedule, ema_update_
 from .aot import aot_gradients
-from .gradients import GradientFn, closed_form_gradients, func_gradients
+from .closed_form import supports
+from .gradients import GradientFn, checked, closed_form_gradients, func_gradients
 
 log = logging.getLogger(__name__)
 GRAPH_WARMUP = 3
@@ -180,12 +181,20 @@ class Update:
 def gradient_function(template: GaussianDiffusion1D, grad_clip: float, mode: str, n: int) -> GradientFn:
     """The gradient function (:mod:`diffusion_lib.gradients`) that an update of ``n`` runs computes in
     ``mode``: one run's closed form in ``eager`` and ``cuda_graphs`` mode, compiled ahead of time in
-    ``aot`` mode, and the functional gradient (vmapped over the runs by the caller when ``n > 1``)
-    under ``compile`` and for packs."""
-    if n == 1 and mode in ("eager", "cuda_graphs"):
-        return closed_form_gradients(template, grad_clip)
-    if n == 1 and mode == "aot":
-        return aot_gradients(template, grad_clip)
+    ``aot`` mode, each checked against autograd at its first step (:func:`~diffusion_lib.gradients.checked`),
+    where the closed form applies (:meth:`~diffusion_lib.diffusion.GaussianDiffusion1D.uses_closed_form`);
+    otherwise, under ``compile`` and for packs, the functional gradient (``torch.func``, vmapped over
+    the runs by the caller when ``n > 1``). One log line says which."""
+    closed = n == 1 and mode in ("eager", "cuda_graphs", "aot") and template.uses_closed_form()
+    if closed:
+        log.info("training gradient: the closed form (SPEC §3's network)%s", ", compiled ahead of time" if mode == "aot"
+                 else "")
+        fn = aot_gradients(template, grad_clip) if mode == "aot" else closed_form_gradients(template, grad_clip)
+        return checked(fn, template)
+    why = ("train.gradients: autograd" if not template.closed_form else
+           supports(template.model.ebm) if n == 1 and mode != "compile" else
+           f"{'a pack of %d runs' % n if n > 1 else 'torch.compile'} trains the functional gradient")
+    log.info("training gradient: autograd (torch.func): %s", why)
     return func_gradients(template, grad_clip)
 
 

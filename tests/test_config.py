@@ -276,7 +276,7 @@ def test_the_train_block_is_declared_once_in_the_schema(root):
     assert {k: getattr(defaults, k) for k in flat_fields()} == flat_fields()
     assert (defaults.rank, defaults.train_eps) == (DATA_DEFAULTS["rank"], DATA_DEFAULTS["id_eps"])
     assert (defaults.steps, defaults.batch_size, defaults.ema_power) == (100_000, 2048, 2 / 3)  # SPEC §4
-    assert NOT_SHAPING == ("checkpoint_every", "compile", "aot", "cuda_graphs", "pack")
+    assert NOT_SHAPING == ("checkpoint_every", "compile", "aot", "cuda_graphs", "pack", "gradients")
     assert layout.NOT_SHAPING_TRAIN_KEYS == NOT_SHAPING
     assert set(run_config.IMPLEMENTATION_KEYS) == (set(NOT_SHAPING) - {"pack"}) | {"measure_flops"}
     # the workflow's validated block maps onto the same config, nested fields renamed

@@ -81,9 +81,9 @@ def test_library_edits_rerun_what_they_affect_and_prose_or_shims_nothing(finishe
 
     diffusion = repo / "diffusion_lib/diffusion.py"
     original = diffusion.read_text()
-    assert "CLAMP = 2.0" in original and '"""The spec\'s model' in original
+    assert "CLAMP = 2.0" in original and '"""The model for n x n' in original
     # prose only (a docstring and a comment): nothing reruns
-    diffusion.write_text(original.replace('"""The spec\'s model', '"""The model of the spec') + "# a note\n")
+    diffusion.write_text(original.replace('"""The model for n x n', '"""The n x n model') + "# a note\n")
     assert planned(workdir, snakefile=snakefile) == {}
     # a statement every run executes: every run retrains and is re-evaluated; the data stands
     diffusion.write_text(original.replace("CLAMP = 2.0", "CLAMP = 2.5"))

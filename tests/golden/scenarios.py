@@ -1,6 +1,10 @@
-"""The scenarios of the engine's golden test (settings and digests), shared by the recorder
-(tests/golden/record_engine.py, run at bf81f49) and tests/test_engine_golden.py."""
+"""The scenarios of the engine's golden test (settings, digests, and how each is run with today's
+engine), shared by the recorder (tests/golden/record_engine.py) and tests/test_engine_golden.py.
+The golden file was first recorded at bf81f49 by the engines the one engine replaced."""
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
 
 import torch
 
@@ -59,3 +63,38 @@ def skeleton(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(skeleton(v) for v in obj)
     return obj
+
+
+SCENARIOS = [f"{k}-{m}" for m in MINING for k in ("solo", "pack")] + [
+    "solo-resume", "pack-resume", "solo-diverges", "pack-diverges"]
+
+
+def train(mode: str, seeds, resume=None, nan_at=None) -> dict:
+    """Runs ``seeds`` of ``mode`` trained together by today's engine, as digests, curves and results."""
+    from diffusion_lib.engine import Engine
+
+    configs = [dataclasses.replace(CFG, seed=s) for s in seeds]
+    engine = Engine.seeded(configs, MINING[mode], None, resume_paths=resume, progress=False)
+    for stream, at in zip(engine.streams, nan_at or [-1] * len(seeds)):
+        stream.__class__ = NaNStream
+        stream.nan_at = at
+    results = engine.train()
+    models = [engine.models(i) for i in range(len(seeds))]
+    return {"raw": [digest(raw) for raw, _ in models], "ema": [digest(ema) for _, ema in models],
+            "curves": [curve_table(r.curve) for r in results], "results": [result_record(r) for r in results]}
+
+
+def scenario(name: str, tmp: Path) -> dict:
+    """One scenario of :data:`SCENARIOS` run now (``tmp``: where its checkpoints go)."""
+    kind, what = name.split("-", 1)
+    seeds = (0,) if kind == "solo" else SEEDS
+    if what in MINING:
+        return train(what, seeds)
+    if what == "resume":
+        mode, seeds = ("adversarial", (1,)) if kind == "solo" else ("random", SEEDS)
+        paths = [tmp / f"{s}.ckpt" for s in seeds]
+        train(mode, seeds, resume=paths)
+        return train(mode, seeds, resume=paths)
+    if kind == "solo":
+        return train("adversarial", (2,), nan_at=[5])
+    return train("adversarial", SEEDS, nan_at=[-1, 5, -1])
