@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mining import MODES, MiningConfig  # noqa: F401 (re-exported)
-from .closed_form import Frozen, Weights, check_fields, supports
+from .closed_form import Frozen, Weights, supports
+from .closed_form_guard import check_fields
 from .model import EBM, DiffusionWrapper
 
 CLAMP = 2.0
@@ -171,7 +172,7 @@ class GaussianDiffusion1D(nn.Module):
         :class:`~diffusion_lib.model.DiffusionWrapper`'s protocol."""
         if self.uses_closed_form():
             ebm = self.model.ebm
-            if not self._fields_checked:  # once per model: the guard against autograd (closed_form.check_fields)
+            if not self._fields_checked:  # once per model: the guard against autograd (closed_form_guard.check_fields)
                 check_fields(ebm, inp, self.timesteps)
                 self._fields_checked = True
             frozen = Frozen(Weights.of(ebm), self.timesteps)

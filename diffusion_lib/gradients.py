@@ -197,10 +197,11 @@ def check_training_gradient(diffusion: GaussianDiffusion1D, inp: torch.Tensor, x
     """The guard of every job that trains through the closed form, at its first step: the
     closed-form weight gradient (:func:`training_gradients`) against ``torch.func``'s
     (:func:`diffusion_lib.functional.loss`) in float64, on the first ``rows`` problems of the step's
-    own draws, and ∇_y E against autograd (:func:`~diffusion_lib.closed_form.check_fields`). Reads
+    own draws, and ∇_y E against autograd (:func:`~diffusion_lib.closed_form_guard.check_fields`). Reads
     no random number stream. Returns the largest relative difference per tensor; a RuntimeError
-    naming the tensor when it exceeds :data:`~diffusion_lib.closed_form.AGREEMENT`."""
-    from .closed_form import AGREEMENT, NAMES, check_fields, float64_copy, relative_difference
+    naming the tensor when it exceeds :data:`~diffusion_lib.closed_form_guard.AGREEMENT`."""
+    from .closed_form import NAMES
+    from .closed_form_guard import AGREEMENT, check_fields, float64_copy, relative_difference
     from .diffusion import GaussianDiffusion1D as Diffusion
     from .model import DiffusionWrapper
 
