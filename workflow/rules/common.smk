@@ -84,7 +84,7 @@ CODE = {job: code_fingerprint(f"diffusion_lib.jobs.{job}") for job in ("data", "
 if any(os.path.isdir(f"results/{old}") for old in ("train", "eval", "report")):
     print(
         "note: results/train, results/eval and results/report are the layout before studies were kept apart; "
-        "this workflow neither reads nor deletes them (see README, 'Where results live')",
+        "this workflow neither reads nor deletes them (see docs/operations.md, 'When things go wrong')",
         file=sys.stderr,
     )
 
