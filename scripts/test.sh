@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # IRED_TEST_ALL=1 adds the end-to-end workflow tests (marked slow; CI sets it), which need the cluster
 ALL=()
 if [ "${IRED_TEST_ALL:-0}" = 1 ]; then
-    ALL=(-m "slow or not slow")
+    ALL=(-m "slow or not slow" --durations=25)  # the slowest tests, for keeping CI inside its limit
 fi
 if [ "${#ALL[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
         && [ "${IRED_SKIP_SLURM:-0}" != 1 ]; then
