@@ -309,4 +309,3 @@ class Frozen:
         if step is not None:
             return Rows.at_step(self.w, self.table, step, c1)
         return Rows.of(self.w, self.table, t, c1)
-

@@ -36,6 +36,7 @@ from .ladder import LADDER_SCHEDULES, decay_fraction, grown_steps, on_grid
 from .schedule import decay_start
 from .sweep_names import SWEEP_SEP, SWEEP_TRAIN_PREFIX, format_value, sweep_name  # noqa: F401 (re-exported)
 from .mining import MiningConfig
+from .run_config import closed_form_mismatch
 from .train_fields import SCHEMA_PATH  # the schema, shipped as package data
 
 
@@ -231,14 +232,10 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
 
 
 def _gradient_problems(where: str, train: Mapping[str, Any]) -> list[str]:
-    """``gradients: closed_form`` with a network the closed form does not describe (SPEC §3's: silu,
-    2 modulated layers; diffusion_lib.closed_form.supports)."""
-    model = train.get("model") or {}
-    activation, layers = model.get("activation", "silu"), model.get("layers", 2)
-    if train.get("gradients") == "closed_form" and (activation != "silu" or layers != 2):
-        return [f"config field '{where}.gradients': closed_form applies only to SPEC §3's network (silu, 2 modulated "
-                f"layers), but '{where}.model' has activation {activation!r} and {layers} layers; use auto or autograd"]
-    return []
+    """``gradients: closed_form`` with a network the closed form does not describe
+    (:func:`diffusion_lib.run_config.closed_form_mismatch`)."""
+    why = closed_form_mismatch(train.get("gradients", "auto"), train.get("model") or {})
+    return [] if why is None else [f"config field '{where}.gradients': {why} ('{where}.model')"]
 
 
 def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[str]:

@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad
 
-from .closed_form import Acts, Deltas, Frozen, Rows, TimeTable, Weights, backward, forward, gelu_grad, silu2
+from .closed_form import NAMES, Acts, Deltas, Frozen, Rows, TimeTable, Weights, backward, forward, gelu_grad, silu2
+from .closed_form_guard import AGREEMENT, check_fields, float64_copy, relative_difference
 from .diffusion import GaussianDiffusion1D
 from .functional import Params, loss
+from .model import DiffusionWrapper
 
 log = logging.getLogger(__name__)
 GradientFn = Callable[..., tuple[list[torch.Tensor], dict[str, torch.Tensor]]]
@@ -200,13 +202,8 @@ def check_training_gradient(diffusion: GaussianDiffusion1D, inp: torch.Tensor, x
     own draws, and ∇_y E against autograd (:func:`~diffusion_lib.closed_form_guard.check_fields`). Reads
     no random number stream. Returns the largest relative difference per tensor; a RuntimeError
     naming the tensor when it exceeds :data:`~diffusion_lib.closed_form_guard.AGREEMENT`."""
-    from .closed_form import NAMES
-    from .closed_form_guard import AGREEMENT, check_fields, float64_copy, relative_difference
-    from .diffusion import GaussianDiffusion1D as Diffusion
-    from .model import DiffusionWrapper
-
     ebm = float64_copy(diffusion.model.ebm)
-    ref = Diffusion(DiffusionWrapper(ebm), diffusion.timesteps, diffusion.mining, n_inner=diffusion.n_inner,
+    ref = GaussianDiffusion1D(DiffusionWrapper(ebm), diffusion.timesteps, diffusion.mining, n_inner=diffusion.n_inner,
                     inner_scale=diffusion.inner_scale, clamp=diffusion.clamp).to(inp.device, torch.float64)
     draws = [None if d is None else d[:rows].detach() for d in (inp, x_start, t, noise, noise_neg)]
     draws = [d if d is None or not d.is_floating_point() else d.to(torch.float64) for d in draws]

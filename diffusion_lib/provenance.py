@@ -100,10 +100,10 @@ def _is_internal(node: ast.AST) -> bool:
 def _canonical_import(node: ast.Import | ast.ImportFrom) -> str:
     """A library import without the place it imports from: which names it binds, nothing of where
     their module lives, so moving or renaming a module leaves the text of its importers unchanged."""
-    names = sorted(f"{a.name} as {a.asname}" if a.asname else a.name for a in node.names)
     if isinstance(node, ast.Import):
         names = sorted(f"<library> as {a.asname}" if a.asname else "<library>" for a in node.names)
         return " " * node.col_offset + "import " + ", ".join(names)
+    names = sorted(f"{a.name} as {a.asname}" if a.asname else a.name for a in node.names)
     return " " * node.col_offset + "from <library> import " + ", ".join(names)
 
 

@@ -18,6 +18,21 @@ PRECISIONS = ("fp32", "tf32")
 GRADIENTS = ("auto", "closed_form", "autograd")
 #: the architecture's fields (``train.model``): in a run's key only where they differ from SPEC §3's network
 MODEL_KEYS = ("model_hidden", "model_layers", "model_activation")
+#: SPEC §3's network in ``train.model``'s terms: what ``gradients: closed_form`` needs (any width;
+#: :func:`diffusion_lib.closed_form.supports` checks the module itself)
+CLOSED_FORM_NETWORK = {"layers": 2, "activation": "silu"}
+
+
+def closed_form_mismatch(gradients: str, model: Mapping[str, Any]) -> str | None:
+    """Why ``gradients: closed_form`` cannot train the network ``model`` (``train.model``) describes,
+    or None (another ``gradients``, or SPEC §3's network)."""
+    layers = model.get("layers", CLOSED_FORM_NETWORK["layers"])
+    activation = model.get("activation", CLOSED_FORM_NETWORK["activation"])
+    if gradients != "closed_form" or {"layers": layers, "activation": activation} == CLOSED_FORM_NETWORK:
+        return None
+    return (f"closed_form applies only to SPEC §3's network ({CLOSED_FORM_NETWORK['activation']}, "
+            f"{CLOSED_FORM_NETWORK['layers']} modulated layers), but the model has activation {activation!r} and "
+            f"{layers} layers; use auto or autograd")
 #: Settings that choose how a step is computed, not what it computes (proven equal in float64): the
 #: schema's ``x-shapes-run: false`` fields of a run (``pack`` is the workflow's) and the FLOP bookkeeping
 IMPLEMENTATION_KEYS = (*(k for k in NOT_SHAPING if k != "pack"), "measure_flops")
@@ -78,10 +93,8 @@ class TrainConfig:
             raise ValueError(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
         if self.gradients not in GRADIENTS:
             raise ValueError(f"gradients: {self.gradients!r} is not one of {list(GRADIENTS)}")
-        if self.gradients == "closed_form" and (self.model_activation != "silu" or self.model_layers != 2):
-            raise ValueError(f"train.gradients: closed_form applies only to SPEC §3's network (silu, 2 modulated layers); "
-                             f"train.model has activation {self.model_activation!r} and {self.model_layers} layers: "
-                             "use gradients: auto or autograd")
+        if (why := closed_form_mismatch(self.gradients, self.model)) is not None:
+            raise ValueError(f"train.gradients: {why}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule: {self.lr_schedule!r} is not one of {list(LR_SCHEDULES)}")
         if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.decay_fraction <= 1 or self.warmup_steps < 0:

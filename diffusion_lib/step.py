@@ -191,9 +191,14 @@ def gradient_function(template: GaussianDiffusion1D, grad_clip: float, mode: str
                  else "")
         fn = aot_gradients(template, grad_clip) if mode == "aot" else closed_form_gradients(template, grad_clip)
         return checked(fn, template)
-    why = ("train.gradients: autograd" if not template.closed_form else
-           supports(template.model.ebm) if n == 1 and mode != "compile" else
-           f"{'a pack of %d runs' % n if n > 1 else 'torch.compile'} trains the functional gradient")
+    if not template.closed_form:
+        why = "train.gradients: autograd"
+    elif n > 1:
+        why = f"a pack of {n} runs trains the functional gradient"
+    elif mode == "compile":
+        why = "torch.compile trains the functional gradient"
+    else:
+        why = supports(template.model.ebm)
     log.info("training gradient: autograd (torch.func): %s", why)
     return func_gradients(template, grad_clip)
 

@@ -38,9 +38,8 @@ def evaluate_run(*, model_path: str, test_paths: Mapping[str, str], metrics_path
     es = eval_settings(settings)
     sets = {name: load_heldout(path, rank=rank) for name, path in test_paths.items()}
     ema, raw, status = load_model(model_path, dev)
-    why = supports(ema.model.ebm)
     log.info("energy gradients: %s", "the closed form (SPEC §3's network), checked against autograd in float64 at "
-             "its first use" if why is None else f"autograd: {why}")
+             "its first use" if ema.uses_closed_form() else f"autograd: {supports(ema.model.ebm)}")
     metrics: dict[str, Any] = {**{k: status.get(k) for k in STATUS_KEYS},
                                "flops_per_step": status.get("flops_per_step", math.nan),
                                "default_inner": es.default_inner, "sets": {},
