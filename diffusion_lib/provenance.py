@@ -4,15 +4,16 @@ The workflow keys every output by what shapes it, so that a change reruns exactl
 
 * :func:`code_fingerprint` hashes the source of one ``diffusion_lib`` module and of every
   ``diffusion_lib`` module it imports, transitively (imports inside functions included; the
-  package's ``__init__``, which only re-exports, is not). It hashes contents only: neither a
-  module's name nor where it lives, and each library import is reduced to the names it binds,
-  so moving or renaming a module reruns nothing by itself. Comments, blank lines and docstrings
-  are left out, so editing prose reruns nothing while editing a statement (a constant, a line of
-  arithmetic) reruns every job whose code reaches it. The hash reads the text of the files, not
-  Python's AST dump, so it does not change between Python versions. The modules that only watch
-  a job (:data:`OBSERVERS`: heartbeats, TensorBoard and MLflow tracking) are left out with what
-  only they import: they write beside a job's outputs, never into them, so improving how a study
-  is watched retrains nothing.
+  package's ``__init__``, which only re-exports, is not). It hashes what the code says, never
+  where it stands: the set of names imported from outside the library and the multiset of
+  top-level statements (each function, class or assignment), with every library import left out.
+  Moving a module, renaming it or splitting it in two reruns nothing by itself. Comments, blank
+  lines and docstrings are left out, so editing prose reruns nothing while editing a statement
+  (a constant, a line of arithmetic) reruns every job whose code reaches it. The hash reads the
+  text of the files, not Python's AST dump, so it does not change between Python versions. The
+  modules that only watch a job (:data:`OBSERVERS`: heartbeats, TensorBoard and MLflow tracking)
+  are left out with what only they import: they write beside a job's outputs, never into them,
+  so improving how a study is watched retrains nothing.
 * :func:`value_key` hashes a JSON-able value (a configuration block) into a short stable key.
 """
 from __future__ import annotations
@@ -97,24 +98,28 @@ def _is_internal(node: ast.AST) -> bool:
     return isinstance(node, ast.Import) and any(a.name.split(".")[0] == PACKAGE for a in node.names)
 
 
-def _canonical_import(node: ast.Import | ast.ImportFrom) -> str:
-    """A library import without the place it imports from: which names it binds, nothing of where
-    their module lives, so moving or renaming a module leaves the text of its importers unchanged."""
+def _external_import(node: ast.Import | ast.ImportFrom) -> list[str]:
+    """One line per name that a non-library import binds, in one spelling whatever the statement
+    groups, so that two modules importing the same name contribute the same line."""
     if isinstance(node, ast.Import):
-        names = sorted(f"<library> as {a.asname}" if a.asname else "<library>" for a in node.names)
-        return " " * node.col_offset + "import " + ", ".join(names)
-    names = sorted(f"{a.name} as {a.asname}" if a.asname else a.name for a in node.names)
-    return " " * node.col_offset + "from <library> import " + ", ".join(names)
+        return [f"import {a.name}" + (f" as {a.asname}" if a.asname else "") for a in node.names]
+    return [f"from {node.module} import {a.name}" + (f" as {a.asname}" if a.asname else "") for a in node.names]
 
 
-def normalized_source(path: str | Path) -> str:
-    """The code of a Python file without comments, docstrings, blank lines or trailing spaces, and
-    with every library import reduced to the names it binds (:func:`_canonical_import`)."""
+def code_statements(path: str | Path) -> tuple[frozenset[str], list[str]]:
+    """What a Python file computes, in two parts: the set of names it imports from outside the
+    library (one line each, :func:`_external_import`) and the text of each of its other top-level
+    statements (a function or class with its decorators, an assignment, ...) without comments,
+    docstrings, blank lines, trailing spaces or library imports.
+
+    Neither part says which file a definition stands in, or which library module a name comes
+    from, so splitting a module, moving a definition to another module or a module to another
+    subpackage changes neither the union of these parts over a job's modules nor its hash."""
     text = Path(path).read_text()
     lines = text.splitlines()
+    tree = ast.parse(text)
     drop: set[int] = set()  # 1-based line numbers of docstrings and library imports
-    replace: dict[int, str] = {}  # first line of a library import -> its canonical form
-    for node in ast.walk(ast.parse(text)):
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
             if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
@@ -122,28 +127,49 @@ def normalized_source(path: str | Path) -> str:
                 drop.update(range(first.lineno, first.end_lineno + 1))
         if isinstance(node, (ast.Import, ast.ImportFrom)) and _is_internal(node):
             drop.update(range(node.lineno, node.end_lineno + 1))
-            replace[node.lineno] = _canonical_import(node)
     comments: dict[int, int] = {}  # line -> column where its comment starts
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
         if tok.type == tokenize.COMMENT:
             comments[tok.start[0]] = tok.start[1]
-    kept = []
-    for number, line in enumerate(lines, start=1):
-        if number in replace:
-            kept.append(replace[number])
-        if number in drop:
+    imports: set[str] = set()
+    statements: list[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if not _is_internal(node):
+                imports.update(_external_import(node))
             continue
-        line = line[: comments[number]] if number in comments else line
-        if line.strip():
-            kept.append(line.rstrip())
-    return "\n".join(kept) + "\n"
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        kept = []
+        for number in range(first, node.end_lineno + 1):
+            if number in drop:
+                continue
+            line = lines[number - 1]
+            line = line[: comments[number]] if number in comments else line
+            if line.strip():
+                kept.append(line.rstrip())
+        if kept:
+            statements.append("\n".join(kept))
+    return frozenset(imports), statements
+
+
+def normalized_source(path: str | Path) -> str:
+    """The code of a Python file as the fingerprint reads it: its sorted outside imports, then its
+    top-level statements in order (:func:`code_statements`)."""
+    imports, statements = code_statements(path)
+    return "".join(line + "\n" for line in sorted(imports) + statements)
 
 
 @lru_cache(maxsize=None)
 def code_fingerprint(module: str, length: int = 12, package_dir: Path = PACKAGE_DIR) -> str:
-    """Hash of the normalized source of ``module`` and of every library module it imports: of their
-    contents only (a sorted set of per-module hashes), never of their names or places, so moving a
-    module between subpackages or renaming it changes no job's fingerprint by itself."""
-    parts = sorted(hashlib.sha256(normalized_source(_module_path(name, package_dir)).encode()).hexdigest()
-                   for name in module_closure(module, package_dir))
+    """Hash of the code ``module`` and every library module it imports run: the set of their outside
+    imports and the multiset of their top-level statements (:func:`code_statements`), each sorted.
+    Which file holds a statement, and what any file is called, do not enter it: moving a module,
+    renaming it, or splitting it into two changes no job's fingerprint by itself."""
+    imports: set[str] = set()
+    statements: list[str] = []
+    for name in module_closure(module, package_dir):
+        found, texts = code_statements(_module_path(name, package_dir))
+        imports |= found
+        statements += texts
+    parts = sorted(imports) + sorted(hashlib.sha256(text.encode()).hexdigest() for text in statements)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:length]

@@ -259,11 +259,42 @@ def test_moving_a_module_changes_no_jobs_fingerprint(tmp_path):
     assert after["diffusion_lib.jobs.study"] == before["diffusion_lib.jobs.study"]  # the study does not import it
 
 
-def test_library_imports_are_reduced_to_the_names_they_bind(tmp_path):
+def test_library_imports_are_left_out_and_outside_imports_kept_one_name_a_line(tmp_path):
     a, b = tmp_path / "a.py", tmp_path / "b.py"
-    a.write_text("from .ema import EMASchedule\nfrom . import checkpoint as ckpt\nimport torch\n")
-    b.write_text("from .optim.ema import (\n    EMASchedule,\n)\nfrom . import checkpoint as ckpt\nimport torch\n")
-    assert normalized_source(a) == normalized_source(b)
-    assert "torch" in normalized_source(a)  # other imports stay as written
-    b.write_text("from .optim.ema import EMASchedule as Other\nfrom . import checkpoint as ckpt\nimport torch\n")
+    a.write_text("from .ema import EMASchedule\nfrom . import checkpoint as ckpt\nimport torch, math\n")
+    b.write_text("from .optim.ema import (\n    EMASchedule,\n)\nimport math\nimport torch\n")
+    assert normalized_source(a) == normalized_source(b) == "import math\nimport torch\n"
+    b.write_text("import math\nimport torch as t\n")
     assert normalized_source(a) != normalized_source(b)
+
+
+def _fingerprint_of(package, module="diffusion_lib.jobs.main"):
+    from diffusion_lib.provenance import code_fingerprint
+
+    code_fingerprint.cache_clear()
+    return code_fingerprint(module, package_dir=package)
+
+
+def test_splitting_a_module_changes_no_fingerprint_but_editing_it_does(tmp_path):
+    """A split moves statements between files: the fingerprint hashes statements, not files, so a
+    split reruns nothing, while an edited statement or a new outside import reruns the job."""
+    package = tmp_path / "diffusion_lib"
+    (package / "jobs").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "jobs" / "__init__.py").write_text("")
+    (package / "jobs" / "main.py").write_text("from ..engine import run\n\nX = run()\n")
+    engine = package / "engine.py"
+    engine.write_text('"""The engine."""\nfrom __future__ import annotations\n\nimport math\n\n\n'
+                      'class Record:\n    steps: int = 0\n\n\n@staticmethod\ndef run():\n'
+                      '    return math.sqrt(Record.steps)\n')
+    before = _fingerprint_of(package)
+    engine.write_text('"""The engine."""\nfrom __future__ import annotations\n\nimport math\n\n'
+                      'from .record import Record\n\n\n@staticmethod\ndef run():\n'
+                      '    return math.sqrt(Record.steps)\n')
+    (package / "record.py").write_text('"""One run\'s record."""\nfrom __future__ import annotations\n\n\n'
+                                       'class Record:\n    steps: int = 0  # how far it went\n')
+    assert _fingerprint_of(package) == before
+    (package / "record.py").write_text("class Record:\n    steps: int = 1\n")
+    assert _fingerprint_of(package) != before
+    (package / "record.py").write_text("import numpy\n\n\nclass Record:\n    steps: int = 0\n")
+    assert _fingerprint_of(package) != before
