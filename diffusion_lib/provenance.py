@@ -13,7 +13,7 @@ The workflow keys every output by what shapes it, so that a change reruns exactl
   text of the files, not Python's AST dump, so it does not change between Python versions. The
   modules that only watch a job (:data:`OBSERVERS`: heartbeats, TensorBoard and MLflow tracking)
   are left out with what only they import: they write beside a job's outputs, never into them,
-  so improving how a study is watched retrains nothing.
+  so improving how a study is watched retrains nothing. So is this module, which keys outputs.
 * :func:`value_key` hashes a JSON-able value (a configuration block) into a short stable key.
 """
 from __future__ import annotations
@@ -79,12 +79,13 @@ def _imports(name: str, package_dir: Path = PACKAGE_DIR) -> set[str]:
 
 
 def module_closure(name: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
-    """``name`` and every ``diffusion_lib`` module it imports, transitively, sorted; an observer
-    (:data:`OBSERVERS`) and what only it imports are not followed."""
+    """``name`` and every ``diffusion_lib`` module it imports, transitively, sorted. Not followed: an
+    observer (:data:`OBSERVERS`), this module (it keys outputs and never shapes them, so editing it,
+    for instance to name an observer's new place, reruns nothing) and what only they import."""
     seen, todo = set(), [name]
     while todo:
         current = todo.pop()
-        if current in seen or (current in OBSERVERS and current != name):
+        if current in seen or ((current in OBSERVERS or current == __name__) and current != name):
             continue
         seen.add(current)
         todo.extend(_imports(current, package_dir) - seen)

@@ -107,6 +107,8 @@ def test_rule_code_closures_hold_what_each_rule_runs():
     # what only watches a job (heartbeats, TensorBoard, MLflow) does not rerun it when it changes
     assert not {"diffusion_lib.progress", "diffusion_lib.tracking", "diffusion_lib.mlflow_tracking"} & set(train)
     assert "diffusion_lib.tracking" in module_closure("diffusion_lib.tracking")
+    # the code that keys outputs shapes none (aot imports it to key its compiled packages)
+    assert "diffusion_lib.aot" in train and "diffusion_lib.provenance" not in train
     assert "diffusion_lib.diffusion" in evaluate and "diffusion_lib.training" not in evaluate
     assert {"diffusion_lib.figures", "diffusion_lib.verdict", "diffusion_lib.report"} <= set(study)
     assert not {"diffusion_lib.diffusion", "diffusion_lib.training"} & set(study)
