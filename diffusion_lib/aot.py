@@ -95,7 +95,7 @@ def package_key(diffusion: GaussianDiffusion1D, grad_clip: float, mined: bool, a
     for name, buffer in sorted(diffusion.named_buffers()):
         buffers.update(name.encode() + buffer.detach().cpu().contiguous().numpy().tobytes())
     identity = {
-        "code": code_fingerprint("diffusion_lib.aot"), "torch": torch.__version__,
+        "code": code_fingerprint(__name__), "torch": torch.__version__,
         "isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
         "inputs": [[str(x.dtype), list(x.shape), x.device.type] for x in tensors],
         "timesteps": diffusion.timesteps, "mining": repr(diffusion.mining), "buffers": buffers.hexdigest(),

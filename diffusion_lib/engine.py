@@ -64,7 +64,7 @@ from .training import (TrainResult, accumulate, apply_precision, cpu_clock, elap
 if TYPE_CHECKING:
     from .tracking import Tracker
 
-log = logging.getLogger("diffusion_lib.engine")
+log = logging.getLogger(__name__)
 
 
 class Engine:

@@ -49,7 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .tracking import SCALARS, scalars
 
-log = logging.getLogger("diffusion_lib.mlflow_tracking")
+log = logging.getLogger(__name__)
 
 CAPACITY = 10_000          # queued calls per job; beyond it events are dropped (and counted)
 FLUSH_SECONDS = 10.0       # at a job's end, the longest wait for queued calls

@@ -19,7 +19,7 @@ from .training import CHECKPOINT_FORMAT
 if TYPE_CHECKING:
     from .engine import Engine
 
-log = logging.getLogger("diffusion_lib.engine")
+log = logging.getLogger(__name__)
 
 
 def run_state(engine: "Engine", i: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 if TYPE_CHECKING:
     from .mlflow_tracking import MlflowSettings
 
-log = logging.getLogger("diffusion_lib.tracking")
+log = logging.getLogger(__name__)
 
 DIR = "tb"
 # curve column -> TensorBoard tag

@@ -24,7 +24,7 @@ from .evaluation import predict
 from .seeding import derive_seed
 from .run_config import TrainConfig
 
-log = logging.getLogger("diffusion_lib.training")
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "ired-train-checkpoint-v2"  # v2: the EMA in its own layout (``ema``: step, initted, weights)
 
