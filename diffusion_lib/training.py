@@ -1,4 +1,4 @@
-"""What a training run is, apart from the engine that trains it (:mod:`diffusion_lib.engine`):
+"""What a training run is, apart from the engine that trains it (:mod:`diffusion_lib.train.engine`):
 its seeding (:func:`seeded_member`: the workflow's seed k is every script's seed k), its result
 (:class:`TrainResult`), its resume checkpoint's identity and loading, its validation score and its
 step's FLOPs, the precision and step mode its config asks for.
@@ -15,14 +15,14 @@ from typing import Any, Mapping
 
 import torch
 
-from . import aot, checkpoint as ckpt
-from .compute import step_flops
-from .diffusion import GaussianDiffusion1D, build_diffusion
-from .mining import MiningConfig
-from .data import Heldout
-from .evaluation import predict
-from .seeding import derive_seed
-from .run_config import TrainConfig
+from .train import aot, checkpoint as ckpt
+from .train.flops import step_flops
+from .ired.diffusion import GaussianDiffusion1D, build_diffusion
+from .spec.mining import MiningConfig
+from .ired.data import Heldout
+from .ired.evaluation import predict
+from .ired.seeding import derive_seed
+from .spec.run_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def accumulate(sums: dict[str, torch.Tensor], parts: dict[str, torch.Tensor]) ->
 
 def cpu_clock() -> float:
     """CPU seconds used so far by this process and by the child processes it has waited for (the C++
-    compiler that builds the step compiled ahead of time, :mod:`diffusion_lib.aot`), so that a run's
+    compiler that builds the step compiled ahead of time, :mod:`diffusion_lib.train.aot`), so that a run's
     CPU time includes its compiling."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
@@ -115,7 +115,7 @@ def seeded_member(seed: int, rank: int, timesteps: int, mining: MiningConfig | d
 
 
 def step_mode(config: TrainConfig, device: torch.device) -> str:
-    """The update's mode (:mod:`diffusion_lib.step`) that ``train.compile`` / ``train.cuda_graphs`` /
+    """The update's mode (:mod:`diffusion_lib.train.step`) that ``train.compile`` / ``train.cuda_graphs`` /
     ``train.aot`` ask for on ``device``: graphs only on CUDA (``auto``: there, unless ``train.compile``
     asks for torch.compile), the ahead-of-time step only on CPUs; ``true`` where it cannot be had
     warns and trains eagerly; ``$IRED_AOT=off`` turns the ahead-of-time step off."""

@@ -125,11 +125,11 @@ def study(tmp_path: Path, arms: Mapping[str, tuple[str, float, Mapping[str, Any]
 def gap(name: str, estimates: Sequence[float], samples: Sequence[int] = (46_400, 92_800, 185_600),
         change: tuple[float, float, float] | None = None, informative: Sequence[bool] | None = None,
         unstable: Sequence[bool] = ()) -> "GapStability":
-    """A :class:`~diffusion_lib.stability.GapStability` of ``name`` vs the baseline with these
+    """A :class:`~diffusion_lib.analysis.stability.GapStability` of ``name`` vs the baseline with these
     estimates at rungs of ``samples`` (batch 64), every rung informative unless said, and the paired
     change (estimate, CI low, CI high) over the last two usable rungs: by default the change of the
     log ratio between their estimates, with a CI ±0.005 around it."""
-    from diffusion_lib.stability import GapStability, PairedChange
+    from diffusion_lib.analysis.stability import GapStability, PairedChange
 
     informative = tuple(informative) if informative is not None else (True,) * len(estimates)
     usable = [i for i, ok in enumerate(informative) if ok and not (unstable[i] if i < len(unstable) else False)]

@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffusion_lib import ablation_figure
-from diffusion_lib.ablation import (GAP, ablation_table, ordered_values, override_text, parse_value,
-                                    points_from_table, value_label)
-from diffusion_lib.report_ablation import ablation_blocks
-from diffusion_lib.report_render import to_markdown
-from diffusion_lib.statistics import EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, relative_change_ci
-from diffusion_lib.tables import Endpoint
+from diffusion_lib.report import ablation_figure
+from diffusion_lib.analysis.ablation import GAP, ablation_table, ordered_values, override_text, parse_value, points_from_table, value_label
+from diffusion_lib.report.ablation_text import ablation_blocks
+from diffusion_lib.report.render import to_markdown
+from diffusion_lib.analysis.statistics import EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, relative_change_ci
+from diffusion_lib.analysis.tables import Endpoint
 from synthetic_study import values
 
 INF = math.inf

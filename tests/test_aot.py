@@ -1,4 +1,4 @@
-"""The training step compiled ahead of time (diffusion_lib.aot, train.aot): it reproduces the engine's
+"""The training step compiled ahead of time (diffusion_lib.train.aot, train.aot): it reproduces the engine's
 golden runs in float64, is compiled once per key and loaded by later jobs, and where it cannot be had
 (no compiler, a failed build, a package that disagrees with the eager step) training is eager.
 
@@ -12,13 +12,13 @@ import logging
 import pytest
 import torch
 
-from diffusion_lib import aot
-from diffusion_lib.data import inverse_problems
-from diffusion_lib.diffusion import build_diffusion
-from diffusion_lib.engine import Engine
-from diffusion_lib.functional import draw_noise
-from diffusion_lib.gradients import closed_form_gradients
-from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.train import aot
+from diffusion_lib.ired.data import inverse_problems
+from diffusion_lib.ired.diffusion import build_diffusion
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.ired.functional import draw_noise
+from diffusion_lib.ired.gradients import closed_form_gradients
+from diffusion_lib.spec.run_config import TrainConfig
 from diffusion_lib.training import step_mode
 from golden import scenarios as rec
 from test_engine_golden import GOLDEN, assert_reproduces

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from diffusion_lib import bench
+from tools import bench
 
 ROOT_KEYS = {"steps_per_s", "compute_steps_per_s", "data_ms_per_batch", "sample_ms_per_problem",
              "train_mflop_per_problem", "executed_mflop_per_problem", "sample_gflops", "device", "torch", "threads",
@@ -18,7 +18,7 @@ ROOT_KEYS = {"steps_per_s", "compute_steps_per_s", "data_ms_per_batch", "sample_
 
 
 def test_bench_runs_at_tiny_size_and_prints_one_json_object():
-    proc = subprocess.run([sys.executable, "-m", "diffusion_lib.bench", "--mode", "adversarial", "--batch-size", "8",
+    proc = subprocess.run([sys.executable, "-m", "tools.bench", "--mode", "adversarial", "--batch-size", "8",
                            "--steps", "3", "--warmup", "1", "--rank", "4", "--sample-problems", "4", "--threads", "1",
                            "--device", "cpu", "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -35,11 +35,11 @@ def test_bench_flop_counts_order_modes():
 
 
 def test_bench_rejects_bad_arguments():
-    proc = subprocess.run([sys.executable, "-m", "diffusion_lib.bench", "--batch-size", "0"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "tools.bench", "--batch-size", "0"], capture_output=True,
                           text=True)
     assert proc.returncode != 0 and "--batch-size" in proc.stderr
     if not __import__("torch").cuda.is_available():
-        proc = subprocess.run([sys.executable, "-m", "diffusion_lib.bench", "--device", "cpu", "--cuda-graphs"],
+        proc = subprocess.run([sys.executable, "-m", "tools.bench", "--device", "cpu", "--cuda-graphs"],
                               capture_output=True, text=True)
         assert proc.returncode != 0 and "CUDA" in proc.stderr
 
@@ -117,9 +117,9 @@ def test_a_non_editable_install_loads_a_config(root, tmp_path):
     assert proc.returncode == 0, proc.stderr
     wheel = next((tmp_path / "wheel").glob("*.whl"))
     with zipfile.ZipFile(wheel) as zf:
-        assert "diffusion_lib/config.schema.yaml" in zf.namelist()
+        assert "diffusion_lib/spec/config.schema.yaml" in zf.namelist()
         zf.extractall(tmp_path / "site")
-    code = ("import diffusion_lib, yaml; from diffusion_lib.config import load_config; "
+    code = ("import diffusion_lib, yaml; from diffusion_lib.plan.config import load_config; "
             f"print(diffusion_lib.__file__); load_config(yaml.safe_load(open({str(root / 'config/config.yaml')!r})))")
     # the extracted wheel goes first on sys.path, before the editable install of this checkout
     out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); {code}"],
@@ -137,7 +137,7 @@ def test_bench_steady_state_step_reads_nothing_from_the_device():
 def test_gpu_check_script_runs_end_to_end_on_a_cpu(root, tmp_path):
     """The prepared GPU script, at toy size on the CPU, so a lent GPU's minutes are not spent on a typo."""
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, str(root / "scripts/gpu_check.py"), "--out", str(out), "--device", "cpu", "--rank", "4",
+    proc = subprocess.run([sys.executable, str(root / "tools/gpu_check.py"), "--out", str(out), "--device", "cpu", "--rank", "4",
                            "--batch-size", "16", "--steps", "10", "--study-steps", "20", "--seeds", "2",
                            "--impls", "eager", "--packs", "1,2", "--paper-seconds", "2",
                            "--sections", "bench,packs,paper,tf32,study", "--budget-s", "3600"],  # every section, however slow the machine

@@ -1,4 +1,4 @@
-"""The closed-form derivatives (diffusion_lib.closed_form, gradients.weight_grads) equal autograd on the
+"""The closed-form derivatives (diffusion_lib.ired.closed_form, gradients.weight_grads) equal autograd on the
 module, in float64.
 
 The training gradient itself is checked against autograd on the module (and against the functional
@@ -13,11 +13,11 @@ import sys
 import pytest
 import torch
 
-from diffusion_lib import closed_form
-from diffusion_lib.compute import _flops_per_sample
-from diffusion_lib.data import inverse_problems
-from diffusion_lib.diffusion import build_diffusion
-from diffusion_lib.gradients import weight_grads
+from diffusion_lib.ired import closed_form
+from diffusion_lib.train.flops import _flops_per_sample
+from diffusion_lib.ired.data import inverse_problems
+from diffusion_lib.ired.diffusion import build_diffusion
+from diffusion_lib.ired.gradients import weight_grads
 
 RANK = 3
 
@@ -136,7 +136,7 @@ def test_the_reference_flops_that_budgets_are_computed_from_are_unchanged():
 
 
 def test_malloc_keeps_freed_memory_unless_the_user_tunes_it():
-    code = "from diffusion_lib.runtime import keep_freed_memory; print(keep_freed_memory())"
+    code = "from diffusion_lib.jobs.runtime import keep_freed_memory; print(keep_freed_memory())"
     run = lambda env: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
                                      env=env, check=True).stdout.strip()
     base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])}

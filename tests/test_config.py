@@ -6,7 +6,7 @@ import yaml
 import math
 import re
 
-from diffusion_lib.config import ConfigError, expand_sweep, format_value, load_config, load_schema, sweep_name
+from diffusion_lib.plan.config import ConfigError, expand_sweep, format_value, load_config, load_schema, sweep_name
 
 GOOD = {
     "seeds": [0, 1],
@@ -266,8 +266,9 @@ def test_the_train_block_is_declared_once_in_the_schema(root):
     come from config.schema.yaml (train_fields): a run built with defaults is the workflow's default run."""
     import dataclasses
 
-    from diffusion_lib import layout, run_config
-    from diffusion_lib.train_fields import DATA_DEFAULTS, NOT_SHAPING, TRAIN_DEFAULTS, flat_fields
+    from diffusion_lib.plan import layout
+    from diffusion_lib.spec import run_config
+    from diffusion_lib.spec.train_fields import DATA_DEFAULTS, NOT_SHAPING, TRAIN_DEFAULTS, flat_fields
 
     own = {"rank", "train_eps", "seed", "measure_flops"}  # the data block's, the run's, bookkeeping
     names = {f.name for f in dataclasses.fields(run_config.TrainConfig)}

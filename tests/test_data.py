@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from diffusion_lib.data import (HeldoutError, ProblemStream, inverse_problems, load_heldout, make_heldout,
-                                reference_mean_target, save_heldout, trivial_predictor_mse)
+from diffusion_lib.ired.data import HeldoutError, ProblemStream, inverse_problems, load_heldout, make_heldout, reference_mean_target, save_heldout, trivial_predictor_mse
 
 
 def _matrices(A, n):

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from diffusion_lib.diffusion import GaussianDiffusion1D, MiningConfig, cosine_schedule
-from diffusion_lib.model import EBM, DiffusionWrapper
+from diffusion_lib.ired.diffusion import GaussianDiffusion1D, MiningConfig, cosine_schedule
+from diffusion_lib.ired.model import EBM, DiffusionWrapper
 
 SPEC_ALPHAS_CUMPROD = [0.97209, 0.89871, 0.78691, 0.64748, 0.49384, 0.34081, 0.20312, 0.09405, 0.02409, 0.00002]
 

@@ -8,22 +8,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "diffusion_lib"
 DOCS = [ROOT / "README.md", ROOT / "config/README.md", *sorted((ROOT / "docs").glob("*.md"))]
-TOP = ("tests", "scripts", "workflow", "config", "profiles", "envs", "docs")
+TOP = ("tests", "scripts", "tools", "workflow", "config", "profiles", "envs", "docs")
 
 
 def missing_references(text: str, root: Path = ROOT) -> set[str]:
     """What ``text`` names that ``root`` lacks: ``diffusion_lib/<path>``, ``diffusion_lib.<module>``
-    (the first name after the package: a module or subpackage) and repository files under
-    :data:`TOP` with a known suffix."""
+    (its subpackages down to a module; what follows a module is one of its names) and repository
+    files under :data:`TOP` with a known suffix."""
     lib = root / "diffusion_lib"
     missing = set()
-    for m in re.finditer(r"diffusion_lib/([A-Za-z0-9_/]+(?:\.py|\.yaml)?)", text):
+    for m in re.finditer(r"diffusion_lib/([A-Za-z0-9_/.]*[A-Za-z0-9_])", text):
         path = lib / m.group(1)
         if not (path.exists() or path.with_suffix(".py").exists()):
             missing.add(m.group(0))
-    for m in re.finditer(r"diffusion_lib\.([A-Za-z_][A-Za-z0-9_]*)", text):
-        if not ((lib / m.group(1)).with_suffix(".py").exists() or (lib / m.group(1)).is_dir()):
-            missing.add(m.group(0))
+    for m in re.finditer(r"diffusion_lib((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", text):
+        place = lib
+        for part in m.group(1).split(".")[1:]:
+            if place.with_suffix(".py").exists() and place != lib:
+                break  # a module: the rest are its names
+            place = place / part
+            if not (place.is_dir() or place.with_suffix(".py").exists()):
+                missing.add(m.group(0))
+                break
     pattern = rf"(?<![\w/.])((?:{'|'.join(TOP)})/[A-Za-z0-9_./-]+\.(?:py|yaml|smk|sh|md|txt|pt))"
     for m in re.finditer(pattern, text):
         if not (root / m.group(1)).exists():
@@ -32,9 +38,11 @@ def missing_references(text: str, root: Path = ROOT) -> set[str]:
 
 
 def test_the_checker_finds_a_deleted_module_and_a_missing_file():
-    text = ("`diffusion_lib/pack.py`, `diffusion_lib.pack`, `tests/test_nothing.py`; "
-            "fine: `diffusion_lib/engine.py`, `diffusion_lib.status`, `tests/test_docs.py`")
-    assert missing_references(text) == {"diffusion_lib/pack.py", "diffusion_lib.pack", "tests/test_nothing.py"}
+    text = ("`diffusion_lib/pack.py`, `diffusion_lib.pack`, `diffusion_lib.train.pack`, `tests/test_nothing.py`; "
+            "fine: `diffusion_lib/train/engine.py`, `diffusion_lib.watch.status`, `diffusion_lib.train.engine.Engine`, "
+            "`diffusion_lib/spec/config.schema.yaml`, `tests/test_docs.py`, `tools/bench.py`")
+    assert missing_references(text) == {"diffusion_lib/pack.py", "diffusion_lib.pack", "diffusion_lib.train.pack",
+                                        "tests/test_nothing.py"}
 
 
 def test_every_doc_names_only_modules_and_files_that_exist():
@@ -44,10 +52,10 @@ def test_every_doc_names_only_modules_and_files_that_exist():
 
 def test_the_architecture_page_places_every_library_module_and_only_those():
     text = (ROOT / "docs/architecture.md").read_text()
-    named = set(re.findall(r"`(?:jobs/)?([a-z_]+)\.py`", text))
-    modules = {p.stem for p in LIB.glob("*.py")} | {p.stem for p in (LIB / "jobs").glob("*.py")}
-    assert modules - named - {"__init__"} == set(), "modules the architecture page does not place"
-    assert named - modules == set(), "names on the architecture page that are not modules"
+    named = set(re.findall(r"`((?!tools/)(?:[a-z_]+/)?[a-z_]+)\.py`", text))
+    modules = {str(p.relative_to(LIB).with_suffix("")) for p in LIB.rglob("*.py") if p.name != "__init__.py"}
+    assert modules - named == set(), "modules the architecture page does not place"
+    assert named - modules - {"__init__"} == set(), "names on the architecture page that are not modules"
 
 
 def test_the_readme_is_two_pages_with_two_commands():

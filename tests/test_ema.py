@@ -5,9 +5,9 @@ import pytest
 import torch
 from ema_pytorch import EMA
 
-from diffusion_lib.diffusion import build_diffusion
-from diffusion_lib.ema import EMASchedule, ema_decay, ema_update_
-from diffusion_lib.syncs import count_host_reads
+from diffusion_lib.ired.diffusion import build_diffusion
+from diffusion_lib.train.ema import EMASchedule, ema_decay, ema_update_
+from diffusion_lib.train.host_reads import count_host_reads
 
 
 def test_decay_schedule_equals_ema_pytorch_for_every_step():

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_lib.adam import adam_, adam_captured_
-from diffusion_lib.engine import Engine
+from diffusion_lib.train.adam import adam_, adam_captured_
+from diffusion_lib.train.engine import Engine
 from golden import scenarios as rec  # the scenarios' settings and digests, as the recorder used them
-from diffusion_lib.ema import ema_update_
-from diffusion_lib.gradients import func_gradients
-from diffusion_lib.step import gradient_function, keep_frozen_
+from diffusion_lib.train.ema import ema_update_
+from diffusion_lib.ired.gradients import func_gradients
+from diffusion_lib.train.step import gradient_function, keep_frozen_
 
 GOLDEN = Path(__file__).parent / "golden"
 

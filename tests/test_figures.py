@@ -16,10 +16,10 @@ from matplotlib.colors import to_hex
 from matplotlib.lines import Line2D
 from synthetic_study import study
 
-from diffusion_lib.figure_style import MARKERS, TAG, layout_problems
+from diffusion_lib.report.style import MARKERS, TAG, layout_problems
 from diffusion_lib.jobs.study import TABLES, _cached, draw_ablation, draw_figures, write_report
-from diffusion_lib.latex import PAPER_TABLES, escape, paper_tables
-from diffusion_lib.report_render import cell, interval, select
+from diffusion_lib.report.latex import PAPER_TABLES, escape, paper_tables
+from diffusion_lib.report.render import cell, interval, select
 
 ARMS = {"baseline": ("none", 0.0100, {}), "random": ("random", 0.0098, {}), "adversarial": ("adversarial", 0.0090, {}),
         "adversarial__opt_steps-1": ("adversarial", 0.0095, {})}
@@ -199,7 +199,7 @@ def test_latex_tables_are_booktabs_with_the_budget(synthetic):
 def test_the_report_states_the_stability_finding_in_its_own_sentence():
     """stability_margin.seen_unstable becomes a sentence that calls it a recipe (stability) finding,
     naming each mode's first unstable step and the modes that held; no measurement, no sentence."""
-    from diffusion_lib.report import _margin_lines
+    from diffusion_lib.report.document import _margin_lines
     training = {"lr": 2.5e-4, "longest_trunk": 4640,
                 "stability_margin": {"seen_stable": {"none": 9280, "random": 9280, "adversarial": 9280},
                                      "seen_unstable": {"lr": 5e-4, "trunk": 9280, "first_unstable":
@@ -218,7 +218,7 @@ def test_the_report_states_the_stability_finding_in_its_own_sentence():
 def test_the_report_says_where_the_plateau_check_reads():
     """Under wsd the gate reads each arm's mean trunk curve up to the last branch point (never a decay
     segment); without a trunk bound it reads the last evaluations. Per-run checks are only beside it."""
-    from diffusion_lib.report_ladder import plateau_scope
+    from diffusion_lib.report.ladder_text import plateau_scope
     trunk = plateau_scope({"plateau_until": 4640})
     assert "mean curve over seeds on the constant-lr trunk up to step 4,640 (no decay segment is read)" in trunk
     assert "per-run checks are reported beside it" in trunk

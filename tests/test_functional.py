@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-from diffusion_lib import functional as fn
-from diffusion_lib.data import make_heldout, inverse_problems
-from diffusion_lib.diffusion import build_diffusion
-from diffusion_lib.engine import Engine
-from diffusion_lib.gradients import clip_by_total_norm, closed_form_gradients, func_gradients
-from diffusion_lib.run_config import TrainConfig
-from diffusion_lib.syncs import count_host_reads
+from diffusion_lib.ired import functional as fn
+from diffusion_lib.ired.data import make_heldout, inverse_problems
+from diffusion_lib.ired.diffusion import build_diffusion
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.ired.gradients import clip_by_total_norm, closed_form_gradients, func_gradients
+from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.train.host_reads import count_host_reads
 
 RANK = 3
 
@@ -137,7 +137,7 @@ def test_cuda_graphs_need_a_gpu(caplog):
     with caplog.at_level("WARNING"):
         engine = _engine(cuda_graphs=True)
     assert engine.update.mode == "eager" and "needs a CUDA device" in caplog.text
-    from diffusion_lib.step import Update
+    from diffusion_lib.train.step import Update
 
     with pytest.raises(ValueError, match="CUDA"):
         Update(engine.template, engine.stack, grad_clip=1.0, betas=(0.9, 0.99), ema=engine.update.ema,

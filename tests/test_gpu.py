@@ -10,10 +10,10 @@ import dataclasses
 import pytest
 import torch
 
-from diffusion_lib.engine import Engine
-from diffusion_lib.run_config import TrainConfig
-from diffusion_lib.step import GRAPH_WARMUP
-from diffusion_lib.syncs import count_host_reads
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.train.step import GRAPH_WARMUP
+from diffusion_lib.train.host_reads import count_host_reads
 from trajectories import assert_same_update
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),

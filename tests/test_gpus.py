@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from diffusion_lib.gpus import claim_gpu, gpu_slot, visible_gpus
+from diffusion_lib.jobs.gpus import claim_gpu, gpu_slot, visible_gpus
 
 
 def test_jobs_spread_over_gpus_and_restore_the_environment(tmp_path):
@@ -37,7 +37,7 @@ def test_several_jobs_share_a_gpu_when_configured(tmp_path):
 
 
 def test_a_killed_job_releases_its_slot(tmp_path):
-    code = ("import sys, time; from diffusion_lib.gpus import claim_gpu\n"
+    code = ("import sys, time; from diffusion_lib.jobs.gpus import claim_gpu\n"
             f"with claim_gpu({str(tmp_path)!r}, gpus=['0'], env={{}}):\n"
             "    print('held', flush=True); time.sleep(120)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,

@@ -10,15 +10,16 @@ import math
 import pytest
 import torch
 
-from diffusion_lib import closed_form, diffusion, engine as engine_module, step
-from diffusion_lib.config import ConfigError, load_config
-from diffusion_lib.data import inverse_problems, make_heldout
-from diffusion_lib.diffusion import build_diffusion
-from diffusion_lib.engine import Engine
-from diffusion_lib.gradients import clip_by_total_norm
-from diffusion_lib.layout import Layout
-from diffusion_lib.mining import MiningConfig
-from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.ired import closed_form, diffusion
+from diffusion_lib.train import engine as engine_module, step
+from diffusion_lib.plan.config import ConfigError, load_config
+from diffusion_lib.ired.data import inverse_problems, make_heldout
+from diffusion_lib.ired.diffusion import build_diffusion
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.ired.gradients import clip_by_total_norm
+from diffusion_lib.plan.layout import Layout
+from diffusion_lib.spec.mining import MiningConfig
+from diffusion_lib.spec.run_config import TrainConfig
 
 RANK = 3
 #: the curve's columns that the maths decides (not timings)
@@ -56,7 +57,7 @@ def test_the_closed_form_knows_which_networks_it_describes():
 def test_another_network_trains_through_autograd_and_matches_plain_autograd(model, float64, caplog):
     """The engine's first update of a network the closed form does not know equals autograd on the
     module (loss.backward of module_loss, clipped), in float64, on a mining step; training goes on."""
-    with caplog.at_level(logging.INFO, logger="diffusion_lib.step"):
+    with caplog.at_level(logging.INFO, logger="diffusion_lib.train.step"):
         engine = _engine(_cfg(model))
     assert "training gradient: autograd (torch.func)" in caplog.text
     assert not engine.template.uses_closed_form()
@@ -120,7 +121,7 @@ def test_the_first_step_guard_stops_a_closed_form_that_does_not_describe_the_net
 
 
 def test_train_gradients_autograd_trains_the_spec_network_to_the_same_numbers(float64, caplog):
-    with caplog.at_level(logging.INFO, logger="diffusion_lib.step"):
+    with caplog.at_level(logging.INFO, logger="diffusion_lib.train.step"):
         closed, auto = _engine(_cfg()), _engine(_cfg(gradients="autograd"))
         curves = [e.train()[0].curve for e in (closed, auto)]
     assert closed.template.uses_closed_form() and not auto.template.uses_closed_form()
@@ -154,7 +155,7 @@ def test_the_architecture_keys_a_run_only_where_it_differs_from_the_spec():
 
 
 def test_a_model_file_remembers_its_architecture(tmp_path):
-    from diffusion_lib import checkpoint
+    from diffusion_lib.train import checkpoint
 
     d = build_diffusion(RANK, 10, model={"layers": 3, "activation": "gelu", "hidden": 16})
     checkpoint.save_model(tmp_path / "m.pt", rank=RANK, timesteps=10, mining={"mode": "none"}, model=d, ema=d,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from diffusion_lib.config import ConfigError, load_config
-from diffusion_lib.growth import (MAX_BUDGET, STABLE, UNASSESSABLE, UNSTABLE, Look, decide_look, describe_looks,
-                                  final_top, read_look, walk_looks, write_look)
-from diffusion_lib.ladder import grown_steps
-from diffusion_lib.layout import Layout
+from diffusion_lib.plan.config import ConfigError, load_config
+from diffusion_lib.analysis.growth import MAX_BUDGET, STABLE, UNASSESSABLE, UNSTABLE, Look, decide_look, describe_looks, final_top, read_look, walk_looks, write_look
+from diffusion_lib.spec.ladder import grown_steps
+from diffusion_lib.plan.layout import Layout
 from synthetic_study import gap
 
 SAMPLES = (92_800, 185_600)

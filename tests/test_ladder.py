@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from diffusion_lib.ladder import compute_matched_steps, ladder_steps, on_grid, rungs_of, snap
-from diffusion_lib.schedule import decay_start, lr_at
-from diffusion_lib.engine import Engine
-from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.spec.ladder import compute_matched_steps, ladder_steps, on_grid, rungs_of, snap
+from diffusion_lib.spec.lr_schedule import decay_start, lr_at
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.spec.run_config import TrainConfig
 
 RANK = 3
 MINING = {"none": {"mode": "none"}, "random": {"mode": "random"},

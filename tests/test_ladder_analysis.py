@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from synthetic_study import gap, study, values
 
-from diffusion_lib import interpretation as interp
-from diffusion_lib.budget import Budget, samples_text, share_text
+from diffusion_lib.analysis import interpretation as interp
+from diffusion_lib.spec.budget import Budget, samples_text, share_text
 from diffusion_lib.jobs.study import _cached
-from diffusion_lib.ladder_figure import plot_ladder
-from diffusion_lib.report import build_report
-from diffusion_lib.stability import gap_stability, log_linear_crossings
-from diffusion_lib.verdict import BASELINE_BETTER, MINING_HELPS, NO_DIFFERENCE, NOT_DECIDED, Arm, decide
+from diffusion_lib.report.ladder_figure import plot_ladder
+from diffusion_lib.report.document import build_report
+from diffusion_lib.analysis.stability import gap_stability, log_linear_crossings
+from diffusion_lib.analysis.verdict import BASELINE_BETTER, MINING_HELPS, NO_DIFFERENCE, NOT_DECIDED, Arm, decide
 
 PILOT = Budget(2900, 64)
 SAMPLES = (46_400, 92_800, 185_600)
@@ -51,7 +51,7 @@ def _ladder(per_rung, seeds=5, spread=0.01, steps=(725, 1450, 2900), jitter=None
     """(primary contrasts, per-seed values) of adversarial vs baseline at rungs ``steps``: ``per_rung``
     gives (adversarial mean, baseline mean) per rung; ``jitter``: per-seed multiplicative noise of the
     adversarial arm's change between rungs (each seed its own)."""
-    from diffusion_lib.statistics import relative_change_ci
+    from diffusion_lib.analysis.statistics import relative_change_ci
     rows, contrasts = [], []
     for k, ((adv, base), rung) in enumerate(zip(per_rung, steps)):
         a = values(adv, spread, seeds)
@@ -260,7 +260,7 @@ def test_the_plateau_check_reads_the_trunk_not_the_decay(tmp_path):
     """Every run's curve is flat on the constant-lr trunk and gains 6% in its decay (synthetic_study.SHAPES):
     the check reads up to the branch point (step 800 of 1,000) and passes. Over the run's last three
     evaluations (800, 900, 1,000: the decay) a ±2% window would fail: the old gate read the annealing."""
-    from diffusion_lib.convergence import ConvergenceRule, strategy_gate
+    from diffusion_lib.analysis.convergence import ConvergenceRule, strategy_gate
     v = study(tmp_path, ARMS)
     assert v["outcome"] == MINING_HELPS and v["plateau_until"] == 800
     gate = pd.read_csv(tmp_path / "convergence.csv").set_index("strategy")
@@ -298,7 +298,7 @@ def test_a_run_that_blows_up_without_a_nan_is_training_unstable(tmp_path):
 
 
 def test_the_instability_rule_ignores_noise_and_names_a_climb():
-    from diffusion_lib.instability import InstabilityRule, ratio_to_best
+    from diffusion_lib.analysis.instability import InstabilityRule, ratio_to_best
     rng = np.random.default_rng(0)
     steps = np.arange(1, 41) * 100
     settled = 0.0105 * (1 + 0.5 * np.exp(-steps / 500)) * (1 + 0.05 * rng.standard_normal(40))  # ±5% noise

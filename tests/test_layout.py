@@ -1,4 +1,4 @@
-"""Keys and fingerprints behind the results layout (diffusion_lib.layout, .provenance, .scheduling)
+"""Keys and fingerprints behind the results layout (diffusion_lib.plan.layout, .provenance, .scheduling)
 and command-line values in configs: fast unit tests of what decides reruns."""
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 import torch
 import yaml
 
-from diffusion_lib import scheduling
-from diffusion_lib.config import coerce_cli_values, load_config, load_schema, option
-from diffusion_lib.data import make_heldout
-from diffusion_lib.diffusion import MiningConfig, build_diffusion
-from diffusion_lib.layout import NOT_SHAPING_TRAIN_KEYS, Layout, _merge, run_train_block
-from diffusion_lib.provenance import module_closure, normalized_source, value_key
-from diffusion_lib.engine import Engine
-from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.plan import packs as scheduling
+from diffusion_lib.plan.config import coerce_cli_values, load_config, load_schema, option
+from diffusion_lib.ired.data import make_heldout
+from diffusion_lib.ired.diffusion import MiningConfig, build_diffusion
+from diffusion_lib.plan.layout import NOT_SHAPING_TRAIN_KEYS, Layout, _merge, run_train_block
+from diffusion_lib.spec.provenance import module_closure, normalized_source, value_key
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.spec.run_config import TrainConfig
 
 
 @pytest.fixture
@@ -102,16 +102,16 @@ def test_rule_code_closures_hold_what_each_rule_runs():
     train = module_closure("diffusion_lib.jobs.train")
     evaluate = module_closure("diffusion_lib.jobs.evaluate")
     study = module_closure("diffusion_lib.jobs.study")
-    assert {"diffusion_lib.diffusion", "diffusion_lib.model", "diffusion_lib.training", "diffusion_lib.data"} <= set(train)
-    assert not {"diffusion_lib.report", "diffusion_lib.figures", "diffusion_lib.verdict"} & set(train)
+    assert {"diffusion_lib.ired.diffusion", "diffusion_lib.ired.model", "diffusion_lib.training", "diffusion_lib.ired.data"} <= set(train)
+    assert not {"diffusion_lib.report.document", "diffusion_lib.report.figures", "diffusion_lib.analysis.verdict"} & set(train)
     # what only watches a job (heartbeats, TensorBoard, MLflow) does not rerun it when it changes
-    assert not {"diffusion_lib.progress", "diffusion_lib.tracking", "diffusion_lib.mlflow_tracking"} & set(train)
-    assert "diffusion_lib.tracking" in module_closure("diffusion_lib.tracking")
+    assert not {"diffusion_lib.train.progress", "diffusion_lib.watch.job_tracking", "diffusion_lib.watch.mlflow_client"} & set(train)
+    assert "diffusion_lib.watch.job_tracking" in module_closure("diffusion_lib.watch.job_tracking")
     # the code that keys outputs shapes none (aot imports it to key its compiled packages)
-    assert "diffusion_lib.aot" in train and "diffusion_lib.provenance" not in train
-    assert "diffusion_lib.diffusion" in evaluate and "diffusion_lib.training" not in evaluate
-    assert {"diffusion_lib.figures", "diffusion_lib.verdict", "diffusion_lib.report"} <= set(study)
-    assert not {"diffusion_lib.diffusion", "diffusion_lib.training"} & set(study)
+    assert "diffusion_lib.train.aot" in train and "diffusion_lib.spec.provenance" not in train
+    assert "diffusion_lib.ired.diffusion" in evaluate and "diffusion_lib.training" not in evaluate
+    assert {"diffusion_lib.report.figures", "diffusion_lib.analysis.verdict", "diffusion_lib.report.document"} <= set(study)
+    assert not {"diffusion_lib.ired.diffusion", "diffusion_lib.training"} & set(study)
 
 
 def test_normalized_source_drops_prose_and_keeps_code(tmp_path):
@@ -206,8 +206,8 @@ def test_training_sweeps_train_new_runs_and_reuse_equal_ones(pilot):
 def test_a_runs_train_param_does_not_depend_on_the_order_of_config_keys():
     # the train block is a rule param, compared as written: an overlay that moves `lr` must not
     # read as a change (it retrained a finished sweep once)
-    from diffusion_lib.config import load_config
-    from diffusion_lib.layout import run_train_block
+    from diffusion_lib.plan.config import load_config
+    from diffusion_lib.plan.layout import run_train_block
 
     base = {"seeds": [0], "strategies": {"baseline": {"mode": "none"}}}
     a = load_config({**base, "train": {"steps": 20, "lr": 1e-3, "log_every": 2, "eval_every": 4}})
@@ -216,22 +216,22 @@ def test_a_runs_train_param_does_not_depend_on_the_order_of_config_keys():
 
 
 def _move_into_subpackage(package: Path, module: str, subpackage: str) -> None:
-    """Move ``<package>/<module>.py`` to ``<package>/<subpackage>/<module>.py`` and rewrite every
-    import of it (and its own relative imports), as a refactoring would."""
+    """Move ``<package>/train/<module>.py`` to ``<package>/<subpackage>/<module>.py`` and rewrite every
+    import of it (and its own imports of train/), as a refactoring would."""
     import re
 
     (package / subpackage).mkdir()
     (package / subpackage / "__init__.py").write_text('"""A subpackage."""\n')
     moved = package / subpackage / f"{module}.py"
-    (package / f"{module}.py").rename(moved)
-    moved.write_text(re.sub(r"^(\s*from )\.", r"\1..", moved.read_text(), flags=re.M))
+    (package / "train" / f"{module}.py").rename(moved)
+    moved.write_text(re.sub(r"^(\s*from )\.(\w)", r"\1..train.\2", moved.read_text(), flags=re.M))
     for path in package.rglob("*.py"):
         if path == moved:
             continue
-        dots = "." * (len(path.relative_to(package).parts))  # "." at the top, ".." in jobs/
-        text = re.sub(rf"^(\s*from ){re.escape(dots)}{module} import", rf"\g<1>{dots}{subpackage}.{module} import",
-                      path.read_text(), flags=re.M)
-        path.write_text(text.replace(f"diffusion_lib.{module} ", f"diffusion_lib.{subpackage}.{module} "))
+        inside = path.parent.name == "train"
+        text = re.sub(rf"^(\s*from )\.{module} import" if inside else rf"^(\s*from )\.\.train\.{module} import",
+                      rf"\g<1>..{subpackage}.{module} import", path.read_text(), flags=re.M)
+        path.write_text(text.replace(f"diffusion_lib.train.{module} ", f"diffusion_lib.{subpackage}.{module} "))
 
 
 def test_moving_a_module_changes_no_jobs_fingerprint(tmp_path):
@@ -240,7 +240,7 @@ def test_moving_a_module_changes_no_jobs_fingerprint(tmp_path):
     module still changes the fingerprints of exactly the jobs that import it."""
     import shutil
 
-    from diffusion_lib.provenance import PACKAGE_DIR, code_fingerprint
+    from diffusion_lib.spec.provenance import PACKAGE_DIR, code_fingerprint
 
     package = tmp_path / "diffusion_lib"
     shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -250,7 +250,7 @@ def test_moving_a_module_changes_no_jobs_fingerprint(tmp_path):
     for module in ("ema", "adam"):
         _move_into_subpackage(package, module, "optim" if module == "ema" else "optim2")
     assert "diffusion_lib.optim.ema" in module_closure("diffusion_lib.jobs.train", package)
-    assert "diffusion_lib.ema" not in module_closure("diffusion_lib.jobs.train", package)
+    assert "diffusion_lib.train.ema" not in module_closure("diffusion_lib.jobs.train", package)
     code_fingerprint.cache_clear()
     assert {job: code_fingerprint(job, package_dir=package) for job in jobs} == before
     ema = package / "optim" / "ema.py"
@@ -271,7 +271,7 @@ def test_library_imports_are_left_out_and_outside_imports_kept_one_name_a_line(t
 
 
 def _fingerprint_of(package, module="diffusion_lib.jobs.main"):
-    from diffusion_lib.provenance import code_fingerprint
+    from diffusion_lib.spec.provenance import code_fingerprint
 
     code_fingerprint.cache_clear()
     return code_fingerprint(module, package_dir=package)

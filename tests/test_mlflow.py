@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from diffusion_lib import mlflow_tracking
-from diffusion_lib.data import make_heldout
-from diffusion_lib.engine import Engine
-from diffusion_lib.local_server import free_port
-from diffusion_lib.mlflow_tracking import MlflowSettings
-from diffusion_lib.progress import watched_row
-from diffusion_lib.run_config import TrainConfig
-from diffusion_lib.tracking import SCALARS, JobTracking
+from diffusion_lib.watch import mlflow_client as mlflow_tracking
+from diffusion_lib.ired.data import make_heldout
+from diffusion_lib.train.engine import Engine
+from tools.local_server import free_port
+from diffusion_lib.watch.mlflow_client import MlflowSettings
+from diffusion_lib.train.progress import watched_row
+from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.watch.job_tracking import SCALARS, JobTracking
 
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 
@@ -135,7 +135,7 @@ def test_a_tracking_server_that_is_down_or_hangs_costs_a_job_one_warning_and_not
         port = listener.getsockname()[1]
     else:
         port = free_port()
-    caplog.set_level(logging.INFO, logger="diffusion_lib.mlflow_tracking")
+    caplog.set_level(logging.INFO, logger="diffusion_lib.watch.mlflow_client")
     closing = []
     original_close = mlflow_tracking.Sink.close
 

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from diffusion_lib.local_server import mlflow_server, stop
-from diffusion_lib.mining import MiningConfig
-from diffusion_lib.mlflow_tracking import _flat
-from diffusion_lib.run_config import train_config
-from diffusion_lib.schedule import decay_start
+from tools.local_server import mlflow_server, stop
+from diffusion_lib.spec.mining import MiningConfig
+from diffusion_lib.watch.mlflow_client import _flat
+from diffusion_lib.spec.run_config import train_config
+from diffusion_lib.spec.lr_schedule import decay_start
 from workflow_helpers import ROOT, SNAKEMAKE, layout_of, make_workdir, planned, smk, study_dir
 
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 class Server:
-    """A local ``mlflow server`` with a SQLite store in ``folder`` (diffusion_lib.local_server)."""
+    """A local ``mlflow server`` with a SQLite store in ``folder`` (tools.local_server)."""
 
     def __init__(self, folder):
         folder.mkdir(parents=True, exist_ok=True)

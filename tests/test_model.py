@@ -1,6 +1,6 @@
 import torch
 
-from diffusion_lib.model import EBM, DiffusionWrapper, sinusoidal_embedding
+from diffusion_lib.ired.model import EBM, DiffusionWrapper, sinusoidal_embedding
 
 
 def test_parameter_count_matches_spec():

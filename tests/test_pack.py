@@ -10,8 +10,8 @@ import torch
 
 from golden.scenarios import NaNStream  # a stream whose k-th batch is NaN
 
-from diffusion_lib.engine import Engine
-from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.spec.run_config import TrainConfig
 from diffusion_lib.training import seeded_member
 
 RANK = 3
@@ -116,7 +116,7 @@ def test_members_resume_from_their_own_checkpoints_even_from_different_steps(tmp
 def test_a_solo_run_resumes_from_a_pack_members_checkpoint(tmp_path, float64):
     short, _ = _pack("adversarial", seeds=(0, 1), cfg=dataclasses.replace(CFG, steps=4))
     path = tmp_path / "resume.ckpt"
-    from diffusion_lib import checkpoint as ckpt
+    from diffusion_lib.train import checkpoint as ckpt
 
     ckpt.atomic_save(short.state(1), path)
     solo, result = _solo("adversarial", 1, resume=path)
@@ -127,8 +127,8 @@ def test_a_solo_run_resumes_from_a_pack_members_checkpoint(tmp_path, float64):
 
 
 def test_a_pack_reads_the_device_less_than_once_per_ten_steps():
-    from diffusion_lib.data import make_heldout
-    from diffusion_lib.syncs import count_host_reads
+    from diffusion_lib.ired.data import make_heldout
+    from diffusion_lib.train.host_reads import count_host_reads
 
     cfg = dataclasses.replace(CFG, steps=100, log_every=50, eval_every=1000, checkpoint_every=1000, val_size=8)
     trainer = Engine.seeded([dataclasses.replace(cfg, seed=s) for s in SEEDS], MINING["adversarial"],
@@ -180,7 +180,7 @@ def test_a_pack_killed_with_sigkill_resumes_where_its_checkpoints_left_off(tmp_p
 
     import pandas as pd
 
-    from diffusion_lib.data import make_heldout, save_heldout
+    from diffusion_lib.ired.data import make_heldout, save_heldout
 
     val = tmp_path / "val.pt"
     save_heldout(make_heldout(32, 3, 0.5, seed=7), val)

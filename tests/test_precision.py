@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from diffusion_lib.data import inverse_problems
-from diffusion_lib.precision import EmulatedTF32, round_to_tf32, tf32_report
-from diffusion_lib.diffusion import build_diffusion
+from diffusion_lib.ired.data import inverse_problems
+from tools.precision import EmulatedTF32, round_to_tf32, tf32_report
+from diffusion_lib.ired.diffusion import build_diffusion
 
 
 def test_round_to_tf32_keeps_ten_mantissa_bits_ties_to_even():

@@ -12,7 +12,7 @@ import pytest
 from test_figures import synthetic  # noqa: F401 (the module-scoped synthetic study)
 
 from diffusion_lib.jobs.study import write_report
-from diffusion_lib.report_browser import find_chromium, page_check
+from tools.report_browser import find_chromium, page_check
 
 BROWSER = find_chromium()
 if BROWSER is None and os.environ.get("IRED_REQUIRE_CHROMIUM") != "1":

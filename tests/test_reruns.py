@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from diffusion_lib import scheduling
-from diffusion_lib.schedule import decay_start
+from diffusion_lib.plan import packs as scheduling
+from diffusion_lib.spec.lr_schedule import decay_start
 from workflow_helpers import (copy_repo, copy_workdir, job_counts, layout_of, make_workdir, overlay, planned, smk,
                               study_dir)
 
@@ -79,7 +79,7 @@ def test_library_edits_rerun_what_they_affect_and_prose_or_shims_nothing(finishe
     snakefile = repo / "Snakefile"
     assert planned(workdir, snakefile=snakefile) == {}
 
-    diffusion = repo / "diffusion_lib/diffusion.py"
+    diffusion = repo / "diffusion_lib/ired/diffusion.py"
     original = diffusion.read_text()
     assert "CLAMP = 2.0" in original and '"""The model for n x n' in original
     # prose only (a docstring and a comment): nothing reruns
@@ -106,7 +106,7 @@ def test_library_edits_rerun_what_they_affect_and_prose_or_shims_nothing(finishe
     assert planned(workdir, snakefile=snakefile) == {}
 
     # report code: only the study's own rules
-    figures = repo / "diffusion_lib/figures.py"
+    figures = repo / "diffusion_lib/report/figures.py"
     figures_text = figures.read_text()
     figures.write_text(figures_text + "\nUNUSED_CONSTANT = 1\n")
     assert planned(workdir, snakefile=snakefile) == STUDY_RULES

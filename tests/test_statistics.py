@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from diffusion_lib.planning import (EQUIVALENCE, SUPERIORITY, allocate, equivalence_power, pending_decision,
-                                    seeds_needed, superiority_power)
-from diffusion_lib.statistics import (EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, classify, equivalence_level, holm,
-                                      judged_change, relative_change_ci, summarize, t_interval)
+from diffusion_lib.analysis.power import EQUIVALENCE, SUPERIORITY, allocate, equivalence_power, pending_decision, seeds_needed, superiority_power
+from diffusion_lib.analysis.statistics import EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, classify, equivalence_level, holm, judged_change, relative_change_ci, summarize, t_interval
 
 
 def test_summarize_student_t_interval():

@@ -1,5 +1,5 @@
 """Watching a study (issue 21, the status table): a trainer's heartbeat at every log interval, and
-``python -m diffusion_lib.status`` reading heartbeats and finished outputs into one row per job."""
+``python -m diffusion_lib.watch.status`` reading heartbeats and finished outputs into one row per job."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from diffusion_lib import status
-from diffusion_lib.data import make_heldout
-from diffusion_lib.layout import Layout
-from diffusion_lib.progress import duration_text, read_heartbeat, write_heartbeat
-from diffusion_lib.engine import Engine
-from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.watch import status
+from diffusion_lib.ired.data import make_heldout
+from diffusion_lib.plan.layout import Layout
+from diffusion_lib.train.progress import duration_text, read_heartbeat, write_heartbeat
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.spec.run_config import TrainConfig
 
 CFG = TrainConfig(steps=12, batch_size=8, lr=1e-3, rank=3, eval_every=6, val_size=8, log_every=3,
                   checkpoint_every=6, measure_flops=False, seed=1)

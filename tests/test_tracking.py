@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from diffusion_lib.data import make_heldout
-from diffusion_lib.engine import Engine
-from diffusion_lib.progress import watched_row
-from diffusion_lib.run_config import TrainConfig
-from diffusion_lib.tracking import SCALARS, TensorBoardStream, read_stream
+from diffusion_lib.ired.data import make_heldout
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.train.progress import watched_row
+from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.watch.job_tracking import SCALARS, TensorBoardStream, read_stream
 
 pytest.importorskip("tensorboard", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 
@@ -65,7 +65,7 @@ def test_a_killed_and_resumed_run_shows_every_step_once(tmp_path):
 
 
 def test_the_status_command_prints_the_studys_tensorboard_command(capsys, monkeypatch):
-    from diffusion_lib import status
+    from diffusion_lib.watch import status
 
     monkeypatch.chdir(__import__("conftest").ROOT)
     status.main(["--configfile", ".test/config/config.yaml", "--tensorboard"])

@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-from diffusion_lib import checkpoint as ckpt
-from diffusion_lib.data import make_heldout
-from diffusion_lib.mining import MiningConfig
-from diffusion_lib.engine import Engine
-from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.train import checkpoint as ckpt
+from diffusion_lib.ired.data import make_heldout
+from diffusion_lib.spec.mining import MiningConfig
+from diffusion_lib.train.engine import Engine
+from diffusion_lib.spec.run_config import TrainConfig
 from diffusion_lib.training import heldout_mse
 
 RANK = 3
@@ -107,7 +107,7 @@ def test_lr_schedules():
 
 
 def test_fingerprint_covers_steps_only_for_decaying_schedules():
-    from diffusion_lib.diffusion import MiningConfig
+    from diffusion_lib.ired.diffusion import MiningConfig
 
     m = MiningConfig()
     assert TrainConfig(steps=10).fingerprint(m) == TrainConfig(steps=20).fingerprint(m)

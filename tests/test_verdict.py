@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 from synthetic_study import gap, study
 
-from diffusion_lib.convergence import ConvergenceRule, gap_trend, run_gate, strategy_gate
-from diffusion_lib.verdict import (BASELINE_BETTER, MINING_HELPS, NO_DIFFERENCE, NOT_DECIDED, UNDECIDED, UNSTABLE,
-                                   Arm, decide)
+from diffusion_lib.analysis.convergence import ConvergenceRule, gap_trend, run_gate, strategy_gate
+from diffusion_lib.analysis.verdict import BASELINE_BETTER, MINING_HELPS, NO_DIFFERENCE, NOT_DECIDED, UNDECIDED, UNSTABLE, Arm, decide
 
 CONVERGED = {"converged": True, "tail_change": -0.001, "spread": 0.001, "evals_seen": 3}
 

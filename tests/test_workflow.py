@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPORT_FILES
-from diffusion_lib.config import load_config
+from diffusion_lib.plan.config import load_config
 from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, layout_of, make_workdir, run_dir, smk, study_dir
 
 pytestmark = pytest.mark.slow

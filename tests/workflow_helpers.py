@@ -81,8 +81,8 @@ def copy_workdir(src: Path, dst: Path) -> Path:
 
 def layout_of(workdir: Path, *overlays: Path):
     """The results layout of the study in ``workdir`` (its config/config.yaml, overlays merged on top)."""
-    from diffusion_lib.config import load_config
-    from diffusion_lib.layout import Layout, _merge
+    from diffusion_lib.plan.config import load_config
+    from diffusion_lib.plan.layout import Layout, _merge
 
     cfg: dict = {}
     for path in (workdir / "config" / "config.yaml", *overlays):

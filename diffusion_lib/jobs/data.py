@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..data import load_heldout, make_heldout, reference_mean_target, save_heldout, trivial_predictor_mse
-from ..runtime import log, write_json
-from ..seeding import derive_seed
+from ..ired.data import load_heldout, make_heldout, reference_mean_target, save_heldout, trivial_predictor_mse
+from .runtime import log, write_json
+from ..ired.seeding import derive_seed
 
 
 def make_split(path: str, *, split: str, rank: int, seed: int, eps: float, size: int) -> None:

@@ -8,11 +8,11 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from ..checkpoint import load_model
-from ..closed_form import supports
-from ..data import load_heldout
-from ..evaluation import EvalSettings, evaluate_set, per_problem_rows, predict, solution_metrics
-from ..runtime import log, setup_torch, write_json
+from ..train.checkpoint import load_model
+from ..ired.closed_form import supports
+from ..ired.data import load_heldout
+from ..ired.evaluation import EvalSettings, evaluate_set, per_problem_rows, predict, solution_metrics
+from .runtime import log, setup_torch, write_json
 
 STATUS_KEYS = ("run", "seed", "mode", "status", "diverged_at", "steps_done", "train_seconds", "seconds_per_step",
                "cost_seconds_per_step", "device", "torch")

@@ -10,18 +10,18 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .. import ablation as abl
-from .. import interpretation as interp
-from .. import ladder_tables as lt
-from .. import report as rep
-from .. import tables as tab
-from ..budget import PAPER_SAMPLES, Budget
-from ..convergence import ConvergenceRule, gap_trend, plateau_window_end, run_gate, strategy_gate
-from ..instability import InstabilityRule, describe_run, mark_unstable
-from ..runtime import log, write_json
-from ..growth import Look, decide_look, describe_looks, read_look_dict, write_look
-from ..stability import GapStability, gap_stability, stability_table
-from ..verdict import Arm, decide
+from ..analysis import ablation as abl
+from ..analysis import interpretation as interp
+from ..analysis import ladder_tables as lt
+from ..report import document as rep
+from ..analysis import tables as tab
+from ..spec.budget import PAPER_SAMPLES, Budget
+from ..analysis.convergence import ConvergenceRule, gap_trend, plateau_window_end, run_gate, strategy_gate
+from ..analysis.instability import InstabilityRule, describe_run, mark_unstable
+from .runtime import log, write_json
+from ..analysis.growth import Look, decide_look, describe_looks, read_look_dict, write_look
+from ..analysis.stability import GapStability, gap_stability, stability_table
+from ..analysis.verdict import Arm, decide
 
 TABLES = ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
           "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
@@ -76,7 +76,7 @@ def look(*, rungs: Sequence[Mapping[str, Any]], reference_path: str, roles: Mapp
          primary: Mapping[str, Any], delta: float, alpha: float, instability: Mapping[str, Any] | None,
          top: int, next_budget: int | None, paper_samples: float, look_path: str) -> Look:
     """Rule ``look`` (``comparison.ladder.until_stable``): read the ladder up to ``top`` steps and decide
-    whether to add the rung of ``next_budget`` steps (:func:`diffusion_lib.growth.decide_look`);
+    whether to add the rung of ``next_budget`` steps (:func:`diffusion_lib.analysis.growth.decide_look`);
     ``rungs`` as for :func:`aggregate`, ladder rungs up to ``top`` only."""
     with open(reference_path) as fh:
         trivial = {k: v for k, v in json.load(fh)["trivial_mse"].items() if k in ("test_id", "test_ood")}
@@ -113,14 +113,14 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     every (strategy, seed) of the study; those absent from ``runs`` are reported as missing.
     ``rungs``: one mapping per rung model (``strategy``, ``seed``, ``run``, ``rung`` steps, ``kind``
     ``ladder`` or ``compute_matched``, ``samples``, ``metrics``, ``curve``; see
-    :mod:`diffusion_lib.ladder_tables`); rungs whose files are missing are skipped with a warning.
+    :mod:`diffusion_lib.analysis.ladder_tables`); rungs whose files are missing are skipped with a warning.
     ``ladder``: ``rungs`` (ladder budgets in steps, ascending, the last the full budget),
     ``decay_fraction``, ``batch_size``, ``paper_samples``, ``compute_matched`` ({strategy: steps}).
     Without rungs the full budget is the only rung, and the gap's stability cannot be assessed.
-    ``instability``: the config's ``comparison.instability`` (:class:`~diffusion_lib.instability.InstabilityRule`).
+    ``instability``: the config's ``comparison.instability`` (:class:`~diffusion_lib.analysis.instability.InstabilityRule`).
     The plateau check reads the constant-lr trunk only (:func:`convergence.plateau_window_end`).
     ``growth`` (``comparison.ladder.until_stable``): ``first`` (train.steps), ``max_steps`` and the
-    ``looks`` taken (:class:`~diffusion_lib.growth.Look` dicts); the report says how many and why the
+    ``looks`` taken (:class:`~diffusion_lib.analysis.growth.Look` dicts); the report says how many and why the
     ladder stopped, and ``growth_path`` gets the summary.
     """
     metrics, curves_df = _load_runs(runs)
@@ -267,13 +267,13 @@ def _with_order(options: Mapping[str, Any], v: Mapping[str, Any]) -> dict[str, A
 
 def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mapping[str, str],
                  options: Mapping[str, Any], latex: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Draw the main figures from cached tables (see :mod:`diffusion_lib.figures`; each PNG in
+    """Draw the main figures from cached tables (see :mod:`diffusion_lib.report.figures`; each PNG in
     ``figures`` and its other ``options["format"]`` files) and write the paper tables in ``latex``
-    (key of :data:`diffusion_lib.latex.PAPER_TABLES` → file). Returns each figure (closed; None
+    (key of :data:`diffusion_lib.report.latex.PAPER_TABLES` → file). Returns each figure (closed; None
     where there was nothing to plot), for inspection."""
-    from .. import figures as fig
-    from ..ladder_figure import plot_ladder
-    from ..latex import write_paper_tables
+    from ..report import figures as fig
+    from ..report.ladder_figure import plot_ladder
+    from ..report.latex import write_paper_tables
 
     t, v = _cached(tables, verdict_path)
     options = _with_order(options, v)
@@ -293,8 +293,8 @@ def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mappi
 def draw_ablation(*, tables: Mapping[str, str], verdict_path: str, parameter: str, figure: str,
                   options: Mapping[str, Any]) -> Any:
     """Draw the ablation figure of one swept parameter from cached tables (see
-    :mod:`diffusion_lib.ablation_figure`)."""
-    from ..ablation_figure import plot_ablation
+    :mod:`diffusion_lib.report.ablation_figure`)."""
+    from ..report.ablation_figure import plot_ablation
 
     t, v = _cached(tables, verdict_path)
     return plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure,

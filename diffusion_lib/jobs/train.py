@@ -1,7 +1,7 @@
 """Rules ``trunk``, ``branch`` and ``train``: one run, or a pack of runs of one strategy
 (``train.pack``), from scratch, from a saved trunk state, or from their resume checkpoints.
 
-With the budget ladder (:mod:`diffusion_lib.ladder`) a run is trained in pieces: *trunk* jobs train
+With the budget ladder (:mod:`diffusion_lib.spec.ladder`) a run is trained in pieces: *trunk* jobs train
 the constant-lr trunk from one branch point to the next and save its full training state there
 (model, EMA, Adam, RNG, data stream, curve); *branch* jobs start from a trunk state and train the
 decay to their budget, writing a model like a run does (the ``train`` rule is the full budget's
@@ -16,18 +16,18 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .. import checkpoint as ckpt
-from ..data import load_heldout
-from ..curve import CURVE_COLUMNS
-from ..diffusion import MiningConfig
-from ..run_names import seed_of
-from ..runtime import log, setup_torch, write_json
-from ..schedule import decay_start
-from ..run_config import TrainConfig, train_config
-from ..engine import Engine
+from ..train import checkpoint as ckpt
+from ..ired.data import load_heldout
+from ..train.curve import CURVE_COLUMNS
+from ..ired.diffusion import MiningConfig
+from ..spec.run_names import seed_of
+from .runtime import log, setup_torch, write_json
+from ..spec.lr_schedule import decay_start
+from ..spec.run_config import TrainConfig, train_config
+from ..train.engine import Engine
 from ..training import CHECKPOINT_FORMAT, TrainResult
-from ..tracking import JobTracking
-from ..mlflow_tracking import MlflowSettings
+from ..watch.job_tracking import JobTracking
+from ..watch.mlflow_client import MlflowSettings
 
 
 def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, mining: MiningConfig, dev: torch.device,
@@ -110,14 +110,14 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     * otherwise ``model_path``, ``curve_path``, ``status_path``: the model (raw + EMA), learning
       curve and status file of the run (or rung) at its budget.
 
-    The runs train in one :class:`~diffusion_lib.engine.Engine` (one run, or a pack), each writing
+    The runs train in one :class:`~diffusion_lib.train.engine.Engine` (one run, or a pack), each writing
     exactly the files it writes alone.
     ``implementation`` overrides ``train`` with the values that choose how runs are computed, not
     what they compute (``checkpoint_every``, ``compile``, ``cuda_graphs``, ``pack``): the workflow
     passes them apart from the values that shape a run, so changing them never retrains.
     ``tensorboard`` writes each run's TensorBoard stream beside its resume checkpoint
-    (:mod:`diffusion_lib.tracking`); ``mlflow`` logs each run to its MLflow run
-    (:mod:`diffusion_lib.mlflow_tracking`; ``run["dir"]``, the run's folder, keeps its id).
+    (:mod:`diffusion_lib.watch.job_tracking`); ``mlflow`` logs each run to its MLflow run
+    (:mod:`diffusion_lib.watch.mlflow_client`; ``run["dir"]``, the run's folder, keeps its id).
     """
     dev = setup_torch(threads, device)
     train = {**train, **(implementation or {})}
@@ -138,7 +138,7 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
     log.info("training %s (%s %d): %s; %s", f"run {names[0]} (seed {configs[0].seed})" if len(runs) == 1 else
              f"a pack of {len(runs)} runs ({', '.join(names)})", what, configs[0].steps, mining_cfg, configs[0])
     started = time.time()
-    # what each run's key hashes (diffusion_lib.layout): its identity at the full budget and the validation split
+    # what each run's key hashes (diffusion_lib.plan.layout): its identity at the full budget and the validation split
     identities = [{**train_config(train, seed=r["seed"], rank=rank, id_eps=id_eps).identity(mining_cfg), "val": val_path}
                   for r in runs]
     with JobTracking(runs, full_steps=int(train["steps"]), tensorboard=tensorboard, mlflow=mlflow, params=identities,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from diffusion_lib.data import ProblemStream
-from diffusion_lib.run_config import TrainConfig
+from diffusion_lib.ired.data import ProblemStream
+from diffusion_lib.spec.run_config import TrainConfig
 
 RANK, SEEDS = 3, (0, 1, 2)
 MINING = {"none": {"mode": "none"}, "random": {"mode": "random"},
@@ -71,7 +71,7 @@ SCENARIOS = [f"{k}-{m}" for m in MINING for k in ("solo", "pack")] + [
 
 def train(mode: str, seeds, resume=None, nan_at=None) -> dict:
     """Runs ``seeds`` of ``mode`` trained together by today's engine, as digests, curves and results."""
-    from diffusion_lib.engine import Engine
+    from diffusion_lib.train.engine import Engine
 
     configs = [dataclasses.replace(CFG, seed=s) for s in seeds]
     engine = Engine.seeded(configs, MINING[mode], None, resume_paths=resume, progress=False)

@@ -10,22 +10,22 @@ sys.path.insert(0, workflow.basedir)  # rule scripts do the same through workflo
 import json
 from types import SimpleNamespace
 
-from diffusion_lib import scheduling
-from diffusion_lib.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
-from diffusion_lib.schedule import decay_start
-from diffusion_lib.config import ConfigError, load_config
+from diffusion_lib.plan import packs as scheduling
+from diffusion_lib.spec.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
+from diffusion_lib.spec.lr_schedule import decay_start
+from diffusion_lib.plan.config import ConfigError, load_config
 from diffusion_lib.jobs.study import TABLES
-from diffusion_lib.latex import PAPER_TABLES
-from diffusion_lib.layout import EVAL_PATTERN, RUN_PATTERN, SPLITS, TEST_SETS, Layout
-from diffusion_lib.layout import reference_params, run_train_block, split_params
-from diffusion_lib.provenance import code_fingerprint, value_key
+from diffusion_lib.report.latex import PAPER_TABLES
+from diffusion_lib.plan.layout import EVAL_PATTERN, RUN_PATTERN, SPLITS, TEST_SETS, Layout
+from diffusion_lib.plan.layout import reference_params, run_train_block, split_params
+from diffusion_lib.spec.provenance import code_fingerprint, value_key
 
 try:
     CFG = load_config(config)  # also turns --config strings ("[0,1,2]", "true") into what the schema asks
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
-# Every output is keyed by what shapes it (diffusion_lib/layout.py): data by its values, runs by
+# Every output is keyed by what shapes it (diffusion_lib/plan/layout.py): data by its values, runs by
 # their training config and seed, evaluations by their settings and test sets; studies share runs
 # and keep their reports apart under results/studies/<study>/.
 LAYOUT = Layout(CFG)
@@ -39,7 +39,7 @@ RUN = "results/runs/{run}"
 RUNG = "results/runs/{run}/rung-{steps}"  # a budget-ladder rung below the full budget
 TRUNK = "results/runs/{run}/trunk/step-{step}"  # a saved trunk state (.ckpt) and its sidecar (.json)
 EVAL = "results/runs/{model}/eval-{ev}"  # model: a run, or one of its rungs
-# constant or wsd schedule: runs train as one trunk and a decay branch per budget (diffusion_lib/ladder.py)
+# constant or wsd schedule: runs train as one trunk and a decay branch per budget (diffusion_lib/spec/ladder.py)
 LADDER = uses_trunk(CFG["train"])
 FULL = CFG["train"]["steps"]
 STUDY = LAYOUT.study_dir

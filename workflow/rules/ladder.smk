@@ -1,10 +1,10 @@
 # comparison.ladder.until_stable: the ladder grows until the answer stops moving (SPEC §8.1;
-# diffusion_lib/growth.py). One checkpoint per look: the look at ladder top B reads the rungs up to B
+# diffusion_lib/analysis/growth.py). One checkpoint per look: the look at ladder top B reads the rungs up to B
 # and either stops or adds the rung of 2B steps (its trunk piece continues from the last saved state,
 # its decay branch and evaluation are ordinary trunk/branch/evaluate jobs), whose look comes next.
 # The study's input functions follow the looks (study_top), so the whole growth happens in one
 # snakemake invocation; nothing finished is retrained.
-from diffusion_lib.growth import describe_looks, final_top, read_look, walk_looks
+from diffusion_lib.analysis.growth import describe_looks, final_top, read_look, walk_looks
 
 GROWTH = CFG["comparison"]["ladder"].get("until_stable") if LADDER else None
 

@@ -2,7 +2,7 @@ if LADDER and not PACKS:
 
     rule trunk:
         """The constant-lr trunk of one run to one branch point, continued from the previous saved trunk
-        state (diffusion_lib/ladder.py); resumes from trunk/resume.ckpt if one exists."""
+        state (diffusion_lib/spec/ladder.py); resumes from trunk/resume.ckpt if one exists."""
         input:
             unpack(trunk_start),
             val=LAYOUT.splits["val_id"],

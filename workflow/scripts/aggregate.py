@@ -1,7 +1,7 @@
 """Rule aggregate: tables and verdict (shim over diffusion_lib.jobs.study.aggregate)."""
 import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.jobs.study import TABLES, aggregate
-from diffusion_lib.runtime import logging_to
+from diffusion_lib.jobs.runtime import logging_to
 
 p = snakemake.params
 with logging_to(snakemake.log[0]):

@@ -1,9 +1,9 @@
 """Rule evaluate: SPEC §7 metrics of one run (shim over diffusion_lib.jobs.evaluate.evaluate_run)."""
 import _repo  # noqa: F401  (diffusion_lib from this checkout)
-from diffusion_lib.config import option
-from diffusion_lib.gpus import gpu_slot
+from diffusion_lib.plan.config import option
+from diffusion_lib.jobs.gpus import gpu_slot
 from diffusion_lib.jobs.evaluate import evaluate_run
-from diffusion_lib.runtime import logging_to
+from diffusion_lib.jobs.runtime import logging_to
 
 i, p = snakemake.input, snakemake.params
 device = option(snakemake.config, "device")

@@ -1,12 +1,12 @@
 """Rules trunk, branch, train (and pack rules): their runs (shim over diffusion_lib.jobs.train.train_runs)."""
 import _repo  # noqa: F401  (diffusion_lib from this checkout)
 
-from diffusion_lib.config import option
-from diffusion_lib.gpus import gpu_slot
+from diffusion_lib.plan.config import option
+from diffusion_lib.jobs.gpus import gpu_slot
 from diffusion_lib.jobs.train import runs_of_job, train_runs
-from diffusion_lib.layout import NOT_SHAPING_TRAIN_KEYS
-from diffusion_lib.mlflow_tracking import settings as mlflow_settings
-from diffusion_lib.runtime import logging_to
+from diffusion_lib.plan.layout import NOT_SHAPING_TRAIN_KEYS
+from diffusion_lib.watch.mlflow_client import settings as mlflow_settings
+from diffusion_lib.jobs.runtime import logging_to
 
 p = snakemake.params
 out = snakemake.output

@@ -1,0 +1,277 @@
+"""Where every result of a study lives, keyed by what shapes it.
+
+A study (one validated config) maps onto files under ``results/``::
+
+    data/<split>-<key>.pt              one held-out split; key = hash(rank, data seed, eps, size, split)
+    data/reference-<key>.json          trivial-predictor MSEs; key = hash(test sets, reference_size)
+    runs/<mode>-seed<k>-<key>/         one training run; key = hash(every value that shapes it and its
+                                       validation set): model.pt, curve.csv, status.json, train.log,
+                                       train.benchmark.tsv, resume.ckpt while it trains
+    runs/<run>/eval-<key>/             its evaluation; key = hash(evaluation settings, test sets):
+                                       metrics.json, per_problem.csv, evaluate.log, evaluate.benchmark.tsv
+    packs/<rule>.benchmark.tsv         with train.pack > 1: a pack job's benchmark (its runs' train.log
+                                       files each hold the pack's log; a run has no train.benchmark.tsv)
+    studies/<study>/                   the study's tables, figures, report.md, report.html, logs
+
+Strategy names never enter a run's key: two studies (or two strategies of one study) with the
+same mining config, training config and seed share one run, and a study never overwrites another
+study's runs. The training code's fingerprint is not part of the key either: editing the
+library reruns the affected runs in place (a rule parameter), so ``results/`` does not grow with
+every edit.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..spec.mining import MiningConfig
+from ..spec.train_fields import NOT_SHAPING
+from ..spec.run_config import train_config
+from ..spec.ladder import Rung, compute_matched_steps, decay_fraction, grown_steps, ladder_steps, rungs_of, uses_trunk
+from ..spec.provenance import value_key
+from ..spec.run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
+
+RESULTS = "results"
+SPLITS = ("val_id", "val_ood", "test_id", "test_ood")
+TEST_SETS = ("test_id", "test_ood")
+EVAL_PATTERN = r"[0-9a-f]{10}"
+# how a run is computed, not what it computes: never part of a key or a param (TrainConfig.identity);
+# the schema's ``x-shapes-run: false`` fields (``pack``: runs trained together equal their solo runs,
+# tests/test_pack.py)
+NOT_SHAPING_TRAIN_KEYS = NOT_SHAPING
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (strategy, seed) of a study and the run directory that holds it."""
+
+    strategy: str
+    seed: int
+    run: str
+    mode: str
+    mining: dict[str, Any] = field(hash=False, compare=False)
+    #: the ``train`` block that shapes this run: the config's, without :data:`NOT_SHAPING_TRAIN_KEYS`,
+    #: with the strategy's overrides applied (:func:`run_train_block`); what its training job is given
+    train: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def dir(self) -> str:
+        return f"{RESULTS}/runs/{self.run}"
+
+    @property
+    def mining_config(self) -> dict[str, Any]:
+        """The mining config with every default filled in: what training is given (strategies
+        spelled differently but meaning the same share a run, and get the same params)."""
+        return asdict(MiningConfig.from_mapping(self.mining))
+
+
+def split_params(cfg: Mapping[str, Any], split: str) -> dict[str, Any]:
+    """The values that shape held-out split ``split``: what its data job is given."""
+    data = cfg["data"]
+    kind = split.split("_")[1]
+    return {"split": split, "rank": data["rank"], "seed": data["seed"], "eps": data[f"{kind}_eps"],
+            "size": data["val_size"] if split.startswith("val") else data["test_size"]}
+
+
+def reference_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The values that shape the trivial-predictor reference (besides the test sets it scores)."""
+    data = cfg["data"]
+    return {k: data[k] for k in ("rank", "seed", "id_eps", "ood_eps", "reference_size")}
+
+
+def run_train_block(cfg: Mapping[str, Any], strategy: str | None = None) -> dict[str, Any]:
+    """The config's ``train`` block without the values that do not shape a run; with ``strategy``,
+    that strategy's training overrides (``cfg["strategy_train"]``, from ``strategies.<name>.train``
+    or a sweep's ``train.*`` grid keys) applied: what shapes that strategy's runs, keys sorted."""
+    block = {k: copy.deepcopy(v) for k, v in cfg["train"].items() if k not in NOT_SHAPING_TRAIN_KEYS}
+    if strategy is not None:
+        block.update(copy.deepcopy(cfg["strategy_train"][strategy]))
+    # keys sorted: a rule param, compared as written, so the order of keys in the config files (or of
+    # an overlay merged over them) must not read as a change and retrain
+    return {k: block[k] for k in sorted(block)}
+
+
+class Layout:
+    """Paths of one validated study config (see the module docstring)."""
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = cfg
+        self.study = cfg["study"]
+        self.study_dir = f"{RESULTS}/studies/{self.study}"
+        self.split_keys = {s: value_key(split_params(cfg, s), 10) for s in SPLITS}
+        self.splits = {s: f"{RESULTS}/data/{s}-{k}.pt" for s, k in self.split_keys.items()}
+        self.reference = (f"{RESULTS}/data/reference-"
+                          f"{value_key({**reference_params(cfg), 'tests': [self.splits[t] for t in TEST_SETS]}, 10)}"
+                          ".json")
+        self.eval_key = value_key({"settings": cfg["evaluation"], "tests": [self.splits[t] for t in TEST_SETS]}, 10)
+        self.runs = [self._run(strategy, seed) for strategy in cfg["strategies"]
+                     for seed in cfg["strategy_seeds"][strategy]]
+        self.run_of: dict[str, RunSpec] = {}
+        for spec in self.runs:
+            self.run_of.setdefault(spec.run, spec)
+
+    def _run(self, strategy: str, seed: int) -> RunSpec:
+        data = self.cfg["data"]
+        mining = dict(self.cfg["strategies"][strategy])
+        train = run_train_block(self.cfg, strategy)
+        identity = train_config(train, seed=seed, rank=data["rank"], id_eps=data["id_eps"]
+                                ).identity(MiningConfig.from_mapping(mining))
+        key = value_key({"train": identity, "val": self.splits["val_id"]}, 12)
+        return RunSpec(strategy, int(seed), f"{mining['mode']}-seed{seed}-{key}", mining["mode"], mining, train)
+
+    def eval_dir(self, run: str) -> str:
+        return f"{RESULTS}/runs/{run}/eval-{self.eval_key}"
+
+    # ------------------------------------------------------------ the budget ladder (diffusion_lib.spec.ladder)
+    @property
+    def ladder_budgets(self) -> list[int]:
+        """The ladder's budgets (training steps), ascending; the last is ``train.steps``."""
+        train = self.cfg["train"]
+        if not uses_trunk(train):
+            return [train["steps"]]
+        return ladder_steps(train["steps"], self.cfg["comparison"]["ladder"]["rungs"], decay_fraction(train),
+                            train["log_every"])
+
+    @property
+    def grown_budgets(self) -> list[int]:
+        """The budgets ``comparison.ladder.until_stable`` may add above ``train.steps``, in the order it
+        would add them (each twice the last); whether it does is decided look by look in the workflow
+        (:mod:`diffusion_lib.analysis.growth`)."""
+        train = self.cfg["train"]
+        growth = self.cfg["comparison"]["ladder"].get("until_stable") if uses_trunk(train) else None
+        return grown_steps(train["steps"], growth["max_steps"] if growth else None)
+
+    def look_path(self, top: int | str) -> str:
+        """The ``until_stable`` look at ladder top ``top`` (:mod:`diffusion_lib.analysis.growth`)."""
+        return f"{self.study_dir}/ladder/look-{top}.json"
+
+    def grown_so_far(self) -> list[int]:
+        """The rungs ``until_stable`` has added so far, from the looks on disk."""
+        from ..analysis.growth import final_top, walk_looks  # local: growth reads stability (pandas, numpy)
+
+        full = self.cfg["train"]["steps"]
+        top = final_top(full, walk_looks(full, self.look_path)) if self.grown_budgets else full
+        return [b for b in self.grown_budgets if b <= top]
+
+    def budgets_up_to(self, top: int) -> list[int]:
+        """The ladder's budgets when its largest rung is ``top`` (the declared ones, then the grown ones)."""
+        return [b for b in [*self.ladder_budgets, *self.grown_budgets] if b <= top]
+
+    @property
+    def compute_matched(self) -> dict[str, int]:
+        """Each mining arm of the verdict (comparison.random / .adversarial) → the budget at which
+        its cumulative training FLOPs equal the baseline's at the full budget."""
+        cfg, train = self.cfg, self.cfg["train"]
+        comparison = cfg["comparison"]
+        if not (uses_trunk(train) and comparison["ladder"]["compute_matched"]):
+            return {}
+        from ..train.flops import training_flops_per_sample  # local: profiles a model (torch), only when asked
+
+        def flops(strategy: str) -> float:
+            mining = MiningConfig.from_mapping(cfg["strategies"][strategy])
+            return training_flops_per_sample(asdict(mining), cfg["data"]["rank"], train["timesteps"],
+                                             cache_dir=f"{RESULTS}/.flops", model=train.get("model"))
+
+        base = comparison["baseline"]
+        arms = [comparison[r] for r in ("random", "adversarial") if comparison[r] in cfg["strategies"]]
+        if base not in cfg["strategies"]:
+            return {}
+        return {s: compute_matched_steps(train["steps"], flops(base), flops(s), decay_fraction(train),
+                                         train["log_every"]) for s in arms}
+
+    def rungs(self, spec: RunSpec) -> list[Rung]:
+        """Every budget run ``spec`` may be trained to (ladder, the rungs ``until_stable`` may add, and,
+        for a mining arm, compute-matched), ascending by steps; a budget that is both is listed once, as
+        a ladder rung."""
+        train = self.cfg["train"]
+        f = decay_fraction(train) if uses_trunk(train) else 0.0
+        rungs = {b: r for r in rungs_of([*self.ladder_budgets, *self.grown_budgets], f) for b in [r.steps]}
+        matched = self.compute_matched.get(spec.strategy)
+        if matched is not None and matched not in rungs:
+            rungs[matched] = rungs_of([matched], f, "compute_matched")[0]
+        return [rungs[b] for b in sorted(rungs)]
+
+    def branch_points(self, spec: RunSpec) -> list[int]:
+        """The trunk steps at which run ``spec``'s trunk state is saved (its rungs' branch points)."""
+        return sorted({r.branch_point for r in self.rungs(spec)})
+
+    def rung_dir(self, run: str, steps: int) -> str:
+        """Where run ``run``'s model at budget ``steps`` lives: the run folder itself at the full
+        budget, ``rung-<steps>/`` inside it otherwise."""
+        return f"{RESULTS}/runs/{run}" if steps == self.cfg["train"]["steps"] else f"{RESULTS}/runs/{run}/rung-{steps}"
+
+    @staticmethod
+    def trunk_state(run: str, step: int) -> str:
+        """The saved trunk state of run ``run`` at trunk step ``step``."""
+        return f"{RESULTS}/runs/{run}/trunk/step-{step}.ckpt"
+
+    def rung_eval_dir(self, run: str, steps: int) -> str:
+        """A rung's evaluation: the run's own (full) evaluation at the full budget and, with the run's
+        settings, at a rung ``until_stable`` added above it; a smaller rung is scored on its endpoints
+        only (:attr:`rung_eval_settings`)."""
+        if steps == self.cfg["train"]["steps"]:
+            return self.eval_dir(run)
+        if steps > self.cfg["train"]["steps"]:  # a grown rung may become the study's full budget: scored in full
+            return f"{self.rung_dir(run, steps)}/eval-{self.eval_key}"
+        return f"{self.rung_dir(run, steps)}/eval-{self.rung_eval_key}"
+
+    @property
+    def rung_eval_settings(self) -> dict[str, Any]:
+        """Evaluation settings of a smaller rung: the primary family's endpoints (ID/OOD × {0, default}
+        inner steps, raw model), no landscape probes."""
+        ev = self.cfg["evaluation"]
+        return {**ev, "inner_steps": sorted({0, ev["default_inner"]}), "landscape": False}
+
+    @property
+    def rung_eval_key(self) -> str:
+        return value_key({"settings": self.rung_eval_settings, "tests": [self.splits[t] for t in TEST_SETS]}, 10)
+
+    def index(self) -> list[dict[str, Any]]:
+        """One row per (strategy, seed): where its run and its evaluation live."""
+        return [{"strategy": r.strategy, "seed": r.seed, "run": r.run, "run_dir": r.dir,
+                 "eval_dir": self.eval_dir(r.run)} for r in self.runs]
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Snakemake's --configfile semantics: mappings merge recursively, anything else replaces."""
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load_study_config(configfiles: Sequence[str | Path]) -> dict[str, Any]:
+    """The validated study config of ``configfiles``, later files merged over earlier ones as
+    Snakemake merges --configfile files."""
+    import yaml
+
+    from .config import load_config
+
+    cfg: dict[str, Any] = {}
+    for path in configfiles:
+        with open(path) as fh:
+            _merge(cfg, yaml.safe_load(fh) or {})
+    return load_config(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m diffusion_lib.plan.layout config/config.yaml [overlay.yaml ...]``: where each
+    (strategy, seed) of that study lives, as tab-separated lines."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m diffusion_lib.layout", description=main.__doc__)
+    parser.add_argument("configfiles", nargs="+", help="config files, later ones merged over earlier ones")
+    args = parser.parse_args(argv)
+    layout = Layout(load_study_config(args.configfiles))
+    print(f"# study {layout.study}: report in {layout.study_dir}/")
+    print("strategy\tseed\trun_dir\teval_dir")
+    for row in layout.index():
+        print(f"{row['strategy']}\t{row['seed']}\t{row['run_dir']}\t{row['eval_dir']}")
+
+
+if __name__ == "__main__":
+    main()

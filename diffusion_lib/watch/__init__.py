@@ -1,0 +1,1 @@
+"""Watching a study: its status table, TensorBoard streams, MLflow runs."""
