@@ -2,7 +2,7 @@
 
 Subpackages by concern, each importing only those listed before it:
 
-* ``spec``: what a study, a run and a budget are (torch-free): mining and training settings, the
+* ``settings``: what a study, a run and a budget are (torch-free): mining and training settings, the
   learning-rate schedule, the budget ladder, run and sweep names, fingerprints;
 * ``analysis``: what finished runs say (torch-free): statistics, convergence, stability, the
   verdict, the tables;
@@ -23,8 +23,8 @@ from typing import Any
 
 _EXPORTS = {"Heldout": "ired.data", "inverse_problems": "ired.data", "load_heldout": "ired.data", "make_heldout": "ired.data",
             "save_heldout": "ired.data", "GaussianDiffusion1D": "ired.diffusion", "build_diffusion": "ired.diffusion",
-            "cosine_schedule": "ired.diffusion", "MiningConfig": "spec.mining", "EBM": "ired.model", "DiffusionWrapper": "ired.model",
-            "TrainConfig": "spec.run_config", "Engine": "train.engine"}
+            "cosine_schedule": "ired.diffusion", "MiningConfig": "settings.mining", "EBM": "ired.model", "DiffusionWrapper": "ired.model",
+            "TrainConfig": "settings.run_config", "Engine": "train.engine"}
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 

@@ -18,8 +18,8 @@ from diffusion_lib.ired.diffusion import build_diffusion
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.ired.functional import draw_noise
 from diffusion_lib.ired.gradients import closed_form_gradients
-from diffusion_lib.spec.run_config import TrainConfig
-from diffusion_lib.training import step_mode
+from diffusion_lib.settings.run_config import TrainConfig
+from diffusion_lib.train.step_mode import step_mode
 from golden import scenarios as rec
 from test_engine_golden import GOLDEN, assert_reproduces
 

@@ -117,7 +117,7 @@ def test_a_non_editable_install_loads_a_config(root, tmp_path):
     assert proc.returncode == 0, proc.stderr
     wheel = next((tmp_path / "wheel").glob("*.whl"))
     with zipfile.ZipFile(wheel) as zf:
-        assert "diffusion_lib/spec/config.schema.yaml" in zf.namelist()
+        assert "diffusion_lib/settings/config.schema.yaml" in zf.namelist()
         zf.extractall(tmp_path / "site")
     code = ("import diffusion_lib, yaml; from diffusion_lib.plan.config import load_config; "
             f"print(diffusion_lib.__file__); load_config(yaml.safe_load(open({str(root / 'config/config.yaml')!r})))")

@@ -6,7 +6,9 @@ import yaml
 import math
 import re
 
-from diffusion_lib.plan.config import ConfigError, expand_sweep, format_value, load_config, load_schema, sweep_name
+from diffusion_lib.plan.config import ConfigError, load_config, load_schema
+from diffusion_lib.plan.sweeps import expand_sweep
+from diffusion_lib.settings.sweep_names import format_value, sweep_name
 
 GOOD = {
     "seeds": [0, 1],
@@ -267,8 +269,8 @@ def test_the_train_block_is_declared_once_in_the_schema(root):
     import dataclasses
 
     from diffusion_lib.plan import layout
-    from diffusion_lib.spec import run_config
-    from diffusion_lib.spec.train_fields import DATA_DEFAULTS, NOT_SHAPING, TRAIN_DEFAULTS, flat_fields
+    from diffusion_lib.settings import run_config
+    from diffusion_lib.settings.train_fields import DATA_DEFAULTS, NOT_SHAPING, TRAIN_DEFAULTS, flat_fields
 
     own = {"rank", "train_eps", "seed", "measure_flops"}  # the data block's, the run's, bookkeeping
     names = {f.name for f in dataclasses.fields(run_config.TrainConfig)}

@@ -40,7 +40,7 @@ def missing_references(text: str, root: Path = ROOT) -> set[str]:
 def test_the_checker_finds_a_deleted_module_and_a_missing_file():
     text = ("`diffusion_lib/pack.py`, `diffusion_lib.pack`, `diffusion_lib.train.pack`, `tests/test_nothing.py`; "
             "fine: `diffusion_lib/train/engine.py`, `diffusion_lib.watch.status`, `diffusion_lib.train.engine.Engine`, "
-            "`diffusion_lib/spec/config.schema.yaml`, `tests/test_docs.py`, `tools/bench.py`")
+            "`diffusion_lib/settings/config.schema.yaml`, `tests/test_docs.py`, `tools/bench.py`")
     assert missing_references(text) == {"diffusion_lib/pack.py", "diffusion_lib.pack", "diffusion_lib.train.pack",
                                         "tests/test_nothing.py"}
 

@@ -89,7 +89,7 @@ def test_a_solo_run_trains_its_module_in_place():
 
 @pytest.mark.parametrize("seeds", [(0,), (0, 1)])
 def test_what_a_cuda_graph_captures_is_the_eager_update(seeds, float64):
-    """A CUDA graph replays ``Update.captured`` (the mode's gradient, device-scalar Adam, frozen runs
+    """A CUDA graph replays ``ParameterUpdate.captured`` (the mode's gradient, device-scalar Adam, frozen runs
     put back) and the EMA after it: run eagerly here on the update a graph would capture (one run: the
     closed form; a pack: the vmapped functional gradient), it equals the eager update in float64."""
     cfg = dataclasses.replace(rec.CFG, steps=6, ema_update_every=1, ema_update_after_step=0)

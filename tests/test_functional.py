@@ -14,7 +14,7 @@ from diffusion_lib.ired.data import make_heldout, inverse_problems
 from diffusion_lib.ired.diffusion import build_diffusion
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.ired.gradients import clip_by_total_norm, closed_form_gradients, func_gradients
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.train.host_reads import count_host_reads
 
 RANK = 3
@@ -137,17 +137,17 @@ def test_cuda_graphs_need_a_gpu(caplog):
     with caplog.at_level("WARNING"):
         engine = _engine(cuda_graphs=True)
     assert engine.update.mode == "eager" and "needs a CUDA device" in caplog.text
-    from diffusion_lib.train.step import Update
+    from diffusion_lib.train.step import ParameterUpdate
 
     with pytest.raises(ValueError, match="CUDA"):
-        Update(engine.template, engine.stack, grad_clip=1.0, betas=(0.9, 0.99), ema=engine.update.ema,
+        ParameterUpdate(engine.template, engine.stack, grad_clip=1.0, betas=(0.9, 0.99), ema=engine.update.ema,
                lr_at=engine.config.lr_at, mode="cuda_graphs")
 
 
 def test_cuda_graphs_are_the_default_step_on_cuda_only(caplog, monkeypatch):
     """``train.cuda_graphs: auto`` (issue 33: the fastest GPU step measured): graphs on a CUDA device
     unless ``train.compile`` asks for torch.compile; silently without them elsewhere; ``true`` says so."""
-    from diffusion_lib.training import step_mode
+    from diffusion_lib.train.step_mode import step_mode
 
     monkeypatch.setenv("IRED_AOT", "off")
     cpu, gpu = torch.device("cpu"), torch.device("cuda")

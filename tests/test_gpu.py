@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.train.step import GRAPH_WARMUP
 from diffusion_lib.train.host_reads import count_host_reads
 from trajectories import assert_same_update
@@ -81,4 +81,4 @@ def test_a_pack_on_the_gpu_follows_its_solo_runs_and_never_waits():
         assert [r["loss"] for r in results[i].curve] == pytest.approx([r["loss"] for r in solo_result.curve],
                                                                        rel=1e-3)
         state = pack.state(i)
-        assert torch.equal(state["rng"]["cuda"][0], pack.generators[i].get_state())
+        assert torch.equal(state["rng"]["cuda"][0], pack.runs[i].generator.get_state())

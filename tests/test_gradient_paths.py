@@ -18,8 +18,8 @@ from diffusion_lib.ired.diffusion import build_diffusion
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.ired.gradients import clip_by_total_norm
 from diffusion_lib.plan.layout import Layout
-from diffusion_lib.spec.mining import MiningConfig
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.mining import MiningConfig
+from diffusion_lib.settings.run_config import TrainConfig
 
 RANK = 3
 #: the curve's columns that the maths decides (not timings)

@@ -6,7 +6,7 @@ import pytest
 
 from diffusion_lib.plan.config import ConfigError, load_config
 from diffusion_lib.analysis.growth import MAX_BUDGET, STABLE, UNASSESSABLE, UNSTABLE, Look, decide_look, describe_looks, final_top, read_look, walk_looks, write_look
-from diffusion_lib.spec.ladder import grown_steps
+from diffusion_lib.settings.ladder import grown_steps
 from diffusion_lib.plan.layout import Layout
 from synthetic_study import gap
 

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from diffusion_lib.spec.ladder import compute_matched_steps, ladder_steps, on_grid, rungs_of, snap
-from diffusion_lib.spec.lr_schedule import decay_start, lr_at
+from diffusion_lib.settings.ladder import compute_matched_steps, ladder_steps, on_grid, rungs_of, snap
+from diffusion_lib.settings.lr_schedule import decay_start, lr_at
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.run_config import TrainConfig
 
 RANK = 3
 MINING = {"none": {"mode": "none"}, "random": {"mode": "random"},
@@ -57,8 +57,8 @@ def _assert_same(a: Engine, b: Engine, what: str, i: int = 0):
         for name, p, q in zip(a.names, getattr(a.stack, group), getattr(b.stack, group)):
             torch.testing.assert_close(p[i], q[0], rtol=1e-9, atol=1e-12, msg=f"{what}: {group} {name}")
     keys = ("loss", "loss_mse", "loss_energy", "grad_norm", "clip_frac", "lr")
-    assert [r["step"] for r in a.curves[i]] == [r["step"] for r in b.curves[0]]
-    for ra, rb in zip(a.curves[i], b.curves[0]):
+    assert [r["step"] for r in a.runs[i].curve] == [r["step"] for r in b.runs[0].curve]
+    for ra, rb in zip(a.runs[i].curve, b.runs[0].curve):
         for k in keys:
             assert ra.get(k) == pytest.approx(rb.get(k), rel=1e-9, abs=1e-12, nan_ok=True), (what, ra["step"], k)
 
@@ -75,7 +75,7 @@ def test_a_branch_from_a_chained_trunk_equals_the_run_from_scratch_in_float64(mo
     trunk = _trainer(mode, CFG.trunk(8))
     trunk.load_state(0, state)
     trunk.train()
-    assert trunk.steps[0] == decay_start(12, 1 / 3) == 8
+    assert trunk.runs[0].step == decay_start(12, 1 / 3) == 8
     state = trunk.state(0)
     branch = _trainer(mode, CFG)
     branch.load_state(0, state)
@@ -97,7 +97,7 @@ def test_a_killed_branch_resumes_from_its_own_checkpoint_not_the_trunk(tmp_path,
     again = _trainer("random", CFG, resume=tmp_path / "r.ckpt")
     again.load_state(0, state)
     again.train()
-    assert again.resumed_from == [10]
+    assert [r.resumed_from for r in again.runs] == [10]
     _assert_same(again, scratch, "resumed branch vs scratch")
 
 
@@ -111,7 +111,7 @@ def test_a_stale_checkpoint_before_the_trunk_state_is_ignored(tmp_path, float64)
     branch = _trainer("none", CFG, resume=tmp_path / "r.ckpt")
     branch.load_state(0, state)
     branch.train()
-    assert branch.resumed_from == [None]
+    assert [r.resumed_from for r in branch.runs] == [None]
     scratch = _trainer("none", CFG)
     scratch.train()
     _assert_same(branch, scratch, "branch with a stale checkpoint vs scratch")

@@ -12,14 +12,14 @@ import pytest
 import torch
 import yaml
 
-from diffusion_lib.plan import packs as scheduling
+from diffusion_lib.plan import packs as scheduling, resources
 from diffusion_lib.plan.config import coerce_cli_values, load_config, load_schema, option
 from diffusion_lib.ired.data import make_heldout
 from diffusion_lib.ired.diffusion import MiningConfig, build_diffusion
 from diffusion_lib.plan.layout import NOT_SHAPING_TRAIN_KEYS, Layout, _merge, run_train_block
-from diffusion_lib.spec.provenance import module_closure, normalized_source, value_key
+from diffusion_lib.settings.provenance import module_closure, normalized_source, value_key
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.run_config import TrainConfig
 
 
 @pytest.fixture
@@ -102,16 +102,16 @@ def test_rule_code_closures_hold_what_each_rule_runs():
     train = module_closure("diffusion_lib.jobs.train")
     evaluate = module_closure("diffusion_lib.jobs.evaluate")
     study = module_closure("diffusion_lib.jobs.study")
-    assert {"diffusion_lib.ired.diffusion", "diffusion_lib.ired.model", "diffusion_lib.training", "diffusion_lib.ired.data"} <= set(train)
+    assert {"diffusion_lib.ired.diffusion", "diffusion_lib.ired.model", "diffusion_lib.train.engine", "diffusion_lib.ired.data"} <= set(train)
     assert not {"diffusion_lib.report.document", "diffusion_lib.report.figures", "diffusion_lib.analysis.verdict"} & set(train)
     # what only watches a job (heartbeats, TensorBoard, MLflow) does not rerun it when it changes
     assert not {"diffusion_lib.train.progress", "diffusion_lib.watch.job_tracking", "diffusion_lib.watch.mlflow_client"} & set(train)
     assert "diffusion_lib.watch.job_tracking" in module_closure("diffusion_lib.watch.job_tracking")
     # the code that keys outputs shapes none (aot imports it to key its compiled packages)
-    assert "diffusion_lib.train.aot" in train and "diffusion_lib.spec.provenance" not in train
-    assert "diffusion_lib.ired.diffusion" in evaluate and "diffusion_lib.training" not in evaluate
+    assert "diffusion_lib.train.aot" in train and "diffusion_lib.settings.provenance" not in train
+    assert "diffusion_lib.ired.diffusion" in evaluate and "diffusion_lib.train.engine" not in evaluate
     assert {"diffusion_lib.report.figures", "diffusion_lib.analysis.verdict", "diffusion_lib.report.document"} <= set(study)
-    assert not {"diffusion_lib.ired.diffusion", "diffusion_lib.training"} & set(study)
+    assert not {"diffusion_lib.ired.diffusion", "diffusion_lib.train.engine"} & set(study)
 
 
 def test_normalized_source_drops_prose_and_keeps_code(tmp_path):
@@ -126,18 +126,18 @@ def test_normalized_source_drops_prose_and_keeps_code(tmp_path):
 
 def test_train_runtime_grows_with_steps_and_attempts(pilot):
     cfg = load_config(pilot)
-    first = scheduling.train_runtime(cfg, "adversarial", 1)
+    first = resources.train_runtime(cfg, "adversarial", 1)
     steps = cfg["train"]["steps"]
     assert first == max(5, math.ceil(steps / 24 / 60 * 2.0))  # pilot: 24 steps/s, margin 2, at least 5 min
-    assert scheduling.train_runtime(cfg, "adversarial", 2) == 2 * first
-    assert scheduling.train_runtime(cfg, "none", 1) <= first
+    assert resources.train_runtime(cfg, "adversarial", 2) == 2 * first
+    assert resources.train_runtime(cfg, "none", 1) <= first
     big = copy.deepcopy(pilot)
     big["train"]["steps"] = 100_050  # the full budget's decay starts at 80,040, a multiple of log_every (29)
-    assert scheduling.train_runtime(load_config(big), "adversarial", 1) == math.ceil(100_050 / 24 / 60 * 2.0)
+    assert resources.train_runtime(load_config(big), "adversarial", 1) == math.ceil(100_050 / 24 / 60 * 2.0)
     # a trunk piece or a decay branch asks for its share of the steps (at least min_runtime)
-    assert scheduling.train_runtime(load_config(big), "adversarial", 1, share=0.2) == math.ceil(
+    assert resources.train_runtime(load_config(big), "adversarial", 1, share=0.2) == math.ceil(
         0.2 * 100_050 / 24 / 60 * 2.0)
-    assert scheduling.evaluate_runtime(cfg, 3) == 3 * scheduling.evaluate_runtime(cfg, 1)
+    assert resources.evaluate_runtime(cfg, 3) == 3 * resources.evaluate_runtime(cfg, 1)
 
 
 def test_command_line_strings_become_what_the_schema_asks(pilot):
@@ -240,7 +240,7 @@ def test_moving_a_module_changes_no_jobs_fingerprint(tmp_path):
     module still changes the fingerprints of exactly the jobs that import it."""
     import shutil
 
-    from diffusion_lib.spec.provenance import PACKAGE_DIR, code_fingerprint
+    from diffusion_lib.settings.provenance import PACKAGE_DIR, code_fingerprint
 
     package = tmp_path / "diffusion_lib"
     shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -271,7 +271,7 @@ def test_library_imports_are_left_out_and_outside_imports_kept_one_name_a_line(t
 
 
 def _fingerprint_of(package, module="diffusion_lib.jobs.main"):
-    from diffusion_lib.spec.provenance import code_fingerprint
+    from diffusion_lib.settings.provenance import code_fingerprint
 
     code_fingerprint.cache_clear()
     return code_fingerprint(module, package_dir=package)

@@ -11,14 +11,15 @@ import time
 
 import pytest
 
-from diffusion_lib.watch import mlflow_client as mlflow_tracking
+from diffusion_lib.watch import mlflow_client, mlflow_runs
 from diffusion_lib.ired.data import make_heldout
 from diffusion_lib.train.engine import Engine
 from tools.local_server import free_port
 from diffusion_lib.watch.mlflow_client import MlflowSettings
 from diffusion_lib.train.progress import watched_row
-from diffusion_lib.spec.run_config import TrainConfig
-from diffusion_lib.watch.job_tracking import SCALARS, JobTracking
+from diffusion_lib.settings.run_config import TrainConfig
+from diffusion_lib.watch.tensorboard import SCALARS
+from diffusion_lib.watch.job_tracking import JobTracking
 
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 
@@ -90,7 +91,7 @@ def test_each_run_of_a_pack_is_one_mlflow_run_with_its_curve_identity_and_status
             want = [(row["step"], row[key]) for row in watched if row.get(key) is not None and math.isfinite(row[key])]
             assert _history(client, run, tag) == want, tag
         assert _history(client, run, "val/mse_ema")[-1][1] == result.curve[-1]["val_mse_ema"]
-        kept = mlflow_tracking.json.loads((tmp_path / NAMES[i] / "mlflow.json").read_text())
+        kept = mlflow_client.json.loads((tmp_path / NAMES[i] / "mlflow.json").read_text())
         assert kept == {f"{_uri(tmp_path)} unit": run.info.run_id}
 
 
@@ -127,7 +128,7 @@ def _numbers(curve):
 def test_a_tracking_server_that_is_down_or_hangs_costs_a_job_one_warning_and_nothing_else(
         tmp_path, monkeypatch, caplog, server):
     untracked = Engine.seeded([CFG], MINING, make_heldout(8, 3, 0.5, seed=5), progress=False).train()[0]
-    monkeypatch.setattr(mlflow_tracking, "FLUSH_SECONDS", 1.0)
+    monkeypatch.setattr(mlflow_client, "FLUSH_SECONDS", 1.0)
     listener = socket.socket()
     if server == "hangs":  # accepts connections, never answers
         listener.bind(("127.0.0.1", 0))
@@ -137,13 +138,13 @@ def test_a_tracking_server_that_is_down_or_hangs_costs_a_job_one_warning_and_not
         port = free_port()
     caplog.set_level(logging.INFO, logger="diffusion_lib.watch.mlflow_client")
     closing = []
-    original_close = mlflow_tracking.Sink.close
+    original_close = mlflow_client.Sink.close
 
     def timed_close(self):
         started = time.monotonic()
         original_close(self)
         closing.append(time.monotonic() - started)
-    monkeypatch.setattr(mlflow_tracking.Sink, "close", timed_close)
+    monkeypatch.setattr(mlflow_client.Sink, "close", timed_close)
     try:
         (tracked,) = _train(tmp_path / "tracked", f"http://127.0.0.1:{port}")
     finally:
@@ -159,11 +160,11 @@ def test_a_tracking_server_that_is_down_or_hangs_costs_a_job_one_warning_and_not
 
 def test_a_run_retrained_from_step_0_gets_a_new_mlflow_run_and_the_old_one_is_superseded(tmp_path):
     _train(tmp_path, _uri(tmp_path))
-    old = mlflow_tracking.json.loads((tmp_path / NAMES[0] / "mlflow.json").read_text())
+    old = mlflow_client.json.loads((tmp_path / NAMES[0] / "mlflow.json").read_text())
     for f in (tmp_path / NAMES[0]).glob("resume.ckpt*"):  # a finished job drops them (jobs.train)
         f.unlink()
     (result,) = _train(tmp_path, _uri(tmp_path))  # the same folder from scratch, as after a code change
-    new = mlflow_tracking.json.loads((tmp_path / NAMES[0] / "mlflow.json").read_text())
+    new = mlflow_client.json.loads((tmp_path / NAMES[0] / "mlflow.json").read_text())
     assert old.keys() == new.keys() and old != new
     client = mlflow.MlflowClient(_uri(tmp_path))
     (scope,) = old
@@ -176,12 +177,12 @@ def test_a_run_the_server_lost_is_replaced_and_rows_it_missed_are_sent_at_the_en
     _train(tmp_path, _uri(tmp_path))
     client, runs = _client(_uri(tmp_path))
     client.delete_run(runs["adversarial/seed1"].info.run_id)  # a reset store or a run deleted in the UI
-    original = mlflow_tracking.RunTracker.log
+    original = mlflow_runs.RunTracker.log
 
     def lossy(self, row):  # the server misses the step-6 row
         if row["step"] != 6:
             original(self, row)
-    monkeypatch.setattr(mlflow_tracking.RunTracker, "log", lossy)
+    monkeypatch.setattr(mlflow_runs.RunTracker, "log", lossy)
     (rung,) = _train(tmp_path, _uri(tmp_path), steps=6)  # a rung: continues the stored run (if alive)
     client, runs = _client(_uri(tmp_path))
     assert list(runs) == ["adversarial/seed1"]  # the deleted one is not listed; a new one holds the rung

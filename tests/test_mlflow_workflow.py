@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from tools.local_server import mlflow_server, stop
-from diffusion_lib.spec.mining import MiningConfig
-from diffusion_lib.watch.mlflow_client import _flat
-from diffusion_lib.spec.run_config import train_config
-from diffusion_lib.spec.lr_schedule import decay_start
+from diffusion_lib.settings.mining import MiningConfig
+from diffusion_lib.watch.mlflow_client import flat_params
+from diffusion_lib.settings.run_config import train_config
+from diffusion_lib.settings.lr_schedule import decay_start
 from workflow_helpers import ROOT, SNAKEMAKE, layout_of, make_workdir, planned, smk, study_dir
 
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
@@ -78,7 +78,7 @@ def test_a_tracked_study_has_one_mlflow_run_per_training_run_and_the_study_as_th
         # params: exactly what the run's key hashes (its identity at the full budget, the validation split)
         identity = train_config(spec.train, seed=spec.seed, rank=4, id_eps=0.5).identity(
             MiningConfig.from_mapping(spec.mining))
-        assert run.data.params == _flat({**identity, "val": layout.splits["val_id"]})
+        assert run.data.params == flat_params({**identity, "val": layout.splits["val_id"]})
         assert run.data.params["steps"] == "20" and run.data.params["mining.mode"] == spec.mode
         assert run.data.tags["mlflow.parentRunId"] == study.info.run_id
         curve = pd.read_csv(workdir / spec.dir / "curve.csv")

@@ -11,8 +11,8 @@ import torch
 from golden.scenarios import NaNStream  # a stream whose k-th batch is NaN
 
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import TrainConfig
-from diffusion_lib.training import seeded_member
+from diffusion_lib.settings.run_config import TrainConfig
+from diffusion_lib.train.seeded import seeded_member
 
 RANK = 3
 SEEDS = (0, 1, 2)
@@ -34,7 +34,7 @@ def _pack(mode, seeds=SEEDS, cfg=CFG, resume=None, nan=None):
     trainer = Engine.seeded([dataclasses.replace(cfg, seed=s) for s in seeds], MINING[mode], resume_paths=resume,
                             progress=False)
     if nan is not None:
-        stream = trainer.streams[nan[0]]
+        stream = trainer.runs[nan[0]].stream
         stream.__class__ = NaNStream
         stream.nan_at = nan[1]
     return trainer, trainer.train()

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from diffusion_lib.plan import packs as scheduling
-from diffusion_lib.spec.lr_schedule import decay_start
+from diffusion_lib.plan import packs, resources
+from diffusion_lib.settings.lr_schedule import decay_start
 from workflow_helpers import (copy_repo, copy_workdir, job_counts, layout_of, make_workdir, overlay, planned, smk,
                               study_dir)
 
@@ -100,9 +100,10 @@ def test_library_edits_rerun_what_they_affect_and_prose_or_shims_nothing(finishe
     job.write_text(job_text)
 
     # code that only watches a job (heartbeat, TensorBoard, MLflow): nothing
-    for name in ("progress", "tracking", "mlflow_tracking"):
+    for name in ("train/progress", "watch/job_tracking", "watch/tensorboard", "watch/mlflow_client",
+                 "watch/mlflow_runs"):
         observer = repo / f"diffusion_lib/{name}.py"
-        observer.write_text(observer.read_text() + f"\nUNUSED_{name.upper()} = 1\n")
+        observer.write_text(observer.read_text() + f"\nUNUSED_{name.split('/')[1].upper()} = 1\n")
     assert planned(workdir, snakefile=snakefile) == {}
 
     # report code: only the study's own rules
@@ -182,11 +183,11 @@ def test_rules_declare_runtime_memory_and_gpu(tmp_path):
             # each asks for its share of the steps: a trunk piece up to its step, a branch its decay
             steps = int(wc.get("steps", full))
             share = int(wc["step"]) / full if job["rule"] == "trunk" else (steps - decay_start(steps, f)) / full
-            assert int(job["resources"]["runtime"]) == scheduling.train_runtime(cfg, mode, 1, share=share)
+            assert int(job["resources"]["runtime"]) == resources.train_runtime(cfg, mode, 1, share=share)
             assert int(job["resources"]["mem_mb"]) == cfg["resources"]["train_mem_mb"]
             assert job["resources"]["gpu"] == "0"  # device: cpu
         if job["rule"] == "evaluate":
-            assert int(job["resources"]["runtime"]) == scheduling.evaluate_runtime(cfg, 1)
+            assert int(job["resources"]["runtime"]) == resources.evaluate_runtime(cfg, 1)
             assert int(job["resources"]["mem_mb"]) == cfg["resources"]["evaluate_mem_mb"]
 
 

@@ -17,7 +17,7 @@ from diffusion_lib.ired.data import make_heldout
 from diffusion_lib.plan.layout import Layout
 from diffusion_lib.train.progress import duration_text, read_heartbeat, write_heartbeat
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.run_config import TrainConfig
 
 CFG = TrainConfig(steps=12, batch_size=8, lr=1e-3, rank=3, eval_every=6, val_size=8, log_every=3,
                   checkpoint_every=6, measure_flops=False, seed=1)

@@ -10,8 +10,8 @@ import pytest
 from diffusion_lib.ired.data import make_heldout
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.train.progress import watched_row
-from diffusion_lib.spec.run_config import TrainConfig
-from diffusion_lib.watch.job_tracking import SCALARS, TensorBoardStream, read_stream
+from diffusion_lib.settings.run_config import TrainConfig
+from diffusion_lib.watch.tensorboard import SCALARS, TensorBoardStream, read_stream
 
 pytest.importorskip("tensorboard", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 

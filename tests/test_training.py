@@ -6,10 +6,10 @@ import torch
 
 from diffusion_lib.train import checkpoint as ckpt
 from diffusion_lib.ired.data import make_heldout
-from diffusion_lib.spec.mining import MiningConfig
+from diffusion_lib.settings.mining import MiningConfig
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import TrainConfig
-from diffusion_lib.training import heldout_mse
+from diffusion_lib.settings.run_config import TrainConfig
+from diffusion_lib.train.validation import heldout_mse
 
 RANK = 3
 CFG = TrainConfig(steps=40, batch_size=32, lr=1e-3, rank=RANK, eval_every=20, val_size=32, log_every=10,
@@ -53,8 +53,8 @@ def test_checkpoint_resume_is_bitwise_identical(tmp_path):
     result = second.train()[0]
     assert result.resumed_from == 20
     assert torch.equal(_params(second), _params(full))
-    assert second.curves[0][-1]["val_mse_ema"] == full.curves[0][-1]["val_mse_ema"]
-    assert [r["loss"] for r in second.curves[0]] == [r["loss"] for r in full.curves[0]]
+    assert second.runs[0].curve[-1]["val_mse_ema"] == full.runs[0].curve[-1]["val_mse_ema"]
+    assert [r["loss"] for r in second.runs[0].curve] == [r["loss"] for r in full.runs[0].curve]
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
@@ -62,16 +62,16 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
     t = _trainer(dataclasses.replace(CFG, steps=20), resume_path=path)
     t.train()
     t.save_checkpoints()       # step 20 -> becomes .prev below
-    t.steps[0] = 30
+    t.runs[0].step = 30
     t.save_checkpoints()       # step "30"
     path.write_bytes(path.read_bytes()[:100])  # truncate the newest
     said = []
-    blob = ckpt.load_latest(path, t.fingerprints[0], log=said.append)
+    blob = ckpt.load_latest(path, t.runs[0].fingerprint, log=said.append)
     assert blob is not None and blob["step"] == 20
     assert len(said) == 1 and "unreadable" in said[0] and str(path) in said[0]  # says which file it skipped
     path.with_name(path.name + ".prev").write_bytes(b"garbage")
     messages = []
-    assert ckpt.load_latest(path, t.fingerprints[0], log=messages.append) is None
+    assert ckpt.load_latest(path, t.runs[0].fingerprint, log=messages.append) is None
     assert any("unreadable" in m for m in messages)
     fresh = _trainer(dataclasses.replace(CFG, steps=10), resume_path=path)
     assert fresh.train()[0].resumed_from is None  # starts over instead of crashing
@@ -84,7 +84,7 @@ def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
     t.save_checkpoints()
     other = _trainer(dataclasses.replace(CFG, lr=5e-4), resume_path=path)
     other.try_resume()
-    assert other.resumed_from == [None] and other.steps == [0]
+    assert [(r.resumed_from, r.step) for r in other.runs] == [(None, 0)]
 
 
 def test_divergence_is_detected_and_recorded():

@@ -18,7 +18,7 @@ import time
 import torch
 
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.jobs.runtime import setup_torch
 
 MINING = {"none": {"mode": "none"}, "random": {"mode": "random", "noise_scale": 3.0, "energy_loss_weight": 0.5},

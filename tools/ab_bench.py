@@ -9,7 +9,7 @@ process with its own checkout on ``PYTHONPATH`` — so each side runs exactly as
 process settings included (malloc, denormals). Prints per mode the median steady training steps/s,
 sampling ms per problem (SPEC §6 at ``--sample-problems``), the ratios after/before, the FLOPs per step
 each side executes and the fraction of the single-thread fp32 matmul peak (measured in every run, median)
-each achieves. Use it on an otherwise idle machine; tools/ab_engine.py pairs blocks in one process.
+each achieves. Use it on an otherwise idle machine; the one-off scripts that paired blocks in one process (ab_engine.py, step_speed.py) were removed in issue 32 with the engine layouts they compared; their results stay in docs/performance.md.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def bench(checkout: Path, mode: str, steps: int, sample_problems: int, extra: list[str] | None = None) -> dict:
-    cmd = [sys.executable, "-m", "tools.bench", "--mode", mode, "--batch-size", "64", "--steps", str(steps),
+    module = "tools.bench" if (checkout / "tools/bench.py").exists() else "diffusion_lib.bench"  # before issue 32
+    cmd = [sys.executable, "-m", module, "--mode", mode, "--batch-size", "64", "--steps", str(steps),
            "--threads", "1", "--device", "cpu", "--sample-problems", str(sample_problems), "--json", *(extra or [])]
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     out = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True, check=True).stdout

@@ -36,11 +36,11 @@ import torch
 from diffusion_lib.train.flops import counted_flops, step_flops
 from diffusion_lib.ired.data import ProblemStream, inverse_problems
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.jobs.runtime import keep_freed_memory
 from diffusion_lib.ired.seeding import resolve_device
 from diffusion_lib.train.host_reads import count_device_syncs, count_host_reads
-from diffusion_lib.training import accumulate
+from diffusion_lib.train.curve import accumulate
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:

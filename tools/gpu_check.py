@@ -170,7 +170,7 @@ def _paper_train(args: argparse.Namespace, mode: str, seconds: float, rate: floa
     as many whole evaluation intervals as ``rate`` steps/s fits into ``seconds``; (result, engine, steps)."""
     from diffusion_lib.ired.data import make_heldout
     from diffusion_lib.train.engine import Engine
-    from diffusion_lib.spec.run_config import train_config
+    from diffusion_lib.settings.run_config import train_config
     from diffusion_lib.ired.seeding import derive_seed
 
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())

@@ -21,8 +21,8 @@ from diffusion_lib.ired.data import make_heldout
 from diffusion_lib.ired.evaluation import predict, solution_metrics
 from diffusion_lib.ired.seeding import derive_seed
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import train_config
-from diffusion_lib.training import cpu_clock
+from diffusion_lib.settings.run_config import train_config
+from diffusion_lib.train.clock import cpu_clock
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import torch
 
 from diffusion_lib.ired.data import make_heldout
 from diffusion_lib.train.engine import Engine
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.run_config import TrainConfig
 
 
 def main() -> None:

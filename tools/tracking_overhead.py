@@ -33,7 +33,7 @@ def child(variant: str, mode: str, steps: int, folder: str, uri: str) -> None:
     from diffusion_lib.train.engine import Engine
     from diffusion_lib.plan.layout import Layout
     from diffusion_lib.watch.mlflow_client import MlflowSettings
-    from diffusion_lib.spec.run_config import train_config
+    from diffusion_lib.settings.run_config import train_config
     from diffusion_lib.jobs.runtime import setup_torch
     from diffusion_lib.ired.seeding import derive_seed
     from diffusion_lib.watch.status import study_config

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..spec.lr_schedule import decay_start
+from ..settings.lr_schedule import decay_start
 
 METHODS = ("window", "slope")
 

@@ -14,7 +14,7 @@ best validation MSE). Averaging such a run into a contrast reports a blow-up as 
 The verdict's outcome 1 names the unstable runs of the compared arms at the full budget (step and
 rung); a contrast at a rung where a run of either arm is unstable is not reported as an estimate and
 is left out of stability and extrapolation (:mod:`diffusion_lib.analysis.stability`). While training, the
-validation MSE over its best so far (:func:`diffusion_lib.train.progress.ratio_to_best`) is what the
+validation MSE over its best so far (:func:`ratio_to_best`) is what the
 heartbeat, the status table and the trackers show.
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from ..train.progress import ratio_to_best  # noqa: F401 (the live view of the rule: heartbeat, trackers)
 
 UNSTABLE = "unstable"
 
@@ -116,3 +115,12 @@ def blank_unstable(contrasts: pd.DataFrame, flags: Sequence[bool]) -> pd.DataFra
     if "outcome" in out:
         out["outcome"] = out["outcome"].where(~out["unstable"], UNSTABLE)
     return out
+
+
+def ratio_to_best(curve: Sequence[Mapping[str, Any]], metric: str = "val_mse_ema") -> float:
+    """The latest validation MSE over the lowest before it (NaN before two evaluations): what a live
+    view shows of a run's stability (:mod:`diffusion_lib.analysis.instability` decides with it)."""
+    values = [float(r[metric]) for r in curve if r.get(metric) is not None and math.isfinite(float(r[metric]))]
+    if len(values) < 2:
+        return math.nan
+    return values[-1] / min(values[:-1])

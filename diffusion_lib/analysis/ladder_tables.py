@@ -1,7 +1,7 @@
 """Tables of the budget ladder (SPEC §8.1): every arm and every contrast at every rung, and the
 compute-matched view, from the rung models' evaluation files. The seed is the unit throughout.
 
-A *rung* is one (strategy, seed) trained to one budget with its own decay (:mod:`diffusion_lib.spec.ladder`):
+A *rung* is one (strategy, seed) trained to one budget with its own decay (:mod:`diffusion_lib.settings.ladder`):
 ``kind`` ``ladder`` for the study's ladder of budgets (the largest is the run itself) and
 ``compute_matched`` for a mining arm's budget at which its cumulative training FLOPs equal the
 baseline's at the full budget. Each rung model's ``metrics.json`` has a run's format
@@ -19,6 +19,7 @@ baseline's at the full budget. Each rung model's ``metrics.json`` has a run's fo
 """
 from __future__ import annotations
 
+import logging
 import json
 import math
 from pathlib import Path
@@ -28,10 +29,13 @@ import numpy as np
 import pandas as pd
 
 from . import tables as tab
-from ..jobs.runtime import log
 from .instability import InstabilityRule, blank_unstable
 from .stability import GapStability, every_run_informative
 from .statistics import judged_change, summarize
+from .instability import mark_unstable
+from .stability import gap_stability
+
+log = logging.getLogger(__name__)
 
 LADDER, COMPUTE_MATCHED = "ladder", "compute_matched"
 VALUE_COLUMNS = ["strategy", "mode", "seed", "rung", "kind", "samples", "endpoint", "label", "value"]
@@ -167,3 +171,19 @@ def with_informative(contrasts: pd.DataFrame, stabilities: Iterable[GapStability
     out = contrasts.copy()
     out["informative"] = [flags.get((s, v, int(r))) for s, v, r in zip(out["strategy"], out["versus"], out["rung"])]
     return out
+
+
+def ladder_gate(rung_vals: pd.DataFrame, unstable: pd.DataFrame, verdict_pairs: Sequence[tuple[str, str, str]],
+                primary_ep: tab.Endpoint, delta: float, alpha: float, confidence: float, paper: float,
+                trivial: Mapping[str, Mapping[str, float]]) -> tuple[pd.DataFrame, dict[str, GapStability]]:
+    """The ladder's contrasts (unstable rungs blanked, informative rungs marked) and each verdict
+    arm's gap stability: what the verdict and each ``until_stable`` look read."""
+    ladder_contrasts = mark_unstable(ladder_contrasts_table(rung_vals, verdict_pairs, primary_ep, delta, alpha,
+                                                            confidence, paper), unstable)
+    on_primary = ladder_contrasts[ladder_contrasts["endpoint_role"] == "primary"]
+    entry_mean = float(trivial.get(primary_ep.set, {}).get("entry_mean", float("nan")))
+    on_ladder = rung_vals[(rung_vals["kind"] == LADDER) & (rung_vals["endpoint"] == primary_ep.key)]
+    stabilities = {s: gap_stability(on_primary, on_ladder, entry_mean, s, base, delta,
+                                    unstable_rungs=unstable_rungs(unstable, (s, base)))
+                   for s, base, _ in verdict_pairs}
+    return with_informative(ladder_contrasts, stabilities.values()), stabilities

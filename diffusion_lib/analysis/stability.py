@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..spec.budget import samples_text, share_text
+from ..settings.budget import samples_text, share_text
 
 EXTRAPOLATION_LABEL = "extrapolation (log-linear fit of the log ratio over the informative rungs), not a finding"
 #: a rung is informative for a contrast when every run of both arms has at least this skill (SPEC §8.1)

@@ -5,7 +5,7 @@ run), each compared strategy's diverged and unstable runs (:mod:`diffusion_lib.a
 convergence gate (the plateau check on the seed-mean curve of the constant-lr trunk, and how many of
 its runs pass on their own, :func:`convergence.strategy_gate`), the gap stability of each mining
 contrast across the budget ladder's informative rungs (:mod:`diffusion_lib.analysis.stability`) and the
-:class:`~diffusion_lib.spec.budget.Budget`. The outcome is the first that applies:
+:class:`~diffusion_lib.settings.budget.Budget`. The outcome is the first that applies:
 
 1. ``training unstable``: a run of a compared strategy (or of the baseline) diverged (NaN/inf or a
    loss above ``max_loss``) or is unstable at the full budget (its validation MSE rose far above its
@@ -42,7 +42,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ..spec.budget import PAPER_SAMPLES, Budget
+from ..settings.budget import PAPER_SAMPLES, Budget
 from .power import EQUIVALENCE, seeds_needed
 from .stability import GapStability
 from .statistics import EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, equivalence_level, judged_change

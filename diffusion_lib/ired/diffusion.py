@@ -18,18 +18,16 @@ import math
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..spec.mining import MODES, MiningConfig  # noqa: F401 (re-exported)
-from .closed_form import Frozen, Weights, supports
+from ..settings.mining import MiningConfig
+from .closed_form import Frozen, Weights
+from .closed_form_scope import supports
 from .closed_form_guard import check_fields
 from .model import EBM, DiffusionWrapper
+from .losses import contrastive_loss, count_acceptance, denoising_loss, loss_network
 
 CLAMP = 2.0
-# A contrastive pair is "saturated" when E⁻ - E⁺ exceeds ln(99): its loss softplus(E⁺ - E⁻) is below
-# 0.01 and its gradient weight sigmoid(E⁺ - E⁻) below 1%, so it no longer teaches the model anything.
-SATURATION_GAP = math.log(99.0)
 
 
 def cosine_schedule(timesteps: int, s: float = 0.008) -> torch.Tensor:
@@ -41,55 +39,9 @@ def cosine_schedule(timesteps: int, s: float = 0.008) -> torch.Tensor:
     return torch.clip(1 - alphas_cumprod / prev, 0, 0.999)
 
 
-def _count_acceptance(stats: dict[str, torch.Tensor], accept: torch.Tensor) -> None:
-    """Add one opt step's accepted and proposed counts to ``stats`` (device tensors, no sync)."""
-    accepted = accept.sum().to(torch.float64)
-    proposed = torch.full((), accept.numel(), dtype=torch.float64, device=accept.device)
-    stats["accepted"] = stats["accepted"] + accepted if "accepted" in stats else accepted
-    stats["proposed"] = stats["proposed"] + proposed if "proposed" in stats else proposed
-
-
 def _gather(buffer: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """buffer[t] as a column (B, 1), ready to broadcast over the solution entries."""
     return buffer.gather(0, t)[:, None]
-
-
-def denoising_loss(loss_mse: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mode ``none``: the loss mean(L_mse) and its parts, from L_mse per problem."""
-    total = loss_mse.mean()
-    parts = {"loss_mse": loss_mse.detach().mean(), "loss": total.detach()}
-    parts["loss_energy"] = torch.zeros_like(parts["loss_mse"])
-    return total, parts
-
-
-def contrastive_loss(loss_mse: torch.Tensor, e_pos: torch.Tensor, e_neg: torch.Tensor, weight: float,
-                     stats: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SPEC §4–5 with negatives: mean(L_mse + w·L_E), L_E = softplus(E⁺ − E⁻) per problem, and its
-    parts (detached 0-d tensors): the loss terms, the mean energies and gap E⁻ − E⁺, the share of
-    saturated pairs (gap > :data:`SATURATION_GAP`) and, when ``stats`` holds the opt step's counts
-    (a mining step), ``mine_accepted``/``mine_proposed``. Its caller is
-    :meth:`GaussianDiffusion1D.training_loss`, the one definition of the training loss."""
-    loss_energy = F.softplus(e_pos - e_neg)
-    total = (loss_mse + weight * loss_energy).mean()
-    gap = (e_neg - e_pos).detach()
-    parts = {"loss_mse": loss_mse.detach().mean(), "loss": total.detach(), "loss_energy": loss_energy.detach().mean(),
-             "energy_pos": e_pos.detach().mean(), "energy_neg": e_neg.detach().mean(), "energy_gap": gap.mean(),
-             "saturated_frac": (gap > SATURATION_GAP).float().mean()}
-    if stats:
-        parts.update(mine_accepted=stats["accepted"], mine_proposed=stats["proposed"])
-    return total, parts
-
-
-def two_calls(eps: Callable[..., torch.Tensor], energy: Callable[..., torch.Tensor]
-              ) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """The ``network`` of :meth:`GaussianDiffusion1D.training_loss` from ε̂(x, y, t) and E(x, y, t)
-    called separately: ε̂ at the first block of y, E at the other blocks (none: an empty tensor)."""
-    def network(inp: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n, groups = inp.shape[0], y.shape[0] // inp.shape[0]
-        if groups == 1:
-            return eps(inp, y, t), y.new_zeros(0)
-        return eps(inp, y[:n], t), energy(torch.cat([inp] * (groups - 1)), y[n:], torch.cat([t] * (groups - 1)))
-    return network
 
 
 class GaussianDiffusion1D(nn.Module):
@@ -153,7 +105,7 @@ class GaussianDiffusion1D(nn.Module):
     def uses_closed_form(self) -> bool:
         """Whether energies and gradients go through :mod:`diffusion_lib.ired.closed_form`: allowed
         (``closed_form``, off under ``train.gradients: autograd``) and SPEC §3's network
-        (:func:`~diffusion_lib.ired.closed_form.supports`)."""
+        (:func:`~diffusion_lib.ired.closed_form_guard.supports`)."""
         ebm = getattr(self.model, "ebm", None)
         return bool(self.closed_form) and ebm is not None and supports(ebm) is None
 
@@ -210,7 +162,7 @@ class GaussianDiffusion1D(nn.Module):
                 new_e, new_g = energy_and_grad(proposal)
             accept = (new_e <= e)[:, None]
             if stats is not None:
-                _count_acceptance(stats, accept)
+                count_acceptance(stats, accept)
             img = torch.where(accept, proposal, img)
             e = torch.where(accept[:, 0], new_e, e)
             g = torch.where(accept, new_g, g)
@@ -290,7 +242,7 @@ class GaussianDiffusion1D(nn.Module):
         m = self.mining
         descend = (lambda i, y, t_, stats: self.opt_step(i, y, t_, step=m.opt_steps, sf=m.scale_factor, stats=stats)
                    ) if mined else None
-        network = two_calls(self.model, lambda i, y, t_: self.model(i, y, t_, return_energy=True))
+        network = loss_network(self.model, lambda i, y, t_: self.model(i, y, t_, return_energy=True))
         return self.training_loss(inp, x_start, t, noise, noise_neg, network=network, descend=descend)
 
     def p_losses(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, step: int = 0

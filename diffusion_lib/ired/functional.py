@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, grad, grad_and_value
 
-from .diffusion import GaussianDiffusion1D, two_calls
+from .diffusion import GaussianDiffusion1D
+from .losses import loss_network
 
 Params = dict[str, torch.Tensor]
 
@@ -72,6 +73,6 @@ def loss(diffusion: GaussianDiffusion1D, params: Params, inp: torch.Tensor, x_st
     frozen = {k: v.detach() for k, v in params.items()}
     descend = (lambda i, y, t_, stats: opt_step(diffusion, frozen, i, y, t_, m.opt_steps, m.scale_factor, stats)
                ) if mined else None
-    network = two_calls(lambda i, y, t_: energy_grad(ebm, params, i, y, t_),
+    network = loss_network(lambda i, y, t_: energy_grad(ebm, params, i, y, t_),
                         lambda i, y, t_: energy(ebm, params, i, y, t_))
     return diffusion.training_loss(inp, x_start, t, noise, noise_neg, network=network, descend=descend)

@@ -15,7 +15,7 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
   diffusion module's own parameters (the engine makes them views of its stacked weights); one run
   only, eager, the fastest path on a CPU (docs/performance.md, issue 22; it equals autograd on the
   module and the functional gradient in float64, tests/test_functional.py, tests/test_closed_form.py),
-  for SPEC §3's network only (:func:`diffusion_lib.ired.closed_form.supports`); :func:`checked` runs it
+  for SPEC §3's network only (:func:`diffusion_lib.ired.closed_form_guard.supports`); :func:`checked` runs it
   against ``torch.func`` in float64 at every job's first step.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad
 
-from .closed_form import NAMES, Acts, Deltas, Frozen, Rows, TimeTable, Weights, backward, forward, gelu_grad, silu2
+from .closed_form_scope import NAMES
+from .closed_form import Acts, Deltas, Frozen, Rows, TimeTable, Weights, backward, forward, gelu_grad, silu2
 from .closed_form_guard import AGREEMENT, check_fields, float64_copy, relative_difference
 from .diffusion import GaussianDiffusion1D
 from .functional import Params, loss

@@ -2,6 +2,6 @@
 
 ``workflow/scripts/*.py`` only unpack the ``snakemake`` object and call these, so every step can
 also be run (and tested) from Python without Snakemake. Each rule's code fingerprint
-(:func:`diffusion_lib.spec.provenance.code_fingerprint`) starts from its module here, so a module
+(:func:`diffusion_lib.settings.provenance.code_fingerprint`) starts from its module here, so a module
 imports only what its rule needs: editing the report code never retrains a model.
 """

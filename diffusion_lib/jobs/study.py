@@ -15,13 +15,15 @@ from ..analysis import interpretation as interp
 from ..analysis import ladder_tables as lt
 from ..report import document as rep
 from ..analysis import tables as tab
-from ..spec.budget import PAPER_SAMPLES, Budget
+from ..settings.budget import PAPER_SAMPLES
 from ..analysis.convergence import ConvergenceRule, gap_trend, plateau_window_end, run_gate, strategy_gate
 from ..analysis.instability import InstabilityRule, describe_run, mark_unstable
 from .runtime import log, write_json
 from ..analysis.growth import Look, decide_look, describe_looks, read_look_dict, write_look
-from ..analysis.stability import GapStability, gap_stability, stability_table
+from ..analysis.stability import stability_table
 from ..analysis.verdict import Arm, decide
+from ..settings.budget import budget_of
+from ..analysis.ladder_tables import ladder_gate
 
 TABLES = ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
           "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
@@ -40,31 +42,6 @@ def _load_runs(runs: Sequence[Mapping[str, str]]) -> tuple[list[dict[str, Any]],
         curves.append(curve.assign(strategy=m["strategy"], seed=m["seed"], mode=m["mode"],
                                    compute_seconds=curve.get(cost, math.nan)))
     return metrics, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-
-
-def _budget(ladder: Mapping[str, Any] | None, training: Mapping[str, Any]) -> Budget | None:
-    """The full budget: the ladder's largest rung (else ``train.steps``) at its batch size."""
-    steps = ((ladder or {}).get("rungs") or [None])[-1] or training.get("steps")
-    batch = (ladder or {}).get("batch_size") or training.get("batch_size")
-    if not steps or not batch:
-        return None
-    return Budget(int(steps), int(batch), int((ladder or {}).get("paper_samples", PAPER_SAMPLES)))
-
-
-def _ladder_gate(rung_vals: pd.DataFrame, unstable: pd.DataFrame, verdict_pairs: Sequence[tuple[str, str, str]],
-                 primary_ep: tab.Endpoint, delta: float, alpha: float, confidence: float, paper: float,
-                 trivial: Mapping[str, Mapping[str, float]]) -> tuple[pd.DataFrame, dict[str, GapStability]]:
-    """The ladder's contrasts (unstable rungs blanked, informative rungs marked) and each verdict
-    arm's gap stability: what the verdict and each ``until_stable`` look read."""
-    ladder_contrasts = mark_unstable(lt.ladder_contrasts_table(rung_vals, verdict_pairs, primary_ep, delta, alpha,
-                                                               confidence, paper), unstable)
-    on_primary = ladder_contrasts[ladder_contrasts["endpoint_role"] == "primary"]
-    entry_mean = float(trivial.get(primary_ep.set, {}).get("entry_mean", float("nan")))
-    on_ladder = rung_vals[(rung_vals["kind"] == lt.LADDER) & (rung_vals["endpoint"] == primary_ep.key)]
-    stabilities = {s: gap_stability(on_primary, on_ladder, entry_mean, s, base, delta,
-                                    unstable_rungs=lt.unstable_rungs(unstable, (s, base)))
-                   for s, base, _ in verdict_pairs}
-    return lt.with_informative(ladder_contrasts, stabilities.values()), stabilities
 
 
 def _verdict_roles(roles: Mapping[str, str], present: Sequence[str]) -> list[str]:
@@ -88,7 +65,7 @@ def look(*, rungs: Sequence[Mapping[str, Any]], reference_path: str, roles: Mapp
     base, present = roles["baseline"], list(dict.fromkeys(rung_vals["strategy"]))
     mining_roles = _verdict_roles(roles, present) if base in present else []
     confidence = 1 - alpha / max(len(mining_roles), 1)
-    _, stabilities = _ladder_gate(rung_vals, unstable, [(s, base, "verdict") for s in mining_roles], primary_ep,
+    _, stabilities = ladder_gate(rung_vals, unstable, [(s, base, "verdict") for s in mining_roles], primary_ep,
                                   delta, alpha, confidence, paper_samples, trivial)
     compared = {base, *mining_roles}
     blown = unstable[(unstable["rung"] == top) & (unstable["kind"] == lt.LADDER) & unstable["strategy"].isin(compared)]
@@ -136,7 +113,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     blowup = InstabilityRule.from_mapping(instability)
     primary_ep = tab.Endpoint(primary["set"], default_inner if primary["inner_steps"] is None else primary["inner_steps"])
     family = tab.endpoint_family(primary_ep, default_inner)
-    budget = _budget(ladder, training)
+    budget = budget_of(ladder, training)
     paper = budget.paper_samples if budget else PAPER_SAMPLES
     runs_df = tab.runs_table(metrics, sweep_points)
     values = tab.endpoint_values(runs_df, family)
@@ -164,7 +141,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     contrasts = mark_unstable(tab.contrasts_table(values, pairs, primary_ep, delta, alpha, primary_confidence),
                               unstable, rung=full_rung)
     contrasts["p_holm_family"] = interp.family_holm(contrasts)
-    ladder_contrasts, stabilities = _ladder_gate(rung_vals, unstable, verdict_pairs, primary_ep, delta, alpha,
+    ladder_contrasts, stabilities = ladder_gate(rung_vals, unstable, verdict_pairs, primary_ep, delta, alpha,
                                                  primary_confidence, paper, trivial)
     skill = interp.skill_table(values, trivial)
     strategies = tab.strategies_table(runs_df, trivial)

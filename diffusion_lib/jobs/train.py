@@ -1,7 +1,7 @@
 """Rules ``trunk``, ``branch`` and ``train``: one run, or a pack of runs of one strategy
 (``train.pack``), from scratch, from a saved trunk state, or from their resume checkpoints.
 
-With the budget ladder (:mod:`diffusion_lib.spec.ladder`) a run is trained in pieces: *trunk* jobs train
+With the budget ladder (:mod:`diffusion_lib.settings.ladder`) a run is trained in pieces: *trunk* jobs train
 the constant-lr trunk from one branch point to the next and save its full training state there
 (model, EMA, Adam, RNG, data stream, curve); *branch* jobs start from a trunk state and train the
 decay to their budget, writing a model like a run does (the ``train`` rule is the full budget's
@@ -20,12 +20,13 @@ from ..train import checkpoint as ckpt
 from ..ired.data import load_heldout
 from ..train.curve import CURVE_COLUMNS
 from ..ired.diffusion import MiningConfig
-from ..spec.run_names import seed_of
+from ..settings.run_names import seed_of
 from .runtime import log, setup_torch, write_json
-from ..spec.lr_schedule import decay_start
-from ..spec.run_config import TrainConfig, train_config
+from ..settings.lr_schedule import decay_start
+from ..settings.run_config import TrainConfig, train_config
 from ..train.engine import Engine
-from ..training import CHECKPOINT_FORMAT, TrainResult
+from ..train.run_state import CHECKPOINT_FORMAT
+from ..train.result import TrainResult
 from ..watch.job_tracking import JobTracking
 from ..watch.mlflow_client import MlflowSettings
 
@@ -154,8 +155,8 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
         for i, (run, result, cfg) in enumerate(zip(runs, results, configs)):
             if trunk_to is not None:
                 _save_trunk(run, engine.state(i), starts[i])
-                statuses.append({"run": run["run"], "trunk_step": engine.steps[i], "diverged_at": engine.diverged_at[i]})
-                tracking.finish(i, engine.curves[i], [str(run["state_path"]).removesuffix(".ckpt") + ".json"])
+                statuses.append({"run": run["run"], "trunk_step": engine.runs[i].step, "diverged_at": engine.runs[i].diverged_at})
+                tracking.finish(i, engine.runs[i].curve, [str(run["state_path"]).removesuffix(".ckpt") + ".json"])
                 continue
             raw, ema = engine.models(i)
             statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started,

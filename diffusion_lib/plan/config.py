@@ -1,4 +1,5 @@
-"""Study configuration: schema validation with defaults, semantic checks, and sweep expansion.
+"""Study configuration: schema validation with defaults, then the semantic checks
+(:mod:`diffusion_lib.plan.config_checks`) and sweep expansion (:mod:`diffusion_lib.plan.sweeps`).
 
 :func:`load_config` is what the Snakefile calls before scheduling anything. It validates the whole
 mapping against ``config.schema.yaml`` (package data, next to this module; filling in defaults), then checks what a
@@ -22,23 +23,18 @@ again: that strategy's runs stand for the point in the ablation table and figure
 from __future__ import annotations
 
 import copy
-import itertools
-import math
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
 import jsonschema
 import yaml
 
-from ..analysis.convergence import ConvergenceRule
-from ..spec.ladder import LADDER_SCHEDULES, decay_fraction, grown_steps, on_grid
-from ..spec.lr_schedule import decay_start
-from ..spec.sweep_names import SWEEP_SEP, SWEEP_TRAIN_PREFIX, format_value, sweep_name  # noqa: F401 (re-exported)
-from ..spec.mining import MiningConfig
-from ..spec.run_config import closed_form_mismatch
-from ..spec.train_fields import SCHEMA_PATH  # the schema, shipped as package data
-
+from ..settings.mining import MiningConfig
+from ..settings.train_fields import SCHEMA_PATH  # the schema, shipped as package data
+from .config_checks import semantic_problems
+from .sweeps import effective_overrides
+from .sweeps import expand_sweep
 
 
 class ConfigError(ValueError):
@@ -84,39 +80,10 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
-class GridPoint(NamedTuple):
-    """One point of a sweep: the strategy it becomes."""
-
-    name: str
-    mining: dict[str, Any]  #: the base's mining config with the point's mining values
-    train: dict[str, Any]  #: the base's training overrides with the point's ``train.*`` values
-    point: dict[str, Any]  #: the swept values, keyed as in the grid (``opt_steps``, ``train.lr``)
-
-
-def expand_sweep(base: str, base_mining: Mapping[str, Any], grid: Mapping[str, list],
-                 base_train: Mapping[str, Any] | None = None) -> Iterator[GridPoint]:
-    """Every point of ``grid`` over the base strategy's mining config and training overrides."""
-    keys = sorted(grid)
-    values = [sorted(set(grid[k])) for k in keys]
-    for combo in itertools.product(*values):
-        point = dict(zip(keys, combo))
-        mining = {k: v for k, v in point.items() if not k.startswith(SWEEP_TRAIN_PREFIX)}
-        train = {k[len(SWEEP_TRAIN_PREFIX):]: v for k, v in point.items() if k.startswith(SWEEP_TRAIN_PREFIX)}
-        yield GridPoint(sweep_name(base, point), {**base_mining, **mining}, {**(base_train or {}), **train}, point)
-
-
 def override_keys(schema: Mapping[str, Any] | None = None) -> tuple[str, ...]:
     """The ``train`` keys a strategy may override (``$defs.train_override`` of the schema)."""
     schema = load_schema() if schema is None else schema
     return tuple(schema["$defs"]["train_override"]["properties"])
-
-
-def effective_overrides(train: Mapping[str, Any], override: Mapping[str, Any], keys: tuple[str, ...]
-                        ) -> dict[str, Any]:
-    """Every overridable key's value for a strategy with ``override`` (the top-level ``train``
-    block's where it declares none): with its mining config, what tells its runs apart."""
-    values = {k: override.get(k, train[k]) for k in keys}
-    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
 
 
 def _resolve_ref(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -188,7 +155,7 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
     errors = sorted(Validator(schema).iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
     if not problems:
-        problems = _semantic_problems(cfg, explicit_roles)
+        problems = semantic_problems(cfg, explicit_roles)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     cfg["report"]["format"] = report_formats(cfg["report"]["format"])
@@ -229,123 +196,6 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
         # defaults of the mining block are filled by the schema; MiningConfig re-checks values.
         MiningConfig.from_mapping(mining)
     return cfg
-
-
-def _gradient_problems(where: str, train: Mapping[str, Any]) -> list[str]:
-    """``gradients: closed_form`` with a network the closed form does not describe
-    (:func:`diffusion_lib.spec.run_config.closed_form_mismatch`)."""
-    why = closed_form_mismatch(train.get("gradients", "auto"), train.get("model") or {})
-    return [] if why is None else [f"config field '{where}.gradients': {why} ('{where}.model')"]
-
-
-def _semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[str]:
-    problems = []
-    train, data = cfg["train"], cfg["data"]
-    all_seeds = set(cfg["seeds"]).union(*(m.get("seeds", []) for m in cfg["strategies"].values()))
-    if data["seed"] in all_seeds:
-        problems.append(f"config field 'data.seed': {data['seed']} is also a training seed; held-out data "
-                        "must come from a seed distinct from every training seed")
-    if train["checkpoint_every"] % train["log_every"]:
-        problems.append(f"config field 'train.checkpoint_every': {train['checkpoint_every']} must be a multiple "
-                        f"of train.log_every ({train['log_every']})")
-    if train["val_size"] > data["val_size"]:
-        problems.append(f"config field 'train.val_size': {train['val_size']} exceeds data.val_size "
-                        f"({data['val_size']}), the size of the validation set")
-    problems += _number_problems("train", train) + _gradient_problems("train", train)
-    strategies, comparison = cfg["strategies"], cfg["comparison"]
-    for name, mining in strategies.items():
-        problems += _number_problems(f"strategies.{name}.train", mining.get("train", {}))
-    expected_mode = {"baseline": "none", "random": "random", "adversarial": "adversarial"}
-    for role, mode in expected_mode.items():
-        name = comparison[role]
-        if name not in strategies:
-            # the baseline is required; random/adversarial may be absent unless named explicitly
-            if role == "baseline" or role in explicit_roles:
-                problems.append(f"config field 'comparison.{role}': strategy {name!r} is not declared in "
-                                f"'strategies' (declared: {sorted(strategies)})")
-            continue
-        if strategies[name]["mode"] != mode:
-            problems.append(f"config field 'comparison.{role}': strategy {name!r} has mode "
-                            f"{strategies[name]['mode']!r}, expected {mode!r}")
-    problems += _ladder_problems(cfg)
-    try:
-        ConvergenceRule.from_mapping(comparison["convergence"])
-    except ValueError as exc:
-        problems.append(f"config field 'comparison.{exc}")
-    primary_inner = comparison["primary"]["inner_steps"]
-    scored = {0, cfg["evaluation"]["default_inner"], *cfg["evaluation"]["inner_steps"]}
-    if primary_inner is not None and primary_inner not in scored:
-        problems.append(f"config field 'comparison.primary.inner_steps': {primary_inner} is not scored by the "
-                        f"evaluation (scored: {sorted(scored)}); add it to evaluation.inner_steps")
-    for i, sweep in enumerate(cfg["sweeps"]):
-        if sweep["base"] not in strategies:
-            problems.append(f"config field 'sweeps.{i}.base': strategy {sweep['base']!r} is not declared "
-                            f"(declared: {sorted(strategies)})")
-        elif strategies[sweep["base"]]["mode"] == "none" and any(
-                not key.startswith(SWEEP_TRAIN_PREFIX) for key in sweep["grid"]):
-            problems.append(f"config field 'sweeps.{i}.base': strategy {sweep['base']!r} has mode 'none', "
-                            "which uses no mining parameters to sweep (only train.* grid keys apply to it)")
-        problems += _number_problems(f"sweeps.{i}.grid.train", {
-            key[len(SWEEP_TRAIN_PREFIX):]: values for key, values in sweep["grid"].items()
-            if key.startswith(SWEEP_TRAIN_PREFIX)})
-    return problems
-
-
-def _number_problems(field: str, block: Mapping[str, Any]) -> list[str]:
-    """NaN and infinities a JSON schema lets through (NaN passes every bound): ``lr``, ``max_loss``
-    and ``betas`` must be finite; ``grad_clip`` may be ``.inf`` (never clip), never NaN. A value
-    may be a list (betas, or a sweep's grid values): each element is checked."""
-    problems = []
-    for key in ("lr", "max_loss", "betas", "grad_clip"):
-        if key not in block:
-            continue
-        values = block[key] if isinstance(block[key], (list, tuple)) else [block[key]]
-        if key == "grad_clip" and any(math.isnan(v) for v in values):
-            problems.append(f"config field '{field}.{key}': must be a positive number or .inf (no clipping), "
-                            f"got {block[key]}")
-        elif key != "grad_clip" and not all(math.isfinite(v) for v in values):
-            problems.append(f"config field '{field}.{key}': must be finite, got {block[key]}")
-    return problems
-
-
-def _ladder_problems(cfg: dict[str, Any]) -> list[str]:
-    """The budget ladder must be trainable from one trunk: a wsd or constant schedule, the full
-    budget's branch point on the log grid (smaller rungs are snapped onto it), and enough validation
-    evaluations on the trunk for the plateau check."""
-    train, rungs = cfg["train"], cfg["comparison"]["ladder"]["rungs"]
-    kind = train["lr_schedule"]["kind"]
-    if kind not in LADDER_SCHEDULES:
-        if cfg["comparison"]["ladder"].get("until_stable") is not None:
-            return [f"config field 'comparison.ladder.until_stable': needs train.lr_schedule.kind wsd or constant "
-                    f"(a {kind!r} schedule has no constant trunk to continue)"]
-        if any(r != 1 for r in rungs):
-            return [f"config field 'comparison.ladder.rungs': {rungs} needs train.lr_schedule.kind wsd or constant "
-                    f"(a {kind!r} schedule has no constant trunk to branch from); use rungs: [1.0]"]
-        return []
-    f = decay_fraction(train)
-    growth = cfg["comparison"]["ladder"].get("until_stable")
-    if growth is not None and growth["max_steps"] < train["steps"]:
-        return [f"config field 'comparison.ladder.until_stable.max_steps': {growth['max_steps']} is below "
-                f"train.steps ({train['steps']}); the ladder grows from the full budget up to max_steps"]
-    if not on_grid(train["steps"], f, train["log_every"]):
-        return [f"config field 'train.steps': the full budget's decay starts at step "
-                f"{decay_start(train['steps'], f)}, which is not a positive multiple of train.log_every "
-                f"({train['log_every']}); choose steps, log_every and lr_schedule.decay_fraction so that it is"]
-    off_grid = [b for b in grown_steps(train["steps"], (growth or {}).get("max_steps"))
-                if not on_grid(b, f, train["log_every"])]
-    if off_grid:
-        return [f"config field 'comparison.ladder.until_stable': the rung of {off_grid[0]} steps it may add decays "
-                f"from step {decay_start(off_grid[0], f)}, not a multiple of train.log_every ({train['log_every']})"]
-    # the plateau check reads the constant-lr trunk only (SPEC §8.1): it needs its evaluations there
-    # (evaluations happen at log boundaries that are multiples of eval_every)
-    trunk_end, evals = decay_start(train["steps"], f), cfg["comparison"]["convergence"]["evals"]
-    every = math.lcm(train["eval_every"], train["log_every"])
-    if trunk_end // every < evals:
-        return [f"config field 'train.eval_every': the plateau check (comparison.convergence.evals: {evals}) reads "
-                f"the constant-lr trunk's validation evaluations up to step {trunk_end} (the full budget's branch "
-                f"point), but eval_every {train['eval_every']} (with log_every {train['log_every']}) puts only "
-                f"{trunk_end // every} there; choose a multiple of log_every no larger than {trunk_end // evals}"]
-    return []
 
 
 def option(config: Mapping[str, Any], dotted: str, schema_path: str | Path = SCHEMA_PATH) -> Any:

@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..spec.mining import MiningConfig
-from ..spec.train_fields import NOT_SHAPING
-from ..spec.run_config import train_config
-from ..spec.ladder import Rung, compute_matched_steps, decay_fraction, grown_steps, ladder_steps, rungs_of, uses_trunk
-from ..spec.provenance import value_key
-from ..spec.run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
+from ..settings.mining import MiningConfig
+from ..settings.train_fields import NOT_SHAPING
+from ..settings.run_config import train_config
+from ..settings.ladder import Rung, compute_matched_steps, decay_fraction, grown_steps, ladder_steps, rungs_of, uses_trunk
+from ..settings.provenance import value_key
+from ..settings.run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
 
 RESULTS = "results"
 SPLITS = ("val_id", "val_ood", "test_id", "test_ood")
@@ -124,7 +124,7 @@ class Layout:
     def eval_dir(self, run: str) -> str:
         return f"{RESULTS}/runs/{run}/eval-{self.eval_key}"
 
-    # ------------------------------------------------------------ the budget ladder (diffusion_lib.spec.ladder)
+    # ------------------------------------------------------------ the budget ladder (diffusion_lib.settings.ladder)
     @property
     def ladder_budgets(self) -> list[int]:
         """The ladder's budgets (training steps), ascending; the last is ``train.steps``."""
@@ -182,7 +182,7 @@ class Layout:
                                          train["log_every"]) for s in arms}
 
     def rungs(self, spec: RunSpec) -> list[Rung]:
-        """Every budget run ``spec`` may be trained to (ladder, the rungs ``until_stable`` may add, and,
+        """Every budget run ``settings`` may be trained to (ladder, the rungs ``until_stable`` may add, and,
         for a mining arm, compute-matched), ascending by steps; a budget that is both is listed once, as
         a ladder rung."""
         train = self.cfg["train"]
@@ -194,7 +194,7 @@ class Layout:
         return [rungs[b] for b in sorted(rungs)]
 
     def branch_points(self, spec: RunSpec) -> list[int]:
-        """The trunk steps at which run ``spec``'s trunk state is saved (its rungs' branch points)."""
+        """The trunk steps at which run ``settings``'s trunk state is saved (its rungs' branch points)."""
         return sorted({r.branch_point for r in self.rungs(spec)})
 
     def rung_dir(self, run: str, steps: int) -> str:

@@ -1,11 +1,4 @@
-"""What a job asks of a scheduler, and which runs train together.
-
-Training's runtime follows from the work: ``steps`` over the measured ``steps_per_second`` of its
-mining mode, times a safety ``margin``, times the attempt number, so a job that SLURM killed at
-its time limit is resubmitted (``retries`` in the profile) with more time and resumes from its
-checkpoint. A pack of m runs asks for ``1 + pack_member_cost · (m - 1)`` times a run's time and
-``pack_member_mem_mb`` more memory per extra run. Memory is declared per rule. Profiles then
-carry only what a site decides (account, partition, GPU type).
+"""Which runs train together (packs).
 
 Packs (``train.pack`` = N > 1, see :mod:`diffusion_lib.pack`): :func:`plan_packs` groups the
 runs of one mining config into packs of at most N in seed order; a finished run is a pack of
@@ -13,41 +6,18 @@ its own. So adding seeds to a finished study puts only the new seeds into new pa
 run is ever retrained to fill a pack, and changing N never reruns a finished run: its rules see
 only its own files (runs trained apart finish in any order, and one pack rule over two of them
 would find one member's input newer than another member's output).
+
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from .layout import RunSpec
-from ..spec.provenance import value_key
-
-PRIORITY = {"adversarial": 2, "random": 1, "none": 0}  # longest training first
-
-
-def train_runtime(cfg: Mapping[str, Any], mode: str, attempt: int = 1, members: int = 1, share: float = 1.0) -> int:
-    """Minutes to request for a training job of ``members`` runs of ``mode`` on attempt ``attempt``
-    that trains ``share`` of ``train.steps`` (a trunk piece or a decay branch: less than 1)."""
-    res = cfg["resources"]
-    expected = share * cfg["train"]["steps"] / res["steps_per_second"][mode] / 60
-    expected *= 1 + res["pack_member_cost"] * (members - 1)
-    return max(res["min_runtime"], math.ceil(expected * res["margin"])) * attempt
-
-
-def train_mem_mb(cfg: Mapping[str, Any], members: int = 1) -> int:
-    """Memory (MB) to request for a training job of ``members`` runs."""
-    res = cfg["resources"]
-    return res["train_mem_mb"] + res["pack_member_mem_mb"] * (members - 1)
-
-
-def evaluate_runtime(cfg: Mapping[str, Any], attempt: int = 1) -> int:
-    """Minutes to request for one evaluation job on attempt ``attempt``."""
-    res = cfg["resources"]
-    return max(res["min_runtime"], res["evaluate_runtime"]) * attempt
+from ..settings.provenance import value_key
 
 
 @dataclass(frozen=True)

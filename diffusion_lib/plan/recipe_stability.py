@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from ..analysis.instability import InstabilityRule
-from ..spec.lr_schedule import decay_start
+from ..settings.lr_schedule import decay_start
 
 
 def run_stability(curve: pd.DataFrame, rule: InstabilityRule, checks: Sequence[int] = ()) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..spec.budget import PAPER_BATCH, PAPER_STEPS, share_text
+from ..settings.budget import PAPER_BATCH, PAPER_STEPS, share_text
 from .ablation_text import ablation_blocks
 from .ladder_text import compute_matched_blocks, ladder_blocks, plateau_scope, skill_blocks, stability_blocks
 from .render import Block, select, to_html, to_markdown  # noqa: F401 (writers re-exported)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..spec.budget import PAPER_SAMPLES, samples_text
+from ..settings.budget import PAPER_SAMPLES, samples_text
 from .style import apply_theme, nothing_to_plot, place_legend, save, strategy_styles, tag
 
 DODGE = 1.04  # arms are spread by this factor along the log x axis so their error bars do not overlap

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from ..spec.budget import samples_text, share_text
+from ..settings.budget import samples_text, share_text
 from .render import Block, cell, levels, select
 
 

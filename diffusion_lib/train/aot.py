@@ -41,7 +41,7 @@ import torch
 from ..ired.closed_form import Weights
 from ..ired.diffusion import GaussianDiffusion1D
 from ..ired.gradients import GradientFn, closed_form_step
-from ..spec.provenance import code_fingerprint
+from ..settings.provenance import code_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,11 @@ run in a pack write the same columns with the same meaning.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..ired.data import ProblemStream
 
 CURVE_COLUMNS = ["step", "lr", "loss", "loss_mse", "loss_energy", "energy_pos", "energy_neg", "energy_gap",
                  "saturated_frac", "mine_accept", "grad_norm", "clip_frac", "train_seconds", "train_cpu_seconds",
@@ -40,3 +44,22 @@ def curve_row(step: int, lr: float, means: Mapping[str, float], count: int, seco
     row["val_mse_ema"] = metrics.get("val_mse_ema", math.nan)
     row["val_mse_raw"] = metrics.get("val_mse_raw", math.nan)
     return row
+
+
+def accumulate(sums: dict[str, torch.Tensor], parts: dict[str, torch.Tensor]) -> None:
+    """Add one step's loss parts to the interval sums (device tensors: no host read)."""
+    for key, value in parts.items():
+        sums[key] = sums[key] + value if key in sums else value.clone()
+
+
+def read_interval(sums: dict[str, torch.Tensor], counts: list[int], first_bad: torch.Tensor,
+                  streams: Sequence[ProblemStream]) -> tuple[list[int], list[float], list[dict[str, float]]]:
+    """Per run, in one read from the device: the first diverged step (-1 if none), its data stream's
+    largest residual since the last read (then reset), and the interval means of the loss parts."""
+    keys = sorted(sums)
+    residuals = torch.stack([s.max_residual for s in streams])
+    table = torch.stack([first_bad.double(), residuals.double(), *(sums[k].double() for k in keys)]).tolist()
+    for s in streams:
+        s.max_residual = torch.zeros_like(s.max_residual)
+    means = [interval_means({k: row[i] for k, row in zip(keys, table[2:])}, counts[i]) for i in range(len(counts))]
+    return [int(v) for v in table[0]], table[1], means

@@ -10,7 +10,7 @@ what each strategy reaches for the same training compute:
   module), not the closed form that trains faster (:mod:`diffusion_lib.ired.closed_form`), so budgets and
   compute-matched rungs are a property of the method, unchanged by speed work;
 * :func:`training_flops_per_sample` is what the budget ladder's compute-matched rungs are computed
-  from (:mod:`diffusion_lib.spec.ladder`): a strategy's rung trains until its cumulative FLOPs equal the
+  from (:mod:`diffusion_lib.settings.ladder`): a strategy's rung trains until its cumulative FLOPs equal the
   baseline's full budget, with its own decay (a run read part-way through a schedule is not a run
   trained for that budget).
 """
@@ -26,6 +26,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from ..ired.diffusion import GaussianDiffusion1D
+from ..settings.run_config import TrainConfig
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def counted_flops(fn: Callable[[], Any]) -> float:
@@ -98,3 +103,15 @@ def training_flops_per_sample(mining: Mapping[str, Any], rank: int, timesteps: i
         tmp.write_text(json.dumps({**json.loads(text), "flops_per_sample": value}))
         os.replace(tmp, path)
     return value
+
+
+def training_step_flops(diffusion: GaussianDiffusion1D, config: TrainConfig, device: torch.device
+                        ) -> dict[bool, float]:
+    """FLOPs of a mining and of an ordinary training step (see :func:`compute.step_flops`); {}
+    when ``config.measure_flops`` is off."""
+    if not config.measure_flops:
+        return {}
+    kinds = {True, False} if diffusion.mining.mines else {False}
+    flops = {k: step_flops(diffusion, config.batch_size, config.rank, config.train_eps, k, device) for k in kinds}
+    log.info("training FLOPs per step: %s", {("mining" if k else "plain"): f"{v:.4g}" for k, v in flops.items()})
+    return flops

@@ -17,6 +17,9 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from typing import Protocol
+
+from ..analysis.instability import ratio_to_best
 
 NAME = "progress.json"
 
@@ -57,15 +60,6 @@ def duration_text(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def ratio_to_best(curve: Sequence[Mapping[str, Any]], metric: str = "val_mse_ema") -> float:
-    """The latest validation MSE over the lowest before it (NaN before two evaluations): what a live
-    view shows of a run's stability (:mod:`diffusion_lib.analysis.instability` decides with it)."""
-    values = [float(r[metric]) for r in curve if r.get(metric) is not None and math.isfinite(float(r[metric]))]
-    if len(values) < 2:
-        return math.nan
-    return values[-1] / min(values[:-1])
-
-
 def watched_row(curve: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What the trackers are given as a run's newest curve row: the row, with its validation MSE over
     its best so far (``val_mse_over_best``), so a blow-up shows as it happens."""
@@ -96,3 +90,16 @@ def read_heartbeat(path: str | Path) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+class Tracker(Protocol):
+    """What the engine calls to let a run be watched."""
+
+    def start(self, step: int) -> None:
+        """The run starts, or resumes, at training step ``step``."""
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        """A learning-curve row (:func:`diffusion_lib.train.curve.curve_row`), as it is made."""
+
+    def close(self) -> None:
+        """Training ends (done, stopped or failed)."""

@@ -33,7 +33,7 @@ from .adam import adam_, adam_captured_
 from ..ired.diffusion import GaussianDiffusion1D
 from .ema import EMASchedule, ema_update_
 from .aot import aot_gradients
-from ..ired.closed_form import supports
+from ..ired.closed_form_scope import supports
 from ..ired.gradients import GradientFn, checked, closed_form_gradients, func_gradients
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def keep_frozen_(tensors: list[torch.Tensor], before: list[torch.Tensor], active
         t.copy_(torch.where(active.view(-1, *([1] * (t.dim() - 1))), t, b))
 
 
-class Update:
+class ParameterUpdate:
     """``update(draws, step, active)``: the update of ``stack`` at training step ``step`` (see the
     module docstring); ``draws`` = (A, Y, t, ξ[, ξ']) stacked over runs, ``active`` = which runs train
     (host list) and the same as a device bool tensor. Returns the loss parts, shape (N,) each.
@@ -233,7 +233,7 @@ class _CompiledOrEager:
 class _GraphedUpdate:
     """One kind of update (mining or not) captured as a CUDA graph with static inputs."""
 
-    def __init__(self, owner: Update, draws: tuple[torch.Tensor, ...], mined: bool, active_t: torch.Tensor,
+    def __init__(self, owner: ParameterUpdate, draws: tuple[torch.Tensor, ...], mined: bool, active_t: torch.Tensor,
                  pool: Any = None):
         self.static = [d.clone() for d in draws]
         self.active = active_t.clone()

@@ -1,27 +1,5 @@
-"""MLflow tracking of a study: one MLflow run per training run, the study as their parent run.
-
-On when a tracking URI is known (``tracking.mlflow_uri`` in the config, else the environment's
-``MLFLOW_TRACKING_URI``, as MLflow users expect) and ``tracking.mlflow`` is true (the default).
-The experiment is ``tracking.mlflow_experiment``, by default the study's name (``study``).
-
-* A **training run** (a seed of a strategy) is one MLflow run, named ``<strategy>/seed<k>``, shared
-  by the jobs that train it: the trunk pieces and the full budget's decay branch log the run's
-  learning curve under the TensorBoard stream's tags (``val/mse_ema``, ``loss/total``, …), so the
-  curve MLflow shows is ``curve.csv``'s; each smaller rung's branch logs under ``rung-<b>/…``.
-  (A rung's ``curve.csv`` also holds the trunk's rows: those are the run's main keys.) Params:
-  exactly what the run's key hashes (:meth:`~diffusion_lib.spec.run_config.TrainConfig.identity` at the
-  full budget, its mining config, the validation split). Tags: study, strategy, seed, run folder
-  and key, mining mode, torch version, device. Artifacts: each finished piece's ``curve.csv`` and
-  ``status.json``. The MLflow run id is kept beside the run's checkpoints
-  (``results/runs/<run>/mlflow.json``), so a resumed or later job continues the same run and rows an
-  earlier attempt logged are not logged twice; a job that trains the run from step 0 (a new run,
-  or one retrained in place after a code change) starts a new MLflow run and marks the old one
-  superseded; a stored id the server no longer has (a reset store, a deleted run) is replaced.
-  When a piece finishes, rows of its curve the server lacks (dropped while it was down) are sent.
-* The **study** is a parent run (``study <study>``) carrying the verdict paragraph, outcome and
-  settings (tags: a regenerated report may change them), the primary contrasts (metrics),
-  ``verdict.json``, the contrast tables and ``report.html`` (artifacts); the training runs it
-  reports on become its children.
+"""How a job talks to MLflow: its settings (:func:`settings`), a background sink that never fails,
+stalls or slows a job (:class:`Sink`), and the run ids kept beside a run's outputs.
 
 A tracking server that is down, slow or answers with errors never fails, stalls or slows a job:
 every call to MLflow runs on one background thread per job behind a bounded queue (a full queue
@@ -34,11 +12,9 @@ is, and is measured by ``tools/tracking_overhead.py``.
 """
 from __future__ import annotations
 
-import csv
 import fcntl
 import json
 import logging
-import math
 import os
 import queue
 import threading
@@ -47,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .job_tracking import SCALARS, scalars
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +181,7 @@ def _alive(client: Any, run_id: str) -> bool:
         raise
 
 
-def _run_id(client: Any, folder: Path, scope: str, experiment: str, name: str, tags: Mapping[str, str],
+def run_id_of(client: Any, folder: Path, scope: str, experiment: str, name: str, tags: Mapping[str, str],
             fresh: bool = False) -> str:
     """The MLflow run kept in ``folder/mlflow.json`` for ``scope``; a new one (under a file lock, so
     the concurrent jobs of a run share one) if there is none, if the server lost it, or if ``fresh``
@@ -234,17 +209,17 @@ def _run_id(client: Any, folder: Path, scope: str, experiment: str, name: str, t
     return new
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, str]:
+def flat_params(value: Any, prefix: str = "") -> dict[str, str]:
     """A nested mapping as MLflow params: dotted keys, string values (at most MAX_VALUE characters)."""
     if isinstance(value, Mapping):
         out: dict[str, str] = {}
         for k, v in value.items():
-            out |= _flat(v, f"{prefix}{k}.")
+            out |= flat_params(v, f"{prefix}{k}.")
         return out
     return {prefix.rstrip("."): (json.dumps(value) if isinstance(value, (list, tuple)) else str(value))[:MAX_VALUE]}
 
 
-def _log_batch(client: Any, run_id: str, metrics: Sequence[tuple[str, float, int, int]] = (),
+def log_batch(client: Any, run_id: str, metrics: Sequence[tuple[str, float, int, int]] = (),
                params: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
@@ -254,112 +229,3 @@ def _log_batch(client: Any, run_id: str, metrics: Sequence[tuple[str, float, int
     for i in range(0, max(len(metric_list), len(param_list), len(tag_list), 1), 100):  # MLflow's batch limits
         client.log_batch(run_id, metrics=metric_list[i:i + 100], params=param_list[i:i + 100],
                          tags=tag_list[i:i + 100])
-
-
-def _metrics(prefix: str, row: Mapping[str, Any], stamp: int) -> list[tuple[str, float, int, int]]:
-    """A curve row's finite scalars as MLflow metrics under the TensorBoard tags."""
-    return [(prefix + tag, value, stamp, int(row["step"])) for tag, value in scalars(row)]
-
-
-class RunTracker:
-    """One training job's view of one run's MLflow run (a :class:`~diffusion_lib.watch.job_tracking.Tracker`)
-    for one ``piece`` of the run: ``trunk``, ``full`` (the full budget's branch, or the whole run
-    off the ladder) or ``rung-<b>``. The trunk and the full budget log under the run's main keys and
-    a rung under ``rung-<b>/``; artifacts go under ``trunk/``, the root and ``rung-<b>/``."""
-
-    def __init__(self, sink: Sink, settings: MlflowSettings, run_dir: str | Path, piece: str,
-                 params: Mapping[str, Any], tags: Mapping[str, str]):
-        self.sink, self.settings, self.run_dir, self.piece = sink, settings, Path(run_dir), piece
-        self.prefix = "" if piece in ("trunk", "full") else f"{piece}/"
-        self.params, self.tags = _flat(params), dict(tags)
-        self.run_id: str | None = None
-        self.start_step = 0
-        self.logged_to = -1  # the last step the server already holds for this piece
-
-    def _ensure(self, client: Any) -> str:
-        if self.run_id is None:
-            name = self.settings.labels.get(self.run_dir.name, self.run_dir.name)
-            self.run_id = _run_id(client, self.run_dir, self.settings.scope, self.settings.experiment, name,
-                                  self.tags, fresh=self.start_step == 0 and not self.prefix)
-            history = client.get_metric_history(self.run_id, self.prefix + SCALARS["loss"])
-            self.logged_to = max((m.step for m in history), default=-1)
-            _log_batch(client, self.run_id, params=self.params, tags=self.tags)
-        return self.run_id
-
-    def start(self, step: int) -> None:
-        self.start_step = step
-        self.sink.put(self._ensure)
-
-    def log(self, row: Mapping[str, Any]) -> None:
-        metrics, step = _metrics(self.prefix, row, int(time.time() * 1000)), int(row["step"])
-
-        def send(client: Any) -> None:
-            run_id = self._ensure(client)
-            if step > self.logged_to:
-                _log_batch(client, run_id, metrics)
-                self.logged_to = step
-        self.sink.put(send)
-
-    def close(self) -> None:
-        pass  # the job closes the sink once every output is written (finish)
-
-    def finish(self, curve: Sequence[Mapping[str, Any]], files: Sequence[str | Path], status: str | None = None
-               ) -> None:
-        """The piece is written: send the rows of ``curve`` (its learning curve) the server lacks,
-        attach ``files`` and, for the full budget, record ``status`` (``completed`` or ``diverged``)
-        and mark the MLflow run finished."""
-        rows = [dict(r) for r in curve if not self.prefix or int(r["step"]) > self.start_step]
-        artifact_dir = None if self.piece == "full" else self.piece
-        status = status if self.piece == "full" else None
-
-        def send(client: Any) -> None:
-            run_id = self._ensure(client)
-            have = {m.step for m in client.get_metric_history(run_id, self.prefix + SCALARS["loss"])}
-            stamp = int(time.time() * 1000)
-            missing = [m for r in rows if int(r["step"]) not in have for m in _metrics(self.prefix, r, stamp)]
-            if missing:
-                _log_batch(client, run_id, missing)
-            for f in files:
-                client.log_artifact(run_id, str(f), artifact_dir)
-            if status is not None:
-                client.set_tag(run_id, "ired.status", status)
-                client.set_terminated(run_id, "FINISHED")
-        self.sink.put(send)
-
-
-def log_study(settings: MlflowSettings, study_dir: str | Path, verdict_path: str | Path, contrasts_path: str | Path,
-              files: Sequence[str | Path], flush_seconds: float | None = None) -> None:
-    """The study's parent run: the verdict (tags ``verdict``, ``ired.outcome`` and its settings), the
-    primary contrasts at the full budget (metrics ``<strategy>_vs_<versus>/estimate|ci_low|ci_high``),
-    ``files`` (artifacts); every run of the study that has an MLflow run in this scope becomes its
-    child. Kept in ``study_dir/mlflow.json``: a regenerated report updates the same run. Never
-    raises: a failure is the one warning."""
-    sink = Sink(settings.uri, flush_seconds=flush_seconds)
-    try:
-        verdict = json.loads(Path(verdict_path).read_text())
-        with open(contrasts_path) as fh:
-            contrasts = [r for r in csv.DictReader(fh) if r.get("endpoint_role") == "primary"]
-        tags = {"study": settings.study, "ired.role": "study", "ired.outcome": str(verdict.get("outcome", "")),
-                "verdict": str(verdict.get("paragraph") or verdict.get("sentence", "")),
-                **{f"verdict.{k}": v for k, v in _flat({k: verdict[k] for k in ("primary", "delta", "alpha", "budget")
-                                                        if k in verdict}).items()}}
-        stamp = int(time.time() * 1000)
-        metrics = [(f"{c['strategy']}_vs_{c['versus']}/{k}", float(c[k]), stamp, 0) for c in contrasts
-                   for k in ("estimate", "ci_low", "ci_high") if c.get(k) not in (None, "") and math.isfinite(float(c[k]))]
-    except Exception as exc:
-        sink.warn(f"reading the study's verdict: {type(exc).__name__}: {exc}")
-        sink.close()
-        return
-
-    def send(client: Any) -> None:
-        run_id = _run_id(client, Path(study_dir), settings.scope, settings.experiment, f"study {settings.study}", tags)
-        _log_batch(client, run_id, metrics, tags=tags)
-        for f in files:
-            client.log_artifact(run_id, str(f))
-        for folder in map(Path, settings.run_dirs):
-            ids = json.loads((folder / ID_FILE).read_text()) if (folder / ID_FILE).exists() else {}
-            if settings.scope in ids:
-                client.set_tag(ids[settings.scope], "mlflow.parentRunId", run_id)
-        client.set_terminated(run_id, "FINISHED")
-    sink.put(send)
-    sink.close()

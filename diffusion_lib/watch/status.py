@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from ..analysis.instability import InstabilityRule
-from ..spec.ladder import uses_trunk
+from ..settings.ladder import uses_trunk
 from ..plan.layout import Layout, RunSpec, load_study_config
 from ..train.progress import NAME, duration_text, read_heartbeat
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from diffusion_lib.ired.data import ProblemStream
-from diffusion_lib.spec.run_config import TrainConfig
+from diffusion_lib.settings.run_config import TrainConfig
 
 RANK, SEEDS = 3, (0, 1, 2)
 MINING = {"none": {"mode": "none"}, "random": {"mode": "random"},
@@ -75,7 +75,7 @@ def train(mode: str, seeds, resume=None, nan_at=None) -> dict:
 
     configs = [dataclasses.replace(CFG, seed=s) for s in seeds]
     engine = Engine.seeded(configs, MINING[mode], None, resume_paths=resume, progress=False)
-    for stream, at in zip(engine.streams, nan_at or [-1] * len(seeds)):
+    for stream, at in zip([run.stream for run in engine.runs], nan_at or [-1] * len(seeds)):
         stream.__class__ = NaNStream
         stream.nan_at = at
     results = engine.train()

@@ -10,15 +10,15 @@ sys.path.insert(0, workflow.basedir)  # rule scripts do the same through workflo
 import json
 from types import SimpleNamespace
 
-from diffusion_lib.plan import packs as scheduling
-from diffusion_lib.spec.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
-from diffusion_lib.spec.lr_schedule import decay_start
+from diffusion_lib.plan import packs, resources
+from diffusion_lib.settings.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
+from diffusion_lib.settings.lr_schedule import decay_start
 from diffusion_lib.plan.config import ConfigError, load_config
 from diffusion_lib.jobs.study import TABLES
 from diffusion_lib.report.latex import PAPER_TABLES
 from diffusion_lib.plan.layout import EVAL_PATTERN, RUN_PATTERN, SPLITS, TEST_SETS, Layout
 from diffusion_lib.plan.layout import reference_params, run_train_block, split_params
-from diffusion_lib.spec.provenance import code_fingerprint, value_key
+from diffusion_lib.settings.provenance import code_fingerprint, value_key
 
 try:
     CFG = load_config(config)  # also turns --config strings ("[0,1,2]", "true") into what the schema asks
@@ -39,7 +39,7 @@ RUN = "results/runs/{run}"
 RUNG = "results/runs/{run}/rung-{steps}"  # a budget-ladder rung below the full budget
 TRUNK = "results/runs/{run}/trunk/step-{step}"  # a saved trunk state (.ckpt) and its sidecar (.json)
 EVAL = "results/runs/{model}/eval-{ev}"  # model: a run, or one of its rungs
-# constant or wsd schedule: runs train as one trunk and a decay branch per budget (diffusion_lib/spec/ladder.py)
+# constant or wsd schedule: runs train as one trunk and a decay branch per budget (diffusion_lib/settings/ladder.py)
 LADDER = uses_trunk(CFG["train"])
 FULL = CFG["train"]["steps"]
 STUDY = LAYOUT.study_dir
@@ -218,14 +218,14 @@ def trunk_runs(wildcards):
 def trunk_runtime(wildcards, attempt):
     """A trunk piece trains at most to its branch point (from the previous one, when there is one)."""
     share = int(wildcards.step) / FULL
-    return scheduling.train_runtime(CFG, run_spec(wildcards).mode, attempt, share=share)
+    return resources.train_runtime(CFG, run_spec(wildcards).mode, attempt, share=share)
 
 
 def branch_runtime(wildcards, attempt):
     """A branch trains its decay (the whole run without a ladder)."""
     spec, rung = _rung(wildcards)
     share = (rung.steps - rung.branch_point) / FULL if rung else 1.0
-    return scheduling.train_runtime(CFG, spec.mode, attempt, share=share)
+    return resources.train_runtime(CFG, spec.mode, attempt, share=share)
 
 
 # Training params besides the run's train block (its strategy's overrides applied) and mining config, equal for the single-run and the pack rules so that
@@ -243,7 +243,7 @@ def pack_runtime(pack, kind, steps):
     to its step, a branch its decay, the full budget's job its decay (or all of it without a ladder)."""
     f = decay_fraction(CFG["train"]) if LADDER else 1.0
     share = steps / FULL if kind == "trunk" else (steps - decay_start(steps, f)) / FULL if LADDER else 1.0
-    return lambda wildcards, attempt: scheduling.train_runtime(CFG, pack.mode, attempt, len(pack.runs), share=share)
+    return lambda wildcards, attempt: resources.train_runtime(CFG, pack.mode, attempt, len(pack.runs), share=share)
 
 
 def _finished(spec):
@@ -260,12 +260,12 @@ def _packs():
         return []
     path = f"results/packs/plan-{value_key({'runs': [r.run for r in RUNS], 'pack': size}, 12)}.json"
     if not workflow.is_main_process and os.path.exists(path):
-        return scheduling.read_pack_plan(path, LAYOUT.run_of)
+        return packs.read_pack_plan(path, LAYOUT.run_of)
     # with the ladder, a pack's runs also share their budgets (a compute-matched rung is a strategy's)
-    packs = scheduling.plan_packs(RUNS, size, _finished, lambda r: [g.steps for g in LAYOUT.rungs(r)] if LADDER else [])
+    planned = packs.plan_packs(RUNS, size, _finished, lambda r: [g.steps for g in LAYOUT.rungs(r)] if LADDER else [])
     if workflow.is_main_process:
-        scheduling.write_pack_plan(packs, path)
-    return packs
+        packs.write_pack_plan(planned, path)
+    return planned
 
 
 PACKS = _packs()
@@ -341,13 +341,13 @@ _pack_rules_take_the_train_rules_profile_settings()
 
 
 def evaluate_runtime(wildcards, attempt):
-    return scheduling.evaluate_runtime(CFG, attempt)
+    return resources.evaluate_runtime(CFG, attempt)
 
 
 def train_priority(wildcards):
     """Longest jobs first (adversarial > random > none): with more jobs than cores, starting the
     expensive runs early keeps short ones for the tail (measured: about a minute off the pilot)."""
-    return scheduling.PRIORITY[run_spec(wildcards).mode]
+    return resources.PRIORITY[run_spec(wildcards).mode]
 
 
 wildcard_constraints:

@@ -2,7 +2,7 @@ if LADDER and not PACKS:
 
     rule trunk:
         """The constant-lr trunk of one run to one branch point, continued from the previous saved trunk
-        state (diffusion_lib/spec/ladder.py); resumes from trunk/resume.ckpt if one exists."""
+        state (diffusion_lib/settings/ladder.py); resumes from trunk/resume.ckpt if one exists."""
         input:
             unpack(trunk_start),
             val=LAYOUT.splits["val_id"],
@@ -108,14 +108,14 @@ for pack, rule_name, kind, steps, runs in PACK_JOBS:
             pack_logs(kind, runs),
         benchmark:
             f"results/packs/{rule_name}.benchmark.tsv"
-        priority: scheduling.PRIORITY[pack.mode]
+        priority: resources.PRIORITY[pack.mode]
         conda:
             "../../envs/ired.yaml"
         threads: CFG["threads"]
         resources:
             gpu=GPU,
             runtime=pack_runtime(pack, kind, steps),
-            mem_mb=scheduling.train_mem_mb(CFG, len(pack.runs)),
+            mem_mb=resources.train_mem_mb(CFG, len(pack.runs)),
         params:
             **TRAIN_PARAMS,
             train=pack.runs[0].train,

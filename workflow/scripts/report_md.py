@@ -1,10 +1,11 @@
 """Rule report_md: report.md and report.html (shim over diffusion_lib.jobs.study.write_report), and
-the study's MLflow parent run when a tracking URI is set (diffusion_lib.watch.mlflow_client.log_study)."""
+the study's MLflow parent run when a tracking URI is set (diffusion_lib.watch.mlflow_runs.log_study)."""
 from pathlib import Path
 
 import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.jobs.study import write_report
-from diffusion_lib.watch.mlflow_client import log_study, settings
+from diffusion_lib.watch.mlflow_runs import log_study
+from diffusion_lib.watch.mlflow_client import settings
 from diffusion_lib.jobs.runtime import logging_to
 
 with logging_to(snakemake.log[0]):

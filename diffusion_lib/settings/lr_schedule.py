@@ -10,7 +10,7 @@ steps. Then:
   ``floor``·lr on the last step (step ``steps`` − 1).
 
 A ``wsd`` run of b steps equals a constant-lr run (its *trunk*) to :func:`decay_start` followed by
-the decay (its *branch*): the budget ladder (:mod:`diffusion_lib.spec.ladder`) trains one trunk per run
+the decay (its *branch*): the budget ladder (:mod:`diffusion_lib.settings.ladder`) trains one trunk per run
 and one branch per budget from it.
 """
 from __future__ import annotations

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+from typing import Mapping
 
 PAPER_STEPS = 100_000
 PAPER_BATCH = 2_048
@@ -68,3 +70,12 @@ class Budget:
         return {"steps": self.steps, "batch_size": self.batch_size, "samples": self.samples,
                 "paper_samples": self.paper_samples, "share": self.share, "phrase": self.phrase(),
                 "short": self.short()}
+
+
+def budget_of(ladder: Mapping[str, Any] | None, training: Mapping[str, Any]) -> Budget | None:
+    """The full budget: the ladder's largest rung (else ``train.steps``) at its batch size."""
+    steps = ((ladder or {}).get("rungs") or [None])[-1] or training.get("steps")
+    batch = (ladder or {}).get("batch_size") or training.get("batch_size")
+    if not steps or not batch:
+        return None
+    return Budget(int(steps), int(batch), int((ladder or {}).get("paper_samples", PAPER_SAMPLES)))

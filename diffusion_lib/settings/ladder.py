@@ -1,6 +1,6 @@
 """The budget ladder (SPEC §8.1): every run is read at several training budgets.
 
-With the warmup-stable-decay schedule (:mod:`diffusion_lib.spec.lr_schedule`) a run of b steps is a
+With the warmup-stable-decay schedule (:mod:`diffusion_lib.settings.lr_schedule`) a run of b steps is a
 constant-lr *trunk* to its branch point (1 − f)·b followed by a linear decay *branch* to b. One
 trunk serves every budget, so the ladder trains, per run, one trunk to the largest branch point
 and one branch per rung; the largest rung is the run itself. ``f`` = 0 (the constant schedule)

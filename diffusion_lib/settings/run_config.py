@@ -1,7 +1,7 @@
 """A run's training settings (SPEC §4): :class:`TrainConfig`, what of it shapes the run's outputs
 (:meth:`TrainConfig.identity`) and its resume checkpoints (:meth:`TrainConfig.fingerprint`), and
 the config's ``train`` block mapped onto it (:func:`train_config`). Torch-free; the defaults are
-the config schema's (:mod:`diffusion_lib.spec.train_fields`)."""
+the config schema's (:mod:`diffusion_lib.settings.train_fields`)."""
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +19,7 @@ GRADIENTS = ("auto", "closed_form", "autograd")
 #: the architecture's fields (``train.model``): in a run's key only where they differ from SPEC §3's network
 MODEL_KEYS = ("model_hidden", "model_layers", "model_activation")
 #: SPEC §3's network in ``train.model``'s terms: what ``gradients: closed_form`` needs (any width;
-#: :func:`diffusion_lib.ired.closed_form.supports` checks the module itself)
+#: :func:`diffusion_lib.ired.closed_form_guard.supports` checks the module itself)
 CLOSED_FORM_NETWORK = {"layers": 2, "activation": "silu"}
 
 
@@ -44,7 +44,7 @@ _D = flat_fields()
 @dataclass(frozen=True)
 class TrainConfig:
     """One run's training settings. The defaults are the config schema's (``train`` and, for
-    ``rank`` and ``train_eps``, ``data.rank`` and ``data.id_eps``; :mod:`diffusion_lib.spec.train_fields`),
+    ``rank`` and ``train_eps``, ``data.rank`` and ``data.id_eps``; :mod:`diffusion_lib.settings.train_fields`),
     so a run built here with defaults is the run the workflow trains by default (SPEC §4's paper
     scale: 100,000 steps at batch 2,048). ``seed`` seeds init, noise and the data stream;
     ``measure_flops`` (bookkeeping) is the one setting that is not the config's."""
@@ -101,13 +101,13 @@ class TrainConfig:
             raise ValueError("lr schedule: need warmup_steps >= 0, 0 <= min_lr_ratio <= 1, 0 <= decay_fraction <= 1")
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of training step ``step`` (0-based): :func:`diffusion_lib.spec.lr_schedule.lr_at`."""
+        """Learning rate of training step ``step`` (0-based): :func:`diffusion_lib.settings.lr_schedule.lr_at`."""
         return lr_at(self.lr_schedule, step, steps=self.steps, lr=self.lr, warmup_steps=self.warmup_steps,
                      floor=self.min_lr_ratio, decay_fraction=self.decay_fraction)
 
     def trunk(self, branch_point: int) -> "TrainConfig":
         """The constant-lr trunk of this warmup-stable-decay (or constant) run, to ``branch_point``:
-        the same run up to the point where a decay branches off (:mod:`diffusion_lib.spec.ladder`)."""
+        the same run up to the point where a decay branches off (:mod:`diffusion_lib.settings.ladder`)."""
         if self.lr_schedule not in ("constant", "wsd"):
             raise ValueError(f"lr_schedule {self.lr_schedule!r} has no constant trunk (wsd or constant only)")
         return replace(self, steps=branch_point, lr_schedule="constant")

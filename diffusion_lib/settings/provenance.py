@@ -31,7 +31,8 @@ PACKAGE = "diffusion_lib"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # modules that watch a job and never shape its outputs (tests/test_tracking.py proves a tracked and
 # an untracked study give equal results)
-OBSERVERS = frozenset({f"{PACKAGE}.train.progress", f"{PACKAGE}.watch.job_tracking", f"{PACKAGE}.watch.mlflow_client"})
+OBSERVERS = frozenset(f"{PACKAGE}.{name}" for name in ("train.progress", "watch.job_tracking", "watch.tensorboard",
+                                                     "watch.mlflow_client", "watch.mlflow_runs"))
 
 
 def value_key(value: Any, length: int = 12) -> str:
