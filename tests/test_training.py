@@ -42,6 +42,16 @@ def test_curve_has_rows_and_validation(tmp_path):
     assert all(math.isfinite(r["loss_energy"]) and r["loss_energy"] > 0 for r in result.curve)
 
 
+def test_validation_scores_the_raw_and_the_ema_weights_each():
+    # the raw and EMA weights differ after training; each logged MSE is its own model's
+    trainer = _trainer(dataclasses.replace(CFG, steps=20, eval_every=20, checkpoint_every=20))
+    row = trainer.train()[0].curve[-1]
+    raw, ema = trainer.models(0)
+    assert row["val_mse_raw"] == heldout_mse(raw, trainer.val_set, CFG.val_inner_steps)
+    assert row["val_mse_ema"] == heldout_mse(ema, trainer.val_set, CFG.val_inner_steps)
+    assert row["val_mse_raw"] != row["val_mse_ema"]
+
+
 def test_checkpoint_resume_is_bitwise_identical(tmp_path):
     full = _trainer()
     full.train()

@@ -51,7 +51,7 @@ from .result import TrainResult
 from .curve import accumulate
 from .step_mode import apply_precision, step_mode
 from .clock import cpu_clock, elapsed
-from .validation import validation_mses
+from .validation import heldout_mse
 from .seeded import seeded_member
 from .flops import training_step_flops
 
@@ -187,8 +187,12 @@ class Engine:
         """Run ``i``'s validation MSEs (EMA, and raw with ``validate_raw``) on the fixed subset."""
         if self.val_set is None:
             return {}
-        raw = self._module(self.stack.params, i) if self.config.validate_raw else None
-        return validation_mses(self._module(self.stack.ema, i), raw, self.val_set, self.config.val_inner_steps)
+        # one scratch module holds a run's weights at a time: score the EMA weights before loading the raw ones
+        n_inner = self.config.val_inner_steps
+        out = {"val_mse_ema": heldout_mse(self._module(self.stack.ema, i), self.val_set, n_inner)}
+        if self.config.validate_raw:
+            out["val_mse_raw"] = heldout_mse(self._module(self.stack.params, i), self.val_set, n_inner)
+        return out
 
     # ---------------------------------------------------------------- loop
     def train(self) -> list[TrainResult]:

@@ -12,11 +12,3 @@ def heldout_mse(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, 
     pred, _ = predict(diffusion, heldout, n_inner, batch_size=batch_size, seed=seed)
     return (pred - heldout.Y.cpu()).pow(2).mean().item()
 
-
-def validation_mses(ema: GaussianDiffusion1D, raw: GaussianDiffusion1D | None, val_set: Heldout,
-                    n_inner: int) -> dict[str, float]:
-    """A run's validation MSEs at a log boundary: of its EMA model, and of its raw model when given."""
-    out = {"val_mse_ema": heldout_mse(ema, val_set, n_inner)}
-    if raw is not None:
-        out["val_mse_raw"] = heldout_mse(raw, val_set, n_inner)
-    return out
