@@ -14,13 +14,14 @@ import time
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from tools.local_server import mlflow_server, stop
 from diffusion_lib.settings.mining import MiningConfig
 from diffusion_lib.watch.mlflow_client import flat_params
 from diffusion_lib.settings.run_config import train_config
 from diffusion_lib.settings.lr_schedule import decay_start
-from workflow_helpers import ROOT, SNAKEMAKE, layout_of, make_workdir, planned, smk, study_dir
+from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, layout_of, lose_runs, make_workdir, planned, smk, study_dir
 
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 pytestmark = pytest.mark.slow
@@ -58,7 +59,13 @@ def _final_val(curve_path) -> float:
 
 def test_a_tracked_study_has_one_mlflow_run_per_training_run_and_the_study_as_their_parent(
         tmp_path, server, monkeypatch):
-    workdir = make_workdir(tmp_path / "study")
+    # two arms, the declared ladder only (rungs 10 and 20, trunk pieces to 8 and 16): every kind of job
+    workdir = make_workdir(tmp_path / "study", {"sweeps": [], "comparison": {"ladder": {"rungs": [0.5, 1.0],
+                                                                                         "compute_matched": False}}})
+    path = workdir / "config/config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["strategies"] = {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial", "opt_steps": 2}}
+    path.write_text(yaml.safe_dump(cfg))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     smk(workdir, timeout=1200)
     client = mlflow.MlflowClient(server.uri)
@@ -68,7 +75,7 @@ def test_a_tracked_study_has_one_mlflow_run_per_training_run_and_the_study_as_th
     training = {r.data.tags["run"]: r for r in runs if r.data.tags.get("ired.role") != "study"}
     layout = layout_of(workdir)
     specs = {spec.run: spec for spec in layout.runs}
-    assert set(training) == set(specs)  # one MLflow run per training run, none twice
+    assert set(training) == set(specs) and len(specs) == 4  # one MLflow run per training run, none twice
     for name, run in training.items():
         spec = specs[name]
         assert run.info.run_name == f"{spec.strategy}/seed{spec.seed}"
@@ -108,15 +115,18 @@ def _models(workdir):
 
 
 def test_a_server_stopped_mid_study_changes_nothing_the_study_computes(tmp_path, server, finished):
+    """A copy of the finished untracked study loses two runs, which retrain tracked; the server stops
+    once they train: every model and table equals the untracked study's."""
     untracked, _ = finished
-    workdir = make_workdir(tmp_path / "study")
+    workdir = copy_workdir(untracked, tmp_path / "study")
+    lost = lose_runs(workdir)
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--resources", "gpu=1", "--cores", "2"]
     log = open(tmp_path / "snakemake.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": server.uri},
                             start_new_session=True)
     try:
         deadline = time.time() + 600
-        while time.time() < deadline and not list((workdir / "results" / "runs").glob("*/trunk/step-*.ckpt")):
+        while time.time() < deadline and not any((workdir / r.dir / "trunk").glob("step-*.ckpt") for r in lost):
             time.sleep(0.2)
         assert proc.poll() is None, "the study ended before the server could be stopped"
         server.stop()  # training jobs are running or queued
@@ -125,7 +135,7 @@ def test_a_server_stopped_mid_study_changes_nothing_the_study_computes(tmp_path,
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
-    logs = [p.read_text() for p in (workdir / "results" / "runs").rglob("*.log")]
+    logs = [p.read_text() for r in lost for p in (workdir / r.dir).rglob("*.log")]
     assert any("MLflow tracking at" in text for text in logs)  # jobs after the stop said so
     assert all(text.count("WARNING") <= 1 for text in logs)  # once each
     a, b = _models(untracked), _models(workdir)

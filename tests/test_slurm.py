@@ -13,6 +13,7 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import REPORT_FILES
 from workflow_helpers import ROOT, SNAKEMAKE, make_workdir, study_dir
@@ -42,8 +43,16 @@ def _jobcomp_lines() -> list[str]:
 
 
 def test_workflow_runs_through_slurm_like_locally(cluster, finished, tmp_path):
+    """The finished local .test study loses two runs (seed 1 of the baseline and of the adversarial
+    arm): every job that remakes them (trunk pieces, branches, the full budget, evaluations) goes
+    through SLURM, asking for its rule's runtime, and the study's tables equal the local ones."""
+    from workflow_helpers import copy_workdir, layout_of, lose_runs
+
     local, _ = finished
-    workdir = make_workdir(tmp_path / "slurm")
+    workdir = copy_workdir(local, tmp_path / "slurm")
+    layout, lost = layout_of(workdir), lose_runs(workdir)
+    trunks = sum(len(layout.branch_points(r)) for r in lost)
+    models = sum(len(layout.rungs(r)) for r in lost)  # each rung's branch, the full budget's job
     seen: set[str] = set()
     stop = threading.Event()
 
@@ -68,14 +77,14 @@ def test_workflow_runs_through_slurm_like_locally(cluster, finished, tmp_path):
 
     completed = [l for l in _jobcomp_lines()[before:] if "JobState=COMPLETED" in l]
     submitted = proc.stdout.count("submitted with SLURM jobid") + proc.stderr.count("submitted with SLURM jobid")
-    # only training and evaluation go through SLURM: 10 runs, each as trunk pieces (24 in all: the
-    # branch points 8 and 16, and 6 for the compute-matched rungs of random and adversarial), 14
-    # branches (the half-budget rung, the compute-matched rungs) and its full-budget job, and 24
-    # evaluations; data, aggregation, figures and the report are localrules on the submit host
-    assert submitted == 72 and len(completed) >= submitted, (submitted, len(completed))
+    # only training and evaluation go through SLURM (data, aggregation, figures and the report are
+    # localrules on the submit host): per lost run, its trunk pieces, one job per budget, and each
+    # budget's evaluation (the .test config: 4 + 6 training jobs, 2 + 3 evaluations)
+    assert trunks + models == 10 and submitted == trunks + 2 * models and len(completed) >= submitted, (
+        submitted, len(completed))
     # each job asked for the runtime its rule declares (.test: training 3 min, evaluate 4 min), not a profile's
     limits = sorted(re.search(r"TimeLimit=(\S+)", l).group(1) for l in completed)
-    assert limits == ["3"] * 48 + ["4"] * 24, limits
+    assert limits == ["3"] * (trunks + models) + ["4"] * models, limits
     assert seen, "squeue never showed a job"
     assert any((workdir / "results" / "slurm-logs").rglob("*.log"))
 
@@ -98,22 +107,29 @@ def test_pack_jobs_run_through_slurm(cluster, tmp_path):
 
     from workflow_helpers import job_counts, smk
 
-    workdir = make_workdir(tmp_path / "packs", {"train": {"pack": 2}, "seeds": [0, 1, 2], "sweeps": []})
+    # two arms, the declared ladder only: what packs need, in a quarter of the .test study's jobs
+    workdir = make_workdir(tmp_path / "packs", {"train": {"pack": 2}, "seeds": [0, 1, 2], "sweeps": [],
+                                                "comparison": {"ladder": {"rungs": [0.5, 1.0],
+                                                                          "compute_matched": False}}})
+    path = workdir / "config/config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["strategies"] = {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial", "opt_steps": 2}}
+    path.write_text(yaml.safe_dump(cfg))
     local = smk(workdir)
     seed2 = sorted(r for r in job_counts(local.stdout + local.stderr) if "_seeds_2_" in r)
-    # per strategy, seed 2's pack jobs: its trunk pieces, smaller rungs and full budget (4 + 6 + 6)
-    assert len(seed2) == 16, seed2
+    # per arm, seed 2's pack jobs: its trunk pieces (to 8 and 16), the rung of 10 steps and the full budget
+    assert len(seed2) == 8, seed2
     cmd = ["timeout", "-s", "INT", "-k", "10", "1200", *SNAKEMAKE, "-s", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--workflow-profile", str(ROOT / "profiles" / "slurm-local"),
            "--config", "seeds=[0,1,2,3]", "--forcerun", *seed2]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
-    assert out.count("submitted with SLURM jobid") == 48  # 16 + 16 training jobs, 8 + 8 evaluations
+    assert out.count("submitted with SLURM jobid") == 24  # 8 + 8 training jobs, 4 + 4 evaluations
     for rule in seed2:
         assert f"rule {rule}:" in out
     statuses = [json.loads(p.read_text()) for p in (workdir / "results/runs").glob("*-seed[23]-*/status.json")]
-    assert sorted(s["seed"] for s in statuses) == [2, 2, 2, 3, 3, 3] and all(s["status"] == "completed" for s in statuses)
+    assert sorted(s["seed"] for s in statuses) == [2, 2, 3, 3] and all(s["status"] == "completed" for s in statuses)
 
 
 def test_until_stable_grows_the_ladder_through_slurm(cluster, tmp_path):
@@ -121,8 +137,6 @@ def test_until_stable_grows_the_ladder_through_slurm(cluster, tmp_path):
     the look (a checkpoint) runs, the DAG is re-evaluated in the same invocation, the added rung's
     trunk piece, branch and evaluations are submitted to SLURM, and nothing is left afterwards."""
     import json
-
-    import yaml
 
     from workflow_helpers import smk
 

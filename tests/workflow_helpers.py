@@ -79,6 +79,16 @@ def copy_workdir(src: Path, dst: Path) -> Path:
     return dst
 
 
+def lose_runs(workdir: Path, seed: int = 1, strategies: tuple[str, ...] = ("baseline", "adversarial")) -> list:
+    """Delete the run folders of ``seed`` of ``strategies`` in a copy of a finished study (their
+    trunk states, rungs and evaluations with them): the jobs that remake them are a small study's
+    worth of every kind of training and evaluation job. Returns their run specs."""
+    lost = [r for r in layout_of(workdir).runs if r.seed == seed and r.strategy in strategies]
+    for spec in lost:
+        shutil.rmtree(workdir / spec.dir)
+    return lost
+
+
 def layout_of(workdir: Path, *overlays: Path):
     """The results layout of the study in ``workdir`` (its config/config.yaml, overlays merged on top)."""
     from diffusion_lib.plan.config import load_config

@@ -10,7 +10,6 @@ branch). A branch equals a run trained with that schedule from scratch (tests/te
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -20,7 +19,6 @@ from ..train import checkpoint as ckpt
 from ..ired.data import load_heldout
 from ..train.curve import CURVE_COLUMNS
 from ..ired.diffusion import MiningConfig
-from ..settings.run_names import seed_of
 from .runtime import log, setup_torch, write_json
 from ..settings.lr_schedule import decay_start
 from ..settings.run_config import TrainConfig, train_config
@@ -56,34 +54,6 @@ def _finish(run: Mapping[str, Any], result: TrainResult, cfg: TrainConfig, minin
     return status
 
 
-def runs_of_job(outputs: Sequence[str], starts: Sequence[str], steps: int) -> list[dict[str, Any]]:
-    """The runs a training job trains, from its declared files (a rule's params hold only what
-    shapes a run, so that packing runs differently never reruns them).
-
-    ``outputs``: the job's trunk states (``results/runs/<run>/trunk/step-<k>.ckpt``) or its models
-    (``results/runs/<run>/model.pt`` at the full budget ``steps``, ``.../<run>/rung-<b>/model.pt``);
-    ``starts``: the trunk states the job's runs continue from (inputs), at most one per run.
-    """
-    runs = []
-    for out in map(Path, outputs):
-        trunk = out.parent.name == "trunk"
-        run_dir = out.parent.parent if trunk or out.parent.name.startswith("rung-") else out.parent
-        start = [s for s in starts if Path(s).parent.parent.name == run_dir.name]
-        if len(start) > 1:
-            raise ValueError(f"job inputs hold {len(start)} start states for run {run_dir.name}: {start}")
-        spec: dict[str, Any] = {"run": run_dir.name, "seed": seed_of(run_dir.name), "dir": str(run_dir),
-                                **({"start": start[0]} if start else {})}
-        if trunk:
-            spec |= {"trunk_to": int(out.stem.removeprefix("step-")), "state_path": str(out),
-                     "resume_path": str(out.parent / "resume.ckpt")}
-        else:
-            budget = int(out.parent.name.removeprefix("rung-")) if out.parent != run_dir else steps
-            spec |= {"steps": budget, "model_path": str(out), "curve_path": str(out.parent / "curve.csv"),
-                     "status_path": str(out.parent / "status.json"), "resume_path": str(out.parent / "resume.ckpt")}
-        runs.append(spec)
-    return runs
-
-
 def load_trunk_state(path: str, cfg: TrainConfig, mining: MiningConfig, step: int | None = None) -> dict[str, Any]:
     """The trunk state saved at ``path``, checked to belong to the run of ``cfg`` (its constant-lr
     trunk's fingerprint) and, unless the trunk diverged, to be at ``step``."""
@@ -107,7 +77,7 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
       path of the trunk state it starts from: the branch point for a branch, an earlier trunk
       state for a trunk piece);
     * for a trunk piece (``trunk_to`` set): ``state_path``, where the trunk's state at step
-      ``trunk_to`` is saved (with a JSON sidecar naming the state it started from);
+      ``trunk_to`` is saved, and ``sidecar_path``, the JSON file naming the state it started from;
     * otherwise ``model_path``, ``curve_path``, ``status_path``: the model (raw + EMA), learning
       curve and status file of the run (or rung) at its budget.
 
@@ -156,7 +126,7 @@ def train_runs(*, val_path: str, runs: Sequence[Mapping[str, Any]], mining: Mapp
             if trunk_to is not None:
                 _save_trunk(run, engine.state(i), starts[i])
                 statuses.append({"run": run["run"], "trunk_step": engine.runs[i].step, "diverged_at": engine.runs[i].diverged_at})
-                tracking.finish(i, engine.runs[i].curve, [str(run["state_path"]).removesuffix(".ckpt") + ".json"])
+                tracking.finish(i, engine.runs[i].curve, [run["sidecar_path"]])
                 continue
             raw, ema = engine.models(i)
             statuses.append(_finish(run, result, cfg, mining_cfg, dev, raw, ema, started,
@@ -173,7 +143,7 @@ def _save_trunk(run: Mapping[str, Any], state: dict[str, Any], start: Mapping[st
     ckpt.atomic_save(state, run["state_path"])
     write_json({"run": run["run"], "step": int(state["step"]), "diverged_at": state.get("diverged_at"),
                 "from": run.get("start") if start is not None else None},
-               str(run["state_path"]).removesuffix(".ckpt") + ".json")
+               run["sidecar_path"])
     if state.get("diverged_at") is not None:
         log.error("run %s: the trunk DIVERGED at step %s; its branches will be marked diverged",
                   run["run"], state["diverged_at"])

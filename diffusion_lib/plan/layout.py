@@ -32,6 +32,7 @@ from ..settings.run_config import train_config
 from ..settings.ladder import Rung, compute_matched_steps, decay_fraction, grown_steps, ladder_steps, rungs_of, uses_trunk
 from ..settings.provenance import value_key
 from ..settings.run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
+from . import run_files
 
 RESULTS = "results"
 SPLITS = ("val_id", "val_ood", "test_id", "test_ood")
@@ -58,7 +59,7 @@ class RunSpec:
 
     @property
     def dir(self) -> str:
-        return f"{RESULTS}/runs/{self.run}"
+        return run_files.RUN_DIR.format(run=self.run)
 
     @property
     def mining_config(self) -> dict[str, Any]:
@@ -122,7 +123,7 @@ class Layout:
         return RunSpec(strategy, int(seed), f"{mining['mode']}-seed{seed}-{key}", mining["mode"], mining, train)
 
     def eval_dir(self, run: str) -> str:
-        return f"{RESULTS}/runs/{run}/eval-{self.eval_key}"
+        return run_files.eval_dir(run, self.eval_key)
 
     # ------------------------------------------------------------ the budget ladder (diffusion_lib.settings.ladder)
     @property
@@ -198,14 +199,10 @@ class Layout:
         return sorted({r.branch_point for r in self.rungs(spec)})
 
     def rung_dir(self, run: str, steps: int) -> str:
-        """Where run ``run``'s model at budget ``steps`` lives: the run folder itself at the full
-        budget, ``rung-<steps>/`` inside it otherwise."""
-        return f"{RESULTS}/runs/{run}" if steps == self.cfg["train"]["steps"] else f"{RESULTS}/runs/{run}/rung-{steps}"
+        """Where run ``run``'s model at budget ``steps`` lives (:func:`~diffusion_lib.plan.run_files.model_dir`)."""
+        return run_files.model_dir(run, steps, self.cfg["train"]["steps"])
 
-    @staticmethod
-    def trunk_state(run: str, step: int) -> str:
-        """The saved trunk state of run ``run`` at trunk step ``step``."""
-        return f"{RESULTS}/runs/{run}/trunk/step-{step}.ckpt"
+    trunk_state = staticmethod(run_files.trunk_state)
 
     def rung_eval_dir(self, run: str, steps: int) -> str:
         """A rung's evaluation: the run's own (full) evaluation at the full budget and, with the run's
@@ -213,9 +210,9 @@ class Layout:
         only (:attr:`rung_eval_settings`)."""
         if steps == self.cfg["train"]["steps"]:
             return self.eval_dir(run)
-        if steps > self.cfg["train"]["steps"]:  # a grown rung may become the study's full budget: scored in full
-            return f"{self.rung_dir(run, steps)}/eval-{self.eval_key}"
-        return f"{self.rung_dir(run, steps)}/eval-{self.rung_eval_key}"
+        # a grown rung may become the study's full budget: scored in full
+        key = self.eval_key if steps > self.cfg["train"]["steps"] else self.rung_eval_key
+        return run_files.eval_dir(run_files.model_name(run, steps, self.cfg["train"]["steps"]), key)
 
     @property
     def rung_eval_settings(self) -> dict[str, Any]:

@@ -11,7 +11,8 @@ carry only what a site decides (account, partition, GPU type).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+import shutil
+from typing import Any, Callable, Iterable, Mapping
 
 
 PRIORITY = {"adversarial": 2, "random": 1, "none": 0}  # longest training first
@@ -36,3 +37,30 @@ def evaluate_runtime(cfg: Mapping[str, Any], attempt: int = 1) -> int:
     """Minutes to request for one evaluation job on attempt ``attempt``."""
     res = cfg["resources"]
     return max(res["min_runtime"], res["evaluate_runtime"]) * attempt
+
+
+def inherit_profile_settings(resource_settings: Any, rules: Iterable[tuple[str, str]]) -> bool:
+    """Give each pack rule ``(name, kind)`` the threads and resources a profile sets for the
+    rule of its kind (``trunk``, ``branch``), else for the ``train`` rule (set-threads, set-resources:
+    profiles/slurm), where the profile sets none for the pack rule itself: a pack rule is the same
+    kind of job under another name, and Snakemake has no rule-name patterns for these settings.
+    ``resource_settings`` is Snakemake's ``workflow.resource_settings``; False when this Snakemake
+    does not expose the parsed settings (the pack rules then keep their own values)."""
+    try:
+        resources = resource_settings._parsed_overwrite_resources
+        threads = resource_settings._parsed_overwrite_threads
+    except AttributeError:
+        return False
+    for rule, kind in rules:
+        for source in dict.fromkeys((kind, "train")):  # its kind's rule first, then train
+            if source in resources:
+                resources.setdefault(rule, resources[source])
+            if source in threads:
+                threads.setdefault(rule, threads[source])
+    return True
+
+
+def gpus_per_job(device: str, which: Callable[[str], str | None] = shutil.which) -> int:
+    """The GPUs a training or evaluation job holds (its ``gpu`` resource): 1 on a CUDA device, or
+    with ``device: auto`` on a machine with ``nvidia-smi``; 0 otherwise."""
+    return int(device.startswith("cuda") or (device == "auto" and which("nvidia-smi") is not None))

@@ -28,8 +28,8 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from ..analysis.instability import InstabilityRule
-from ..settings.ladder import uses_trunk
 from ..plan.layout import Layout, RunSpec, load_study_config
+from ..plan.study_plan import KINDS, StudyPlan, TrainJob
 from ..train.progress import NAME, duration_text, read_heartbeat
 
 COLUMNS = ["strategy", "seed", "job", "state", "step", "steps", "val_mse_ema", "steps_per_s", "eta", "stability"]
@@ -40,19 +40,20 @@ def study_config(configfiles: Sequence[str | Path] = ()) -> dict[str, Any]:
     return load_study_config(["config/config.yaml", *configfiles])
 
 
-def _jobs(layout: Layout, spec: RunSpec) -> list[tuple[str, int, Path, Path]]:
-    """(job, target steps, folder of its outputs and heartbeat, file that says it is done) of one
-    run: each trunk piece, each smaller rung, and the full budget."""
-    full = layout.cfg["train"]["steps"]
-    run = Path(spec.dir)
-    # rungs until_stable may add count once a look has added them
-    rungs = [r for r in layout.rungs(spec) if r.steps <= full or r.steps in layout.grown_so_far()]
-    jobs = [(f"trunk to {k:,}", k, run / "trunk", Path(layout.trunk_state(spec.run, k)).with_suffix(".json"))
-            for k in sorted({r.branch_point for r in rungs})] if uses_trunk(layout.cfg["train"]) else []
-    jobs += [(f"rung {r.steps:,}", r.steps, Path(layout.rung_dir(spec.run, r.steps)),
-              Path(layout.rung_dir(spec.run, r.steps)) / "status.json") for r in rungs if r.steps != full]
-    jobs.append(("full budget", full, run, run / "status.json"))
-    return jobs
+def _jobs(plan: StudyPlan, spec: RunSpec) -> list[tuple[str, TrainJob, Path, Path]]:
+    """(name, job, folder of its outputs and heartbeat, file that says it is done) of each training
+    job of one run: its trunk pieces, smaller rungs and full budget, in that order (a rung
+    until_stable may add counts once a look has added it)."""
+    grown = plan.layout.grown_so_far()
+    rungs = {r.steps: r for r in plan.layout.rungs(spec) if r.steps <= plan.full or r.steps in grown}
+    points = {r.branch_point for r in rungs.values()}
+    names = {"trunk": "trunk to {:,}", "branch": "rung {:,}", "train": "full budget"}
+    out = []
+    for (kind, run, to), job in sorted(plan.jobs.items(), key=lambda item: (KINDS.index(item[0][0]), item[0][2])):
+        if run == spec.run and (to in points if kind == "trunk" else to in rungs):
+            done = Path(job.files.outputs["sidecar" if kind == "trunk" else "status"])
+            out.append((names[kind].format(to), job, done.parent, done))
+    return out
 
 
 def _state(done: Path, beat: Mapping[str, Any] | None, target: int, stale: float) -> tuple[str, int]:
@@ -72,21 +73,22 @@ def _state(done: Path, beat: Mapping[str, Any] | None, target: int, stale: float
 
 def status_rows(cfg: Mapping[str, Any], stale_minutes: float = 10.0) -> list[dict[str, Any]]:
     """One row per training job of the study (see the module docstring)."""
-    layout = Layout(cfg)
+    plan = StudyPlan(cfg)
     rule = InstabilityRule.from_mapping(cfg["comparison"]["instability"])
     rows, seen = [], set()
-    for spec in layout.runs:
+    for spec in plan.layout.runs:
         if spec.run in seen:  # strategies sharing a run list it once
             continue
         seen.add(spec.run)
-        for job, target, folder, done in _jobs(layout, spec):
+        for name, job, folder, done in _jobs(plan, spec):
+            target = job.to
             beat = read_heartbeat(folder / NAME)
             state, step = _state(done, beat, target, 60 * stale_minutes)
             rate = float(beat["steps_per_s"]) if beat and state in ("training", "stopped") else math.nan
             live = beat is not None and beat.get("steps") == target
             val = float(beat["val_mse_ema"]) if live else _final_val(folder, done)
-            rows.append({"strategy": spec.strategy, "seed": spec.seed, "mode": spec.mode, "job": job, "state": state,
-                         "step": step, "steps": target, "trained_from": _start(layout, spec, target, job),
+            rows.append({"strategy": spec.strategy, "seed": spec.seed, "mode": spec.mode, "job": name, "state": state,
+                         "step": step, "steps": target, "trained_from": _start(job),
                          "val_mse_ema": val, "stability": _stability(folder, done, beat if live else None, rule),
                          "steps_per_s": rate, "eta_s": (target - step) / rate if rate > 0 else math.nan})
     return rows
@@ -123,14 +125,10 @@ def _final_val(folder: Path, done: Path) -> float:
     return finite[-1] if finite else math.nan
 
 
-def _start(layout: Layout, spec: RunSpec, target: int, job: str) -> int:
-    """The step a job starts from: its branch point (a rung or the full budget on the ladder), the
-    previous trunk state (a trunk piece), or 0."""
-    if job.startswith("trunk"):
-        before = [k for k in layout.branch_points(spec) if k < target]
-        return max(before) if before else 0
-    rung = next((r for r in layout.rungs(spec) if r.steps == target), None)
-    return rung.branch_point if rung is not None and uses_trunk(layout.cfg["train"]) else 0
+def _start(job: TrainJob) -> int:
+    """The step a job starts from: the trunk state it continues (its branch point for a rung or the
+    full budget on the ladder, an earlier state for a trunk piece), or 0."""
+    return int(Path(job.start).stem.removeprefix("step-")) if job.start else 0
 
 
 def study_eta(rows: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any], cores: int) -> float:

@@ -7,7 +7,7 @@ rule heldout:
     conda:
         "../../envs/ired.yaml"
     params:
-        spec=split_spec,
+        spec=lambda wc: PLAN.split(wc.split, wc.key),
         code=CODE["data"],
     script:
         "../scripts/make_split.py"

@@ -18,7 +18,7 @@ rule evaluate:
         runtime=evaluate_runtime,
         mem_mb=CFG["resources"]["evaluate_mem_mb"],
     params:
-        settings=eval_settings,
+        settings=lambda wc: PLAN.eval_settings(wc.model, wc.ev),
         rank=CFG["data"]["rank"],
         code=CODE["evaluate"],
     script:

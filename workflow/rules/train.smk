@@ -4,7 +4,7 @@ if LADDER and not PACKS:
         """The constant-lr trunk of one run to one branch point, continued from the previous saved trunk
         state (diffusion_lib/settings/ladder.py); resumes from trunk/resume.ckpt if one exists."""
         input:
-            unpack(trunk_start),
+            unpack(lambda wc: PLAN.trunk_job(wc.run, wc.step).inputs),
             val=LAYOUT.splits["val_id"],
         output:
             state=f"{TRUNK}.ckpt",
@@ -19,12 +19,12 @@ if LADDER and not PACKS:
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=trunk_runtime,
+            runtime=train_runtime(lambda wc: PLAN.trunk_job(wc.run, wc.step)),
             mem_mb=CFG["resources"]["train_mem_mb"],
         params:
             **TRAIN_PARAMS,
-            train=lambda wc: run_spec(wc).train,
-            mining=lambda wc: run_spec(wc).mining_config,
+            train=lambda wc: PLAN.run(wc.run).train,
+            mining=lambda wc: PLAN.run(wc.run).mining_config,
         script:
             "../scripts/train.py"
 
@@ -32,7 +32,7 @@ if LADDER and not PACKS:
         """One rung of the budget ladder below the full budget: the decay branch from the trunk state at
         its branch point to its budget (a model like a run's)."""
         input:
-            unpack(branch_start),
+            unpack(lambda wc: PLAN.model_job(wc.run, wc.steps).inputs),
             val=LAYOUT.splits["val_id"],
         output:
             model=f"{RUNG}/model.pt",
@@ -48,12 +48,12 @@ if LADDER and not PACKS:
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=branch_runtime,
+            runtime=train_runtime(lambda wc: PLAN.model_job(wc.run, wc.steps)),
             mem_mb=CFG["resources"]["train_mem_mb"],
         params:
             **TRAIN_PARAMS,
-            train=lambda wc: run_spec(wc).train,
-            mining=lambda wc: run_spec(wc).mining_config,
+            train=lambda wc: PLAN.run(wc.run).train,
+            mining=lambda wc: PLAN.run(wc.run).mining_config,
         script:
             "../scripts/train.py"
 
@@ -64,7 +64,7 @@ if not PACKS:
         """Train one run (mining config × seed) to the full budget: with the ladder, the decay branch
         from its trunk's last state; otherwise from scratch. Resumes from its resume.ckpt if one exists."""
         input:
-            unpack(branch_start),
+            unpack(lambda wc: PLAN.model_job(wc.run).inputs),
             val=LAYOUT.splits["val_id"],
         output:
             model=f"{RUN}/model.pt",
@@ -80,45 +80,45 @@ if not PACKS:
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=branch_runtime,
+            runtime=train_runtime(lambda wc: PLAN.model_job(wc.run)),
             mem_mb=CFG["resources"]["train_mem_mb"],
         params:
             **TRAIN_PARAMS,
-            train=lambda wc: run_spec(wc).train,
-            mining=lambda wc: run_spec(wc).mining_config,
+            train=lambda wc: PLAN.run(wc.run).train,
+            mining=lambda wc: PLAN.run(wc.run).mining_config,
         script:
             "../scripts/train.py"
 
 
-# train.pack > 1: one rule per pack and piece (common.smk: pack_pieces): with the ladder, each trunk
-# piece and each smaller rung of the pack's runs, and the full budget (the rule named after the pack).
-# Outputs are the runs' own files and params equal the single-run rules' (the script reads its runs
-# from its files), so changing the pack size or adding seeds never retrains a finished run or piece.
-for pack, rule_name, kind, steps, runs in PACK_JOBS:
+# train.pack > 1: one rule per pack and piece (diffusion_lib/plan/pack_jobs.py): with the ladder, each
+# trunk piece and each smaller rung of the pack's runs, and the full budget (the rule named after the
+# pack). Outputs are the runs' own files and params equal the single-run rules' (the script reads its
+# runs from its files), so changing the pack size or adding seeds never retrains a finished run or piece.
+for job in PACK_JOBS:
 
     rule:
         name:
-            rule_name
+            job.rule
         input:
             val=LAYOUT.splits["val_id"],
-            start=[r["start"] for r in runs if r.get("start")],
+            start=job.starts,
         output:
-            **pack_outputs(kind, runs),
+            **job.outputs,
         log:
-            pack_logs(kind, runs),
+            job.logs,
         benchmark:
-            f"results/packs/{rule_name}.benchmark.tsv"
-        priority: resources.PRIORITY[pack.mode]
+            f"results/packs/{job.rule}.benchmark.tsv"
+        priority: resources.PRIORITY[job.pack.mode]
         conda:
             "../../envs/ired.yaml"
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=pack_runtime(pack, kind, steps),
-            mem_mb=resources.train_mem_mb(CFG, len(pack.runs)),
+            runtime=train_runtime(lambda wc, job=job: job.members[0], len(job.members)),
+            mem_mb=resources.train_mem_mb(CFG, len(job.members)),
         params:
             **TRAIN_PARAMS,
-            train=pack.runs[0].train,
-            mining=pack.mining,
+            train=job.pack.runs[0].train,
+            mining=job.pack.mining,
         script:
             "../scripts/train.py"

@@ -3,8 +3,9 @@ import _repo  # noqa: F401  (diffusion_lib from this checkout)
 
 from diffusion_lib.plan.config import option
 from diffusion_lib.jobs.gpus import gpu_slot
-from diffusion_lib.jobs.train import runs_of_job, train_runs
+from diffusion_lib.jobs.train import train_runs
 from diffusion_lib.plan.layout import NOT_SHAPING_TRAIN_KEYS
+from diffusion_lib.plan.run_files import job_runs
 from diffusion_lib.watch.mlflow_client import settings as mlflow_settings
 from diffusion_lib.jobs.runtime import logging_to
 
@@ -14,8 +15,8 @@ out = snakemake.output
 # hold only what shapes a run, so the same run packed or alone is the same job to Snakemake
 outputs = out.state if hasattr(out, "state") else out.model
 starts = getattr(snakemake.input, "start", [])
-runs = runs_of_job([outputs] if isinstance(outputs, str) else list(outputs),
-                   [starts] if isinstance(starts, str) else list(starts), p.train["steps"])
+runs = job_runs([outputs] if isinstance(outputs, str) else list(outputs),
+                [starts] if isinstance(starts, str) else list(starts), p.train["steps"])
 device = option(snakemake.config, "device")
 slot = gpu_slot(device, "results/.gpu-slots", option(snakemake.config, "resources.jobs_per_gpu"))
 with logging_to(list(snakemake.log)), slot:
