@@ -81,11 +81,14 @@ def copy_workdir(src: Path, dst: Path) -> Path:
 
 def lose_runs(workdir: Path, seed: int = 1, strategies: tuple[str, ...] = ("baseline", "adversarial")) -> list:
     """Delete the run folders of ``seed`` of ``strategies`` in a copy of a finished study (their
-    trunk states, rungs and evaluations with them): the jobs that remake them are a small study's
-    worth of every kind of training and evaluation job. Returns their run specs."""
-    lost = [r for r in layout_of(workdir).runs if r.seed == seed and r.strategy in strategies]
-    for spec in lost:
-        shutil.rmtree(workdir / spec.dir)
+    trunk states, rungs and evaluations with them) and the study's report: the jobs that remake
+    them are a small study's worth of every kind of training and evaluation job. (Snakemake does
+    not remake a missing file whose consumers are up to date, hence the report goes too.)
+    Returns their run specs."""
+    layout = layout_of(workdir)
+    lost = [r for r in layout.runs if r.seed == seed and r.strategy in strategies]
+    for folder in [spec.dir for spec in lost] + [layout.study_dir]:
+        shutil.rmtree(workdir / folder)
     return lost
 
 

@@ -93,7 +93,7 @@ if workflow.is_main_process:
     PLAN.write_table(f"{STUDY}/jobs.tsv")
 
 
-def train_runtime(job, members=1):
+def runtime_of(job, members=1):
     """A training job's runtime function: minutes on attempt ``attempt`` (more on each retry)."""
     return lambda wildcards, attempt: PLAN.runtime(job(wildcards), attempt, members)
 

@@ -19,7 +19,7 @@ if LADDER and not PACKS:
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=train_runtime(lambda wc: PLAN.trunk_job(wc.run, wc.step)),
+            runtime=runtime_of(lambda wc: PLAN.trunk_job(wc.run, wc.step)),
             mem_mb=CFG["resources"]["train_mem_mb"],
         params:
             **TRAIN_PARAMS,
@@ -48,7 +48,7 @@ if LADDER and not PACKS:
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=train_runtime(lambda wc: PLAN.model_job(wc.run, wc.steps)),
+            runtime=runtime_of(lambda wc: PLAN.model_job(wc.run, wc.steps)),
             mem_mb=CFG["resources"]["train_mem_mb"],
         params:
             **TRAIN_PARAMS,
@@ -80,7 +80,7 @@ if not PACKS:
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=train_runtime(lambda wc: PLAN.model_job(wc.run)),
+            runtime=runtime_of(lambda wc: PLAN.model_job(wc.run)),
             mem_mb=CFG["resources"]["train_mem_mb"],
         params:
             **TRAIN_PARAMS,
@@ -114,7 +114,7 @@ for job in PACK_JOBS:
         threads: CFG["threads"]
         resources:
             gpu=GPU,
-            runtime=train_runtime(lambda wc, job=job: job.members[0], len(job.members)),
+            runtime=runtime_of(lambda wc, job=job: job.members[0], len(job.members)),
             mem_mb=resources.train_mem_mb(CFG, len(job.members)),
         params:
             **TRAIN_PARAMS,
