@@ -19,6 +19,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..settings.ladder import uses_trunk
@@ -116,7 +117,7 @@ class StudyPlan:
         """The jobs table as tab-separated values at ``path`` (left alone when unchanged)."""
         rows = self.table()
         text = "\t".join(rows[0]) + "\n" + "".join("\t".join(map(str, r.values())) + "\n" for r in rows)
-        if self.exists(path) and open(path).read() == text:
+        if self.exists(path) and Path(path).read_text() == text:
             return
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
