@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -160,10 +161,11 @@ class Layout:
         """The ladder's budgets when its largest rung is ``top`` (the declared ones, then the grown ones)."""
         return [b for b in [*self.ladder_budgets, *self.grown_budgets] if b <= top]
 
-    @property
+    @cached_property
     def compute_matched(self) -> dict[str, int]:
         """Each mining arm of the verdict (comparison.random / .adversarial) → the budget at which
-        its cumulative training FLOPs equal the baseline's at the full budget."""
+        its cumulative training FLOPs equal the baseline's at the full budget (worked out once per
+        layout: every rung lookup reads it)."""
         cfg, train = self.cfg, self.cfg["train"]
         comparison = cfg["comparison"]
         if not (uses_trunk(train) and comparison["ladder"]["compute_matched"]):

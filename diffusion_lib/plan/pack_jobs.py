@@ -76,5 +76,5 @@ def study_packs(plan: StudyPlan, main_process: bool) -> list[PackJob]:
                            lambda r: [g.steps for g in plan.layout.rungs(r)] if plan.ladder else [])
         if main_process:
             write_pack_plan(packs, path)
-    return [PackJob(pack, tuple(plan.jobs[kind, r.run, to] for r in pack.runs))
-            for pack in packs for (kind, run, to) in plan.jobs if run == pack.runs[0].run]
+    return [PackJob(pack, tuple(plan.jobs[first.kind, r.run, first.to] for r in pack.runs))
+            for pack in packs for first in plan.jobs_of(pack.runs[0].run)]

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 from ..settings.ladder import uses_trunk
 from .layout import Layout, RunSpec, split_params
 from .resources import train_runtime
-from .run_files import RUN_DIR, ModelFiles, TrunkFiles, model_dir, trunk_state
+from .run_files import RUN_DIR, ModelFiles, TrunkFiles, eval_dir, model_dir, trunk_state
 
 KINDS = ("trunk", "branch", "train")
 
@@ -113,6 +113,10 @@ class StudyPlan:
         starts from, its outputs and log (a run two strategies share is listed once, as the first)."""
         return [job.row() for job in self.jobs.values()]
 
+    def jobs_of(self, run: str) -> list[TrainJob]:
+        """Run ``run``'s training jobs, in table order (trunk pieces, then its budgets ascending)."""
+        return [job for (_, name, _), job in self.jobs.items() if name == run]
+
     def write_table(self, path: str) -> None:
         """The jobs table as tab-separated values at ``path`` (left alone when unchanged)."""
         rows = self.table()
@@ -172,7 +176,7 @@ class StudyPlan:
             return self.cfg["evaluation"]
         if ev == self.layout.rung_eval_key and rung is not None:
             return self.layout.rung_eval_settings
-        raise PlanError(f"{RUN_DIR.format(run=model)}/eval-{ev} is not an evaluation of the current config "
+        raise PlanError(f"{eval_dir(model, ev)} is not an evaluation of the current config "
                         f"(eval-{self.layout.eval_key} for a run, eval-{self.layout.rung_eval_key} for a rung)")
 
     # ---------------------------------------------------------------- what the study reads

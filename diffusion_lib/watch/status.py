@@ -49,10 +49,10 @@ def _jobs(plan: StudyPlan, spec: RunSpec) -> list[tuple[str, TrainJob, Path, Pat
     points = {r.branch_point for r in rungs.values()}
     names = {"trunk": "trunk to {:,}", "branch": "rung {:,}", "train": "full budget"}
     out = []
-    for (kind, run, to), job in sorted(plan.jobs.items(), key=lambda item: (KINDS.index(item[0][0]), item[0][2])):
-        if run == spec.run and (to in points if kind == "trunk" else to in rungs):
-            done = Path(job.files.outputs["sidecar" if kind == "trunk" else "status"])
-            out.append((names[kind].format(to), job, done.parent, done))
+    for job in sorted(plan.jobs_of(spec.run), key=lambda j: (KINDS.index(j.kind), j.to)):
+        if job.to in points if job.kind == "trunk" else job.to in rungs:
+            done = Path(job.files.outputs["sidecar" if job.kind == "trunk" else "status"])
+            out.append((names[job.kind].format(job.to), job, done.parent, done))
     return out
 
 
