@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffusion_lib.jobs.study import TABLES
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
@@ -37,10 +39,7 @@ def float64():
 REPORT_FILES = ["report.md", "report.html", *(f"figures/{f}.png" for f in ("forest", "ladder", "mse", "curves",
                                                                             "compute", "diagnostics", "landscape",
                                                                             "test_time", "ablation_opt_steps")),
-                *(f"tables/{t}.csv" for t in ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time",
-                                               "curves", "convergence", "convergence_runs", "compute_matched",
-                                               "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
-                                               "gap_stability", "skill", "instability")),
+                *(f"tables/{t}.csv" for t in TABLES),
                 "tables/verdict.json",
                 *(f"tables/{t}.tex" for t in ("contrasts_primary", "contrasts_secondary", "endpoints"))]
 

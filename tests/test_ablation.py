@@ -13,12 +13,12 @@ from diffusion_lib.report import ablation_figure
 from diffusion_lib.analysis.ablation import GAP, ablation_table, ordered_values, override_text, parse_value, points_from_table, value_label
 from diffusion_lib.report.ablation_text import ablation_blocks
 from diffusion_lib.report.render import to_markdown
-from diffusion_lib.analysis.statistics import EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, relative_change_ci
+from diffusion_lib.analysis.statistics import LABELS, relative_change_ci
 from diffusion_lib.analysis.tables import Endpoint
 from synthetic_study import values
 
 INF = math.inf
-OUTCOMES = (HELPS, EQUIVALENT, WORSE, INCONCLUSIVE)
+OUTCOMES = LABELS
 CLIP = "train.grad_clip"
 #: strategy -> (mode, mean ID test MSE, sweep point)
 ARMS = {

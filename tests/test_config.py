@@ -142,15 +142,19 @@ def test_comparison_settings_are_checked():
     cfg = _with(("comparison",), {"primary": {"set": "test_id", "inner_steps": 7}})
     with pytest.raises(ConfigError, match="comparison.primary.inner_steps"):
         load_config(cfg)
-    cfg = _with(("comparison",), {"convergence": {"method": "slope", "evals": 2}})
+    cfg = _with(("comparison",), {"convergence": {"evals": 3}})
     with pytest.raises(ConfigError, match="comparison.convergence.evals"):
         load_config(cfg)
+    with pytest.raises(ConfigError, match="comparison.convergence"):
+        load_config(_with(("comparison",), {"convergence": {"method": "window"}}))  # the spread rule is gone
     with pytest.raises(ConfigError, match="comparison.instability.factor"):
         load_config(_with(("comparison",), {"instability": {"factor": 1.0}}))
     out = load_config(GOOD)
     assert out["comparison"]["instability"] == {"factor": 2.0}
     assert out["comparison"]["primary"] == {"set": "test_id", "inner_steps": None}
-    assert out["comparison"]["delta"] == 0.05 and out["comparison"]["convergence"]["method"] == "window"
+    assert out["comparison"]["delta"] == 0.05
+    assert out["comparison"]["convergence"] == {"evals": 6, "tolerance": 0.025, "per": "doubling"}
+    assert out["comparison"]["failures"] == {"factor": 10.0}
 
 
 def test_sweep_names_are_stable_and_path_safe():
@@ -304,11 +308,13 @@ def test_report_format_takes_one_or_a_list_and_names_the_field_when_wrong(root):
 
 def test_a_trunk_without_enough_evaluations_for_the_plateau_check_is_refused():
     """The plateau check reads only the constant-lr trunk (SPEC §8.1): 2,900 steps with a 20% decay branch
-    at 2,320; at eval_every 870 only 2 evaluations lie there, fewer than convergence.evals = 3."""
-    train = {"steps": 2900, "log_every": 29, "eval_every": 870, "checkpoint_every": 580,
+    at 2,320; at eval_every 580 only 4 evaluations lie there, fewer than convergence.evals = 6."""
+    train = {"steps": 2900, "log_every": 29, "eval_every": 580, "checkpoint_every": 580,
              "lr_schedule": {"kind": "wsd", "warmup_steps": 100, "decay_fraction": 0.2}}
-    with pytest.raises(ConfigError, match=r"config field 'train.eval_every'.*up to step 2320.*only 2 there.*773"):
+    with pytest.raises(ConfigError, match=r"config field 'train.eval_every'.*up to step 2320.*only 4 there.*386"):
         load_config({**GOOD, "train": train})
-    assert load_config({**GOOD, "train": {**train, "eval_every": 580}})["train"]["eval_every"] == 580  # 4 there
-    constant = {**train, "eval_every": 870, "lr_schedule": {"kind": "constant", "warmup_steps": 0}}
-    assert load_config({**GOOD, "train": constant})["train"]["eval_every"] == 870  # 3 by step 2,900
+    assert load_config({**GOOD, "train": {**train, "eval_every": 290}})["train"]["eval_every"] == 290  # 8 there
+    constant = {**train, "eval_every": 464, "lr_schedule": {"kind": "constant", "warmup_steps": 0}}
+    with pytest.raises(ConfigError, match=r"config field 'train.eval_every'"):
+        load_config({**GOOD, "train": {**constant, "eval_every": 580}})  # 5 by step 2,900
+    assert load_config({**GOOD, "train": constant})["train"]["eval_every"] == 464  # 6 by step 2,900

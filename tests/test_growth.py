@@ -5,56 +5,81 @@ from __future__ import annotations
 import pytest
 
 from diffusion_lib.plan.config import ConfigError, load_config
-from diffusion_lib.analysis.growth import MAX_BUDGET, STABLE, UNASSESSABLE, UNSTABLE, Look, decide_look, describe_looks, final_top, read_look, walk_looks, write_look
+from diffusion_lib.analysis.growth import (MARGIN, MAX_BUDGET, STABLE, UNASSESSABLE, UNMEASURED, UNSTABLE, Look,
+                                          decide_look, describe_looks, final_top, read_look, validation_rungs,
+                                          walk_looks, write_look)
+from diffusion_lib.analysis.study import Comparison
 from diffusion_lib.settings.ladder import grown_steps
 from diffusion_lib.plan.layout import Layout
-from synthetic_study import gap
+from synthetic_study import TRIVIAL, write_model
 
-SAMPLES = (92_800, 185_600)
-
-
-def moving(name="adversarial"):  # +40% → +10%: the log ratio changes by -0.24
-    return gap(name, [0.40, 0.10], SAMPLES)
+ROOM = {"next_trunk": 4640, "seen_stable": 9280}  # the next rung's trunk is exactly half of what was seen stable
 
 
-def settled(name="adversarial"):  # +2.0% → +2.2%
-    return gap(name, [0.020, 0.022], SAMPLES)
+def moving():
+    return {"final": False, "usable_rungs": [1450, 2900], "reason": "rungs trend -0.30 per doubling"}
+
+
+def flat():
+    return {"final": True, "usable_rungs": [1450, 2900], "reason": ""}
 
 
 def test_a_gap_that_keeps_moving_adds_exactly_the_next_rung():
-    look = decide_look(2900, 5800, {"adversarial": moving(), "random": settled("random")})
+    look = decide_look(2900, 5800, {"adversarial": moving(), "random": flat()}, margin=ROOM)
     assert look.grow and look.next == 5800 and look.stopped == ""
     assert "adversarial still moving" in look.sentence() and "added the rung of 5,800 steps" in look.sentence()
 
 
-def test_a_gap_stable_at_its_first_two_informative_rungs_adds_none():
-    look = decide_look(2900, 5800, {"adversarial": settled(), "random": settled("random")})
+def test_a_flat_trend_adds_none():
+    look = decide_look(2900, 5800, {"adversarial": flat(), "random": flat()}, margin=ROOM)
     assert not look.grow and look.stopped == STABLE
 
 
-def test_too_few_informative_rungs_grows_and_the_maximum_stops_it():
-    burn_in = gap("adversarial", [4.0, 0.40], SAMPLES, informative=[False, True])
-    assert decide_look(2900, 5800, {"adversarial": burn_in}).grow
-    last = decide_look(5800, None, {"adversarial": moving()})
+def test_the_maximum_budget_stops_it():
+    last = decide_look(5800, None, {"adversarial": moving()}, margin=ROOM)
     assert not last.grow and last.stopped == MAX_BUDGET and "maximum budget reached" in last.sentence()
 
 
+def test_the_stability_margin_stops_growth_and_an_unmeasured_recipe_never_grows():
+    """SPEC §8.1: never grow a trunk past half of the longest seen stable for every arm (the pilot's
+    first grown rung, 11,600 steps, would need a 9,280-step trunk: all that was ever seen stable)."""
+    beyond = decide_look(5800, 11_600, {"adversarial": moving()}, margin={"next_trunk": 9280, "seen_stable": 9280})
+    assert not beyond.grow and beyond.stopped == MARGIN and "past half of the 9,280 seen stable" in beyond.sentence()
+    unknown = decide_look(5800, 11_600, {"adversarial": moving()}, margin={"next_trunk": 4640, "seen_stable": None})
+    assert not unknown.grow and unknown.stopped == UNMEASURED
+
+
 def test_an_unstable_run_stops_the_ladder_whatever_the_gap_does():
-    look = decide_look(2900, 5800, {"adversarial": moving()}, ["baseline seed 1 (unstable at step 3,480)"])
+    look = decide_look(2900, 5800, {"adversarial": moving()}, ["baseline seed 1 (unstable at step 3,480)"], ROOM)
     assert not look.grow and look.stopped == UNSTABLE and "baseline seed 1" in look.sentence()
+    assert decide_look(2900, 5800, {}, margin=ROOM).stopped == UNASSESSABLE
 
 
-def test_the_rule_reads_stability_not_where_the_ci_lies():
-    # stable gaps far from 0 and far inside ±delta stop alike: the CI's position is never read
-    far = gap("adversarial", [0.30, 0.31], SAMPLES)
-    near = gap("adversarial", [0.001, 0.002], SAMPLES)
-    assert decide_look(2900, 5800, {"adversarial": far}).stopped == decide_look(2900, 5800, {"adversarial": near}).stopped == STABLE
+def _ladder_files(tmp_path, scale):
+    """Rung index entries (curve files only, no test-set metrics) of baseline and adversarial, 3 seeds,
+    rungs 250/500/1,000, the adversarial arm's validation MSE times ``scale[i]`` at rung i."""
+    entries = []
+    for strategy, mode, mse in (("baseline", "none", 0.0100), ("adversarial", "adversarial", 0.0090)):
+        for seed in range(3):
+            for i, rung in enumerate((250, 500, 1000)):
+                value = mse * (1 + 0.003 * seed) * (scale[i] if strategy == "adversarial" else 1.0)
+                paths = write_model(tmp_path / f"{strategy}-{seed}@{rung}", mode, seed, value, steps=rung)
+                (tmp_path / f"{strategy}-{seed}@{rung}" / "metrics.json").unlink()  # the look must not need it
+                entries.append({"strategy": strategy, "seed": seed, "rung": rung, "kind": "ladder",
+                                "curve": paths["curve"]})
+    return entries
 
 
-def test_a_change_that_cannot_be_estimated_stops_rather_than_grows():
-    unknown = gap("adversarial", [0.40, 0.10], SAMPLES, change=(float("nan"),) * 3)
-    look = decide_look(2900, 5800, {"adversarial": unknown})
-    assert not look.grow and look.stopped == UNASSESSABLE
+def test_a_look_reads_validation_only_with_the_same_per_doubling_rule(tmp_path):
+    comp = Comparison.from_mapping({"baseline": "baseline", "adversarial": "adversarial", "random": "random"})
+    flat_arms = validation_rungs(_ladder_files(tmp_path / "flat", (1.0, 1.0, 1.0)), comp, TRIVIAL, 1000, 800)
+    assert flat_arms["adversarial"]["final"] and flat_arms["adversarial"]["usable_rungs"] == [250, 500, 1000]
+    closing = validation_rungs(_ladder_files(tmp_path / "closing", (1.2, 1.1, 1.0)), comp, TRIVIAL, 1000, 800)
+    assert not closing["adversarial"]["final"] and "rungs trend" in closing["adversarial"]["reason"]
+    # where the validation contrast lies (near 0 or far from it) is never read: the same flat trend
+    # 17% above the baseline stops alike
+    far = validation_rungs(_ladder_files(tmp_path / "far", (1.3, 1.3, 1.3)), comp, TRIVIAL, 1000, 800)
+    assert far["adversarial"]["final"]
 
 
 def test_walking_the_looks_follows_each_growth_and_stops_at_the_first_missing(tmp_path):
@@ -78,7 +103,7 @@ def test_grown_budgets_double_up_to_the_maximum():
 
 def _cfg(**ladder):
     return {"seeds": [0], "strategies": {"baseline": {"mode": "none"}},
-            "train": {"steps": 20, "log_every": 2, "eval_every": 4,
+            "train": {"steps": 20, "log_every": 2, "eval_every": 2,
                       "lr_schedule": {"kind": "wsd", "decay_fraction": 0.2}},
             "comparison": {"ladder": {"rungs": [0.5, 1.0], **ladder}}}
 

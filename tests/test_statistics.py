@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from diffusion_lib.analysis.power import EQUIVALENCE, SUPERIORITY, allocate, equivalence_power, pending_decision, seeds_needed, superiority_power
-from diffusion_lib.analysis.statistics import EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, classify, equivalence_level, holm, judged_change, relative_change_ci, summarize, t_interval
+from diffusion_lib.analysis.statistics import BETTER, BETTER_BEYOND, BETTER_WITHIN, EQUIVALENT, INCONCLUSIVE, LABELS, WORSE, WORSE_BEYOND, WORSE_WITHIN, classify, shifted_label, equivalence_level, holm, judged_change, relative_change_ci, summarize, t_interval
 
 
 def test_summarize_student_t_interval():
@@ -63,10 +63,31 @@ def test_holm_adjusts_step_down_and_keeps_nan():
 
 
 @pytest.mark.parametrize("low, high, outcome", [
-    (-0.12, -0.06, HELPS), (-0.04, 0.03, EQUIVALENT), (0.01, 0.04, EQUIVALENT), (0.02, 0.09, WORSE),
-    (-0.08, 0.01, INCONCLUSIVE), (-0.06, -0.03, INCONCLUSIVE), (math.nan, 0.1, INCONCLUSIVE)])
+    (-0.12, -0.06, BETTER_BEYOND), (0.06, 0.12, WORSE_BEYOND), (-0.04, 0.03, EQUIVALENT),
+    (0.01, 0.04, WORSE_WITHIN), (-0.04, -0.01, BETTER_WITHIN), (0.02, 0.09, WORSE), (-0.09, -0.02, BETTER),
+    (-0.08, 0.01, INCONCLUSIVE), (-0.06, 0.06, INCONCLUSIVE), (math.nan, 0.1, INCONCLUSIVE)])
 def test_classify_regions_in_spec_order(low, high, outcome):
     assert classify(low, high, 0.05) == outcome
+
+
+@pytest.mark.parametrize("low, high", [(-0.12, -0.06), (-0.04, 0.03), (0.01, 0.04), (0.02, 0.09), (-0.08, 0.01),
+                                       (0.036, 0.056)])
+def test_labels_are_symmetric_around_zero(low, high):
+    """SPEC §8.2: the same rules on both sides of 0. Mirroring a CI mirrors its label (today's pilot,
+    +3.6% to +5.6%, and its mirror image read 'worse' and 'better', size not established)."""
+    pairs = [(BETTER_BEYOND, WORSE_BEYOND), (BETTER_WITHIN, WORSE_WITHIN), (BETTER, WORSE)]
+    mirror = {**dict(pairs), **{b: a for a, b in pairs}, EQUIVALENT: EQUIVALENT, INCONCLUSIVE: INCONCLUSIVE}
+    assert set(mirror) == set(LABELS)
+    assert classify(-high, -low, 0.05) == mirror[classify(low, high, 0.05)]
+    assert classify(0.036, 0.056, 0.05) == WORSE and classify(-0.056, -0.036, 0.05) == BETTER
+
+
+def test_shifted_label_moves_both_cis_on_the_log_scale():
+    change = {"ci_low": 0.036, "ci_high": 0.056, "eq_low": 0.04, "eq_high": 0.052, "outcome": WORSE}
+    assert shifted_label(change, 0.0, 0.05) == WORSE
+    assert shifted_label(change, -0.045, 0.05) == EQUIVALENT  # a closing trend brings the CI around 0
+    assert shifted_label(change, -0.07, 0.05) == BETTER_WITHIN  # and past it
+    assert shifted_label(change, 0.03, 0.05) == WORSE_BEYOND
 
 
 def _exact(mean, std, n):
@@ -82,8 +103,8 @@ def test_equivalence_is_judged_on_its_own_ci_two_one_sided_tests():
     # 97.5% CI pokes out of the margin, 95% CI lies inside it: equivalent (fails with a single CI)
     assert classify(-0.055, 0.03, 0.05) == INCONCLUSIVE
     assert classify(-0.055, 0.03, 0.05, -0.045, 0.025) == EQUIVALENT
-    # helps and worse are read on the decision CI, not on the narrower equivalence CI
-    assert classify(-0.12, -0.045, 0.05, -0.11, -0.055) == INCONCLUSIVE
+    # beyond-the-margin labels are read on the decision CI, not on the narrower equivalence CI
+    assert classify(-0.12, -0.045, 0.05, -0.11, -0.055) == BETTER
     assert classify(-0.001, 0.09, 0.05, 0.004, 0.08) == INCONCLUSIVE
     base, adv = _exact(0.0100, 0.00012, 5), _exact(0.0102, 0.00025, 6)
     judged = judged_change(adv, base, 0.05, 0.975)

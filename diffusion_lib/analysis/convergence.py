@@ -1,28 +1,23 @@
-"""The convergence gate (SPEC §8): has a validation curve reached a plateau when training stopped?
+"""The plateau check (SPEC §8.1): is a validation curve still falling where training stopped?
 
 A comparison of runs stopped while one strategy is still improving measures learning speed, not
-the method, so the verdict is "not decided at this budget" when a compared strategy fails the gate.
+the method, so the verdict is "not decided" when a compared strategy fails the check.
 
-The rule (:class:`ConvergenceRule`, from the config's ``comparison.convergence``) looks at the last
-``evals`` validation evaluations of the EMA model's MSE:
-
-* ``window`` (default): converged when every one of them lies within ±``tolerance`` (relative) of
-  their mean;
-* ``slope``: converged when the 95% CI of the least-squares slope of log MSE against the step, over
-  those evaluations, includes 0 or lies above it (the curve is no longer measurably falling).
+The rule (:class:`ConvergenceRule`, from the config's ``comparison.convergence``) measures a slope,
+not a spread: the least-squares slope of log validation MSE (EMA model) over the last ``evals``
+(≥ 6) evaluations, against log2(step) (``per: doubling``, the default) or the step in thousands
+(``per: 1000 steps``), with its 95% Student-t CI. A curve passes when that CI lies within
+±``tolerance``. (A spread test on 3 points passes any curve that falls by up to ~4% per window.) A
+curve with fewer than ``evals`` evaluations cannot be judged and does not pass.
 
 Per strategy the rule reads the mean over seeds of the curves (one evaluation schedule is shared by
-every run), whose noise is smaller: that is the gate of the verdict's rule 2; per run it reads that
-run's curve, a diagnostic reported beside it (and required of every compared run before a win is
-declared). A curve with fewer than ``evals`` evaluations cannot be judged and does not pass.
+every run), whose noise is smaller: that is the verdict's check; per run it reads that run's curve,
+a diagnostic reported beside it.
 
 **Where it looks** (SPEC §8.1): never at a decay segment, whose last evaluations measure the
 annealing gain, not convergence. Under warmup-stable-decay the rule reads the constant-learning-rate
-trunk's evaluations up to the last rung's branch point (:func:`plateau_window_end`: ``until``); with a
-constant schedule, the run's last evaluations.
-
-:func:`gap_trend` reports which way a strategy's gap to the baseline (relative, on the seed-mean
-validation curves) moved over the same evaluations.
+trunk's evaluations up to the full budget's branch point (:func:`plateau_window_end`: ``until``);
+with a constant schedule, the run's last evaluations.
 """
 from __future__ import annotations
 
@@ -36,54 +31,79 @@ from scipy import stats
 
 from ..settings.lr_schedule import decay_start
 
-METHODS = ("window", "slope")
+PER = ("doubling", "1000 steps")
+#: the fewest evaluations a slope is read over (SPEC §8.1)
+MIN_EVALS = 6
+CONFIDENCE = 0.95
+
+
+def slope_ci(x: Any, y: Any, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """The least-squares slope of ``y`` on ``x`` and its two-sided Student-t CI at ``confidence``
+    (NaN with fewer than three points)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.ptp(x) == 0:
+        return math.nan, math.nan, math.nan
+    fit = stats.linregress(x, y)
+    stderr = 0.0 if np.ptp(y) == 0 else float(fit.stderr)  # an exactly flat line has no spread (scipy: NaN)
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 2)) * stderr
+    return float(fit.slope), float(fit.slope - half), float(fit.slope + half)
 
 
 @dataclass(frozen=True)
 class ConvergenceRule:
     """Plateau rule; see the module docstring."""
 
-    method: str = "window"
-    evals: int = 3
-    tolerance: float = 0.02
+    evals: int = MIN_EVALS
+    tolerance: float = 0.025
+    per: str = "doubling"
     metric: str = "val_mse_ema"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"convergence.method': {self.method!r} is not one of {list(METHODS)}")
-        if self.evals < 2 or (self.method == "slope" and self.evals < 3):
-            raise ValueError(f"convergence.evals': {self.evals} is too few for method {self.method!r} "
-                             "(window needs 2, slope 3)")
+        if self.per not in PER:
+            raise ValueError(f"config field 'comparison.convergence.per': {self.per!r} is not one of {list(PER)}")
+        if self.evals < MIN_EVALS:
+            raise ValueError(f"config field 'comparison.convergence.evals': {self.evals} is too few; the slope is read "
+                             f"over at least {MIN_EVALS} evaluations (SPEC §8.1)")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "ConvergenceRule":
         return cls(**dict(cfg or {}))
 
     def describe(self) -> str:
-        if self.method == "window":
-            return (f"the last {self.evals} validation MSEs (EMA model) all within ±{self.tolerance:.1%} "
-                    "of their mean")
-        return f"the 95% CI of the slope of log validation MSE over the last {self.evals} evaluations includes 0"
+        return (f"the slope of log validation MSE (EMA model) over the last {self.evals} evaluations, per {self.per}, "
+                f"its {CONFIDENCE:.0%} CI within ±{self.tolerance:g}")
+
+    def _x(self, steps: np.ndarray) -> np.ndarray:
+        return np.log2(steps) if self.per == "doubling" else steps / 1000.0
 
     def assess(self, steps: Any, values: Any) -> dict[str, Any]:
-        """``converged`` (True/False, None when too few evaluations), the relative change from the
-        first to the last of the window (``tail_change``) and the window's relative ``spread``."""
+        """``converged`` (True/False, None when too few evaluations), the ``slope`` of log MSE per
+        unit with its CI (``slope_low``, ``slope_high``), the window's first and last step, and the
+        fitted relative change over the window (``tail_change``)."""
         s, v = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
-        keep = np.isfinite(v) & (v > 0)
+        keep = np.isfinite(v) & (v > 0) & (s > 0)
         s, v = s[keep], v[keep]
+        blank = {"slope": math.nan, "slope_low": math.nan, "slope_high": math.nan, "tail_change": math.nan,
+                 "from_step": math.nan, "to_step": math.nan}
         if len(v) < self.evals:
-            return {"converged": None, "tail_change": math.nan, "spread": math.nan, "evals_seen": int(len(v))}
+            return {"converged": None, **blank, "evals_seen": int(len(v))}
         s, v = s[-self.evals:], v[-self.evals:]
-        tail_change = float(v[-1] / v[0] - 1)
-        spread = float(np.max(np.abs(v - v.mean())) / v.mean())
-        if self.method == "window":
-            converged = spread <= self.tolerance
-        else:
-            fit = stats.linregress(s, np.log(v))
-            half = float(stats.t.ppf(0.975, len(v) - 2)) * fit.stderr
-            converged = bool(fit.slope + half >= 0)
-        return {"converged": bool(converged), "tail_change": tail_change, "spread": spread,
+        x = self._x(s)
+        slope, low, high = slope_ci(x, np.log(v))
+        converged = bool(-self.tolerance <= low and high <= self.tolerance)
+        return {"converged": converged, "slope": slope, "slope_low": low, "slope_high": high,
+                "tail_change": math.expm1(slope * (x[-1] - x[0])), "from_step": int(s[0]), "to_step": int(s[-1]),
                 "evals_seen": int(len(v))}
+
+    def text(self, row: Mapping[str, Any]) -> str:
+        """``slope −0.092 per doubling (95% CI −0.120 to −0.064) over steps 3,190-4,640``."""
+        if row.get("converged") is None or not math.isfinite(float(row.get("slope", math.nan))):
+            return f"too few validation evaluations to judge ({int(row.get('evals_seen', 0))} seen, {self.evals} needed)"
+        return (f"slope {row['slope']:+.3f} per {self.per} ({CONFIDENCE:.0%} CI {row['slope_low']:+.3f} to "
+                f"{row['slope_high']:+.3f}) over steps {int(row['from_step']):,}-{int(row['to_step']):,}")
+
+
+ASSESSED = ["converged", "slope", "slope_low", "slope_high", "tail_change", "from_step", "to_step", "evals_seen"]
 
 
 def plateau_window_end(schedule: str, full_budget: int, decay_fraction: float) -> int | None:
@@ -108,7 +128,7 @@ def run_gate(curves: pd.DataFrame, rule: ConvergenceRule, until: int | None = No
     for (strategy, seed), g in curves.dropna(subset=[rule.metric]).groupby(["strategy", "seed"], sort=False):
         g = g.sort_values("step")
         rows.append({"strategy": strategy, "seed": seed, **rule.assess(g["step"], g[rule.metric])})
-    return pd.DataFrame(rows, columns=["strategy", "seed", "converged", "tail_change", "spread", "evals_seen"])
+    return pd.DataFrame(rows, columns=["strategy", "seed", *ASSESSED])
 
 
 def strategy_gate(curves: pd.DataFrame, rule: ConvergenceRule, until: int | None = None) -> pd.DataFrame:
@@ -122,23 +142,5 @@ def strategy_gate(curves: pd.DataFrame, rule: ConvergenceRule, until: int | None
         runs = per_run[per_run["strategy"] == strategy]
         rows.append({"strategy": strategy, **rule.assess(mean.index, mean.to_numpy()),
                      "runs_converged": int((runs["converged"] == True).sum()),  # noqa: E712 (None-safe)
-                     "runs": int(g["seed"].nunique()), "until": until})
-    return pd.DataFrame(rows, columns=["strategy", "converged", "tail_change", "spread", "evals_seen",
-                                       "runs_converged", "runs", "until"])
-
-
-def gap_trend(curves: pd.DataFrame, strategy: str, baseline: str, rule: ConvergenceRule,
-              until: int | None = None) -> dict[str, Any]:
-    """The relative gap mean(strategy)/mean(baseline) - 1 of the validation curves at the last
-    ``rule.evals`` evaluation steps both share up to ``until``, and whether it is ``shrinking``,
-    ``growing`` or ``steady`` in magnitude (a change of less than a quarter of the tolerance is steady)."""
-    curves = _until(curves, until)
-    a = _mean_curve(curves[curves["strategy"] == strategy], rule.metric)
-    b = _mean_curve(curves[curves["strategy"] == baseline], rule.metric)
-    common = a.index.intersection(b.index)[-rule.evals:]
-    if len(common) < 2:
-        return {"steps": [], "gaps": [], "direction": "unknown"}
-    gaps = (a[common] / b[common] - 1).tolist()
-    change = abs(gaps[-1]) - abs(gaps[0])
-    direction = "steady" if abs(change) < rule.tolerance / 4 else ("shrinking" if change < 0 else "growing")
-    return {"steps": [int(s) for s in common], "gaps": gaps, "direction": direction}
+                     "runs": int(g["seed"].nunique()), "until": until, "per": rule.per, "tolerance": rule.tolerance})
+    return pd.DataFrame(rows, columns=["strategy", *ASSESSED, "runs_converged", "runs", "until", "per", "tolerance"])

@@ -2,20 +2,24 @@
 
 A *look* reads the ladder as it stands, its largest rung ``top``, and decides whether to add a rung at
 twice ``top``: the trunk continues from its last saved state, a new decay branch is trained and
-evaluated, and the next look reads the longer ladder. The rule reads the gap's stability only, never
-where a confidence interval lies relative to 0 or ±delta:
+evaluated, and the next look reads the longer ladder. The rule reads **validation data only**
+(never the test set: each rung's last validation MSE and the trunk's validation curve,
+:func:`validation_rungs`), uses the **same per-doubling criterion at every look** (both trend
+readings of :mod:`diffusion_lib.analysis.trend` with their CIs within ±delta/2 per doubling), and never
+reads where a confidence interval lies relative to 0 or ±delta:
 
 * a compared run unstable at ``top`` (:mod:`diffusion_lib.analysis.instability`): stop; more training of a run
   that blew up answers nothing, and the verdict says "training unstable";
-* every verdict arm's gap stable (:class:`~diffusion_lib.analysis.stability.GapStability`): stop, *stable*;
-* an arm whose gap still moves, or that has fewer than two informative rungs: grow, unless twice
-  ``top`` exceeds ``max_steps`` (stop, *maximum budget reached*);
-* anything else (too few seeds to estimate the change): stop; more budget would not make it
-  assessable.
+* every verdict arm's trend flat by that criterion: stop, *trend flat*;
+* otherwise grow, unless twice ``top`` exceeds ``max_steps`` (stop, *maximum budget reached*), or
+  the new rung's trunk would pass half of the longest constant-lr trunk seen stable for every arm
+  (``stability_margin``; stop, *stability margin reached*), or no such length was measured (stop,
+  *stability not measured*: run a stability sweep first).
 
 The workflow asks one look per ladder top as a Snakemake checkpoint (``workflow/rules/ladder.smk``),
 so the whole growth happens in one ``snakemake`` invocation and a dry run shows which rungs exist and
-why each was added (:func:`describe_looks`).
+why each was added (:func:`describe_looks`). The verdict's CIs are adjusted for the number of looks
+(Bonferroni, :meth:`diffusion_lib.analysis.study.Comparison.confidence`).
 """
 from __future__ import annotations
 
@@ -24,9 +28,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .stability import GapStability
+import numpy as np
+import pandas as pd
 
-STABLE, MAX_BUDGET, UNSTABLE, UNASSESSABLE = "stable", "maximum budget reached", "training unstable", "not assessable"
+from .ladder_tables import LADDER
+from .trend import rung_trend, trunk_trend
+
+STABLE, MAX_BUDGET, UNSTABLE, UNASSESSABLE = "trend flat", "maximum budget reached", "training unstable", "not assessable"
+MARGIN, UNMEASURED = "stability margin reached", "stability not measured"
 
 
 @dataclass(frozen=True)
@@ -45,13 +54,8 @@ class Look:
         return {**asdict(self), "reasons": list(self.reasons), "arms": dict(self.arms)}
 
     def standing(self) -> str:
-        """Each verdict arm's gap in a few words: stable, still moving, or how many informative rungs."""
-        def state(arm: Mapping[str, Any]) -> str:
-            usable = len(arm.get("usable_rungs", ()))
-            if arm.get("stable"):
-                return "stable"
-            return "still moving" if usable >= 2 else f"{usable} informative rung{'' if usable == 1 else 's'}"
-        return ", ".join(f"{s} {state(a)}" for s, a in self.arms.items())
+        """Each verdict arm's gap in a few words: flat, or still moving."""
+        return ", ".join(f"{s} {'flat' if a.get('final') else 'still moving'}" for s, a in self.arms.items())
 
     def sentence(self) -> str:
         """What this look decided, in one line (dry runs and the report; the reasons in full are in
@@ -59,31 +63,78 @@ class Look:
         standing = f" ({self.standing()})" if self.arms else ""
         if self.grow:
             return f"at {self.top:,} steps{standing}: added the rung of {self.next:,} steps"
-        if self.stopped == UNSTABLE:
-            return f"at {self.top:,} steps: stopped, {self.stopped} ({'; '.join(self.reasons)})"
+        if self.stopped in (UNSTABLE, MARGIN, UNMEASURED):
+            return f"at {self.top:,} steps{standing}: stopped, {self.stopped} ({'; '.join(self.reasons)})"
         return f"at {self.top:,} steps{standing}: stopped, {self.stopped}"
 
 
-def decide_look(top: int, next_budget: int | None, stabilities: Mapping[str, GapStability],
-                unstable_at_top: Sequence[str] = ()) -> Look:
+def _last_validation(curve: str, metric: str) -> float:
+    c = pd.read_csv(curve)
+    v = c[metric].dropna() if metric in c else pd.Series(dtype=float)
+    return float(v.iloc[-1]) if len(v) else float("nan")
+
+
+def validation_rungs(rungs: Sequence[Mapping[str, Any]], comparison: Any, trivial: Mapping[str, Mapping[str, float]],
+                     top: int, trunk_until: int | None = None) -> dict[str, dict[str, Any]]:
+    """Each verdict arm's trend on validation data over the ladder up to ``top`` (``rungs``: the rung
+    index entries, their ``curve`` files only): each rung model's last validation MSE (EMA model)
+    gives the rung reading over the informative rungs (every run of both arms with validation skill
+    ≥ 5%), the largest rung's curve up to ``trunk_until`` the trunk reading. ``final``: both CIs lie
+    within ±delta/2 per doubling."""
+    metric = comparison.convergence.metric
+    entry = float(trivial.get(comparison.primary_set, {}).get("entry_mean", float("nan")))
+    ladder = [r for r in rungs if r["kind"] == LADDER and int(r["rung"]) <= top]
+    values = pd.DataFrame([{"strategy": r["strategy"], "seed": int(r["seed"]), "rung": int(r["rung"]),
+                            "value": _last_validation(r["curve"], metric)} for r in ladder],
+                          columns=["strategy", "seed", "rung", "value"])
+    curves = pd.concat([pd.read_csv(r["curve"]).assign(strategy=r["strategy"], seed=int(r["seed"]))
+                        for r in ladder if int(r["rung"]) == top] or [pd.DataFrame()], ignore_index=True)
+    present = set(values["strategy"])
+    base, tolerance = comparison.baseline, comparison.delta / 2
+    out = {}
+    for arm in (comparison.adversarial, comparison.random):
+        if arm is None or arm not in present or base not in present:
+            continue
+        both = values[values["strategy"].isin([arm, base])]
+        usable = [int(r) for r, g in both.groupby("rung")
+                  if g["strategy"].nunique() == 2 and bool(np.all(1 - g["value"] / entry >= 0.05))]
+        trends = [rung_trend(both, arm, base, usable), trunk_trend(curves, arm, base, entry, trunk_until, metric)]
+        flat = all(t.within(tolerance) for t in trends)
+        out[arm] = {"final": flat, "usable_rungs": usable,
+                    "reason": "" if flat else "; ".join(f"{t.source} trend {t.text()}" for t in trends
+                                                        if not t.within(tolerance)),
+                    "trends": [t.as_dict() for t in trends]}
+    return out
+
+
+def decide_look(top: int, next_budget: int | None, arms: Mapping[str, Mapping[str, Any]],
+                unstable_at_top: Sequence[str] = (), margin: Mapping[str, Any] | None = None) -> Look:
     """The look at ladder top ``top`` (see the module docstring). ``next_budget``: the rung it would
-    add (None when twice ``top`` exceeds ``max_steps``); ``stabilities``: each verdict arm's gap
-    stability over the ladder up to ``top``; ``unstable_at_top``: the compared runs unstable at
-    ``top``, described."""
-    arms = {s: {"stable": g.stable, "usable_rungs": [g.steps[i] for i in g.usable], "reason": g.ladder_reason()}
-            for s, g in stabilities.items()}
+    add (None when twice ``top`` exceeds ``max_steps``); ``arms``: each verdict arm's validation trend
+    (:func:`validation_rungs`); ``unstable_at_top``: the compared runs unstable at ``top``, described;
+    ``margin``: ``next_trunk`` (the branch point of the rung it would add) and ``seen_stable`` (the
+    shortest of the longest constant-lr trunks seen stable per arm; None when not measured)."""
+    arms = {s: dict(a) for s, a in arms.items()}
     if unstable_at_top:
         return Look(top, next_budget, False, UNSTABLE, tuple(unstable_at_top), arms)
-    if not stabilities:
+    if not arms:
         return Look(top, next_budget, False, UNASSESSABLE, ("no mining arm to compare with the baseline",), arms)
-    pending = {s: g for s, g in stabilities.items() if not g.stable}
+    pending = {s: a for s, a in arms.items() if not a.get("final")}
     if not pending:
         return Look(top, next_budget, False, STABLE, (), arms)
-    reasons = tuple(g.ladder_reason() for g in pending.values())
-    if any(len(g.usable) >= 2 and not g.assessable for g in pending.values()):
-        return Look(top, next_budget, False, UNASSESSABLE, reasons, arms)
+    reasons = tuple(f"{s}: {a.get('reason', '')}" for s, a in pending.items())
     if next_budget is None:
         return Look(top, None, False, MAX_BUDGET, reasons, arms)
+    margin = margin or {}
+    seen, trunk = margin.get("seen_stable"), margin.get("next_trunk")
+    if seen is None:
+        return Look(top, next_budget, False, UNMEASURED, reasons + (
+            "no stable trunk length was measured for every arm (stability_margin.seen_stable): run a stability "
+            "sweep before growing the ladder",), arms)
+    if trunk is not None and trunk > seen / 2:
+        return Look(top, next_budget, False, MARGIN, reasons + (
+            f"the rung of {next_budget:,} steps needs a trunk of {trunk:,} steps, past half of the {seen:,} seen "
+            "stable",), arms)
     return Look(top, next_budget, True, "", reasons, arms)
 
 

@@ -23,17 +23,15 @@ import logging
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import tables as tab
 from .instability import InstabilityRule, blank_unstable
-from .stability import GapStability, every_run_informative
 from .statistics import judged_change, summarize
-from .instability import mark_unstable
-from .stability import gap_stability
+from .trend import INFORMATIVE_SKILL
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +56,13 @@ def rung_values(rungs: Sequence[Mapping[str, Any]], endpoints: Sequence[tab.Endp
         log.warning("missing rung models (excluded): %s", ", ".join(missing))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=VALUE_COLUMNS)
     return frame.reindex(columns=VALUE_COLUMNS), missing
+
+
+def every_run_informative(values: Sequence[float], entry_mean: float) -> bool:
+    """Whether every run's value (MSE) beats the per-entry-mean predictor's ``entry_mean`` by at least
+    :data:`~diffusion_lib.analysis.trend.INFORMATIVE_SKILL` (False without values): an informative rung (SPEC §8.1)."""
+    x = np.asarray(list(values), dtype=float)
+    return bool(len(x)) and bool(np.all(1 - x / entry_mean >= INFORMATIVE_SKILL))
 
 
 def _entry_mean(endpoint: str, trivial: Mapping[str, Mapping[str, float]]) -> float:
@@ -161,29 +166,3 @@ def unstable_rungs(unstable: pd.DataFrame, strategies: Sequence[str]) -> list[in
     """The ladder rungs at which a run of any of ``strategies`` is unstable."""
     hit = unstable[(unstable["kind"] == LADDER) & unstable["strategy"].isin(list(strategies))]
     return sorted({int(r) for r in hit["rung"]})
-
-
-def with_informative(contrasts: pd.DataFrame, stabilities: Iterable[GapStability]) -> pd.DataFrame:
-    """``contrasts`` (per rung) with an ``informative`` column: whether the rung counts for the row's
-    verdict contrast (:mod:`diffusion_lib.analysis.stability`; NaN for rows no stability covers)."""
-    flags = {(g.strategy, g.versus, rung): informative for g in stabilities
-             for rung, informative in zip(g.steps, g.informative)}
-    out = contrasts.copy()
-    out["informative"] = [flags.get((s, v, int(r))) for s, v, r in zip(out["strategy"], out["versus"], out["rung"])]
-    return out
-
-
-def ladder_gate(rung_vals: pd.DataFrame, unstable: pd.DataFrame, verdict_pairs: Sequence[tuple[str, str, str]],
-                primary_ep: tab.Endpoint, delta: float, alpha: float, confidence: float, paper: float,
-                trivial: Mapping[str, Mapping[str, float]]) -> tuple[pd.DataFrame, dict[str, GapStability]]:
-    """The ladder's contrasts (unstable rungs blanked, informative rungs marked) and each verdict
-    arm's gap stability: what the verdict and each ``until_stable`` look read."""
-    ladder_contrasts = mark_unstable(ladder_contrasts_table(rung_vals, verdict_pairs, primary_ep, delta, alpha,
-                                                            confidence, paper), unstable)
-    on_primary = ladder_contrasts[ladder_contrasts["endpoint_role"] == "primary"]
-    entry_mean = float(trivial.get(primary_ep.set, {}).get("entry_mean", float("nan")))
-    on_ladder = rung_vals[(rung_vals["kind"] == LADDER) & (rung_vals["endpoint"] == primary_ep.key)]
-    stabilities = {s: gap_stability(on_primary, on_ladder, entry_mean, s, base, delta,
-                                    unstable_rungs=unstable_rungs(unstable, (s, base)))
-                   for s, base, _ in verdict_pairs}
-    return with_informative(ladder_contrasts, stabilities.values()), stabilities

@@ -1,20 +1,19 @@
-"""Gap stability across the budget ladder: the gate that annealing cannot pass (SPEC §8.1).
+"""The gate of the budget ladder (SPEC §8.1): which rungs a contrast may be read at, and its trend.
 
 A validation curve flattens whenever the learning rate is annealed, so a plateau at the end of one
 decayed schedule does not show that more training would leave the comparison unchanged. The ladder
-trains every run to several budgets, each with its own decay, and this module asks whether the
-primary contrast (a mining arm's relative change versus the baseline) has stopped moving:
+trains every run to several budgets, each with its own decay, and this module says, per mining arm
+versus the baseline (:class:`GapStability`, built by :func:`ladder_gate`):
 
 * **informative rungs**: a rung counts only if every run of both arms beats the per-entry-mean
   predictor by at least 5% on the primary endpoint (skill ``1 − MSE / MSE_mean``, per run). A rung
   where some run has not yet left burn-in measures learning speed, not the method: it stays in the
   tables and the figure, labelled, and is left out of everything below. So is a rung at which a run
   of either arm is *unstable* (:mod:`diffusion_lib.analysis.instability`);
-* **stable** (the gate): over the last two usable rungs, the change of the contrast, computed per
-  seed as the paired change of log MSE between the two rungs (a seed's rungs share its trunk),
-  differenced between the arms (Welch), is below delta/2 and its 95% CI lies within ±delta
-  (delta read on the log scale, where it is the relative change to first order). Fewer than two
-  usable rungs: not stable, and the reason says where each arm stands;
+* **readable**: the verdict reads the full-budget rung only, and only when it is usable, with at
+  least two usable rungs in all (:meth:`GapStability.decision_reason` says which rung failed);
+* **the trend per doubling**: the rungs' reading and the trunk's (:mod:`diffusion_lib.analysis.trend`),
+  from which :meth:`GapStability.finality` says whether the contrast's label is final or still moving;
 * when the usable estimates move monotonically over three or more rungs, a least-squares line of
   the log ratio against log samples says at which budget (beyond the ladder) the gap would cross 0
   and ±delta. It is labelled an extrapolation, never a finding.
@@ -23,18 +22,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..settings.budget import samples_text, share_text
+from . import tables as tab
+from .instability import mark_unstable
+from .ladder_tables import LADDER, every_run_informative, ladder_contrasts_table, unstable_rungs
+from .trend import INFORMATIVE_SKILL, Finality, Trend, finality, rung_trend
 
 EXTRAPOLATION_LABEL = "extrapolation (log-linear fit of the log ratio over the informative rungs), not a finding"
-#: a rung is informative for a contrast when every run of both arms has at least this skill (SPEC §8.1)
-INFORMATIVE_SKILL = 0.05
-STABILITY_CONFIDENCE = 0.95
 
 
 def _pct(x: float) -> str:
@@ -56,37 +55,11 @@ def log_linear_crossings(samples: Sequence[float], estimates: Sequence[float],
 
 
 @dataclass(frozen=True)
-class PairedChange:
-    """The change of the contrast's log ratio between two rungs, from per-seed paired changes:
-    ``estimate`` = mean over the arm's seeds of Δlog MSE minus the baseline's, with its Welch CI."""
-
-    estimate: float
-    ci_low: float
-    ci_high: float
-    n_a: int
-    n_b: int
-
-    @classmethod
-    def of(cls, changes_a: Sequence[float], changes_b: Sequence[float],
-           confidence: float = STABILITY_CONFIDENCE) -> "PairedChange":
-        a, b = np.asarray(changes_a, dtype=float), np.asarray(changes_b, dtype=float)
-        if len(a) < 2 or len(b) < 2:
-            return cls(math.nan, math.nan, math.nan, len(a), len(b))
-        estimate = float(a.mean() - b.mean())
-        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-        se = math.sqrt(va + vb)
-        if se == 0:
-            return cls(estimate, estimate, estimate, len(a), len(b))
-        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-        half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-        return cls(estimate, estimate - half, estimate + half, len(a), len(b))
-
-
-@dataclass(frozen=True)
 class GapStability:
     """The primary contrast of ``strategy`` versus ``versus`` across the ladder's rungs (ascending):
     every rung's estimate, which rungs are informative (and not unstable), the lowest per-run skill of
-    each arm per rung, and the paired change between the last two usable rungs."""
+    each arm per rung, the full budget ``full`` (steps), and the two trend readings per doubling
+    (:mod:`diffusion_lib.analysis.trend`)."""
 
     strategy: str
     versus: str
@@ -96,8 +69,10 @@ class GapStability:
     estimates: tuple[float, ...]
     informative: tuple[bool, ...]
     skill: tuple[tuple[float, float], ...]  # per rung: (lowest run skill of strategy, of versus)
-    paired: PairedChange | None = None      # between the last two usable rungs
     unstable: tuple[bool, ...] = ()         # per rung: a run of either arm is unstable there
+    full: int | None = None                 # the full budget (steps); None: the largest rung
+    rungs_trend: Trend | None = None
+    trunk_trend: Trend | None = None
 
     def _unstable(self, i: int) -> bool:
         return bool(self.unstable[i]) if i < len(self.unstable) else False
@@ -109,24 +84,32 @@ class GapStability:
                      and math.isfinite(self.estimates[i]))
 
     @property
-    def assessable(self) -> bool:
-        """Two or more usable rungs and a paired change between the last two."""
-        return len(self.usable) >= 2 and self.paired is not None and math.isfinite(self.paired.estimate)
+    def full_steps(self) -> int:
+        return int(self.full) if self.full is not None else (max(self.steps) if self.steps else 0)
 
-    @property
-    def change(self) -> float:
-        """The paired change of the log ratio over the last two usable rungs (NaN if not assessable)."""
-        return self.paired.estimate if self.assessable and self.paired else math.nan
+    def decision_reason(self) -> str:
+        """Why the verdict may not read this contrast (empty when it may): the full-budget rung must be
+        usable, with at least two usable rungs in all (SPEC §8.1, §8.2 rule 2)."""
+        full = self.full_steps
+        if full not in self.steps:
+            return f"the {self.strategy} vs {self.versus} contrast has no estimate at the full budget ({full:,} steps)"
+        i = self.steps.index(full)
+        why = [w for w, on in (("unstable", self._unstable(i)), ("uninformative", not self.informative[i])) if on]
+        if i not in self.usable:
+            return (f"the full-budget rung ({full:,} steps) of {self.strategy} vs {self.versus} is "
+                    f"{' and '.join(why) or 'without an estimate'} (a rung counts when every run of both arms has "
+                    f"skill ≥ {INFORMATIVE_SKILL:.0%} and none is unstable; {self.standing()})")
+        if len(self.usable) < 2:
+            return (f"the ladder has fewer than two informative rungs for {self.strategy} vs {self.versus} "
+                    f"({len(self.usable)} of {len(self.steps)}; {self.standing()}; {self.trajectory()})")
+        return ""
 
-    @property
-    def stable(self) -> bool:
-        """The change is below delta/2 and its 95% CI lies within ±delta."""
-        if not self.assessable or self.paired is None:
-            return False
-        p = self.paired
-        return abs(p.estimate) < self.delta / 2 and -self.delta < p.ci_low and p.ci_high < self.delta
+    def trends(self) -> list[Trend]:
+        return [t for t in (self.trunk_trend, self.rungs_trend) if t is not None]
 
-    settled = stable  # the verdict's word for it
+    def finality(self, change: Mapping[str, Any]) -> Finality:
+        """Whether ``change`` (the full budget's judged contrast) is final (:func:`~diffusion_lib.analysis.trend.finality`)."""
+        return finality(change, self.trends(), self.delta)
 
     @property
     def direction(self) -> str:
@@ -172,7 +155,7 @@ class GapStability:
                          f"({self.versus})" for steps, (a, b) in zip(self.steps, self.skill))
 
     def extrapolation_text(self, paper_samples: float) -> str | None:
-        """The labelled extrapolation sentence, or None when the usable estimates are not monotone."""
+        """The labelled crossing sentence, or None when the usable estimates are not monotone."""
         cross = self.crossings()
         if cross is None:
             return None
@@ -181,7 +164,7 @@ class GapStability:
         fitted = self.fitted_last()
         last = self._usable_series()[1][-1]
         if abs(math.log1p(fitted) - math.log1p(last)) >= self.delta / 2:
-            # the line misses the last rung by more than the stability tolerance: its crossings say nothing
+            # the line misses the last rung by more than the finality tolerance: its crossings say nothing
             return (f"{head} is not described by that line (it gives {_pct(fitted)} at the last informative rung, "
                     f"where {_pct(last)} was measured), so no crossing budget is extrapolated.")
         ahead = [f"{name} at about {samples_text(s)} samples ({share_text(s / paper_samples)} of the paper's)"
@@ -196,46 +179,19 @@ class GapStability:
         slope, intercept = np.polyfit(x, np.log1p(np.asarray(estimates, dtype=float)), 1)
         return float(math.expm1(slope * x[-1] + intercept))
 
-    def ladder_reason(self) -> str:
-        """Why the gap is not stable (empty when it is)."""
-        n = len(self.usable)
-        if n < 2:
-            return (f"the ladder has fewer than two informative rungs for {self.strategy} vs {self.versus} ({n} of "
-                    f"{len(self.steps)}: a rung counts when every run of both arms has skill ≥ "
-                    f"{INFORMATIVE_SKILL:.0%} and none is unstable; {self.standing()}; {self.trajectory()})")
-        if not self.assessable or self.paired is None:
-            return (f"the {self.strategy} vs {self.versus} gap's change between its last two informative rungs "
-                    f"cannot be estimated (fewer than two seeds per arm at both rungs; {self.trajectory()})")
-        if self.stable:
-            return ""
-        p = self.paired
-        r1, r2 = (self.steps[i] for i in self.usable[-2:])
-        return (f"the {self.strategy} vs {self.versus} gap is still moving ({self.direction}): {self.trajectory()}; "
-                f"between {r1:,} and {r2:,} steps its log ratio changed by {p.estimate:+.3f} "
-                f"({STABILITY_CONFIDENCE:.0%} CI {p.ci_low:+.3f} to {p.ci_high:+.3f}, paired per seed), where stable "
-                f"needs a change below {self.delta / 2:.3f} and the CI within ±{self.delta:.2f}")
-
-    reason = ladder_reason
-
     def as_dict(self) -> dict[str, Any]:
         cross = self.crossings()
-        p = self.paired
+        empty = Trend("", math.nan, math.nan, math.nan)
         return {"strategy": self.strategy, "versus": self.versus, "rungs": list(self.steps),
                 "samples": list(self.samples), "estimates": list(self.estimates),
                 "informative": list(self.informative), "unstable": [self._unstable(i) for i in range(len(self.steps))],
-                "informative_rungs": [self.steps[i] for i in self.usable], "change": self.change,
-                "change_ci_low": p.ci_low if p and self.assessable else math.nan,
-                "change_ci_high": p.ci_high if p and self.assessable else math.nan,
-                "change_confidence": STABILITY_CONFIDENCE, "direction": self.direction, "stable": self.stable,
-                "monotone": self.monotone, "crossings": cross,
-                "extrapolation": EXTRAPOLATION_LABEL if cross is not None else None}
-
-
-def every_run_informative(values: Sequence[float], entry_mean: float) -> bool:
-    """Whether every run's value (MSE) beats the per-entry-mean predictor's ``entry_mean`` by at least
-    :data:`INFORMATIVE_SKILL` (False without values)."""
-    x = np.asarray(list(values), dtype=float)
-    return bool(len(x)) and bool(np.all(1 - x / entry_mean >= INFORMATIVE_SKILL))
+                "informative_rungs": [self.steps[i] for i in self.usable], "full": self.full_steps,
+                "decision_reason": self.decision_reason(), "direction": self.direction, "monotone": self.monotone,
+                **(self.rungs_trend or empty).as_dict("rungs_trend_"),
+                **(self.trunk_trend or empty).as_dict("trunk_trend_"),
+                "rungs_trend_text": self.rungs_trend.text() if self.rungs_trend else "",
+                "trunk_trend_text": self.trunk_trend.text() if self.trunk_trend else "",
+                "crossings": cross, "extrapolation": EXTRAPOLATION_LABEL if cross is not None else None}
 
 
 def _run_skill(values: pd.DataFrame, entry_mean: float) -> pd.DataFrame:
@@ -243,12 +199,14 @@ def _run_skill(values: pd.DataFrame, entry_mean: float) -> pd.DataFrame:
 
 
 def gap_stability(primary: pd.DataFrame, rung_values: pd.DataFrame, entry_mean: float, strategy: str, versus: str,
-                  delta: float, unstable_rungs: Sequence[int] = ()) -> GapStability:
-    """The stability of ``strategy`` vs ``versus`` from the ladder's primary contrasts (rows with
+                  delta: float, unstable_rungs: Sequence[int] = (), full: int | None = None,
+                  trunk: Trend | None = None) -> GapStability:
+    """The gate of ``strategy`` vs ``versus`` from the ladder's primary contrasts (rows with
     ``strategy``, ``versus``, ``rung``, ``samples``, ``estimate``; ladder rungs only), the per-seed
     primary values of every ladder rung (``strategy``, ``seed``, ``rung``, ``value``) and the
     per-entry-mean predictor's MSE on the primary set (``entry_mean``, for skill). ``unstable_rungs``:
-    the rungs (steps) at which a run of either arm is unstable."""
+    the rungs (steps) at which a run of either arm is unstable; ``full``: the full budget (steps);
+    ``trunk``: the trunk's trend reading (:func:`~diffusion_lib.analysis.trend.trunk_trend`)."""
     rows = primary[(primary["strategy"] == strategy) & (primary["versus"] == versus)].sort_values("rung")
     steps = [int(r) for r in rows["rung"]]
     per_run = _run_skill(rung_values[rung_values["strategy"].isin([strategy, versus])], entry_mean)
@@ -262,21 +220,44 @@ def gap_stability(primary: pd.DataFrame, rung_values: pd.DataFrame, entry_mean: 
                            and every_run_informative(at["value"], entry_mean))
     unstable = tuple(r in set(unstable_rungs) for r in steps)
     gap = GapStability(strategy, versus, delta, tuple(steps), tuple(int(s) for s in rows["samples"]),
-                       tuple(float(e) for e in rows["estimate"]), tuple(informative), tuple(skill), None, unstable)
-    if len(gap.usable) >= 2:
-        r1, r2 = (steps[i] for i in gap.usable[-2:])
-        changes = []
-        for arm in (strategy, versus):
-            v = per_run[per_run["strategy"] == arm].pivot_table(index="seed", columns="rung", values="value")
-            both = v[[r1, r2]].dropna() if {r1, r2} <= set(v.columns) else v.iloc[0:0]
-            changes.append(np.log(both[r2].to_numpy(dtype=float)) - np.log(both[r1].to_numpy(dtype=float)))
-        gap = GapStability(**{**gap.__dict__, "paired": PairedChange.of(*changes)})
-    return gap
+                       tuple(float(e) for e in rows["estimate"]), tuple(informative), tuple(skill), unstable, full,
+                       None, trunk)
+    usable = [steps[i] for i in gap.usable]
+    return GapStability(**{**gap.__dict__, "rungs_trend": rung_trend(per_run, strategy, versus, usable)})
+
+
+def with_informative(contrasts: pd.DataFrame, stabilities: Iterable[GapStability]) -> pd.DataFrame:
+    """``contrasts`` (per rung) with an ``informative`` column: whether the rung counts for the row's
+    verdict contrast (NaN for rows no gate covers)."""
+    flags = {(g.strategy, g.versus, rung): informative for g in stabilities
+             for rung, informative in zip(g.steps, g.informative)}
+    out = contrasts.copy()
+    out["informative"] = [flags.get((s, v, int(r))) for s, v, r in zip(out["strategy"], out["versus"], out["rung"])]
+    return out
+
+
+def ladder_gate(rung_vals: pd.DataFrame, unstable: pd.DataFrame, verdict_pairs: Sequence[tuple[str, str, str]],
+                primary_ep: tab.Endpoint, delta: float, alpha: float, confidence: float, paper: float,
+                trivial: Mapping[str, Mapping[str, float]], full: int | None = None,
+                trunks: Mapping[str, Trend] | None = None) -> tuple[pd.DataFrame, dict[str, GapStability]]:
+    """The ladder's contrasts (unstable rungs blanked, informative rungs marked) and each verdict
+    arm's gate (by strategy), with its trunk reading from ``trunks``: what the verdict and each
+    ``until_stable`` look read."""
+    ladder_contrasts = mark_unstable(ladder_contrasts_table(rung_vals, verdict_pairs, primary_ep, delta, alpha,
+                                                            confidence, paper), unstable)
+    on_primary = ladder_contrasts[ladder_contrasts["endpoint_role"] == "primary"]
+    entry_mean = float(trivial.get(primary_ep.set, {}).get("entry_mean", float("nan")))
+    on_ladder = rung_vals[(rung_vals["kind"] == LADDER) & (rung_vals["endpoint"] == primary_ep.key)]
+    stabilities = {s: gap_stability(on_primary, on_ladder, entry_mean, s, base, delta,
+                                    unstable_rungs=unstable_rungs(unstable, (s, base)), full=full,
+                                    trunk=(trunks or {}).get(s))
+                   for s, base, _ in verdict_pairs}
+    return with_informative(ladder_contrasts, stabilities.values()), stabilities
 
 
 def stability_table(stabilities: Sequence[GapStability], paper_samples: float) -> pd.DataFrame:
-    """One row per compared mining arm: the estimates per rung (labelled), the informative rungs, the
-    paired change over the last two with its CI, whether the contrast is stable, and the labelled
+    """One row per compared mining arm: the estimates per rung (labelled), the informative rungs, both
+    trend readings per doubling with their CIs, why the verdict may not read it, and the labelled
     extrapolation."""
     rows = []
     for g in stabilities:

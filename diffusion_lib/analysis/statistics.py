@@ -8,8 +8,9 @@ number per run (a seed's test MSE on the whole held-out set).
 * :func:`relative_change_ci`: the relative change mean(a)/mean(b) - 1 with its confidence interval
   and p-value, by Welch's method with the delta method on the log scale (below).
 * :func:`holm`: Holm's step-down adjustment of the secondary endpoints' p-values.
-* :func:`classify`: where a CI lies relative to the margin ±delta, equivalence judged on its own CI
-  (:func:`equivalence_level`: two one-sided tests); the seeds a pending decision needs are
+* :func:`classify`: the label of a contrast (SPEC §8.2, symmetric around 0), equivalence judged on
+  its own CI (:func:`equivalence_level`: two one-sided tests); :func:`shifted_label` the label one
+  doubling along a trend would give; the seeds a pending decision needs are
   :mod:`diffusion_lib.analysis.power`'s.
 
 The relative change. With per-seed values a (n_a seeds) and b (n_b seeds), the log of the ratio of
@@ -25,14 +26,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 
 ALPHA = 0.05
-#: Outcomes of one contrast on one endpoint (SPEC §8 verdicts 1-4).
-HELPS, EQUIVALENT, WORSE, INCONCLUSIVE = "helps", "equivalent", "worse", "inconclusive"
+#: The labels of one contrast (SPEC §8.2), the same rules on both sides of 0: the decision CI beyond
+#: the margin; equivalence (TOST) with the decision CI also excluding 0; equivalence alone; the
+#: decision CI excluding 0 only; anything else.
+BETTER_BEYOND, WORSE_BEYOND = "meaningfully better", "meaningfully worse"
+BETTER_WITHIN, WORSE_WITHIN = "better by less than the margin", "worse by less than the margin"
+EQUIVALENT = "equivalent"
+BETTER, WORSE = "better, size not established", "worse, size not established"
+INCONCLUSIVE = "inconclusive"
+LABELS = (BETTER_BEYOND, BETTER_WITHIN, BETTER, EQUIVALENT, INCONCLUSIVE, WORSE, WORSE_WITHIN, WORSE_BEYOND)
+BETTER_LABELS = (BETTER_BEYOND, BETTER_WITHIN, BETTER)
+WORSE_LABELS = (WORSE_BEYOND, WORSE_WITHIN, WORSE)
+EQUIVALENT_LABELS = (BETTER_WITHIN, EQUIVALENT, WORSE_WITHIN)
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
@@ -139,20 +150,46 @@ def equivalence_level(confidence: float) -> float:
 
 def classify(ci_low: float, ci_high: float, delta: float, eq_low: float | None = None,
              eq_high: float | None = None) -> str:
-    """Where the CI of a relative change lies (SPEC §8.2, checked in this order): entirely below
-    -delta: ``helps``; the equivalence CI (``eq_low``, ``eq_high``, at :func:`equivalence_level`;
-    the same CI when not given) entirely inside (-delta, +delta): ``equivalent``; entirely above 0:
-    ``worse`` (the baseline is better); anything else (or NaN): ``inconclusive``."""
+    """The label of a relative change (SPEC §8.2; "better" means a lower MSE than the versus arm),
+    from its decision CI (``ci_low``, ``ci_high``) and its equivalence CI (``eq_low``, ``eq_high``, at
+    :func:`equivalence_level`; the decision CI when not given), the same rules on both sides of 0:
+    decision CI entirely below -delta / above +delta: :data:`BETTER_BEYOND` / :data:`WORSE_BEYOND`;
+    equivalence CI inside (-delta, +delta): :data:`EQUIVALENT`, or :data:`BETTER_WITHIN` /
+    :data:`WORSE_WITHIN` when the decision CI also lies below / above 0; decision CI below / above 0
+    otherwise: :data:`BETTER` / :data:`WORSE` (size not established); else (or NaN)
+    :data:`INCONCLUSIVE`."""
     eq_low, eq_high = (ci_low, ci_high) if eq_low is None or eq_high is None else (eq_low, eq_high)
     if not all(math.isfinite(x) for x in (ci_low, ci_high, eq_low, eq_high)):
         return INCONCLUSIVE
     if ci_high < -delta:
-        return HELPS
+        return BETTER_BEYOND
+    if ci_low > delta:
+        return WORSE_BEYOND
     if -delta < eq_low and eq_high < delta:
-        return EQUIVALENT
+        return BETTER_WITHIN if ci_high < 0 else WORSE_WITHIN if ci_low > 0 else EQUIVALENT
+    if ci_high < 0:
+        return BETTER
     if ci_low > 0:
         return WORSE
     return INCONCLUSIVE
+
+
+def side(label: str) -> str:
+    """``better``, ``worse``, ``equivalent`` or ``open``: which way a label points."""
+    if label in BETTER_LABELS:
+        return "better"
+    if label in WORSE_LABELS:
+        return "worse"
+    return "equivalent" if label == EQUIVALENT else "open"
+
+
+def shifted_label(change: Mapping[str, Any], shift: float, delta: float) -> str:
+    """The label of ``change`` (a :func:`judged_change` dict) with both its CIs moved by ``shift`` on
+    the log scale: where one more doubling along a trend of ``shift`` per doubling would put it."""
+    def move(x: float) -> float:
+        return math.expm1(math.log1p(x) + shift) if math.isfinite(x) and x > -1 else math.nan
+    return classify(move(change["ci_low"]), move(change["ci_high"]), delta, move(change["eq_low"]),
+                    move(change["eq_high"]))
 
 
 def judged_change(a: Sequence[float], b: Sequence[float], delta: float, confidence: float) -> dict[str, float | str]:

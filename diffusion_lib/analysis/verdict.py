@@ -1,40 +1,34 @@
-"""The verdict of SPEC §8.2: one outcome on the primary endpoint, at the budget it was measured at.
+"""The verdict (SPEC §8.2): one outcome on the primary endpoint, at its budget, final or still moving.
 
 Inputs are per-seed values of the primary endpoint at the full budget (one number per training
-run), each compared strategy's diverged and unstable runs (:mod:`diffusion_lib.analysis.instability`), its
-convergence gate (the plateau check on the seed-mean curve of the constant-lr trunk, and how many of
-its runs pass on their own, :func:`convergence.strategy_gate`), the gap stability of each mining
-contrast across the budget ladder's informative rungs (:mod:`diffusion_lib.analysis.stability`) and the
-:class:`~diffusion_lib.settings.budget.Budget`. The outcome is the first that applies:
+run), each compared strategy's diverged and unstable runs (:mod:`diffusion_lib.analysis.instability`),
+its plateau check (the slope of its seed-mean trunk curve, :mod:`diffusion_lib.analysis.convergence`),
+each mining contrast's gate across the budget ladder (:class:`~diffusion_lib.analysis.stability.GapStability`:
+which rungs are usable, and the trend per doubling read on the rungs and on the trunk) and the
+:class:`~diffusion_lib.settings.budget.Budget`. Every contrast gets one label
+(:func:`~diffusion_lib.analysis.statistics.classify`, the same rules on both sides of 0), and the
+outcome is the first that applies:
 
 1. ``training unstable``: a run of a compared strategy (or of the baseline) diverged (NaN/inf or a
-   loss above ``max_loss``) or is unstable at the full budget (its validation MSE rose far above its
-   best), naming the runs, the step and the rung;
-2. ``not decided at this budget``: a compared strategy's seed-mean trunk curve fails the plateau
-   check, or a mining contrast is not stable across the ladder's informative rungs (including fewer
-   than two of them). The sentence says which, which way the gap moves and its estimate at each rung
-   (labelled where uninformative or unstable), and adds the labelled extrapolation where the
-   informative estimates are monotone;
-3. ``mining helps``: the decision CI of a mining strategy's relative change lies entirely below
-   -delta and every compared run passed the plateau check on its own curve (naming the strategy;
-   with both helping, the one with the lower estimate);
-4. otherwise the research question's own contrast decides, that of the adversarial strategy (or
-   the only mining strategy): ``no meaningful difference`` if its equivalence CI lies inside
-   (-delta, +delta) (saying so when the baseline is nevertheless better by less than the margin: CI
-   above 0), ``baseline better`` if its decision CI lies entirely above 0 (saying whether harm beyond
-   +delta is established), ``inconclusive`` otherwise, with the seeds the pending decision needs
-   (:mod:`diffusion_lib.analysis.power`). The other contrast is stated beside it.
+   loss above ``max_loss``) or is unstable at the full budget, naming the runs, the step and rung;
+2. ``not decided``: a compared arm's seed-mean trunk fails the plateau check, or a mining contrast
+   has fewer than two usable rungs or an unusable full-budget rung (naming it). The sentence still
+   says what the full budget measured (not a verdict) and which way the gap moves;
+3. ``mining helps`` (a mining arm better, meaningfully or not, as labelled; with several, the one
+   with the lower estimate), ``baseline better`` (the adversarial arm, the research question's,
+   worse), ``no meaningful difference`` (equivalent), else ``inconclusive`` with the seeds the
+   pending decision needs (:mod:`diffusion_lib.analysis.power`). Always with the budget **and** the
+   status, *final* or *still moving* (:func:`~diffusion_lib.analysis.trend.finality`: direction, rate
+   per doubling with its CI, and what the trend implies at 2× the budget and at the paper's, labelled
+   an extrapolation, beside the reference replication's numbers).
 
-The sentence names the budget (training samples and their share of the paper's). The scenario of
-the seed design: ``adversarial wins`` / ``random best`` (mining helps), ``training instability``,
-``baseline best`` only when the baseline's advantage is established (outcome baseline better) and
-no mining arm's CI lies below 0, ``no difference (the baseline is cheapest)`` for equivalence;
-otherwise None (the data do not support one yet).
+The scenario of the seed design is named only for a final answer, from all contrasts together
+(:func:`scenario`); otherwise the data do not support one yet.
 
-Multiplicity: with m mining strategies compared on the primary endpoint (adversarial and random:
-m = 2), decisions 3 and 5 use the two-sided CI at 1 - alpha/m (97.5%) and equivalence uses two
-one-sided tests at alpha/m each, i.e. the CI at 1 - 2 alpha/m (95%), so the family of primary
-contrasts keeps its error rate at alpha. Every CI printed names its level.
+Multiplicity: with m mining strategies compared on the primary endpoint (m = 2 here) and k looks of
+``until_stable``, decisions use the two-sided CI at 1 - alpha/(m k) (97.5% for one look) and
+equivalence two one-sided tests at alpha/(m k) each, i.e. the CI at 1 - 2 alpha/(m k) (95%). Every CI
+printed names its level, and every label stands beside the interval it was judged on.
 """
 from __future__ import annotations
 
@@ -42,19 +36,24 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ..settings.budget import PAPER_SAMPLES, Budget
+from ..settings.budget import PAPER_SAMPLES, Budget, samples_text
 from .power import EQUIVALENCE, seeds_needed
 from .stability import GapStability
-from .statistics import EQUIVALENT, HELPS, INCONCLUSIVE, WORSE, equivalence_level, judged_change
+from .statistics import EQUIVALENT_LABELS, INCONCLUSIVE, equivalence_level, judged_change, side
+from .trend import TRUNK, Finality, implied_at
 
 UNSTABLE = "training unstable"
-NOT_DECIDED = "not decided at this budget"
+NOT_DECIDED = "not decided"
 MINING_HELPS = "mining helps"
 NO_DIFFERENCE = "no meaningful difference"
 BASELINE_BETTER = "baseline better"
 UNDECIDED = "inconclusive"
 OUTCOMES = (MINING_HELPS, NO_DIFFERENCE, BASELINE_BETTER, UNDECIDED, NOT_DECIDED, UNSTABLE)
+FINAL, MOVING = "final", "still moving"
 POWER = 0.8
+#: the reference replication at the paper's budget (method §9): relative change of each mining arm's
+#: mean validation MSE versus the baseline's (0.009777 and 0.009731 against 0.009692)
+REFERENCE_AT_PAPER = {"adversarial": 0.009777 / 0.009692 - 1, "random": 0.009731 / 0.009692 - 1}
 
 
 @dataclass
@@ -66,16 +65,9 @@ class Arm:
     values: list[float]
     runs: int
     diverged: int = 0
-    # convergence.strategy_gate row: the mean curve's plateau check, runs_converged of runs on their own
+    # convergence.strategy_gate row: the plateau check on the seed-mean trunk curve
     gate: Mapping[str, Any] = field(default_factory=dict)
-    trend: Mapping[str, Any] = field(default_factory=dict)  # convergence.gap_trend versus the baseline
     unstable: list[str] = field(default_factory=list)  # instability.describe_run of each unstable run
-
-    @property
-    def every_run_plateaued(self) -> bool:
-        """Every run of the arm passed the plateau check on its own curve (unknown counts as no)."""
-        runs = self.gate.get("runs")
-        return bool(runs) and self.gate.get("runs_converged") == runs
 
 
 @dataclass
@@ -84,15 +76,19 @@ class Verdict:
     sentence: str
     scenario: str | None
     strategy: str | None = None
-    confidence: float = 0.95
+    confidence: float = 0.975
     contrasts: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     budget: dict[str, Any] | None = None
+    status: str | None = None
+    finality: dict[str, Any] = field(default_factory=dict)
+    looks: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"outcome": self.outcome, "sentence": self.sentence, "scenario": self.scenario,
                 "strategy": self.strategy, "confidence": self.confidence, "contrasts": self.contrasts,
-                "reasons": self.reasons, "budget": self.budget}
+                "reasons": self.reasons, "budget": self.budget, "status": self.status, "finality": self.finality,
+                "looks": self.looks}
 
 
 def _pct(x: float) -> str:
@@ -104,63 +100,45 @@ def _ci(c: Mapping[str, Any]) -> str:
 
 
 def _eq_ci(c: Mapping[str, Any]) -> str:
-    return f"{c['eq_confidence']:.1%} CI {_pct(c['eq_low'])} to {_pct(c['eq_high'])}"
+    return f"{c['eq_confidence']:.1%} TOST CI {_pct(c['eq_low'])} to {_pct(c['eq_high'])}"
 
 
-def _unconverged_reason(arm: Arm, baseline: str) -> str:
-    gate = arm.gate
+def judged_text(c: Mapping[str, Any]) -> str:
+    """A contrast's label beside the interval it was judged on: ``+4.6% (97.5% CI +3.6% to +5.6%):
+    worse, size not established``; equivalence labels stand beside the TOST interval."""
+    interval = _eq_ci(c) if c["outcome"] in EQUIVALENT_LABELS else _ci(c)
+    extra = f"; {_ci(c)}" if c["outcome"] in EQUIVALENT_LABELS[::2] else ""
+    return f"{_pct(c['estimate'])} ({interval}{extra}): {c['outcome']}"
+
+
+def plateau_text(gate: Mapping[str, Any]) -> str:
+    """The plateau check's reading of one arm's seed-mean trunk curve."""
     if gate.get("converged") is None:
-        why = f"too few validation evaluations to judge ({gate.get('evals_seen', 0)} seen)"
-    else:
-        until = gate.get("until")
-        where = (f"the constant-lr trunk's last evaluations (to step {int(until):,})"
-                 if until is not None and until == until else "the last evaluations")
-        why = f"its seed-mean validation MSE still moved {_pct(gate['tail_change'])} over {where} (spread ±{gate['spread']:.1%})"
-    text = f"{arm.name} has not converged: {why}"
-    trend = arm.trend
-    if arm.name != baseline and trend.get("gaps"):
-        gaps = " → ".join(_pct(g) for g in trend["gaps"])
-        text += f"; its gap to {baseline} is {trend['direction']} ({gaps} at steps {', '.join(map(str, trend['steps']))})"
-    return text
+        return f"too few trunk evaluations to judge ({int(gate.get('evals_seen', 0) or 0)} seen)"
+    return (f"slope {gate['slope']:+.3f} per {gate.get('per', 'doubling')} (95% CI {gate['slope_low']:+.3f} to "
+            f"{gate['slope_high']:+.3f}) over steps {int(gate['from_step']):,}-{int(gate['to_step']):,}, where a "
+            f"plateau needs the CI within ±{gate.get('tolerance', math.nan):g}")
 
 
-def _not_decided_reasons(arms: Sequence[Arm], baseline: Arm, stability: Mapping[str, GapStability] | None,
-                         mining: Sequence[Arm]) -> list[str]:
-    """Rule 2: seed-mean trunk curves that fail the plateau check, and mining contrasts that are not
-    stable across the ladder's informative rungs."""
-    reasons = [_unconverged_reason(a, baseline.name) for a in arms if a.gate.get("converged") is not True]
-    for arm in mining:
-        st = (stability or {}).get(arm.name)
-        if st is None:
-            reasons.append(f"the {arm.name} vs {baseline.name} gap's stability across budgets was not assessed "
-                           "(no budget ladder)")
-        elif not st.stable:
-            reasons.append(st.ladder_reason())
-    return reasons
-
-
-def _trajectories(mining: Sequence[Arm], baseline: Arm, stability: Mapping[str, GapStability] | None) -> list[str]:
-    """Each settled mining contrast's estimate at every rung, so the sentence always carries them."""
-    out = []
-    for arm in mining:
-        st = (stability or {}).get(arm.name)
-        if st is not None and st.stable:
-            out.append(f"the {arm.name} vs {baseline.name} gap is stable across the ladder ({st.trajectory()})")
-    return out
-
-
-def _scenario(outcome: str, lead: Mapping[str, Any] | None, contrasts: Sequence[Mapping[str, Any]]) -> str | None:
-    """The seed design's scenario the outcome supports (see the module docstring)."""
-    if outcome == UNSTABLE:
-        return "training instability"
-    if outcome == MINING_HELPS and lead is not None:
-        return "adversarial wins" if lead["mode"] == "adversarial" else "random best"
-    below_zero = any(math.isfinite(c["ci_high"]) and c["ci_high"] < 0 for c in contrasts)
-    if outcome == BASELINE_BETTER and not below_zero:
+def scenario(contrasts: Sequence[Mapping[str, Any]]) -> str | None:
+    """The seed design's scenario supported by all mining contrasts together (a final answer only):
+    ``adversarial wins`` / ``random best`` (that arm better and no other), ``both mining arms help``,
+    ``baseline best`` (the baseline better than every mining arm), ``no difference (the baseline is
+    cheapest)`` (every arm equivalent), ``no gain from mining`` (none better, some worse, the rest
+    equivalent); None when a contrast is open."""
+    sides = {c["mode"]: side(str(c["outcome"])) for c in contrasts}
+    if not sides or "open" in sides.values():
+        return None
+    better = [m for m, s in sides.items() if s == "better"]
+    if len(better) == 1:
+        return {"adversarial": "adversarial wins", "random": "random best"}.get(better[0], f"{better[0]} wins")
+    if better:
+        return "both mining arms help"
+    if all(s == "worse" for s in sides.values()):
         return "baseline best"
-    if outcome == NO_DIFFERENCE and not below_zero:
+    if all(s == "equivalent" for s in sides.values()):
         return "no difference (the baseline is cheapest)"
-    return None
+    return "no gain from mining"
 
 
 def _seed_plan(c: Mapping[str, Any], strategy: str, baseline: str, max_seeds: int) -> str:
@@ -177,27 +155,71 @@ def _seed_plan(c: Mapping[str, Any], strategy: str, baseline: str, max_seeds: in
             f"{c['n_b']})")
 
 
+def movement(c: Mapping[str, Any], gate: GapStability | None, fin: Finality | None, budget: Budget | None,
+             paper_samples: float) -> str:
+    """Where a contrast is heading: each trend reading, the finality reasons, and what the trend
+    (the trunk's where measured, else the rungs') implies at 2× the budget and at the paper's."""
+    name = f"the {c['strategy']} vs {c['versus']} gap"
+    if gate is None:
+        return f"{name}'s trend was not measured (no budget ladder)"
+    readings = "; ".join(f"{t.source}: {t.text()}" for t in gate.trends())
+    if fin is not None and fin.final:
+        return f"{name} is final (trend per doubling: {readings})"
+    lead = next((t for t in gate.trends() if t.source == TRUNK and t.assessable),
+                next((t for t in gate.trends() if t.assessable), None))
+    text = f"{name} is still moving" + (f", {lead.direction(c['estimate'])}" if lead else "")
+    text += f" (trend per doubling: {readings})"
+    if fin is not None and fin.reasons:
+        text += f"; not final because {'; '.join(fin.reasons)}"
+    if lead is not None:
+        at2 = implied_at(c, lead, 1.0)
+        text += (f". Extrapolation, not a finding: along its {lead.source} trend the gap would be {_pct(at2[0])} "
+                 f"at 2× the budget (CI ends {_pct(at2[1])} to {_pct(at2[2])})")
+        if budget is not None and budget.samples < paper_samples:
+            n = math.log2(paper_samples / budget.samples)
+            far = implied_at(c, lead, n)
+            text += f" and {_pct(far[0])} at the paper's budget, {n:.1f} doublings on"
+        ref = REFERENCE_AT_PAPER.get(str(c.get("mode")))
+        if ref is not None:
+            text += (f"; the reference replication measured {_pct(ref)} there ({samples_text(paper_samples)} "
+                     "samples, 10 seeds, validation MSE)")
+    return text
+
+
 def decide(baseline: Arm, mining: Sequence[Arm], endpoint: str, delta: float, alpha: float = 0.05,
            max_seeds: int = 1000, *, budget: Budget | None = None,
-           stability: Mapping[str, GapStability] | None = None) -> Verdict:
+           gates: Mapping[str, GapStability] | None = None, looks: int = 1) -> Verdict:
     """The verdict on ``endpoint`` (its label, for the sentence) of each arm in ``mining`` versus
-    ``baseline`` at ``budget``, given each mining contrast's ``stability`` across the ladder (by
-    strategy name; a contrast without one is not stable); see the module docstring for the rules."""
-    confidence = 1 - alpha / max(len(mining), 1)
-    contrasts = []
+    ``baseline`` at ``budget``, given each mining contrast's gate across the ladder (by strategy name;
+    a contrast without one is not decided) and the number of ``looks`` until_stable took (the CIs'
+    Bonferroni factor); see the module docstring for the rules."""
+    gates = gates or {}
+    confidence = 1 - alpha / (max(len(mining), 1) * max(looks, 1))
+    paper = budget.paper_samples if budget else PAPER_SAMPLES
+    contrasts, finals = [], {}
     for arm in mining:
         change = judged_change(arm.values, baseline.values, delta, confidence)
         plan = (seeds_needed(arm.values, baseline.values, delta, confidence, equivalence_level(confidence), POWER,
                              max_seeds) if change["outcome"] == INCONCLUSIVE else None)
-        contrasts.append({"strategy": arm.name, "mode": arm.mode, "versus": baseline.name, **change,
-                          "seeds_needed": plan.as_dict() if plan else None})
-    reasons = [f"{c['strategy']} vs {baseline.name}: {_pct(c['estimate'])} ({_ci(c)}; equivalence {_eq_ci(c)}; "
-               f"Welch p = {c['p']:.3g}; {c['n_a']} vs {c['n_b']} seeds): {c['outcome']}" for c in contrasts]
-    at = f" at {budget.phrase()}" if budget else ""
+        c = {"strategy": arm.name, "mode": arm.mode, "versus": baseline.name, **change,
+             "seeds_needed": plan.as_dict() if plan else None}
+        gate = gates.get(arm.name)
+        fin = gate.finality(c) if gate is not None else None
+        finals[arm.name] = fin.as_dict() if fin else {"final": False, "label": c["outcome"],
+                                                      "reasons": ["no budget ladder"], "after": {}}
+        c["final"] = bool(fin and fin.final)
+        c["movement"] = movement(c, gate, fin, budget, paper)
+        contrasts.append(c)
+    reasons = [f"{c['strategy']} vs {baseline.name}: {judged_text(c)} (Welch p = {c['p']:.2g}; {c['n_a']} vs "
+               f"{c['n_b']} seeds)" for c in contrasts]
+    at = f" at {budget.phrase()}" if budget else " at this budget"
+    looked = f" ({looks} looks of until_stable: Bonferroni over them)" if looks > 1 else ""
 
-    def verdict(outcome: str, sentence: str, lead: Mapping[str, Any] | None = None) -> Verdict:
-        return Verdict(outcome, sentence, _scenario(outcome, lead, contrasts), lead["strategy"] if lead else None,
-                       confidence, contrasts, reasons, budget.as_dict() if budget else None)
+    def verdict(outcome: str, sentence: str, lead: Mapping[str, Any] | None = None,
+                status: str | None = None) -> Verdict:
+        return Verdict(outcome, sentence, scenario(contrasts) if status == FINAL else None,
+                       lead["strategy"] if lead else None, confidence, contrasts, reasons,
+                       budget.as_dict() if budget else None, status, finals, looks)
 
     arms = [baseline, *mining]
     if any(a.diverged or a.unstable for a in arms):
@@ -205,47 +227,36 @@ def decide(baseline: Arm, mining: Sequence[Arm], endpoint: str, delta: float, al
                 for a in arms if a.diverged]
         what += [f"{len(a.unstable)} of {a.runs} {a.name} runs are unstable ({'; '.join(a.unstable)})"
                  for a in arms if a.unstable]
-        return verdict(UNSTABLE, f"Training unstable{at}: {'; '.join(what)}. No contrast involving these runs is "
-                                 "reported as an estimate.")
-    why = _not_decided_reasons(arms, baseline, stability, mining)
+        return Verdict(UNSTABLE, f"Training unstable{at}: {'; '.join(what)}. No contrast involving these runs is "
+                                 "reported as an estimate.", "training instability", None, confidence, contrasts,
+                       reasons, budget.as_dict() if budget else None, None, finals, looks)
+    why = [f"{a.name} has not plateaued on its trunk: {plateau_text(a.gate)}" for a in arms
+           if a.gate.get("converged") is not True]
+    why += [gates[a.name].decision_reason() if a.name in gates else
+            f"the {a.name} vs {baseline.name} contrast has no budget ladder to read" for a in mining
+            if a.name not in gates or gates[a.name].decision_reason()]
     if why:
-        why += _trajectories(mining, baseline, stability)
-        paper = budget.paper_samples if budget else PAPER_SAMPLES
-        extra = [t for a in mining if (st := (stability or {}).get(a.name)) and (t := st.extrapolation_text(paper))]
-        return verdict(NOT_DECIDED, f"Not decided{at or ' at this budget'}: {'; '.join(why)}. {' '.join(extra)}".strip())
+        measured = " ".join(f"Measured at this budget, not a verdict: {c['strategy']} {judged_text(c)}; "
+                            f"{c['movement']}." for c in contrasts if math.isfinite(c["estimate"]))
+        return verdict(NOT_DECIDED, f"Not decided{at}: {'; '.join(why)}. {measured}".strip())
     if not contrasts:
         return verdict(UNDECIDED, f"Inconclusive{at}: no mining strategy to compare with the baseline.")
-    every_run = all(a.every_run_plateaued for a in arms)
-    helping = sorted((c for c in contrasts if c["outcome"] == HELPS), key=lambda c: c["estimate"])
-    if helping and every_run:
-        best = helping[0]
-        also = [c["strategy"] for c in helping[1:]]
-        sentence = (f"Mining helps{at}: {best['strategy']} lowers the {endpoint} by {abs(best['estimate']):.1%} "
-                    f"versus {baseline.name} ({_ci(best)}, entirely below -{delta:.0%}), and every compared run "
-                    "passed the plateau check")
-        sentence += f"; {', '.join(also)} helps too." if also else "."
-        return verdict(MINING_HELPS, sentence, best)
+    status = FINAL if all(c["final"] for c in contrasts) else MOVING
+    better = sorted((c for c in contrasts if side(c["outcome"]) == "better"), key=lambda c: c["estimate"])
     lead = next((c for c in contrasts if c["mode"] == "adversarial"), contrasts[0])
-    beside = " ".join(f"Beside it, {c['strategy']}: {_pct(c['estimate'])} ({_ci(c)}), {c['outcome']}."
-                      for c in contrasts if c is not lead)
-    summary = f"on the {endpoint}, {lead['strategy']} {_pct(lead['estimate'])} versus {baseline.name} ({_ci(lead)})"
-    if lead["outcome"] == EQUIVALENT:
-        margin = (f"; the baseline is better by less than the margin (the CI lies above 0 and below +{delta:.0%})"
-                  if lead["eq_low"] > 0 else "")
-        return verdict(NO_DIFFERENCE, f"No meaningful difference{at}: on the {endpoint}, {lead['strategy']} "
-                                      f"{_pct(lead['estimate'])} versus {baseline.name} (equivalence by two one-sided "
-                                      f"tests: {_eq_ci(lead)}) lies within ±{delta:.0%}{margin}. {beside}".strip(),
-                       lead)
-    if lead["outcome"] == WORSE:
-        harm = (f"harm beyond +{delta:.0%} is established (lower bound {_pct(lead['ci_low'])} above +{delta:.0%})"
-                if lead["ci_low"] > delta else
-                f"harm beyond +{delta:.0%} is not established (lower bound {_pct(lead['ci_low'])})")
-        return verdict(BASELINE_BETTER, f"Baseline better{at}: {summary}, entirely above 0; {harm}. "
-                                        f"{beside}".strip(), lead)
-    held = ([f"it would help (CI entirely below -{delta:.0%}), but {', '.join(a.name for a in arms if not a.every_run_plateaued)} "
-             "runs fail the plateau check on their own curves"] if lead["outcome"] == HELPS else [])
-    return verdict(UNDECIDED, f"Inconclusive{at}: {summary}; equivalence {_eq_ci(lead)}; "
-                              + ("; ".join(held) if held else
-                                 f"neither entirely below -{delta:.0%}, nor inside ±{delta:.0%}, nor above 0")
-                              + f"; {_seed_plan(lead, lead['strategy'], baseline.name, max_seeds)}. {beside}".strip(),
-                   lead)
+    chosen = better[0] if better else lead
+
+    def tail(c: Mapping[str, Any]) -> str:
+        beside = " ".join(f"Beside it, {o['strategy']} versus {baseline.name}: {judged_text(o)}; {o['movement']}."
+                          for o in contrasts if o is not c)
+        return f"{status.capitalize()}{looked}: {c['movement']}. {beside}".strip()
+
+    what = f"{chosen['strategy']} versus {baseline.name} on the {endpoint}: {judged_text(chosen)}"
+    if better:
+        return verdict(MINING_HELPS, f"Mining helps{at}: {what}. {tail(chosen)}", chosen, status)
+    if side(lead["outcome"]) == "worse":
+        return verdict(BASELINE_BETTER, f"Baseline better{at}: {what}. {tail(lead)}", lead, status)
+    if side(lead["outcome"]) == "equivalent":
+        return verdict(NO_DIFFERENCE, f"No meaningful difference{at}: {what}. {tail(lead)}", lead, status)
+    return verdict(UNDECIDED, f"Inconclusive{at}: {what}; {_seed_plan(lead, lead['strategy'], baseline.name, max_seeds)}. "
+                              f"{tail(lead)}", lead, status)

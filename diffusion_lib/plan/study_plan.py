@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..settings.ladder import uses_trunk
+from ..settings.ladder import decay_fraction, uses_trunk
+from ..settings.lr_schedule import decay_start
 from .layout import Layout, RunSpec, split_params
 from .resources import train_runtime
 from .run_files import RUN_DIR, ModelFiles, TrunkFiles, eval_dir, model_dir, trunk_state
@@ -190,8 +191,20 @@ class StudyPlan:
         top = self.full if top is None else top
         return self._evaluated([{"strategy": r.strategy, "seed": r.seed, "run": r.run,
                                  "metrics": f"{self.layout.rung_eval_dir(r.run, top)}/metrics.json",
+                                 "per_problem": f"{self.layout.rung_eval_dir(r.run, top)}/per_problem.csv",
                                  "curve": ModelFiles(model_dir(r.run, top, self.full)).outputs["curve"]}
                                 for r in self.layout.runs])
+
+    def look_margin(self, top: int, next_budget: int | None) -> dict[str, Any]:
+        """What an ``until_stable`` look at ladder top ``top`` reads besides its rungs: the trunk's end
+        at ``top`` (``trunk_until``), the trunk the rung of ``next_budget`` would need
+        (``next_trunk``), and the shortest of the longest constant-lr trunks seen stable per compared
+        mode (``seen_stable``; None when one is not measured)."""
+        f = decay_fraction(self.cfg["train"])
+        modes = {m.mode for m in self.layout.runs}
+        seen = [(self.cfg.get("stability_margin") or {}).get("seen_stable", {}).get(m) for m in sorted(modes)]
+        return {"trunk_until": decay_start(top, f), "next_trunk": decay_start(next_budget, f) if next_budget else None,
+                "seen_stable": None if any(v is None for v in seen) or not seen else min(seen)}
 
     def rung_index(self, top: int | None = None, compute_matched: bool = True) -> list[dict[str, Any]]:
         """One entry per (strategy, seed, budget): the ladder's rungs up to ``top`` (above

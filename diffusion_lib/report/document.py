@@ -21,7 +21,7 @@ import pandas as pd
 from ..settings.budget import PAPER_BATCH, PAPER_STEPS, share_text
 from .ablation_text import ablation_blocks
 from .ladder_text import compute_matched_blocks, ladder_blocks, plateau_scope, skill_blocks, stability_blocks
-from .render import Block, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
+from .render import Block, levels, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
 from ..analysis.statistics import equivalence_level
 from ..analysis.tables import SET_LABELS
 
@@ -104,17 +104,46 @@ def _verdict_paragraph(v: Mapping[str, Any]) -> str:
     return " ".join([f"**Verdict: {outcome}.** {sentence}", *v.get("inner_loop_flips", [])])
 
 
+def failure_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[Block]:
+    """Inference failures per arm, and the primary contrast without them and on the per-run median."""
+    runs, sens = t.get("failures", pd.DataFrame()), t.get("failure_sensitivity", pd.DataFrame())
+    if runs.empty:
+        return []
+    info = v.get("failures") or {}
+    doc: list[Block] = [("p", f"Inference failures (a problem whose primary-endpoint MSE exceeds "
+                              f"{info.get('factor', 10):g}× its run's median problem MSE), per arm; the primary "
+                              "contrast recomputed without them (a sensitivity) and on each run's median problem MSE "
+                              "(the declared robust companion endpoint). Neither decides the verdict.")]
+    arms = pd.DataFrame(info.get("arms") or [])
+    if not arms.empty:
+        doc.append(("table", select(arms, {"strategy": "strategy", "runs": "runs",
+                                           "runs_with_failures": "runs with failures", "failures": "failures",
+                                           "worst_ratio": "worst / its run's median"})))
+    if not sens.empty:
+        doc.append(("table", select(sens, {"strategy": "strategy", "versus": "versus", "variant": "endpoint",
+                                           "estimate": ("MSE change", "pct"),
+                                           ("ci_low", "ci_high"): (f"{levels(sens)} CI", "ci_pct"),
+                                           "outcome": "label", "primary_estimate": ("primary", "pct"),
+                                           "agrees": ("same side as the primary", "yesno")})))
+    doc += [("p", "**The companion endpoints disagree with the primary one:** " + "; ".join(info["disagreements"])
+             + ".")] if info.get("disagreements") else []
+    return doc
+
+
 def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: Mapping[str, str]) -> list[Block]:
     """The report's blocks from the cached verdict ``v`` and tables ``t`` (see the module docstring)."""
     doc: list[Block] = [("h", 1, f"IRED negative-mining study: {v['name']}"), ("p", _verdict_paragraph(v))]
     scenario = v.get("scenario")
     doc.append(("p", f"Scenario of the seed design the data support: **{scenario}**." if scenario else
                 "The data do not support any of the seed design's scenarios (adversarial wins, random best, "
-                "baseline best, training instability) yet."))
+                "baseline best, training instability) yet: one is named only for a final answer, from all contrasts "
+                "together."))
     doc.append(("p", f"Primary endpoint, declared in the config before running: **{v['primary']['label']}**, "
                      f"relative change of the mean over seeds versus the baseline; equivalence margin ±{v['delta']:.0%}; "
                      f"{v['confidence']:.1%} confidence intervals (Welch with the delta method on the log ratio; "
-                     f"Bonferroni over the {len(v['contrasts'])} mining strategies compared). Plateau check: "
+                     f"Bonferroni over the {len(v['contrasts'])} mining strategies compared"
+                     + (f" and the {v['looks']} looks until_stable took" if v.get("looks", 1) > 1 else "")
+                     + "). Plateau check: "
                      f"{v['convergence_rule']}, {plateau_scope(v)}."))
     if v.get("uninformative"):
         doc.append(("p", "Uninformative at this budget (best arm's skill versus the per-entry-mean predictor below "
@@ -140,6 +169,7 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
                                               "n_b": "baseline seeds", "outcome": "outcome"})))
     if v.get("reasons"):
         doc.append(("ul", v["reasons"]))
+    doc += failure_blocks(v, t)
 
     doc.append(("h", 2, "Beside the verdict (reported, never overriding it)"))
     doc += [("ul", v["interpretation"])] if v.get("interpretation") else []
@@ -177,11 +207,15 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
     doc.append(("h", 2, "Convergence"))
     conv = t.get("convergence", pd.DataFrame())
     if not conv.empty:
-        doc.append(("p", f"Gate: {v['convergence_rule']}, {plateau_scope(v)}. `tail change`: first to last of "
-                         "those evaluations on the mean curve; `runs converged`: the same check on each run's curve."))
-        doc.append(("table", select(conv, {"strategy": "strategy", "converged": ("converged (mean curve)", "yesno"),
-                                            "tail_change": ("tail change", "pct"), "spread": ("spread (±)", "share"),
-                                            "runs_converged": "runs converged", "runs": "runs"})))
+        doc.append(("p", f"Plateau check: {v['convergence_rule']}, {plateau_scope(v)}. `fitted change`: the fitted "
+                         "line's change over those evaluations on the mean curve; `runs passing`: the same check on "
+                         "each run's own curve."))
+        conv = conv.assign(slope_text=[f"{a:+.3f} ({lo:+.3f} to {hi:+.3f})" if pd.notna(a) else "n/a"
+                                       for a, lo, hi in zip(conv["slope"], conv["slope_low"], conv["slope_high"])])
+        doc.append(("table", select(conv, {"strategy": "strategy", "converged": ("plateau (mean curve)", "yesno"),
+                                            "slope_text": "slope of log MSE (95% CI)",
+                                            "tail_change": ("fitted change", "pct"),
+                                            "runs_converged": "runs passing", "runs": "runs"})))
     doc.append(("fig", "curves", "Learning curves"))
     doc.append(("fig", "compute", "Validation MSE against training compute"))
 

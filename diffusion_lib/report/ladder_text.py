@@ -1,5 +1,6 @@
 """Report blocks of the budget ladder (SPEC §8.1): the arms and contrasts at every rung, the gap's
-stability (the gate), the compute-matched view, and every endpoint's skill."""
+trend per doubling and whether the answer is final (the gate), the compute-matched view, and every
+endpoint's skill."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -14,12 +15,11 @@ from .render import Block, cell, levels, select
 def plateau_scope(v: Mapping[str, Any]) -> str:
     """Where the verdict's plateau check reads (SPEC §8.1): each arm's seed-mean validation curve,
     on the constant-lr trunk up to the last rung's branch point under ``wsd`` (never a decay
-    segment), else over the run's last evaluations; per-run checks gate only a win."""
+    segment), else over the run's last evaluations; per-run checks are diagnostics."""
     until = v.get("plateau_until")
     where = (f"on the constant-lr trunk up to step {until:,} (no decay segment is read)" if until
              else "over each run's last evaluations")
-    return (f"read on each arm's mean curve over seeds {where}; the per-run checks are reported beside it, and "
-            "only a 'mining helps' verdict also asks every compared run to pass its own")
+    return f"read on each arm's mean curve over seeds {where}; the per-run checks are reported beside it"
 
 
 def _budget_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -66,27 +66,34 @@ def ladder_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[B
 
 def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> list[Block]:
     """The gate: the primary contrast's estimates per rung (uninformative and unstable rungs labelled),
-    the paired change over the last two informative rungs with its CI, and any labelled extrapolation."""
+    the two trend readings per doubling with their CIs, whether each contrast is final, and any
+    labelled extrapolation."""
     table = t.get("gap_stability", pd.DataFrame())
     if table.empty:
         return []
     delta = v["delta"]
-    doc: list[Block] = [("h", 3, "Gap stability (the gate)"),
+    doc: list[Block] = [("h", 3, "Is the answer final? The gap's trend per doubling of budget"),
                         ("p", "Only informative rungs count: those where every run of both arms beats the "
-                              "per-entry-mean predictor by at least 5% (skill) and none is unstable; the others stay in "
-                              "the tables and the figure, labelled. Over the last two informative rungs each seed's "
-                              "change of log MSE is paired (a seed's rungs share its trunk) and the arms' mean changes "
-                              f"are differenced (Welch): the contrast is stable when that change is below delta/2 = "
-                              f"{delta / 2:.3f} and its 95% CI lies within ±{delta:.2f} (log scale). The arms must "
-                              f"also pass the plateau check ({v['convergence_rule']}, {plateau_scope(v)}). Fewer than "
-                              "two informative rungs: not decided.")]
+                              "per-entry-mean predictor by at least 5% (skill) and none is unstable; the verdict reads "
+                              "the full-budget rung only when it is one of them. The contrast's log ratio is followed "
+                              "as the budget doubles, with the run as the unit: on the rungs (each run's change of log "
+                              "MSE between the last two informative rungs, divided by their distance in doublings) and "
+                              "on the constant-lr trunk (each run's slope of log validation MSE against log2 step over "
+                              "the trunk's informative part); the arms are differenced by Welch, 95% CIs. A contrast "
+                              f"is final when both CIs lie within ±delta/2 = ±{delta / 2:.3f} per doubling and one "
+                              "more doubling at either end of either CI would not change its label; otherwise it is "
+                              "still moving.")]
     s = table.copy()
-    s["last change"] = [f"{x:+.3f} ({lo:+.3f} to {hi:+.3f})" if pd.notna(x) else "n/a"
-                        for x, lo, hi in zip(s["change"], s["change_ci_low"], s["change_ci_high"])]
+    finals = {f: d.get("final") for f, d in (v.get("finality") or {}).items()}
+    s["final"] = [finals.get(x) for x in s["strategy"]]
     doc.append(("table", select(s, {"strategy": "strategy", "versus": "versus", "trajectory": "estimate per rung",
                                     "informative_rungs": "informative rungs",
-                                    "last change": "change of log ratio, last two informative rungs (95% CI)",
-                                    "direction": "direction", "stable": ("stable", "yesno")})))
+                                    "rungs_trend_text": "rungs: change of log ratio per doubling",
+                                    "trunk_trend_text": "trunk: change of log ratio per doubling",
+                                    "final": ("final", "yesno")})))
+    moving = [c["movement"] for c in v.get("contrasts", []) if c.get("movement")]
+    if moving:
+        doc.append(("ul", [m[:1].upper() + m[1:] + "." for m in moving]))
     if v.get("extrapolations"):
         doc.append(("ul", list(v["extrapolations"])))
     return doc

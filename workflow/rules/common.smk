@@ -52,7 +52,7 @@ LATEX_FILES = {t: f"{STUDY}/tables/{t}.tex" for t in PAPER_TABLES}
 # tables the report reads (the rest are for users and figures)
 REPORT_TABLES = tuple(
     "strategies contrasts test_time convergence compute_matched diagnostics cost landscape ablation ladder "
-    "ladder_contrasts gap_stability skill instability".split()
+    "ladder_contrasts gap_stability skill instability failures failure_sensitivity".split()
 )
 PLOT_TABLES = (
     "runs",

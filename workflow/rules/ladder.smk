@@ -65,10 +65,10 @@ if GROWTH:
         look,
 
     checkpoint look:
-        """One look of until_stable: is every verdict arm's gap stable over the ladder up to {budget}
-        steps? If it still moves (or too few rungs are informative), the next look's rung is added."""
+        """One look of until_stable: is every verdict arm's trend per doubling flat on validation data
+        over the ladder up to {budget} steps? If not, the next rung is added (within max_steps and the
+        stability margin)."""
         input:
-            metrics=lambda wc: [e["metrics"] for e in rung_index(int(wc.budget), compute_matched=False)],
             curves=lambda wc: [e["curve"] for e in rung_index(int(wc.budget), compute_matched=False)],
             reference=LAYOUT.reference,
         output:
@@ -80,13 +80,8 @@ if GROWTH:
         params:
             rungs=lambda wc: rung_index(int(wc.budget), compute_matched=False),
             next_budget=lambda wc: next_budget(int(wc.budget)),
-            roles={k: CFG["comparison"][k] for k in ("baseline", "random", "adversarial")},
-            primary=CFG["comparison"]["primary"],
-            delta=CFG["comparison"]["delta"],
-            alpha=CFG["comparison"]["alpha"],
-            instability=CFG["comparison"]["instability"],
-            default_inner=CFG["evaluation"]["default_inner"],
-            paper_samples=PAPER_SAMPLES,
+            margin=lambda wc: PLAN.look_margin(int(wc.budget), next_budget(int(wc.budget))),
+            comparison=CFG["comparison"],
             code=CODE["study"],
         script:
             "../scripts/look.py"

@@ -14,6 +14,7 @@ rule aggregate:
     input:
         metrics=lambda wc: [e["metrics"] for e in run_index(study_top(looks_taken()))],
         curves=lambda wc: [e["curve"] for e in run_index(study_top(looks_taken()))],
+        per_problem=lambda wc: [e["per_problem"] for e in run_index(study_top(looks_taken()))],
         rung_metrics=lambda wc: sorted({e["metrics"] for e in rung_index(study_top(looks_taken()))}),
         rung_curves=lambda wc: sorted({e["curve"] for e in rung_index(study_top(looks_taken()))}),
         looks=lambda wc: [look_path(l.top) for l in looks_taken()],
@@ -40,12 +41,7 @@ rule aggregate:
             "compute_matched": LAYOUT.compute_matched,
         },
         expected=[(r.strategy, r.seed) for r in RUNS],
-        roles={k: CFG["comparison"][k] for k in ("baseline", "random", "adversarial")},
-        primary=CFG["comparison"]["primary"],
-        delta=CFG["comparison"]["delta"],
-        alpha=CFG["comparison"]["alpha"],
-        convergence=CFG["comparison"]["convergence"],
-        instability=CFG["comparison"]["instability"],
+        comparison=CFG["comparison"],
         default_inner=CFG["evaluation"]["default_inner"],
         sweep_points=CFG["sweep_points"],
         # the study's full budget: train.steps, or the largest rung until_stable added

@@ -7,7 +7,6 @@ p = snakemake.params
 with logging_to(snakemake.log[0]):
     aggregate(runs=p.runs, expected=[tuple(r) for r in p.expected], reference_path=snakemake.input.reference,
               tables={t: snakemake.output[t] for t in TABLES}, verdict_path=snakemake.output.verdict,
-              roles=p.roles, default_inner=p.default_inner, primary=p.primary, delta=p.delta, alpha=p.alpha,
-              convergence=p.convergence, sweep_points=p.sweep_points, training=p.training, name=p.name,
-              rungs=p.rungs, ladder=p.ladder, instability=p.instability, growth=p.growth,
+              comparison=p.comparison, default_inner=p.default_inner, sweep_points=p.sweep_points,
+              training=p.training, name=p.name, rungs=p.rungs, ladder=p.ladder, growth=p.growth,
               growth_path=snakemake.output.get("growth"))

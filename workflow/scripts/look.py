@@ -5,7 +5,6 @@ from diffusion_lib.jobs.runtime import logging_to
 
 p = snakemake.params
 with logging_to(snakemake.log[0]):
-    look(rungs=p.rungs, reference_path=snakemake.input.reference, roles=p.roles, default_inner=p.default_inner,
-         primary=p.primary, delta=p.delta, alpha=p.alpha, instability=p.instability,
-         top=int(snakemake.wildcards.budget), next_budget=p.next_budget, paper_samples=p.paper_samples,
+    look(rungs=p.rungs, reference_path=snakemake.input.reference, comparison=p.comparison,
+         top=int(snakemake.wildcards.budget), next_budget=p.next_budget, margin=p.margin,
          look_path=snakemake.output[0])
