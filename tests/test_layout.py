@@ -210,8 +210,8 @@ def test_a_runs_train_param_does_not_depend_on_the_order_of_config_keys():
     from diffusion_lib.plan.layout import run_train_block
 
     base = {"seeds": [0], "strategies": {"baseline": {"mode": "none"}}}
-    a = load_config({**base, "train": {"steps": 20, "lr": 1e-3, "log_every": 2, "eval_every": 4}})
-    b = load_config({**base, "train": {"lr": 1e-3, "eval_every": 4, "log_every": 2, "steps": 20}})
+    a = load_config({**base, "train": {"steps": 20, "lr": 1e-3, "log_every": 2, "eval_every": 2}})
+    b = load_config({**base, "train": {"lr": 1e-3, "eval_every": 2, "log_every": 2, "steps": 20}})
     assert repr(run_train_block(a, "baseline")) == repr(run_train_block(b, "baseline"))
 
 

@@ -102,3 +102,29 @@ def test_a_failing_tracker_is_dropped_with_a_warning_and_never_changes_training(
     timings = ("train_seconds", "train_cpu_seconds", "steps_per_s")
     assert [{k: v for k, v in r.items() if k not in timings} for r in watched.curve] == \
         [{k: v for k, v in r.items() if k not in timings} for r in plain.curve]
+
+
+def test_without_tensorboard_the_stream_is_off_once_and_never_fails(tmp_path, monkeypatch, caplog):
+    """The README's plain install has no tracking extra: the stream takes its 'not installed' path
+    (it once raised NameError there, turning every job's tracker off with a crash line)."""
+    import builtins
+    import logging
+
+    from diffusion_lib.watch import tensorboard as tb
+
+    real = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    monkeypatch.setattr(tb, "_warned", False)
+    with caplog.at_level(logging.INFO, logger=tb.__name__):
+        for _ in range(2):
+            stream = tb.TensorBoardStream(tmp_path / "tb")
+            stream.start(0)
+            stream.log({"step": 1, "loss": 0.5})
+    notes = [r for r in caplog.records if "TensorBoard streams are off" in r.getMessage()]
+    assert len(notes) == 1 and stream.writer is None and not (tmp_path / "tb").exists()

@@ -19,9 +19,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_warned = False
-
-
 class Trackers:
     """Several trackers watching one run."""
 

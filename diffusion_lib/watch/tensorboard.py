@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
+_warned = False  # the 'not installed' note is logged once per process
 
 
 DIR = "tb"
