@@ -110,6 +110,14 @@ class Trend:
         return (f"{self.estimate:+.3f} per doubling ({self.confidence:.0%} CI {self.ci_low:+.3f} to "
                 f"{self.ci_high:+.3f}; {where})")
 
+    def short(self) -> str:
+        """``−0.132 [−0.157, −0.107] (trunk, 7 evaluations, steps 2,900-4,640)``."""
+        if not self.assessable:
+            return f"not measured ({self.source}: {self.note or 'too few runs'})"
+        unit = "evaluations" if self.source == TRUNK else "rungs"
+        return (f"{self.estimate:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}] ({self.source}, {self.points} {unit}, "
+                f"steps {self.first:,}-{self.last:,})")
+
     def as_dict(self, prefix: str = "") -> dict[str, Any]:
         return {f"{prefix}{k}": v for k, v in asdict(self).items()}
 
@@ -191,8 +199,21 @@ class Finality:
     reasons: tuple[str, ...] = ()
     after: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def could_become(self) -> list[str]:
+        """The other labels one more doubling along a trend's CI end would give, in order of appearance."""
+        return list(dict.fromkeys(v for v in self.after.values() if v != self.label))
+
+    def summary(self) -> str:
+        """Why it is not final, in one clause (empty when it is)."""
+        parts = [r for r in self.reasons if not r.startswith("one more doubling")]
+        if self.could_become:
+            parts.append("one more doubling along them could make it " + " or ".join(repr(x) for x in self.could_become))
+        return "; ".join(parts)
+
     def as_dict(self) -> dict[str, Any]:
-        return {"final": self.final, "label": self.label, "reasons": list(self.reasons), "after": dict(self.after)}
+        return {"final": self.final, "label": self.label, "reasons": list(self.reasons), "after": dict(self.after),
+                "summary": self.summary()}
 
 
 def finality(change: Mapping[str, Any], trends: Sequence[Trend], delta: float) -> Finality:
@@ -206,10 +227,10 @@ def finality(change: Mapping[str, Any], trends: Sequence[Trend], delta: float) -
             reasons.append(f"no {source} reading")
     for t in trends:
         if not t.assessable:
-            reasons.append(f"its {t.source} trend is {t.text()}")
+            reasons.append(f"its {t.source} trend is {t.short()}")
             continue
         if not t.within(tolerance):
-            reasons.append(f"its {t.source} trend, {t.text()}, is not within ±{tolerance:.3f} per doubling")
+            reasons.append(f"the {t.source} trend's CI is not within ±{tolerance:.3f} per doubling")
         for end in (t.ci_low, t.ci_high):
             after[f"{t.source} {end:+.3f}"] = moved = shifted_label(change, end, delta)
             if moved != label:

@@ -157,24 +157,24 @@ def _seed_plan(c: Mapping[str, Any], strategy: str, baseline: str, max_seeds: in
 
 def movement(c: Mapping[str, Any], gate: GapStability | None, fin: Finality | None, budget: Budget | None,
              paper_samples: float) -> str:
-    """Where a contrast is heading: each trend reading, the finality reasons, and what the trend
-    (the trunk's where measured, else the rungs') implies at 2× the budget and at the paper's."""
+    """Where a contrast is heading: both trend readings, why it is not final, and what the trend (the
+    trunk's where measured, else the rungs') implies at 2× the budget and at the paper's."""
     name = f"the {c['strategy']} vs {c['versus']} gap"
     if gate is None:
         return f"{name}'s trend was not measured (no budget ladder)"
-    readings = "; ".join(f"{t.source}: {t.text()}" for t in gate.trends())
+    readings = "; ".join(t.short() for t in gate.trends())
     if fin is not None and fin.final:
-        return f"{name} is final (trend per doubling: {readings})"
+        return f"{name} is final (change of its log ratio per doubling, 95% CI: {readings})"
     lead = next((t for t in gate.trends() if t.source == TRUNK and t.assessable),
                 next((t for t in gate.trends() if t.assessable), None))
-    text = f"{name} is still moving" + (f", {lead.direction(c['estimate'])}" if lead else "")
-    text += f" (trend per doubling: {readings})"
-    if fin is not None and fin.reasons:
-        text += f"; not final because {'; '.join(fin.reasons)}"
+    text = (f"{name} is still moving" + (f", {lead.direction(c['estimate'])}" if lead else "")
+            + f" (change of its log ratio per doubling, 95% CI: {readings})")
+    if fin is not None and fin.summary():
+        text += f": {fin.summary()}"
     if lead is not None:
         at2 = implied_at(c, lead, 1.0)
         text += (f". Extrapolation, not a finding: along its {lead.source} trend the gap would be {_pct(at2[0])} "
-                 f"at 2× the budget (CI ends {_pct(at2[1])} to {_pct(at2[2])})")
+                 f"at 2× the budget ({_pct(at2[1])} to {_pct(at2[2])})")
         if budget is not None and budget.samples < paper_samples:
             n = math.log2(paper_samples / budget.samples)
             far = implied_at(c, lead, n)
