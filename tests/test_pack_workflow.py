@@ -114,7 +114,8 @@ def test_until_stable_grows_a_packed_study_from_its_finished_trunks(packed, tmp_
     # existing rungs; the rung it adds continues each run's trunk from its saved state at step 16.
     # The runs are finished, so each is a pack of its own (scheduling.plan_packs): one job per run.
     workdir = copy_workdir(packed[0], tmp_path / "grown")
-    grow = overlay(tmp_path, "comparison: {ladder: {until_stable: {max_steps: 40}}}\n")
+    grow = overlay(tmp_path, "comparison: {ladder: {until_stable: {max_steps: 40}}}\n"
+                             "stability_margin: {seen_stable: {none: 80, random: 80, adversarial: 80}}\n")
     first = planned(workdir, "--configfile", grow)
     assert first.get("look") == 1 and not any(r.startswith("train") for r in first), first
     proc = smk(workdir, "--configfile", grow)

@@ -241,9 +241,11 @@ def test_divergence_is_reported_as_unstable(tmp_path):
 
 
 def test_until_stable_grows_the_ladder_in_one_invocation_then_nothing_is_left(tmp_path):
-    # two seeds of a tiny study never give two informative rungs: every look asks for more, so the
-    # ladder grows once (20 → 40 steps) and stops at max_steps
+    # a tiny study never has a flat trend on informative rungs: every look asks for more, so the
+    # ladder grows once (20 → 40 steps, a trunk of 32 within half of the 80 declared stable) and stops
+    # at max_steps
     cfg = {"sweeps": [], "strategies": {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}},
+           "stability_margin": {"seen_stable": {"none": 80, "adversarial": 80}},
            "comparison": {"ladder": {"rungs": [0.5, 1.0], "compute_matched": False,
                                      "until_stable": {"max_steps": 40}}}}
     workdir = make_workdir(tmp_path, cfg)

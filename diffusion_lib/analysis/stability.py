@@ -189,8 +189,8 @@ class GapStability:
                 "decision_reason": self.decision_reason(), "direction": self.direction, "monotone": self.monotone,
                 **(self.rungs_trend or empty).as_dict("rungs_trend_"),
                 **(self.trunk_trend or empty).as_dict("trunk_trend_"),
-                "rungs_trend_text": self.rungs_trend.text() if self.rungs_trend else "",
-                "trunk_trend_text": self.trunk_trend.text() if self.trunk_trend else "",
+                "rungs_trend_text": self.rungs_trend.short() if self.rungs_trend else "",
+                "trunk_trend_text": self.trunk_trend.short() if self.trunk_trend else "",
                 "crossings": cross, "extrapolation": EXTRAPOLATION_LABEL if cross is not None else None}
 
 

@@ -230,7 +230,7 @@ def finality(change: Mapping[str, Any], trends: Sequence[Trend], delta: float) -
             reasons.append(f"its {t.source} trend is {t.short()}")
             continue
         if not t.within(tolerance):
-            reasons.append(f"the {t.source} trend's CI is not within ±{tolerance:.3f} per doubling")
+            reasons.append(f"its {t.source} reading's CI is not within ±{tolerance:.3f} per doubling")
         for end in (t.ci_low, t.ci_high):
             after[f"{t.source} {end:+.3f}"] = moved = shifted_label(change, end, delta)
             if moved != label:

@@ -88,8 +88,8 @@ def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame]) -> lis
     s["final"] = [finals.get(x) for x in s["strategy"]]
     doc.append(("table", select(s, {"strategy": "strategy", "versus": "versus", "trajectory": "estimate per rung",
                                     "informative_rungs": "informative rungs",
-                                    "rungs_trend_text": "rungs: change of log ratio per doubling",
-                                    "trunk_trend_text": "trunk: change of log ratio per doubling",
+                                    "rungs_trend_text": "rungs: change of log ratio per doubling [95% CI]",
+                                    "trunk_trend_text": "trunk: change of log ratio per doubling [95% CI]",
                                     "final": ("final", "yesno")})))
     moving = [c["movement"] for c in v.get("contrasts", []) if c.get("movement")]
     if moving:
