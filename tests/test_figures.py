@@ -128,15 +128,18 @@ def test_report_format_writes_vector_copies_next_to_the_png(synthetic, tmp_path)
 
 
 def test_cells_are_formatted_for_reading():
-    assert [cell(x, "p") for x in (0.0009429, 1.849e-07, 0.04559, 0.5)] == ["< 0.001", "< 0.001", "0.0456", "0.5"]
+    assert [cell(x, "p") for x in (0.0009429, 1.849e-07, 0.04559, 0.5)] == ["< 0.001", "< 0.001", "0.046", "0.500"]
     assert [cell(x) for x in (True, False, np.bool_(True))] == ["yes", "no", "yes"]
     assert cell("False", "yesno") == "no" and cell(float("nan"), "yesno") == "n/a"
     assert cell(0.0123456) == "0.01235" and cell(7) == "7" and cell(12345, "int") == "12,345"
     assert cell(-0.2734, "pct") == "-27.3%" and cell(0.5, "share") == "50.0%" and cell(float("inf")) == "n/a"
-    assert interval(-0.741, 1.0412, "ci_pct") == "[-74.1%, +104.1%]" and interval(0.1, 0.23456) == "[0.1, 0.2346]"
+    assert interval(-0.741, 1.0412, "ci_pct") == "[-74.1%, +104.1%]" and interval(0.1, 0.23456) == "[0.1000, 0.2346]"
+    # never e-notation, and a column's entries keep their significant digits (issue 42)
+    assert [cell(x) for x in (1.117e-05, 0.01, 0.01009, 2.825e9, 16.2)] == [
+        "0.00001117", "0.01000", "0.01009", "2,825,000,000", "16.20"]
     df = pd.DataFrame({"lo": [0.1], "hi": [0.2], "ok": [True], "p": [2e-5]})
     assert select(df, {("lo", "hi"): "95% CI", "ok": "ok", "p": ("p", "p")}).iloc[0].tolist() == [
-        "[0.1, 0.2]", "yes", "< 0.001"]
+        "[0.1000, 0.2000]", "yes", "< 0.001"]
 
 
 def test_report_tables_print_no_python_values(synthetic, tmp_path):
@@ -154,9 +157,40 @@ def test_report_tables_print_no_python_values(synthetic, tmp_path):
     assert ci_headers and all(re.search(r"\d+(\.\d)?% CI", h) for h in ci_headers), ci_headers
     assert any(re.fullmatch(r"\[[-+]?\d+\.\d%, [-+]?\d+\.\d%\]", c) for c in cells)
     p_cells = _column((tmp_path / "report.md").read_text(), "Welch p")
-    odd = [c for c in p_cells if c != "< 0.001" and not (re.fullmatch(r"0?\.\d+|1", c)
-                                                        and len(re.sub(r"^[0.]*", "", c)) <= 3)]
+    odd = [c for c in p_cells if c != "< 0.001" and not re.fullmatch(r"[01]\.\d{3}", c)]
     assert p_cells and not odd, odd
+    for text in ((tmp_path / "report.md").read_text(), _without_images((tmp_path / "report.html").read_text())):
+        assert not E_NOTATION.findall(text), E_NOTATION.findall(text)[:5]
+
+
+E_NOTATION = re.compile(r"\d\.?\d*[eE][-+]\d+")
+
+
+def _without_images(html: str) -> str:
+    return re.sub(r'src="data:[^"]*"', "", html)
+
+
+def test_the_primary_contrast_is_legible_in_the_ladder_and_forest_figures(tmp_path):
+    """Issue 42: a compute-matched rung at +2,000% (burn-in) and a secondary endpoint at ±60% no longer
+    size the axes. The primary CI must take at least 5% of the axis range, the ±delta band at least
+    20%, and every point or CI end beyond the axis is marked with an arrow."""
+    from diffusion_lib.report import figures as fig
+    from diffusion_lib.report.ladder_figure import plot_ladder
+
+    v = study(tmp_path, {"baseline": ("none", 0.0100, {}), "adversarial": ("adversarial", 0.01046, {})},
+              compute_matched={"adversarial": (500, 21.0)}, spread=0.01, seeds=8)
+    t, v = _cached({k: str(tmp_path / f"{k}.csv") for k in TABLES}, str(tmp_path / "verdict.json"))
+    primary = t["contrasts"][(t["contrasts"]["endpoint_role"] == "primary")].iloc[0]
+    width = 100 * (primary["ci_high"] - primary["ci_low"])
+    ladder = plot_ladder(t["ladder_contrasts"], t["compute_matched"], v, tmp_path / "ladder.png", {"dpi": 50})
+    low, high = ladder.axes[0].get_ylim()
+    assert width / (high - low) >= 0.05 and 10 / (high - low) >= 0.2, (width, low, high)
+    texts = [x.get_text() for x in ladder.axes[0].texts]
+    assert any("off scale" in x for x in texts) and any("paper's budget" in x for x in texts)
+    assert ladder.axes[0].get_xlim()[1] < 1e7  # the data's range, not the paper's 2e8
+    forest = fig.plot_forest(t["contrasts"], v, tmp_path / "forest.png", {"dpi": 50})
+    low, high = forest.axes[0].get_xlim()
+    assert width / (high - low) >= 0.05 and 10 / (high - low) >= 0.2, (width, low, high)
 
 
 def _tables(markdown: str) -> list[list[list[str]]]:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .statistics import holm
+from .statistics import holm, p_text
 from .tables import SET_SHORT, Endpoint
 
 UNINFORMATIVE_SKILL = 0.05
@@ -84,8 +84,8 @@ def inner_loop_flips(contrasts: pd.DataFrame, skill: pd.DataFrame, default_inner
             head = (f"The sign of {strategy} vs {versus} on {SET_SHORT[set_name]} changes with the inference inner "
                     f"loop ({which}, Holm over the primary family, so the answer does not flip)")
         lines.append(
-            f"{head}: {a['estimate']:+.1%} ({_ci(a)}; Holm p over the primary family {a['p_holm_family']:.3g}) with "
-            f"{default_inner} inner steps, {b['estimate']:+.1%} ({_ci(b)}; Holm p {b['p_holm_family']:.3g}) "
+            f"{head}: {a['estimate']:+.1%} ({_ci(a)}; Holm p over the primary family {p_text(a['p_holm_family'])}) with "
+            f"{default_inner} inner steps, {b['estimate']:+.1%} ({_ci(b)}; Holm p {p_text(b['p_holm_family'])}) "
             f"without it; without the loop, skill versus the per-entry-mean predictor is "
             f"{_skill_of(skill, strategy, key_without):.1%} for {strategy} and "
             f"{_skill_of(skill, versus, key_without):.1%} for {versus}.")

@@ -50,6 +50,13 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
 
 
+def p_text(p: float) -> str:
+    """A p-value for people: ``< 0.001`` or three decimals (``n/a`` when undefined), never e-notation."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
     """n, mean, std, sem and a two-sided Student-t confidence interval of the finite ``values``."""
     x = _finite(values)

@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 from ..settings.budget import PAPER_SAMPLES, Budget, samples_text
 from .power import EQUIVALENCE, seeds_needed
 from .stability import GapStability
-from .statistics import EQUIVALENT_LABELS, INCONCLUSIVE, equivalence_level, judged_change, side
+from .statistics import EQUIVALENT_LABELS, INCONCLUSIVE, equivalence_level, judged_change, p_text, side
 from .trend import TRUNK, Finality, implied_at
 
 UNSTABLE = "training unstable"
@@ -210,7 +210,7 @@ def decide(baseline: Arm, mining: Sequence[Arm], endpoint: str, delta: float, al
         c["final"] = bool(fin and fin.final)
         c["movement"] = movement(c, gate, fin, budget, paper)
         contrasts.append(c)
-    reasons = [f"{c['strategy']} vs {baseline.name}: {judged_text(c)} (Welch p = {c['p']:.2g}; {c['n_a']} vs "
+    reasons = [f"{c['strategy']} vs {baseline.name}: {judged_text(c)} (Welch p {p_text(c['p'])}; {c['n_a']} vs "
                f"{c['n_b']} seeds)" for c in contrasts]
     at = f" at {budget.phrase()}" if budget else " at this budget"
     looked = f" ({looks} looks of until_stable: Bonferroni over them)" if looks > 1 else ""

@@ -38,8 +38,10 @@ AXIS = {"val_mse_ema": "validation MSE, EMA model", "val_mse_raw": "validation M
 def plot_forest(contrasts: pd.DataFrame, verdict: Mapping[str, Any], path: str | Path,
                 options: Mapping[str, Any] = {}) -> plt.Figure | None:
     """Relative MSE change of each verdict strategy versus the baseline with its CI, one row per
-    endpoint (primary first, thicker), the ±delta equivalence band shaded, 0 as a line. Intervals
-    reaching past ±100% (or far past the band) are cut at the axis edge and marked with an arrow."""
+    endpoint (primary first, thicker), the ±delta equivalence band shaded, 0 as a line. The x-range is
+    sized by the primary rows (their CIs with 15% room, at least 2.5 delta) so the verdict's CI and the
+    band are legible; an interval or estimate beyond it is cut at the axis edge, marked with an arrow
+    and labelled with its value."""
     apply_theme(options)
     d = contrasts[contrasts["role"] == "verdict"] if "role" in contrasts else contrasts
     if nothing_to_plot(d, ["estimate"], path, options, "Forest plot"):
@@ -49,8 +51,10 @@ def plot_forest(contrasts: pd.DataFrame, verdict: Mapping[str, Any], path: str |
     d = d.sort_values(["order"], kind="stable").reset_index(drop=True)
     looks = strategy_styles(options, d["strategy"])
     delta = float(verdict.get("delta", 0.05))
-    ends = 100 * np.abs(d[["ci_low", "ci_high", "estimate"]].to_numpy(dtype=float))
-    limit = float(min(100.0, max(300 * delta, np.nanmax(ends) * 1.08 if np.isfinite(ends).any() else 0)))
+    primary_rows = d[d["endpoint_role"] == "primary"]
+    ends = 100 * np.abs((primary_rows if len(primary_rows) else d)[["ci_low", "ci_high", "estimate"]]
+                        .to_numpy(dtype=float))
+    limit = float(min(100.0, max(250 * delta, np.nanmax(ends) * 1.15 if np.isfinite(ends).any() else 0)))
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(d) + 1.8), layout="constrained")
     band = ax.axvspan(-100 * delta, 100 * delta, color="0.85", alpha=0.6,
                       label=f"±{delta:.0%} (no meaningful difference)")
@@ -66,6 +70,9 @@ def plot_forest(contrasts: pd.DataFrame, verdict: Mapping[str, Any], path: str |
             for end, marker in ((lo, "<"), (hi, ">")):
                 if abs(end) > limit:
                     ax.plot(math.copysign(limit, end), y, marker, color=look.color, ms=7)
+                    ax.annotate(f"{end:+.0f}%", (math.copysign(limit, end), y), textcoords="offset points",
+                                xytext=(-4 if end > 0 else 4, 5), ha="right" if end > 0 else "left", fontsize=7,
+                                color=look.color)
         tag(ax.plot(max(min(100 * r["estimate"], limit), -limit), y, look.marker, color=look.color,
                     ms=10 if primary else 6), r["strategy"])
     labels = [f"{'PRIMARY: ' if r.endpoint_role == 'primary' else ''}{r.strategy} vs {r.versus}: {r.label} "

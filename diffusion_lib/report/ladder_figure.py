@@ -1,8 +1,12 @@
 """The budget-ladder figure (SPEC §8.1): the primary relative change of each mining arm versus the
-baseline against training samples (log x), with each rung's CI at its own level, the ±delta band,
-the paper's budget as a vertical line and the compute-matched rungs as distinct (open) markers.
-Uninformative rungs (a run of either arm below 5% skill: burn-in) are drawn faded and labelled; a
-rung where a run is unstable has no estimate and is marked by a cross at the top of the axes."""
+baseline against training samples (log x), with each rung's CI at its own level, the ±delta band and
+the compute-matched rungs as distinct (open) markers. The y-axis is linear and sized by what the
+verdict reads (the informative rungs' CIs and the band), so their CIs and the margin stay legible;
+a point or CI end beyond it (an uninformative burn-in rung, a compute-matched rung far off) is drawn
+as an arrow at the edge, labelled with its value. The x-axis fits the rungs; the paper's budget is
+an annotation (or a dotted line when it lies inside). Uninformative rungs (a run of either arm below
+5% skill) are drawn faded and labelled; a rung where a run is unstable has no estimate and is marked
+by a cross at the top of the axes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,11 +22,30 @@ from .style import apply_theme, nothing_to_plot, place_legend, save, strategy_st
 DODGE = 1.04  # arms are spread by this factor along the log x axis so their error bars do not overlap
 
 
-def _errorbars(ax: plt.Axes, d: pd.DataFrame, x: np.ndarray, **style: Any) -> Any:
+def _errorbars(ax: plt.Axes, d: pd.DataFrame, x: np.ndarray, limit: float, **style: Any) -> Any:
+    """Error bars of ``d``'s estimates (%) at ``x``, clipped to ±``limit``: an estimate beyond it is an
+    arrow at the edge labelled with its value, a CI end beyond it an arrow (the CI runs off the axis)."""
     y = 100 * d["estimate"].to_numpy(dtype=float)
-    low = np.nan_to_num(y - 100 * d["ci_low"].to_numpy(dtype=float))
-    high = np.nan_to_num(100 * d["ci_high"].to_numpy(dtype=float) - y)
-    return ax.errorbar(x, y, yerr=[low, high], capsize=4, **style)
+    lo, hi = 100 * d["ci_low"].to_numpy(dtype=float), 100 * d["ci_high"].to_numpy(dtype=float)
+    yc = np.where(np.abs(y) > limit, np.sign(y) * 0.93 * limit, y)  # an off-scale marker stays visible
+    low = np.maximum(0.0, np.nan_to_num(yc - np.clip(lo, -limit, limit)))
+    high = np.maximum(0.0, np.nan_to_num(np.clip(hi, -limit, limit) - yc))
+    color = style.get("color")
+    for xi, yi, li, hi_ in zip(x, y, lo, hi):
+        for end in (li, hi_):
+            if np.isfinite(end) and abs(end) > limit:
+                ax.plot(xi, np.sign(end) * limit, "^" if end > 0 else "v", color=color, ms=8, alpha=style.get("alpha", 1))
+        if np.isfinite(yi) and abs(yi) > limit:
+            ax.annotate(f"{yi:+.0f}% (off scale)", (xi, np.sign(yi) * 0.93 * limit), textcoords="offset points",
+                        xytext=(8, -3), va="center", fontsize=7, color=color)
+    return ax.errorbar(x, yc, yerr=[low, high], capsize=4, **style)
+
+
+def y_limit(d: pd.DataFrame, delta: float) -> float:
+    """Half the y-range (%): the counted rungs' CIs and estimates with 15% room, at least 2.5 delta."""
+    ends = 100 * np.abs(d[["ci_low", "ci_high", "estimate"]].to_numpy(dtype=float)) if len(d) else np.array([])
+    ends = ends[np.isfinite(ends)]
+    return float(max(250 * delta, 1.15 * ends.max() if len(ends) else 0.0))
 
 
 def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, verdict: Mapping[str, Any],
@@ -41,6 +64,9 @@ def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, v
     looks = strategy_styles(options, strategies)
     delta = float(verdict.get("delta", 0.05))
     paper = float(verdict.get("ladder", {}).get("paper_samples", PAPER_SAMPLES))
+    weak_all = (d["informative"] == False) if "informative" in d else pd.Series(False, index=d.index)  # noqa: E712
+    blown_all = d["unstable"].fillna(False).astype(bool) if "unstable" in d else pd.Series(False, index=d.index)
+    limit = y_limit(d[~weak_all & ~blown_all], delta)
     fig, ax = plt.subplots(figsize=(9.5, 4.8), layout="constrained")
     ax.axhspan(-100 * delta, 100 * delta, color="0.85", alpha=0.6, label=f"±{delta:.0%} (no meaningful difference)")
     ax.axhline(0, color="0.3", lw=1)
@@ -53,10 +79,10 @@ def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, v
         blown = g["unstable"].fillna(False).astype(bool).to_numpy() if "unstable" in g else np.zeros(len(g), bool)
         x = g["samples"].to_numpy(dtype=float) * shift
         counted = ~weak & ~blown
-        tag(_errorbars(ax, g[counted], x[counted], color=look.color, marker=look.marker, ms=7, lw=1.8,
+        tag(_errorbars(ax, g[counted], x[counted], limit, color=look.color, marker=look.marker, ms=7, lw=1.8,
                        label=f"{strategy} vs {g['versus'].iloc[0]} ({level} CI)").lines, strategy)
         if weak.any():
-            tag(_errorbars(ax, g[weak & ~blown], x[weak & ~blown], color=look.color, marker=look.marker, ms=7,
+            tag(_errorbars(ax, g[weak & ~blown], x[weak & ~blown], limit, color=look.color, marker=look.marker, ms=7,
                            ls="none", alpha=0.35, label=f"{strategy}: uninformative rung (burn-in; not counted)").lines,
                 strategy)
         if blown.any():
@@ -64,20 +90,26 @@ def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, v
                         transform=ax.get_xaxis_transform(), label=f"{strategy}: unstable rung (no estimate)"), strategy)
         m = matched[matched["strategy"] == strategy] if len(matched) else matched
         if len(m):
-            tag(_errorbars(ax, m, m["samples"].to_numpy(dtype=float) * shift, color=look.color, marker=look.marker,
-                           ms=9, mfc="white", mew=2, ls="none",
-                           label=f"{strategy}, compute-matched rung ({m['confidence'].iloc[0]:.1%} CI)").lines, strategy)
-    ax.axvline(paper, color="0.2", ls=":", lw=1.5)
-    ax.annotate(f"paper: {samples_text(paper)} samples", (paper, 0.98), xycoords=("data", "axes fraction"),
-                ha="right", va="top", fontsize=8, rotation=90)
-    xs = np.concatenate([d["samples"].to_numpy(dtype=float), [paper]])
+            faint = "informative" in m and not bool(m["informative"].fillna(False).astype(bool).all())
+            tag(_errorbars(ax, m, m["samples"].to_numpy(dtype=float) * shift, limit, color=look.color, marker=look.marker,
+                           ms=9, mfc="white", mew=2, ls="none", alpha=0.45 if faint else 1.0,
+                           label=f"{strategy}, compute-matched rung ({m['confidence'].iloc[0]:.1%} CI"
+                                 f"{'; uninformative' if faint else ''})").lines, strategy)
+    xs = np.concatenate([d["samples"].to_numpy(dtype=float), matched.get("samples", pd.Series(dtype=float))
+                         .to_numpy(dtype=float)])
     ax.set_xscale("log")
-    ax.set_xlim(xs.min() / 2, xs.max() * 2)
+    ax.set_xlim(xs.min() / 1.5, xs.max() * 1.5)
+    if paper <= xs.max() * 1.5:
+        ax.axvline(paper, color="0.2", ls=":", lw=1.5)
+        ax.annotate(f"paper: {samples_text(paper)} samples", (paper, 0.98), xycoords=("data", "axes fraction"),
+                    ha="right", va="top", fontsize=8, rotation=90)
+    else:
+        ax.annotate(f"the paper's budget, {samples_text(paper)} samples, lies {paper / xs.max():,.0f}× beyond "
+                    "the largest rung →", (0.99, 0.03), xycoords="axes fraction", ha="right", va="bottom", fontsize=8)
     ax.set_xlabel("training samples (steps × batch size, log scale)")
-    # symmetric log: a gap of hundreds of percent at a small rung and the ±delta band both stay readable
-    ax.set_yscale("symlog", linthresh=200 * delta, linscale=1.5)  # linear within ±2 delta
+    ax.set_ylim(-limit, limit)
     ax.set_ylabel(f"change of {verdict.get('primary', {}).get('label', 'the primary endpoint')}\n"
-                  "vs the baseline (%, symlog; < 0: better)")
+                  "vs the baseline (%; < 0: better)")
     budget = (verdict.get("budget") or {}).get("short")
     ax.set_title(f"Verdict{' at ' + budget if budget else ''}: {verdict.get('outcome', '?')}", loc="left",
                  fontsize=11)

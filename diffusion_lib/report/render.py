@@ -12,6 +12,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from ..analysis.statistics import p_text
+
 Block = tuple  # ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", DataFrame) | ("fig", key, alt)
 
 
@@ -26,9 +28,9 @@ def _number(x: Any) -> float | None:
 
 
 def cell(x: Any, kind: str = "auto") -> str:
-    """One table cell: ``num`` 4 significant digits (MSEs, seconds, ratios); ``pct`` a signed
-    percentage with one decimal (relative changes); ``share`` an unsigned one (fractions of steps
-    or pairs, skill); ``p`` "< 0.001" or three significant digits; ``yesno`` yes/no; ``int``
+    """One table cell: ``num`` 4 significant digits, never e-notation (:func:`number`: MSEs, seconds,
+    ratios); ``pct`` a signed percentage with one decimal (relative changes); ``share`` an unsigned
+    one (fractions of steps or pairs, skill); ``p`` "< 0.001" or three decimals; ``yesno`` yes/no; ``int``
     thousands-separated; ``text`` as is; ``auto`` by type (bool → yes/no, integers plain, other
     numbers 4 significant digits). Missing or non-finite numbers are "n/a"."""
     if x is None:
@@ -48,10 +50,22 @@ def cell(x: Any, kind: str = "auto") -> str:
     if kind == "share":
         return f"{value:.1%}"
     if kind == "p":
-        return "< 0.001" if value < 0.001 else f"{value:.3g}"
+        return p_text(value)
     if kind == "int" or kind == "auto" and isinstance(x, (int, np.integer)):
         return f"{int(value):,}"
-    return f"{value:.4g}"
+    return number(value)
+
+
+def number(value: float, digits: int = 4) -> str:
+    """``digits`` significant digits, trailing zeros kept so a column's entries line up, never
+    e-notation: 0.00001117, 0.01000, 16.20; 10,000 and above as whole numbers with separators."""
+    if not math.isfinite(value):
+        return "n/a"
+    if abs(value) >= 1e4:
+        return f"{value:,.0f}"
+    if value == 0:
+        return "0"
+    return np.format_float_positional(value, precision=digits, unique=False, fractional=False, trim="k").rstrip(".")
 
 
 def interval(lo: Any, hi: Any, kind: str = "ci") -> str:
