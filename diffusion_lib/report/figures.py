@@ -168,11 +168,13 @@ def _curve_grid(curves: pd.DataFrame, panels: list[tuple[str, str, str]], path: 
             continue
         _seed_lines(ax, d, x, col, looks)
         lo, hi = d[col].min(), d[col].max()
-        for value, label in hlines.get(col, []):
+        refs = sorted(hlines.get(col, []))
+        for k, (value, label) in enumerate(refs):
             if scale != "tail" or lo <= value <= hi:
                 ax.axhline(value, ls="--", lw=1, color="grey")
+                # the lowest reference's label goes under its line, the others above theirs: no overlap
                 ax.annotate(label, (0.99, value), xycoords=("axes fraction", "data"), fontsize=7, color="grey",
-                            va="bottom", ha="right")
+                            va="top" if k == 0 and len(refs) > 1 else "bottom", ha="right")
         if scale == "log" and (d[col] > 0).all():
             ax.set_yscale("log")
             plain_log_ticks(ax)
@@ -188,17 +190,19 @@ def _curve_grid(curves: pd.DataFrame, panels: list[tuple[str, str, str]], path: 
 
 def plot_learning_curves(curves: pd.DataFrame, trivial: Mapping[str, Mapping[str, float]], path: str | Path,
                          options: Mapping[str, Any] = {}) -> plt.Figure | None:
-    """Validation MSE (EMA; its last third on a linear scale; raw) in the first row and the loss
-    terms in the second against the step: thin lines per seed, thick mean; trivial-predictor and
-    paper reference lines."""
+    """Validation MSE (EMA; its last third on a linear scale; the raw model's where it was recorded)
+    and the loss terms against the step: thin lines per seed, thick mean; trivial-predictor and paper
+    reference lines. No panel is drawn for what was not recorded."""
     apply_theme(options)
     if nothing_to_plot(curves, ["step", "strategy", "loss_mse"], path, options, "Learning curves"):
         return None
     ref = trivial.get("test_id", {})
     lines = [(ref["entry_mean"], f"per-entry-mean predictor {ref['entry_mean']:.4f} (test)")] if "entry_mean" in ref else []
     lines.append((PAPER_ID_MSE, f"IRED paper {PAPER_ID_MSE} (test, batch 2048, 100K steps)"))
-    panels = [("val_mse_ema", "step", "log"), ("val_mse_ema", "step", "tail"), ("val_mse_raw", "step", "log"),
-              ("loss_mse", "step", "log"), ("loss_energy", "step", "linear")]
+    raw = "val_mse_raw" in curves and curves["val_mse_raw"].notna().any()  # train.validate_raw: false leaves it empty
+    panels = [("val_mse_ema", "step", "log"), ("val_mse_ema", "step", "tail"),
+              *([("val_mse_raw", "step", "log")] if raw else []), ("loss_mse", "step", "log"),
+              ("loss_energy", "step", "linear")]
     d = curves.copy()
     d.loc[d["mode"] == "none", "loss_energy"] = np.nan
     return _curve_grid(d, panels, path, options, {"val_mse_ema": lines, "val_mse_raw": lines})
