@@ -13,7 +13,7 @@ Subpackages by concern, each importing only those listed before it:
 * ``report``: figures, tables and the report document;
 * ``jobs``: one module per workflow rule.
 
-``docs/architecture.md`` draws the map; ``docs/method.md`` maps each SPEC section to the code.
+``docs/architecture.md`` draws the map; ``docs/method.md`` maps each the method section to the code.
 Importing the package loads no module (nor torch): the names below load theirs on first use.
 """
 from __future__ import annotations

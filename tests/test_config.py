@@ -282,7 +282,7 @@ def test_the_train_block_is_declared_once_in_the_schema(root):
     defaults = run_config.TrainConfig()
     assert {k: getattr(defaults, k) for k in flat_fields()} == flat_fields()
     assert (defaults.rank, defaults.train_eps) == (DATA_DEFAULTS["rank"], DATA_DEFAULTS["id_eps"])
-    assert (defaults.steps, defaults.batch_size, defaults.ema_power) == (100_000, 2048, 2 / 3)  # SPEC §4
+    assert (defaults.steps, defaults.batch_size, defaults.ema_power) == (100_000, 2048, 2 / 3)  # method §4
     assert NOT_SHAPING == ("checkpoint_every", "compile", "aot", "cuda_graphs", "pack", "gradients")
     assert layout.NOT_SHAPING_TRAIN_KEYS == NOT_SHAPING
     assert set(run_config.IMPLEMENTATION_KEYS) == (set(NOT_SHAPING) - {"pack"}) | {"measure_flops"}
@@ -307,7 +307,7 @@ def test_report_format_takes_one_or_a_list_and_names_the_field_when_wrong(root):
 
 
 def test_a_trunk_without_enough_evaluations_for_the_plateau_check_is_refused():
-    """The plateau check reads only the constant-lr trunk (SPEC §8.1): 2,900 steps with a 20% decay branch
+    """The plateau check reads only the constant-lr trunk (method §8.1): 2,900 steps with a 20% decay branch
     at 2,320; at eval_every 580 only 4 evaluations lie there, fewer than convergence.evals = 6."""
     train = {"steps": 2900, "log_every": 29, "eval_every": 580, "checkpoint_every": 580,
              "lr_schedule": {"kind": "wsd", "warmup_steps": 100, "decay_fraction": 0.2}}

@@ -44,7 +44,7 @@ def test_stream_state_round_trip():
 
 
 def test_reference_facts_of_spec_section_2():
-    """SPEC §2: zeros ≈ 0.0207 and per-entry mean ≈ 0.0141 on ID (n = 20); ≈ 0.258 / 0.217 on OOD."""
+    """method §2: zeros ≈ 0.0207 and per-entry mean ≈ 0.0141 on ID (n = 20); ≈ 0.258 / 0.217 on OOD."""
     for eps, zeros, mean in ((0.5, 0.0207, 0.0141), (0.1, 0.258, 0.217)):
         h = make_heldout(1500, 20, eps, seed=11)
         mse = trivial_predictor_mse(h, reference_mean_target(20, eps, seed=12, num_problems=4000))

@@ -35,7 +35,7 @@ def test_schedule_matches_spec():
     assert d.opt_step_size[0].item() == pytest.approx(0.167, abs=1e-3)
     assert d.opt_step_size[-1].item() == pytest.approx(0.999, abs=1e-3)
     betas = cosine_schedule(10)
-    # SPEC §4 by hand: f(u) = cos(((u/K) + s)/(1 + s)·π/2)², β_t = 1 − f(t+1)/f(t); the last step's β
+    # method §4 by hand: f(u) = cos(((u/K) + s)/(1 + s)·π/2)², β_t = 1 − f(t+1)/f(t); the last step's β
     # (f(K) ≈ 0, so β ≈ 1) is the only one the 0.999 clip changes
     f = [math.cos(((u / 10) + 0.008) / 1.008 * math.pi / 2) ** 2 for u in range(11)]
     by_hand = [1 - f[t + 1] / f[t] for t in range(10)]

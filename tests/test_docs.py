@@ -62,3 +62,78 @@ def test_the_readme_is_two_pages_with_two_commands():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 160
     assert text.count("```bash") == 2 and "<!-- test-command:" in text
+
+
+FILE_SUFFIXES = {"py", "csv", "json", "pt", "md", "log", "yaml", "html", "benchmark", "png", "tsv", "txt", "ckpt",
+                 "smk", "sh", "tex", "pdf", "svg"}
+
+
+def _modules() -> dict[str, list[Path]]:
+    """Each library module's short name (``data``, ``closed_form``) and subpackage name, to its files."""
+    names: dict[str, list[Path]] = {}
+    for p in LIB.rglob("*.py"):
+        if p.name != "__init__.py":
+            names.setdefault(p.stem, []).append(p)
+    for d in LIB.iterdir():
+        if d.is_dir() and (d / "__init__.py").exists():
+            names.setdefault(d.name, []).append(d)
+    return names
+
+
+def _config_keys() -> set[str]:
+    """``section.key`` of every config field the schema declares (``data.seed``, ``train.steps``)."""
+    import yaml
+
+    schema = yaml.safe_load((LIB / "settings/config.schema.yaml").read_text())
+    return {f"{section}.{key}" for section, spec in schema.get("properties", {}).items()
+            for key in (spec.get("properties") or {})}
+
+
+def missing_dotted_names(text: str) -> set[str]:
+    """Code-formatted dotted names (`` `data.make_heldout` ``, `` `plan.config_checks` ``) whose first
+    part is a library module or subpackage, and whose next part that module does not define (or that
+    subpackage does not hold); file names (`` `curve.csv` ``) and config keys (`` `data.seed` ``) are
+    not code."""
+    modules, keys, missing = _modules(), _config_keys(), set()
+    for m in re.finditer(r"`([a-z_][a-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)[^`]*`", text):
+        head, name = m.group(1), m.group(2)
+        places = modules.get(head)
+        if not places or name in FILE_SUFFIXES or f"{head}.{name}" in keys:
+            continue
+        found = False
+        for place in places:
+            if place.is_dir():
+                found |= (place / f"{name}.py").exists() or (place / name).is_dir()
+            else:
+                found |= re.search(rf"^\s*(?:def|class|async def) {name}\b|^\s*{name}\s*[:=]|^{name}\b",
+                                   place.read_text(), re.M) is not None
+        if not found:
+            missing.add(f"{head}.{name}")
+    return missing
+
+
+def test_code_formatted_names_in_the_docs_exist():
+    """Issue 43: `config._semantic_problems` stayed in docs/method.md after the function was gone."""
+    assert missing_dotted_names("`config._semantic_problems` and `data.nothing_here`, fine: `data.make_heldout`, "
+                                "`plan.config_checks`, `statistics.classify`") == {"config._semantic_problems",
+                                                                                     "data.nothing_here"}
+    found = {str(doc.relative_to(ROOT)): sorted(missing_dotted_names(doc.read_text())) for doc in DOCS}
+    assert {doc: refs for doc, refs in found.items() if refs} == {}
+
+
+OUTSIDE = re.compile(r"\.\./shared|shared/SPEC|SPEC\.md|/work/")
+
+
+def test_the_repository_names_no_path_outside_it():
+    """The repository stands on its own (issue 43): no doc, config, rule or module names a file outside
+    it; the method it implements is docs/method.md, whose sections §1-§9 the code cites."""
+    suffixes = {".py", ".md", ".smk", ".yaml", ".rst", ".toml", ".sh", ".txt"}
+    files = [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in suffixes | {""} and p.name != "test_docs.py"
+             and not any(part.startswith(".") and part not in (".test", ".ci") for part in p.relative_to(ROOT).parts)
+             and "results" not in p.relative_to(ROOT).parts and p.stat().st_size < 1_000_000]
+    named = {str(p.relative_to(ROOT)): OUTSIDE.findall(p.read_text(errors="ignore")) for p in files}
+    assert {f: hits for f, hits in named.items() if hits} == {}
+    sections = set(re.findall(r"^## §(\d)", (ROOT / "docs/method.md").read_text(), re.M))
+    assert sections == {str(i) for i in range(1, 10)}
+    cited = {m for p in files for m in re.findall(r"method §(\d)", p.read_text(errors="ignore"))}
+    assert cited and cited <= sections

@@ -1,4 +1,4 @@
-"""comparison.ladder.until_stable (SPEC §8.1): the look's stopping rule, the walk over looks, the
+"""comparison.ladder.until_stable (method §8.1): the look's stopping rule, the walk over looks, the
 config checks and the layout of grown rungs. End to end on .test: tests/test_workflow.py."""
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_the_maximum_budget_stops_it():
 
 
 def test_the_stability_margin_stops_growth_and_an_unmeasured_recipe_never_grows():
-    """SPEC §8.1: never grow a trunk past half of the longest seen stable for every arm (the pilot's
+    """method §8.1: never grow a trunk past half of the longest seen stable for every arm (the pilot's
     first grown rung, 11,600 steps, would need a 9,280-step trunk: all that was ever seen stable)."""
     beyond = decide_look(5800, 11_600, {"adversarial": moving()}, margin={"next_trunk": 9280, "seen_stable": 9280})
     assert not beyond.grow and beyond.stopped == MARGIN and "past half of the 9,280 seen stable" in beyond.sentence()

@@ -1,4 +1,4 @@
-"""The budget ladder's analysis (SPEC §8.1–8.2): budgets in the verdict sentence, gap stability and its
+"""The budget ladder's analysis (method §8.1–8.2): budgets in the verdict sentence, gap stability and its
 labelled extrapolation, the new verdict rules, the ladder and compute-matched tables, the
 interpretation lines, the ladder figure and the report's order.
 

@@ -73,7 +73,7 @@ def test_classify_regions_in_spec_order(low, high, outcome):
 @pytest.mark.parametrize("low, high", [(-0.12, -0.06), (-0.04, 0.03), (0.01, 0.04), (0.02, 0.09), (-0.08, 0.01),
                                        (0.036, 0.056)])
 def test_labels_are_symmetric_around_zero(low, high):
-    """SPEC §8.2: the same rules on both sides of 0. Mirroring a CI mirrors its label (today's pilot,
+    """method §8.2: the same rules on both sides of 0. Mirroring a CI mirrors its label (today's pilot,
     +3.6% to +5.6%, and its mirror image read 'worse' and 'better', size not established)."""
     pairs = [(BETTER_BEYOND, WORSE_BEYOND), (BETTER_WITHIN, WORSE_WITHIN), (BETTER, WORSE)]
     mirror = {**dict(pairs), **{b: a for a, b in pairs}, EQUIVALENT: EQUIVALENT, INCONCLUSIVE: INCONCLUSIVE}
@@ -97,7 +97,7 @@ def _exact(mean, std, n):
 
 
 def test_equivalence_is_judged_on_its_own_ci_two_one_sided_tests():
-    """SPEC §8.2: equivalence by TOST at the Bonferroni level is the 95% CI beside the decisions' 97.5%:
+    """method §8.2: equivalence by TOST at the Bonferroni level is the 95% CI beside the decisions' 97.5%:
     a CI that is inside the margin at 95% but not at 97.5% is equivalent; other decisions stay at 97.5%."""
     assert equivalence_level(0.975) == pytest.approx(0.95) and equivalence_level(0.95) == pytest.approx(0.90)
     # 97.5% CI pokes out of the margin, 95% CI lies inside it: equivalent (fails with a single CI)

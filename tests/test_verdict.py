@@ -1,4 +1,4 @@
-"""The SPEC §8 decision table: one test per outcome, from synthetic per-seed results and curves.
+"""The decision table of method §8: one test per outcome, from synthetic per-seed results and curves.
 
 The first group calls :func:`verdict.decide` directly; the second runs the whole aggregation
 (:func:`diffusion_lib.jobs.study.aggregate`) on synthetic per-run files, so the tables, the convergence gate and the
@@ -73,7 +73,7 @@ def test_no_meaningful_difference_when_every_ci_is_inside_the_margin():
 
 def test_equivalence_is_decided_on_the_95_percent_ci_and_other_decisions_on_97_5():
     """Two mining arms: the TOST at the Bonferroni level is the 95% CI. A contrast whose 95% CI lies inside
-    ±5% while its 97.5% CI does not is equivalent (SPEC §8.2); the level is named in the sentence."""
+    ±5% while its 97.5% CI does not is equivalent (method §8.2); the level is named in the sentence."""
     adv = _arm("adversarial", "adversarial", 0.0102, spread=0.025, n=6)
     v = _decide(BASE, [adv, _arm("random", "random", 0.0100)], "ID MSE", 0.05)
     c = v.contrasts[0]
@@ -200,7 +200,7 @@ def _curve(values, start=1000, every=500):
 
 
 def test_slope_rule_passes_a_plateau_and_fails_a_four_percent_linear_decline():
-    """SPEC §8.1: a slope, not a spread. A curve falling 4% per window of three evaluations passes the
+    """method §8.1: a slope, not a spread. A curve falling 4% per window of three evaluations passes the
     old ±2% window on three points; the slope over six evaluations fails it."""
     rule = ConvergenceRule()
     flat = rule.assess(*_curve([0.05, 0.0101, 0.0100, 0.01005, 0.0100, 0.01002, 0.0100]).T.values)

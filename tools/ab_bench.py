@@ -7,7 +7,7 @@ Runs ``python -m tools.bench --batch-size 64 --threads 1`` (the pilot's batch an
 settings) of the older checkout and of this one in turn, ``--repeats`` times per mode, each in a fresh
 process with its own checkout on ``PYTHONPATH`` — so each side runs exactly as its workflow jobs would,
 process settings included (malloc, denormals). Prints per mode the median steady training steps/s,
-sampling ms per problem (SPEC §6 at ``--sample-problems``), the ratios after/before, the FLOPs per step
+sampling ms per problem (method §6 at ``--sample-problems``), the ratios after/before, the FLOPs per step
 each side executes and the fraction of the single-thread fp32 matmul peak (measured in every run, median)
 each achieves. Use it on an otherwise idle machine; the one-off scripts that paired blocks in one process (ab_engine.py, step_speed.py) were removed in issue 32 with the engine layouts they compared; their results stay in docs/performance.md.
 """

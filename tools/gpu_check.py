@@ -16,9 +16,9 @@ Sections (``--sections``, run in the order given, each skipped once ``--budget-s
   the slow-to-warm ones (compile, aot) to some modes;
 * ``packs``: run-steps/s of packs of ``--packs`` runs per mode (``--pack-impl``, fp32) and the
   projected GPU-hours of the paper study (3 strategies x 10 seeds x 100K steps) with the best pack;
-* ``paper``: one adversarial run of config/paper.yaml's recipe (SPEC §9) for about
+* ``paper``: one adversarial run of config/paper.yaml's recipe (method §9) for about
   ``--paper-seconds`` of training with the fastest measured implementation, its validation MSE
-  every ``eval_every`` steps beside SPEC §9's reference points;
+  every ``eval_every`` steps beside method §9's reference points;
 * ``tf32``: TF32 against float64 (gradient cosine, opt-step accept flips) on that run's model, or on
   a briefly trained one (:func:`tools.precision.tf32_report`);
 * ``study``: ``--seeds`` short adversarial runs in fp32 and in TF32, test MSE (5 inner steps) and the
@@ -45,7 +45,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository: tools/ and diffusion_lib/
 IMPLS = ("eager", "graphs", "graphs_func", "compile", "aot")
-#: SPEC §9: validation MSE at 100K steps, batch 2048 (mean ± std over 10 seeds), and the paper's test MSE
+#: method §9: validation MSE at 100K steps, batch 2048 (mean ± std over 10 seeds), and the paper's test MSE
 REFERENCE = {"replication_100k": {"baseline": 0.009692, "random": 0.009731, "adversarial": 0.009777},
              "paper_test_mse_10_inner": 0.0096}
 

@@ -1,4 +1,4 @@
-"""Compare this library with the public reference's learning trajectory (SPEC §9, issue #2).
+"""Compare this library with the public reference's learning trajectory (method §9, issue #2).
 
     python tools/reference_check.py --steps 6000 --out reference-check.json
 

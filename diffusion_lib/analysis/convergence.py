@@ -1,4 +1,4 @@
-"""The plateau check (SPEC §8.1): is a validation curve still falling where training stopped?
+"""The plateau check (method §8.1): is a validation curve still falling where training stopped?
 
 A comparison of runs stopped while one strategy is still improving measures learning speed, not
 the method, so the verdict is "not decided" when a compared strategy fails the check.
@@ -14,7 +14,7 @@ Per strategy the rule reads the mean over seeds of the curves (one evaluation sc
 every run), whose noise is smaller: that is the verdict's check; per run it reads that run's curve,
 a diagnostic reported beside it.
 
-**Where it looks** (SPEC §8.1): never at a decay segment, whose last evaluations measure the
+**Where it looks** (method §8.1): never at a decay segment, whose last evaluations measure the
 annealing gain, not convergence. Under warmup-stable-decay the rule reads the constant-learning-rate
 trunk's evaluations up to the full budget's branch point (:func:`plateau_window_end`: ``until``);
 with a constant schedule, the run's last evaluations.
@@ -32,7 +32,7 @@ from scipy import stats
 from ..settings.lr_schedule import decay_start
 
 PER = ("doubling", "1000 steps")
-#: the fewest evaluations a slope is read over (SPEC §8.1)
+#: the fewest evaluations a slope is read over (method §8.1)
 MIN_EVALS = 6
 CONFIDENCE = 0.95
 
@@ -63,7 +63,7 @@ class ConvergenceRule:
             raise ValueError(f"config field 'comparison.convergence.per': {self.per!r} is not one of {list(PER)}")
         if self.evals < MIN_EVALS:
             raise ValueError(f"config field 'comparison.convergence.evals': {self.evals} is too few; the slope is read "
-                             f"over at least {MIN_EVALS} evaluations (SPEC §8.1)")
+                             f"over at least {MIN_EVALS} evaluations (method §8.1)")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "ConvergenceRule":

@@ -1,4 +1,4 @@
-"""Growing the budget ladder until the answer stops moving (SPEC §8.1, ``comparison.ladder.until_stable``).
+"""Growing the budget ladder until the answer stops moving (method §8.1, ``comparison.ladder.until_stable``).
 
 A *look* reads the ladder as it stands, its largest rung ``top``, and decides whether to add a rung at
 twice ``top``: the trunk continues from its last saved state, a new decay branch is trained and

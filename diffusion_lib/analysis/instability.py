@@ -1,4 +1,4 @@
-"""Runs that blow up without a NaN (SPEC §8.2, outcome 1: training unstable).
+"""Runs that blow up without a NaN (method §8.2, outcome 1: training unstable).
 
 A run whose loss turns NaN/inf or exceeds ``train.max_loss`` is stopped as *diverged* by the engine.
 A run can also leave a good solution and climb far above it while every number stays finite (seen

@@ -1,4 +1,4 @@
-"""What the report says beside the verdict, never overriding it (SPEC §8 and §8.2).
+"""What the report says beside the verdict, never overriding it (method §8 and §8.2).
 
 * :func:`skill_table`: every endpoint's skill versus the per-entry-mean predictor, 1 - MSE/MSE_mean,
   per arm, with the endpoint flagged ``uninformative`` when its best arm's skill is below 5%;
@@ -59,7 +59,7 @@ def _ci(row: Any) -> str:
 def inner_loop_flips(contrasts: pd.DataFrame, skill: pd.DataFrame, default_inner: int, alpha: float,
                      set_name: str = "test_id") -> list[str]:
     """A sentence for each verdict contrast whose sign differs between the default inner loop and none
-    on ``set_name`` (SPEC §8): it *flips the answer* only when both sides are significant on
+    on ``set_name`` (method §8): it *flips the answer* only when both sides are significant on
     ``p_holm_family`` (:func:`family_holm`) in opposite directions; otherwise the sentence says only
     that the sign changes, naming which side is significant. With both arms' skill without the loop."""
     lines = []

@@ -1,4 +1,4 @@
-"""Tables of the budget ladder (SPEC §8.1): every arm and every contrast at every rung, and the
+"""Tables of the budget ladder (method §8.1): every arm and every contrast at every rung, and the
 compute-matched view, from the rung models' evaluation files. The seed is the unit throughout.
 
 A *rung* is one (strategy, seed) trained to one budget with its own decay (:mod:`diffusion_lib.settings.ladder`):
@@ -60,7 +60,7 @@ def rung_values(rungs: Sequence[Mapping[str, Any]], endpoints: Sequence[tab.Endp
 
 def every_run_informative(values: Sequence[float], entry_mean: float) -> bool:
     """Whether every run's value (MSE) beats the per-entry-mean predictor's ``entry_mean`` by at least
-    :data:`~diffusion_lib.analysis.trend.INFORMATIVE_SKILL` (False without values): an informative rung (SPEC §8.1)."""
+    :data:`~diffusion_lib.analysis.trend.INFORMATIVE_SKILL` (False without values): an informative rung (method §8.1)."""
     x = np.asarray(list(values), dtype=float)
     return bool(len(x)) and bool(np.all(1 - x / entry_mean >= INFORMATIVE_SKILL))
 
@@ -113,7 +113,7 @@ def compute_matched_table(values: pd.DataFrame, mining: Sequence[str], baseline:
     """Each mining arm's primary endpoint at its compute-matched rung (its own decay branch at the
     budget where its cumulative FLOPs equal the baseline's full budget) versus the baseline's at the
     full budget ``full_rung``: relative change with its CI at ``confidence`` and Welch's p;
-    ``informative`` when every run of both has skill ≥ 5% (SPEC §8.1, from ``trivial``) and
+    ``informative`` when every run of both has skill ≥ 5% (method §8.1, from ``trivial``) and
     ``unstable`` (estimate blanked) when a run of either is unstable there (``unstable`` rows)."""
     on = values[values["endpoint"] == primary.key]
     base = on[(on["kind"] == LADDER) & (on["strategy"] == baseline) & (on["rung"] == full_rung)]

@@ -1,4 +1,4 @@
-"""How many seeds the pending decision needs (SPEC §8.2, outcome 6: inconclusive).
+"""How many seeds the pending decision needs (method §8.2, outcome 6: inconclusive).
 
 When the verdict cannot decide, it says how many training runs (seeds) per arm the decision it is
 waiting for would need at 80% power, from each arm's own observed seed-to-seed variance (arms are

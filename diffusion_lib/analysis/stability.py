@@ -1,4 +1,4 @@
-"""The gate of the budget ladder (SPEC §8.1): which rungs a contrast may be read at, and its trend.
+"""The gate of the budget ladder (method §8.1): which rungs a contrast may be read at, and its trend.
 
 A validation curve flattens whenever the learning rate is annealed, so a plateau at the end of one
 decayed schedule does not show that more training would leave the comparison unchanged. The ladder
@@ -89,7 +89,7 @@ class GapStability:
 
     def decision_reason(self) -> str:
         """Why the verdict may not read this contrast (empty when it may): the full-budget rung must be
-        usable, with at least two usable rungs in all (SPEC §8.1, §8.2 rule 2)."""
+        usable, with at least two usable rungs in all (method §8.1, §8.2 rule 2)."""
         full = self.full_steps
         if full not in self.steps:
             return f"the {self.strategy} vs {self.versus} contrast has no estimate at the full budget ({full:,} steps)"

@@ -1,4 +1,4 @@
-"""Statistics of the comparison (SPEC §8), with the training run (one seed) as the unit of replication.
+"""Statistics of the comparison (method §8), with the training run (one seed) as the unit of replication.
 
 Per-problem errors inside a run are never treated as replicates: every function here takes one
 number per run (a seed's test MSE on the whole held-out set).
@@ -8,7 +8,7 @@ number per run (a seed's test MSE on the whole held-out set).
 * :func:`relative_change_ci`: the relative change mean(a)/mean(b) - 1 with its confidence interval
   and p-value, by Welch's method with the delta method on the log scale (below).
 * :func:`holm`: Holm's step-down adjustment of the secondary endpoints' p-values.
-* :func:`classify`: the label of a contrast (SPEC §8.2, symmetric around 0), equivalence judged on
+* :func:`classify`: the label of a contrast (method §8.2, symmetric around 0), equivalence judged on
   its own CI (:func:`equivalence_level`: two one-sided tests); :func:`shifted_label` the label one
   doubling along a trend would give; the seeds a pending decision needs are
   :mod:`diffusion_lib.analysis.power`'s.
@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 ALPHA = 0.05
-#: The labels of one contrast (SPEC §8.2), the same rules on both sides of 0: the decision CI beyond
+#: The labels of one contrast (method §8.2), the same rules on both sides of 0: the decision CI beyond
 #: the margin; equivalence (TOST) with the decision CI also excluding 0; equivalence alone; the
 #: decision CI excluding 0 only; anything else.
 BETTER_BEYOND, WORSE_BEYOND = "meaningfully better", "meaningfully worse"
@@ -157,7 +157,7 @@ def equivalence_level(confidence: float) -> float:
 
 def classify(ci_low: float, ci_high: float, delta: float, eq_low: float | None = None,
              eq_high: float | None = None) -> str:
-    """The label of a relative change (SPEC §8.2; "better" means a lower MSE than the versus arm),
+    """The label of a relative change (method §8.2; "better" means a lower MSE than the versus arm),
     from its decision CI (``ci_low``, ``ci_high``) and its equivalence CI (``eq_low``, ``eq_high``, at
     :func:`equivalence_level`; the decision CI when not given), the same rules on both sides of 0:
     decision CI entirely below -delta / above +delta: :data:`BETTER_BEYOND` / :data:`WORSE_BEYOND`;

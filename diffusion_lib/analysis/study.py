@@ -1,4 +1,4 @@
-"""A study's analysis in one place: from its runs' numbers to its tables and verdict (SPEC §8).
+"""A study's analysis in one place: from its runs' numbers to its tables and verdict (method §8).
 
 :class:`Comparison` is the config's ``comparison`` block, parsed once (roles, primary endpoint,
 margin, error rate, the plateau, instability and inference-failure rules). :func:`analyse` takes

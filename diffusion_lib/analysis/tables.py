@@ -1,4 +1,4 @@
-"""Tidy tables of a study, built from the per-run files (SPEC §7–8); the seed is the unit throughout.
+"""Tidy tables of a study, built from the per-run files (method §7–8); the seed is the unit throughout.
 
 Every statistic here is computed over runs (one value per training seed). Intervals are Student-t
 (:func:`statistics.summarize`) for a strategy's mean and Welch + delta method
@@ -52,7 +52,7 @@ class Endpoint:
 
 
 def endpoint_family(primary: Endpoint, default_inner: int) -> list[Endpoint]:
-    """The primary endpoint first, then the secondary ones (SPEC §8) that differ from it."""
+    """The primary endpoint first, then the secondary ones (method §8) that differ from it."""
     family = [Endpoint(s, k) for s in ("test_id", "test_ood") for k in dict.fromkeys((default_inner, 0))]
     family.append(Endpoint("test_id", default_inner, "raw"))
     return [primary, *[e for e in family if e != primary]]

@@ -1,4 +1,4 @@
-"""The gap's trend per doubling of budget, and whether an answer is final (SPEC §8.1).
+"""The gap's trend per doubling of budget, and whether an answer is final (method §8.1).
 
 A contrast measured at one budget says what holds there. Whether it still holds at twice the budget
 is a second question, answered by how fast the contrast's log ratio moves as the budget doubles. It
@@ -35,7 +35,7 @@ from scipy import stats
 from .statistics import shifted_label
 
 CONFIDENCE = 0.95
-#: fewest trunk evaluations the trunk reading is taken over (the plateau check's count, SPEC §8.1)
+#: fewest trunk evaluations the trunk reading is taken over (the plateau check's count, method §8.1)
 MIN_TRUNK_EVALS = 6
 #: a step counts for the trunk reading when every run of both arms has this validation skill
 INFORMATIVE_SKILL = 0.05

@@ -1,4 +1,4 @@
-"""The verdict (SPEC §8.2): one outcome on the primary endpoint, at its budget, final or still moving.
+"""The verdict (method §8.2): one outcome on the primary endpoint, at its budget, final or still moving.
 
 Inputs are per-seed values of the primary endpoint at the full budget (one number per training
 run), each compared strategy's diverged and unstable runs (:mod:`diffusion_lib.analysis.instability`),

@@ -1,4 +1,4 @@
-"""The energy network's values and ∇_y E written out by hand (SPEC §3), for fast training and sampling.
+"""The energy network's values and ∇_y E written out by hand (method §3), for fast training and sampling.
 
 IRED trains θ through ε̂ = ∇_y E_θ, so a training step differentiates a gradient: autograd builds the
 backward graph of E with ``create_graph=True`` and then differentiates that graph, operation by

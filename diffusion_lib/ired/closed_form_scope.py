@@ -1,5 +1,5 @@
 """What the closed form applies to (issue 32.4): the network :mod:`diffusion_lib.ired.closed_form`
-writes out by hand is SPEC §3's, with the 16 tensors of :data:`NAMES`; :func:`supports` says why any
+writes out by hand is method §3's, with the 16 tensors of :data:`NAMES`; :func:`supports` says why any
 other network must be differentiated by autograd instead.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ NAMES = ("time_mlp.0.weight", "time_mlp.0.bias", "time_mlp.2.weight", "time_mlp.
 
 def supports(ebm: torch.nn.Module) -> str | None:
     """Why the derivatives written out here do not apply to ``ebm``, or None when they do: they are
-    SPEC §3's network exactly (an :class:`~diffusion_lib.ired.model.EBM` itself, not a subclass, SiLU,
+    method §3's network exactly (an :class:`~diffusion_lib.ired.model.EBM` itself, not a subclass, SiLU,
     two modulated layers, a 128-wide time path, the 16 tensors of :data:`NAMES`). The width may
     vary. Anything else must be differentiated by autograd."""
     if type(ebm) is not EBM:

@@ -1,4 +1,4 @@
-"""Inverse-problem data (SPEC §2): generation on any device, held-out files, trivial predictors.
+"""Inverse-problem data (method §2): generation on any device, held-out files, trivial predictors.
 
 One problem: U ~ Uniform(-1, 1)^{n x n}, S = U Uᵀ, A = S + Sᵀ + εI (= 2UUᵀ + εI, symmetric positive
 definite with smallest eigenvalue ≥ ε), target Y = A⁻¹. The model sees vec(A) and predicts vec(Y),
@@ -86,7 +86,7 @@ def _draw(
 
 
 class ProblemStream:
-    """Infinite seeded stream of training batches, drawn on the training device (SPEC §2).
+    """Infinite seeded stream of training batches, drawn on the training device (method §2).
 
     Drawing a batch never waits for the device: the accuracy of its inverses is folded into
     ``max_residual`` (a device tensor), which the trainer reads when it logs and hands to

@@ -1,4 +1,4 @@
-"""Gaussian diffusion over an energy model: schedule, opt step, mining losses, sampling (SPEC §4–6).
+"""Gaussian diffusion over an energy model: schedule, opt step, mining losses, sampling (method §4–6).
 
 Symbols: K = ``timesteps``; ᾱ_t = ``alphas_cumprod[t]``; η_t = ``opt_step_size[t]`` =
 β_t · √(1 / (1 - ᾱ_t)); c = :data:`CLAMP` = 2 (the clean-solution bound of this continuous task).
@@ -91,7 +91,7 @@ class GaussianDiffusion1D(nn.Module):
     @torch.no_grad()
     def opt_step(self, inp: torch.Tensor, img: torch.Tensor, t: torch.Tensor, step: int = 5, sf: float = 1.0,
                  stats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """``step`` energy-descent steps with rejection (SPEC §5); returns the new y (detached).
+        """``step`` energy-descent steps with rejection (method §5); returns the new y (detached).
 
         Each step proposes y' = clamp(y - sf·η_t·∇_y E, ±c·√ᾱ_t) (t per problem) and keeps it only
         where E(y') ≤ E(y). The accepted energy and gradient are reused by the next step, so k steps
@@ -104,7 +104,7 @@ class GaussianDiffusion1D(nn.Module):
 
     def uses_closed_form(self) -> bool:
         """Whether energies and gradients go through :mod:`diffusion_lib.ired.closed_form`: allowed
-        (``closed_form``, off under ``train.gradients: autograd``) and SPEC §3's network
+        (``closed_form``, off under ``train.gradients: autograd``) and method §3's network
         (:func:`~diffusion_lib.ired.closed_form_guard.supports`)."""
         ebm = getattr(self.model, "ebm", None)
         return bool(self.closed_form) and ebm is not None and supports(ebm) is None
@@ -173,7 +173,7 @@ class GaussianDiffusion1D(nn.Module):
                       adversarial: bool, opt_steps: int | None = None, scale_factor: float | None = None,
                       noise_scale: float | None = None, stats: dict[str, torch.Tensor] | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (y⁺, y⁻_t) for the contrastive term (SPEC §5), both detached.
+        """Return (y⁺, y⁻_t) for the contrastive term (method §5), both detached.
 
         y⁺ = q(y_0, t, ξ'), y⁻ = q(y_0, t, σ·ξ'), optionally pushed to lower energy by the opt step
         (adversarial), then mapped to ŷ⁻_0 = clamp(y⁻/√ᾱ_t, ±2) and re-noised with ξ'. Parameters
@@ -189,7 +189,7 @@ class GaussianDiffusion1D(nn.Module):
     def negative_pair(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, sigma: float,
                       descend: Callable[[torch.Tensor], torch.Tensor] | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(y⁺, y⁻_t) of SPEC §5, both detached: y⁺ = q(y_0, t, ξ'), y⁻ = q(y_0, t, σ·ξ') moved by
+        """(y⁺, y⁻_t) of method §5, both detached: y⁺ = q(y_0, t, ξ'), y⁻ = q(y_0, t, σ·ξ') moved by
         ``descend`` (the opt step over some energy, for adversarial negatives), mapped to
         ŷ⁻_0 = clamp(y⁻/√ᾱ_t, ±c) and re-noised with ξ'. The one definition of the negatives: the
         module path (:meth:`make_negative`) and the functional one (:mod:`diffusion_lib.ired.functional`)
@@ -208,7 +208,7 @@ class GaussianDiffusion1D(nn.Module):
     def training_loss(self, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                       noise_neg: torch.Tensor | None, *, network: Callable[..., tuple[torch.Tensor, torch.Tensor]],
                       descend: Callable[..., torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss mean(L_mse + w·L_E) and its parts for one batch (SPEC §4–5), given its draws:
+        """Total loss mean(L_mse + w·L_E) and its parts for one batch (method §4–5), given its draws:
         the one definition of the training loss.
 
         L_mse = mean over entries of (ε̂(x, y_t, t) - ξ)² per problem, y_t = q(y_0, t, ξ); for modes
@@ -261,7 +261,7 @@ class GaussianDiffusion1D(nn.Module):
     def sample(self, inp: torch.Tensor, n_inner: int | None = None, inner_scale: float | None = None,
                generator: torch.Generator | None = None, stats: dict[str, torch.Tensor] | None = None
                ) -> torch.Tensor:
-        """Predict y_0 for each row of ``inp`` by reverse diffusion with energy descent (SPEC §6).
+        """Predict y_0 for each row of ``inp`` by reverse diffusion with energy descent (method §6).
 
         From y ~ N(0, I), for t = K-1..0: ŷ_0 = clamp((y - √(1-ᾱ_t)·ε̂)/√ᾱ_t, ±2); y = √ᾱ_t·ŷ_0;
         ``n_inner`` opt steps of scale ``inner_scale`` (defaults: the diffusion's, 5 and 1);
@@ -294,7 +294,7 @@ class GaussianDiffusion1D(nn.Module):
 def build_diffusion(rank: int, timesteps: int, mining: MiningConfig | dict | None = None,
                     model: Mapping[str, Any] | None = None) -> GaussianDiffusion1D:
     """The model for n x n inversion: EBM(n², n², **model) in a DiffusionWrapper in GaussianDiffusion1D;
-    ``model`` (``hidden``, ``layers``, ``activation``; config ``train.model``) defaults to SPEC §3's network."""
+    ``model`` (``hidden``, ``layers``, ``activation``; config ``train.model``) defaults to method §3's network."""
     dim = rank * rank
     return GaussianDiffusion1D(DiffusionWrapper(EBM(dim, dim, **dict(model or {}))), timesteps=timesteps,
                                mining_config=mining)

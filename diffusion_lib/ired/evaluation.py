@@ -1,4 +1,4 @@
-"""Evaluation of a trained model on fixed held-out sets (SPEC §7).
+"""Evaluation of a trained model on fixed held-out sets (method §7).
 
 For each held-out set it computes, with the EMA model:
 
@@ -10,7 +10,7 @@ For each held-out set it computes, with the EMA model:
 * energy-landscape quality: for each t, the fraction of pairs with E⁺ < E⁻ (ranking accuracy) and
   the mean gap E⁻ - E⁺, for a set of probes with one fixed recipe for every strategy:
 
-  - ``random σ``: SPEC §5's random negative, ŷ⁻_0 = clamp((y0 + σ·r_t·ξ)) re-noised with the
+  - ``random σ``: method §5's random negative, ŷ⁻_0 = clamp((y0 + σ·r_t·ξ)) re-noised with the
     positive's noise ξ (r_t = √(1-ᾱ_t)/√ᾱ_t). Its distance to the positive grows with σ·r_t, not
     with σ - 1, so even σ close to 1 is ranked perfectly by every trained model: a sanity check,
     not a discriminating probe;

@@ -3,7 +3,7 @@
 A *gradient function* is ``fn(params, A, Y, t, ξ, ξ', mined) -> (grads, parts)``: the loss of
 :meth:`~diffusion_lib.ired.diffusion.GaussianDiffusion1D.training_loss` for the draws given, the
 gradient with respect to the energy network's weights ``params`` (a dict of tensors), clipped to
-total norm ``grad_clip`` (SPEC §4), and the loss parts with ``grad_norm`` (the norm before
+total norm ``grad_clip`` (method §4), and the loss parts with ``grad_norm`` (the norm before
 clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing is read on the host.
 
 * :func:`func_gradients`: ``torch.func.grad`` of :func:`diffusion_lib.ired.functional.loss`. Pure, so
@@ -15,7 +15,7 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
   diffusion module's own parameters (the engine makes them views of its stacked weights); one run
   only, eager, the fastest path on a CPU (docs/performance.md, issue 22; it equals autograd on the
   module and the functional gradient in float64, tests/test_functional.py, tests/test_closed_form.py),
-  for SPEC §3's network only (:func:`diffusion_lib.ired.closed_form_guard.supports`); :func:`checked` runs it
+  for method §3's network only (:func:`diffusion_lib.ired.closed_form_guard.supports`); :func:`checked` runs it
   against ``torch.func`` in float64 at every job's first step.
 """
 from __future__ import annotations
@@ -166,7 +166,7 @@ def _stacked(left_a: torch.Tensor, left_b: torch.Tensor, right_a: torch.Tensor, 
 def training_gradients(diffusion: GaussianDiffusion1D, w: Weights, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor,
                        noise: torch.Tensor, noise_neg: torch.Tensor | None, mined: bool
                        ) -> tuple[Weights, dict[str, torch.Tensor]]:
-    """The gradient of ``diffusion.training_loss`` (SPEC §4–5) with respect to the energy network's
+    """The gradient of ``diffusion.training_loss`` (method §4–5) with respect to the energy network's
     weights ``w`` and the loss parts, for the draws given: the network's values and weight gradient
     in closed form, autograd only over the loss's few operations on ε̂ and E (which give Ḡ and Ē).
     On a mining step the opt step (weights held fixed) uses the same time path and ``x W₁ₓᵀ + b₁``."""

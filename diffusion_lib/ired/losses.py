@@ -1,4 +1,4 @@
-"""The training losses of SPEC §4: the denoising loss, the contrastive (energy) loss over positive and
+"""The training losses of method §4: the denoising loss, the contrastive (energy) loss over positive and
 negative samples with the mining counts it reports (:func:`count_acceptance`), and the network the
 loss calls (:func:`loss_network`: ε̂ at the positives, E at the negatives)."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ def denoising_loss(loss_mse: torch.Tensor) -> tuple[torch.Tensor, dict[str, torc
 
 def contrastive_loss(loss_mse: torch.Tensor, e_pos: torch.Tensor, e_neg: torch.Tensor, weight: float,
                      stats: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SPEC §4–5 with negatives: mean(L_mse + w·L_E), L_E = softplus(E⁺ − E⁻) per problem, and its
+    """method §4–5 with negatives: mean(L_mse + w·L_E), L_E = softplus(E⁺ − E⁻) per problem, and its
     parts (detached 0-d tensors): the loss terms, the mean energies and gap E⁻ − E⁺, the share of
     saturated pairs (gap > :data:`SATURATION_GAP`) and, when ``stats`` holds the opt step's counts
     (a mining step), ``mine_accepted``/``mine_proposed``. Its caller is

@@ -1,9 +1,9 @@
-"""The energy model E_θ(x, y, t) ≥ 0 and the wrapper that turns it into a denoiser (SPEC §3).
+"""The energy model E_θ(x, y, t) ≥ 0 and the wrapper that turns it into a denoiser (method §3).
 
 ``EBM`` maps (x = vec(A), y = candidate solution, t) to one non-negative scalar per problem:
 a sinusoidal time embedding e(t), an input layer and ``layers`` layers modulated by e(t) as
 ``(W h + b) ⊙ (1 + g(e)) + s(e)``, each followed by the activation, a linear read-out o, and
-E = Σ o². SPEC §3's network is the default: width 512, 2 modulated layers, SiLU; the width, depth
+E = Σ o². method §3's network is the default: width 512, 2 modulated layers, SiLU; the width, depth
 and activation are constructor arguments (the config's ``train.model``), and
 :func:`diffusion_lib.ired.closed_form_guard.supports` says whether the hand-written derivatives apply.
 
@@ -59,11 +59,11 @@ class ModulatedLayer(nn.Module):
 
 
 class EBM(nn.Module):
-    """Energy network of SPEC §3: ``forward(x, y, t) -> E`` of shape (B,), E ≥ 0.
+    """Energy network of method §3: ``forward(x, y, t) -> E`` of shape (B,), E ≥ 0.
 
     ``inp_dim`` = len(x) = n², ``out_dim`` = len(y) = n²; ``hidden`` (width), ``layers`` (modulated
     layers, named ``layer2``, ``layer3``, ...) and ``activation`` (:data:`ACTIVATIONS`) set the
-    architecture, SPEC §3's by default (for n = 20: 1,437,840 parameters). :attr:`spec` holds them.
+    architecture, method §3's by default (for n = 20: 1,437,840 parameters). :attr:`spec` holds them.
     """
 
     def __init__(self, inp_dim: int, out_dim: int, hidden: int = HIDDEN, time_dim: int = TIME_DIM,

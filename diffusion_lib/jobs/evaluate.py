@@ -1,4 +1,4 @@
-"""Rule ``evaluate``: SPEC §7 metrics of one trained run on the held-out test sets."""
+"""Rule ``evaluate``: method §7 metrics of one trained run on the held-out test sets."""
 from __future__ import annotations
 
 import math
@@ -29,7 +29,7 @@ def eval_settings(settings: Mapping[str, Any]) -> EvalSettings:
 
 def evaluate_run(*, model_path: str, test_paths: Mapping[str, str], metrics_path: str, per_problem_path: str,
                  settings: Mapping[str, Any], rank: int, device: str = "auto", threads: int = 2) -> dict[str, Any]:
-    """SPEC §7 on every test set for one trained run; a diverged run gets NaN metrics and its status.
+    """method §7 on every test set for one trained run; a diverged run gets NaN metrics and its status.
 
     The metrics carry the run's seed and mode but no strategy name: a run is shared by every study
     whose config trains it, and each study labels it (see :func:`diffusion_lib.jobs.study.aggregate`).

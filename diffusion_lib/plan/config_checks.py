@@ -116,7 +116,7 @@ def _ladder_problems(cfg: dict[str, Any]) -> list[str]:
     if off_grid:
         return [f"config field 'comparison.ladder.until_stable': the rung of {off_grid[0]} steps it may add decays "
                 f"from step {decay_start(off_grid[0], f)}, not a multiple of train.log_every ({train['log_every']})"]
-    # the plateau check reads the constant-lr trunk only (SPEC §8.1): it needs its evaluations there
+    # the plateau check reads the constant-lr trunk only (method §8.1): it needs its evaluations there
     # (evaluations happen at log boundaries that are multiples of eval_every)
     trunk_end, evals = decay_start(train["steps"], f), cfg["comparison"]["convergence"]["evals"]
     every = math.lcm(train["eval_every"], train["log_every"])

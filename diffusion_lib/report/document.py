@@ -51,7 +51,7 @@ def _scale_lines(training: Mapping[str, Any]) -> list[str]:
         text += f" (warm-up {sched.get('warmup_steps', 0)} steps, floor {sched.get('min_lr_ratio', 0):g}×lr)"
     return [f"Training scale: {steps:,} steps × batch {batch:,} = {samples:,} training samples per run, "
             f"{share_text(samples / paper)} of the paper's {PAPER_SCALE['steps']:,} × {PAPER_SCALE['batch_size']:,} = "
-            f"{paper:,} (IRED; SPEC §9).",
+            f"{paper:,} (IRED; method §9).",
             f"Learning rate {training.get('lr'):g}, schedule {text}; paper: {PAPER_SCALE['lr']:g}, constant. "
             f"EMA updated every {_every(training.get('ema_update_every'))}. Seeds (training runs) per strategy: "
             f"{_seed_counts(training.get('seeds'))}.",

@@ -23,7 +23,7 @@ from .style import INFERENCE, Look, apply_theme, mean_ci_by, nothing_to_plot, or
 from ..analysis.statistics import t_interval
 from ..analysis.tables import SET_LABELS
 
-#: IRED paper, matrix inverse n = 20, training difficulty, 10 inference steps (SPEC §9).
+#: IRED paper, matrix inverse n = 20, training difficulty, 10 inference steps (method §9).
 PAPER_ID_MSE = 0.0096
 AXIS = {"val_mse_ema": "validation MSE, EMA model", "val_mse_raw": "validation MSE, raw model",
         "loss_mse": "denoising loss L_mse", "loss_energy": "contrastive loss L_E",

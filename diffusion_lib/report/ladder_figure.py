@@ -1,4 +1,4 @@
-"""The budget-ladder figure (SPEC §8.1): the primary relative change of each mining arm versus the
+"""The budget-ladder figure (method §8.1): the primary relative change of each mining arm versus the
 baseline against training samples (log x), with each rung's CI at its own level, the ±delta band and
 the compute-matched rungs as distinct (open) markers. The y-axis is linear and sized by what the
 verdict reads (the informative rungs' CIs and the band), so their CIs and the margin stay legible;

@@ -1,4 +1,4 @@
-"""Report blocks of the budget ladder (SPEC §8.1): the arms and contrasts at every rung, the gap's
+"""Report blocks of the budget ladder (method §8.1): the arms and contrasts at every rung, the gap's
 trend per doubling and whether the answer is final (the gate), the compute-matched view, and every
 endpoint's skill."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .render import Block, cell, levels, select
 
 
 def plateau_scope(v: Mapping[str, Any]) -> str:
-    """Where the verdict's plateau check reads (SPEC §8.1): each arm's seed-mean validation curve,
+    """Where the verdict's plateau check reads (method §8.1): each arm's seed-mean validation curve,
     on the constant-lr trunk up to the last rung's branch point under ``wsd`` (never a decay
     segment), else over the run's last evaluations; per-run checks are diagnostics."""
     until = v.get("plateau_until")

@@ -1,4 +1,4 @@
-"""A training budget and how the report names it (SPEC §8.1: an answer is an answer at a budget).
+"""A training budget and how the report names it (method §8.1: an answer is an answer at a budget).
 
 A budget is counted in training samples, steps × batch size, and set against the IRED paper's
 100,000 steps × batch 2,048 = 204.8M samples. The verdict sentence, the ladder table and figure

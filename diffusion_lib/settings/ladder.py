@@ -1,4 +1,4 @@
-"""The budget ladder (SPEC §8.1): every run is read at several training budgets.
+"""The budget ladder (method §8.1): every run is read at several training budgets.
 
 With the warmup-stable-decay schedule (:mod:`diffusion_lib.settings.lr_schedule`) a run of b steps is a
 constant-lr *trunk* to its branch point (1 − f)·b followed by a linear decay *branch* to b. One

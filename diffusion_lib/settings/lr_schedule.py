@@ -1,4 +1,4 @@
-"""Learning-rate schedules (SPEC §4 and §8.1): constant, cosine, and warmup-stable-decay.
+"""Learning-rate schedules (method §4 and §8.1): constant, cosine, and warmup-stable-decay.
 
 Every schedule starts with a linear warm-up from lr/warmup_steps to lr over ``warmup_steps``
 steps. Then:

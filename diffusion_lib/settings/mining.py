@@ -1,4 +1,4 @@
-"""How training negatives are made (SPEC §5): the strategy's mining config, torch-free.
+"""How training negatives are made (method §5): the strategy's mining config, torch-free.
 
 The one place that names the modes (:data:`MODES`) and answers the two questions every training
 path asks: does this mode use negatives at all (:attr:`MiningConfig.uses_negatives`; mode
@@ -18,7 +18,7 @@ MODES = ("none", "random", "adversarial")
 
 @dataclass(frozen=True)
 class MiningConfig:
-    """How training negatives are made (SPEC §5). See :meth:`from_mapping` for validation."""
+    """How training negatives are made (method §5). See :meth:`from_mapping` for validation."""
 
     mode: str = "none"
     opt_steps: int = 2

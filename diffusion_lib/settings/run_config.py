@@ -1,4 +1,4 @@
-"""A run's training settings (SPEC §4): :class:`TrainConfig`, what of it shapes the run's outputs
+"""A run's training settings (method §4): :class:`TrainConfig`, what of it shapes the run's outputs
 (:meth:`TrainConfig.identity`) and its resume checkpoints (:meth:`TrainConfig.fingerprint`), and
 the config's ``train`` block mapped onto it (:func:`train_config`). Torch-free; the defaults are
 the config schema's (:mod:`diffusion_lib.settings.train_fields`)."""
@@ -16,16 +16,16 @@ from .train_fields import DATA_DEFAULTS, NOT_SHAPING, flat_fields
 LR_SCHEDULES = SCHEDULES
 PRECISIONS = ("fp32", "tf32")
 GRADIENTS = ("auto", "closed_form", "autograd")
-#: the architecture's fields (``train.model``): in a run's key only where they differ from SPEC §3's network
+#: the architecture's fields (``train.model``): in a run's key only where they differ from method §3's network
 MODEL_KEYS = ("model_hidden", "model_layers", "model_activation")
-#: SPEC §3's network in ``train.model``'s terms: what ``gradients: closed_form`` needs (any width;
+#: method §3's network in ``train.model``'s terms: what ``gradients: closed_form`` needs (any width;
 #: :func:`diffusion_lib.ired.closed_form_guard.supports` checks the module itself)
 CLOSED_FORM_NETWORK = {"layers": 2, "activation": "silu"}
 
 
 def closed_form_mismatch(gradients: str, model: Mapping[str, Any]) -> str | None:
     """Why ``gradients: closed_form`` cannot train the network ``model`` (``train.model``) describes,
-    or None (another ``gradients``, or SPEC §3's network)."""
+    or None (another ``gradients``, or method §3's network)."""
     layers = model.get("layers", CLOSED_FORM_NETWORK["layers"])
     activation = model.get("activation", CLOSED_FORM_NETWORK["activation"])
     if gradients != "closed_form" or {"layers": layers, "activation": activation} == CLOSED_FORM_NETWORK:
@@ -45,7 +45,7 @@ _D = flat_fields()
 class TrainConfig:
     """One run's training settings. The defaults are the config schema's (``train`` and, for
     ``rank`` and ``train_eps``, ``data.rank`` and ``data.id_eps``; :mod:`diffusion_lib.settings.train_fields`),
-    so a run built here with defaults is the run the workflow trains by default (SPEC §4's paper
+    so a run built here with defaults is the run the workflow trains by default (method §4's paper
     scale: 100,000 steps at batch 2,048). ``seed`` seeds init, noise and the data stream;
     ``measure_flops`` (bookkeeping) is the one setting that is not the config's."""
 
@@ -120,11 +120,11 @@ class TrainConfig:
         ``compile``, ``cuda_graphs``, ``aot`` and ``gradients`` (the same step, computed another way:
         equal to the module path in float64, tests/test_functional.py, tests/test_aot.py,
         tests/test_closed_form.py). ``precision`` stays in: TF32 changes the numbers; so does the
-        architecture (``model_*``), entered where it differs from SPEC §3's network, so that the default
+        architecture (``model_*``), entered where it differs from method §3's network, so that the default
         network's runs keep the keys they had before ``train.model`` existed.
         """
         state = {k: v for k, v in asdict(self).items() if k not in IMPLEMENTATION_KEYS}
-        for key in MODEL_KEYS:  # SPEC §3's network keys as it did before train.model existed: absent
+        for key in MODEL_KEYS:  # method §3's network keys as it did before train.model existed: absent
             if state[key] == _D[key]:
                 del state[key]
         state["mining"] = asdict(mining)

@@ -1,4 +1,4 @@
-"""Adam (SPEC §4: no weight decay, eps 1e-8) on the weights of N stacked runs.
+"""Adam (method §4: no weight decay, eps 1e-8) on the weights of N stacked runs.
 
 Adam is elementwise, so one update of stacked tensors is N independent updates. :func:`adam_` is
 ``torch.optim.Adam(fused=True)``'s update: PyTorch's fused kernel, one pass over each tensor's weights,

@@ -1,4 +1,4 @@
-"""Exponential moving average of the weights (SPEC §4), on stacked runs, never reading the device.
+"""Exponential moving average of the weights (method §4), on stacked runs, never reading the device.
 
 The schedule is ema-pytorch's ``EMA`` (the reference implementation): the first update copies the
 weights; every ``update_every``-th update copies them again up to ``update_after_step`` and
@@ -7,7 +7,7 @@ afterwards lerps them towards the model with weight 1 - decay, where
     decay = clamp(1 - (1 + epoch) ** -power, 0, beta),  epoch = counter - update_after_step - 1
 
 (0 while epoch <= 0; ema-pytorch's ``inv_gamma`` and ``min_value`` at their defaults, 1 and 0, which
-SPEC §4 uses). ema-pytorch keeps its counter on the device and reads it (``.item()``) twice per
+method §4 uses). ema-pytorch keeps its counter on the device and reads it (``.item()``) twice per
 update, which stalls a GPU's launch queue every step. Here the counter is the training step (a
 Python int) and the decay is computed with ema-pytorch's own float32 arithmetic on a CPU tensor
 (host memory, nothing to wait for), so on a CPU the weights match ema-pytorch's bit for bit

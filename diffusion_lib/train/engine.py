@@ -1,4 +1,4 @@
-"""The training engine (SPEC §4): N ≥ 1 runs of one strategy and one training config, trained
+"""The training engine (method §4): N ≥ 1 runs of one strategy and one training config, trained
 together as stacked weights; a solo run is N = 1.
 
 :class:`Engine` owns the loop: the learning-rate schedule, the draws, the update

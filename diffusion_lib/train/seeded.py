@@ -12,7 +12,7 @@ from ..ired.seeding import derive_seed
 
 def seeded_model(seed: int, rank: int, timesteps: int, mining: MiningConfig | dict | None,
                  model: Mapping[str, Any] | None = None) -> GaussianDiffusion1D:
-    """A run's initial model (architecture ``model``, SPEC §3's by default): the global RNG seeded
+    """A run's initial model (architecture ``model``, method §3's by default): the global RNG seeded
     with ``derive_seed(seed, "init")``, the model built on the CPU (see :func:`seeded_member` for the
     noise generator that goes on from there)."""
     torch.manual_seed(derive_seed(seed, "init"))

@@ -1,5 +1,5 @@
 rule evaluate:
-    """SPEC §7 metrics of one trained run on the ID and OOD test sets."""
+    """method §7 metrics of one trained run on the ID and OOD test sets."""
     input:
         **{t: LAYOUT.splits[t] for t in TEST_SETS},
         model="results/runs/{model}/model.pt",

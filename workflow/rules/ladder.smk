@@ -1,4 +1,4 @@
-# comparison.ladder.until_stable: the ladder grows until the answer stops moving (SPEC §8.1;
+# comparison.ladder.until_stable: the ladder grows until the answer stops moving (method §8.1;
 # diffusion_lib/analysis/growth.py). One checkpoint per look: the look at ladder top B reads the rungs up to B
 # and either stops or adds the rung of 2B steps (its trunk piece continues from the last saved state,
 # its decay branch and evaluation are ordinary trunk/branch/evaluate jobs), whose look comes next.

@@ -10,7 +10,7 @@ localrules:
 
 
 rule aggregate:
-    """Tidy tables (runs, endpoints, contrasts, convergence, compute, diagnostics, ...) and the SPEC §8 verdict."""
+    """Tidy tables (runs, endpoints, contrasts, convergence, compute, diagnostics, ...) and the method §8 verdict."""
     input:
         metrics=lambda wc: [e["metrics"] for e in run_index(study_top(looks_taken()))],
         curves=lambda wc: [e["curve"] for e in run_index(study_top(looks_taken()))],

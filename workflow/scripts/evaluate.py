@@ -1,4 +1,4 @@
-"""Rule evaluate: SPEC §7 metrics of one run (shim over diffusion_lib.jobs.evaluate.evaluate_run)."""
+"""Rule evaluate: method §7 metrics of one run (shim over diffusion_lib.jobs.evaluate.evaluate_run)."""
 import _repo  # noqa: F401  (diffusion_lib from this checkout)
 from diffusion_lib.plan.config import option
 from diffusion_lib.jobs.gpus import gpu_slot
