@@ -46,7 +46,7 @@ def write_model(folder: Path, mode: str, seed: int, test_mse: float, *, falling:
                 no_loop: float = 2.0, failure: float | None = None, trunk_drift: float = 0.0) -> dict[str, str]:
     """metrics.json and curve.csv of one synthetic model in ``folder``, its validation curve one of
     :data:`SHAPES`: ``falling`` (still falling steeply on the trunk), ``unplateaued`` (its trunk still
-    falls 6% over the last three evaluations: fails a ±2% window on its own), ``blowup`` (climbs 9x
+    falls about 10% per doubling: fails the slope check on its own), ``blowup`` (climbs 9x
     above its best without a NaN), else ``plateaued``; ``no_loop``: the test MSE without the inference
     inner loop, as a multiple of that with it. ``per_problem.csv`` holds :data:`PROBLEMS` problems of
     the primary endpoint whose mean is the test MSE: equal, or with ``failure`` one of them that many

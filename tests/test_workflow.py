@@ -76,13 +76,18 @@ def test_end_to_end_produces_every_report_file(finished):
     assert runs["run"].str.fullmatch(r"(none|random|adversarial)-seed[01]-[0-9a-f]{12}").all()
     verdict = json.loads((study / "tables/verdict.json").read_text())
     # 20 steps of training decide nothing, and the ladder shows it: no rung has left burn-in (skill < 5%)
-    assert verdict["outcome"] == "not decided at this budget" and verdict["scenario"] is None
+    assert verdict["outcome"] == "not decided" and verdict["scenario"] is None and verdict["status"] is None
     assert "at 320 training samples (20 steps × batch 16" in verdict["sentence"]
-    assert "fewer than two informative rungs" in verdict["sentence"]
-    assert "at 160 (uninformative) →" in verdict["sentence"] and "at 320 (uninformative) samples" in verdict["sentence"]
+    assert "the full-budget rung (20 steps)" in verdict["sentence"] and "uninformative" in verdict["sentence"]
+    trajectory = " ".join(pd.read_csv(study / "tables/gap_stability.csv")["trajectory"])
+    assert "at 160 (uninformative) →" in trajectory and "at 320 (uninformative) samples" in trajectory
     assert verdict["plateau_until"] == 16  # the plateau check read the trunk, up to the full budget's branch point
     report = (study / "report.md").read_text()
     assert report.splitlines()[2].startswith(f"**Verdict: {verdict['outcome']}.**")
+    # numbers for people (issue 42): no e-notation in the report, its page or the LaTeX tables
+    page = re.sub(r'src="data:[^"]*"', "", (study / "report.html").read_text())
+    for text in (report, page, *(p.read_text() for p in (study / "tables").glob("*.tex"))):
+        assert not re.findall(r"\d\.?\d*[eE][-+]\d+", text), re.findall(r".{30}\d[eE][-+]\d+.{10}", text)[:3]
     assert all(f"figures/{f}.png" in report for f in ("forest", "ladder", "mse"))
     ladder = pd.read_csv(study / "tables/ladder_contrasts.csv")
     assert sorted(set(ladder["rung"])) == [10, 20] and set(ladder["strategy"]) >= {"random", "adversarial"}
