@@ -201,7 +201,7 @@ def test_sigkill_then_rerun_resumes_bitwise_identical(tmp_path):
     # the ladder's first trunk piece is killed after two checkpoints; the rerun resumes it, then
     # trains the rest of the trunk and the decay, and ends bitwise equal to an uninterrupted run
     cfg = {"seeds": [0], "strategies": {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}},
-           "sweeps": [], "train": {"steps": 400, "checkpoint_every": 40, "log_every": 20, "eval_every": 100}}
+           "sweeps": [], "train": {"steps": 400, "checkpoint_every": 40, "log_every": 20, "eval_every": 40}}
     straight = make_workdir(tmp_path / "straight", cfg)
     run = run_dir(straight, "adversarial", 0).relative_to(straight)
     target = str(run / "model.pt")
@@ -250,7 +250,7 @@ def test_until_stable_grows_the_ladder_in_one_invocation_then_nothing_is_left(tm
     # ladder grows once (20 → 40 steps, a trunk of 32 within half of the 80 declared stable) and stops
     # at max_steps
     cfg = {"sweeps": [], "strategies": {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}},
-           "stability_margin": {"seen_stable": {"none": 80, "adversarial": 80}},
+           "stability_margin": {"seen_stable": {"none": 80, "random": 80, "adversarial": 80}},
            "comparison": {"ladder": {"rungs": [0.5, 1.0], "compute_matched": False,
                                      "until_stable": {"max_steps": 40}}}}
     workdir = make_workdir(tmp_path, cfg)
