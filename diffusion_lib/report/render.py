@@ -58,14 +58,15 @@ def cell(x: Any, kind: str = "auto") -> str:
 
 def number(value: float, digits: int = 4) -> str:
     """``digits`` significant digits, trailing zeros kept so a column's entries line up, never
-    e-notation: 0.00001117, 0.01000, 16.20; 10,000 and above as whole numbers with separators."""
+    e-notation: 0.00001117, 0.01040, 16.20; 10,000 and above as whole numbers with separators."""
     if not math.isfinite(value):
         return "n/a"
     if abs(value) >= 1e4:
         return f"{value:,.0f}"
     if value == 0:
         return "0"
-    return np.format_float_positional(value, precision=digits, unique=False, fractional=False, trim="k").rstrip(".")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
 
 
 def interval(lo: Any, hi: Any, kind: str = "ci") -> str:
