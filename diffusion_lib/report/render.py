@@ -65,8 +65,9 @@ def number(value: float, digits: int = 4) -> str:
         return f"{value:,.0f}"
     if value == 0:
         return "0"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
-    return f"{value:.{decimals}f}"
+    rounded = float(f"{value:.{digits - 1}e}")  # 0.099996 -> 0.1000: its magnitude after rounding
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:.{decimals}f}"
 
 
 def interval(lo: Any, hi: Any, kind: str = "ci") -> str:
