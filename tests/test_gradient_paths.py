@@ -50,7 +50,7 @@ def test_the_closed_form_knows_which_networks_it_describes():
         def forward(self, x, y, t):
             return super().forward(x, y, t) * 2
 
-    assert "not method §3's EBM" in closed_form.supports(Edited(RANK * RANK, RANK * RANK))
+    assert "not SPEC §3's EBM" in closed_form.supports(Edited(RANK * RANK, RANK * RANK))
 
 
 @pytest.mark.parametrize("model", OTHER_NETWORKS)
@@ -133,7 +133,7 @@ def test_train_gradients_autograd_trains_the_spec_network_to_the_same_numbers(fl
 
 
 def test_train_gradients_closed_form_refuses_a_network_it_does_not_describe():
-    with pytest.raises(ValueError, match="closed_form applies only to the method"):
+    with pytest.raises(ValueError, match="closed_form applies only to SPEC §3"):
         _cfg({"activation": "gelu"}, gradients="closed_form")
     base = {"name": "t", "study": "t", "seeds": [0], "strategies": {"baseline": {"mode": "none"}}}
     with pytest.raises(ConfigError, match="'train.gradients': closed_form applies only"):
