@@ -28,10 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
-from .ladder_tables import LADDER
+from .ladder_tables import LADDER, every_run_informative
 from .trend import rung_trend, trunk_trend
 
 STABLE, MAX_BUDGET, UNSTABLE, UNASSESSABLE = "trend flat", "maximum budget reached", "training unstable", "not assessable"
@@ -97,7 +96,7 @@ def validation_rungs(rungs: Sequence[Mapping[str, Any]], comparison: Any, trivia
             continue
         both = values[values["strategy"].isin([arm, base])]
         usable = [int(r) for r, g in both.groupby("rung")
-                  if g["strategy"].nunique() == 2 and bool(np.all(1 - g["value"] / entry >= 0.05))]
+                  if g["strategy"].nunique() == 2 and every_run_informative(g["value"], entry)]
         trends = [rung_trend(both, arm, base, usable), trunk_trend(curves, arm, base, entry, trunk_until, metric)]
         flat = all(t.within(tolerance) for t in trends)
         out[arm] = {"final": flat, "usable_rungs": usable,

@@ -107,7 +107,8 @@ def _log_ratio_parts(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float,
     return float(math.log(ma) - math.log(mb)), float(va), float(vb), float(ma / mb - 1)
 
 
-def _welch_df(va: float, vb: float, na: int, nb: int) -> float:
+def welch_df(va: float, vb: float, na: int, nb: int) -> float:
+    """Welch–Satterthwaite degrees of freedom of two means with variances ``va``, ``vb`` of ``na``, ``nb`` values."""
     denom = va ** 2 / (na - 1) + vb ** 2 / (nb - 1)
     return (va + vb) ** 2 / denom if denom > 0 else math.inf
 
@@ -128,7 +129,7 @@ def relative_change_ci(a: Sequence[float], b: Sequence[float], confidence: float
     if se == 0:
         p = 1.0 if d == 0 else 0.0
         return RelativeChange(estimate, estimate, estimate, p, math.inf, 0.0, len(x), len(y), confidence)
-    df = _welch_df(va, vb, len(x), len(y))
+    df = welch_df(va, vb, len(x), len(y))
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
     p = float(2 * stats.t.sf(abs(d) / se, df))
     return RelativeChange(estimate, math.expm1(d - half), math.expm1(d + half), p, df, se, len(x), len(y), confidence)

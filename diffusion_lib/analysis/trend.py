@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .statistics import shifted_label
+from .statistics import shifted_label, welch_df
 
 CONFIDENCE = 0.95
 #: fewest trunk evaluations the trunk reading is taken over (the plateau check's count, method §8.1)
@@ -55,8 +55,7 @@ def welch_difference(a: Sequence[float], b: Sequence[float],
     se = math.sqrt(va + vb)
     if se == 0:
         return estimate, estimate, estimate
-    df = (va + vb) ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    half = float(stats.t.ppf(0.5 + confidence / 2, welch_df(va, vb, len(x), len(y)))) * se
     return estimate, estimate - half, estimate + half
 
 
