@@ -12,6 +12,8 @@ from diffusion_lib.jobs.study import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# what a reader checks by eye (screenshots of report pages) is kept here after the run
+ARTIFACTS = Path(os.environ.get("IRED_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 torch.set_num_threads(1)
 # the step compiled ahead of time (train.aot) costs 15-30 s per graph: the suite trains eagerly (its
 # workflow runs too, which inherit this), and tests/test_aot.py turns it on where it tests it

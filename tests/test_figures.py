@@ -91,6 +91,33 @@ def test_the_layout_check_finds_overlaps_blank_bands_and_legends_over_data():
     plt.close("all")
 
 
+def test_the_layout_check_finds_overlapping_texts_points_off_the_axes_and_unmarked_cis():
+    def figure():
+        fig, ax = plt.subplots(figsize=(4, 3), dpi=60)
+        ax.set_xlim(0, 10)
+        ax.set_ylim(-5, 5)
+        return fig, ax
+
+    fig, ax = figure()  # what the figures do: a CI beyond the axis cut at the edge and marked, labels apart
+    ax.errorbar([2], [1], yerr=[[1], [4]], fmt="o")
+    ax.plot(2, 5, "^")
+    ax.annotate("zeros predictor", (9.9, 3), ha="right")
+    ax.annotate("mean predictor", (9.9, -3), ha="right")
+    assert layout_problems(fig) == []
+    fig, ax = figure()  # two reference labels on top of each other
+    ax.plot([0, 10], [0, 1])
+    ax.annotate("zeros predictor 0.0500", (9.9, 1), ha="right")
+    ax.annotate("mean predictor 0.0498", (9.9, 1.1), ha="right")
+    assert any("texts" in p and "overlap" in p for p in layout_problems(fig))
+    fig, ax = figure()  # an estimate beyond the axis, silently cut
+    ax.plot([2, 4], [1, 40], "o")
+    assert any("1 data point(s) outside the axes" in p for p in layout_problems(fig))
+    fig, ax = figure()  # a CI that runs off the axis with no mark
+    ax.errorbar([2], [1], yerr=[[1], [30]], fmt="o", capsize=0)
+    assert any("error-bar end(s) run off the axes" in p for p in layout_problems(fig))
+    plt.close("all")
+
+
 def test_one_colour_and_one_marker_per_strategy_in_every_figure(synthetic):
     _, v, _, _, drawn = synthetic
     colours: dict[str, set[str]] = {}

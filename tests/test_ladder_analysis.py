@@ -157,7 +157,7 @@ def test_better_or_worse_by_less_than_the_margin_is_said_on_both_sides():
     'baseline better' ('mining helps'), labelled by less than the margin, beside both intervals."""
     v = _decide([_arm("adversarial", "adversarial", 0.0102, spread=0.002)])
     assert v.outcome == BASELINE_BETTER and v.contrasts[0]["ci_low"] > 0
-    assert "worse by less than the margin" in v.sentence and "90.0% TOST CI" in v.sentence and "95.0% CI" in v.sentence
+    assert "worse by less than the margin" in v.sentence and "90% TOST CI" in v.sentence and "95% CI" in v.sentence
     mirror = _decide([_arm("adversarial", "adversarial", 0.01 / 1.02, spread=0.002)])
     assert mirror.outcome == MINING_HELPS and mirror.contrasts[0]["outcome"] == BETTER_WITHIN
     v = _decide([_arm("adversarial", "adversarial", 0.0100)])

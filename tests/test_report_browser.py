@@ -1,5 +1,6 @@
 """report.html in a real browser (issue 23): headless Chromium loads the page of a synthetic study;
-every figure decodes and the first thing a reader sees is the verdict paragraph under the title.
+every figure decodes and the first thing a reader sees is the verdict paragraph under the title; a
+screenshot of the page is kept in test-artifacts/ (``IRED_TEST_ARTIFACTS``).
 
 Chromium is installed by scripts/test.sh where it can be (root with apt-get); elsewhere these tests
 are skipped with the reason, unless IRED_REQUIRE_CHROMIUM=1 (CI) makes a missing browser a failure."""
@@ -11,8 +12,9 @@ import os
 import pytest
 from test_figures import synthetic  # noqa: F401 (the module-scoped synthetic study)
 
+from conftest import ARTIFACTS
 from diffusion_lib.jobs.study import write_report
-from tools.report_browser import find_chromium, page_check
+from tools.report_browser import find_chromium, page_check, screenshot
 
 BROWSER = find_chromium()
 if BROWSER is None and os.environ.get("IRED_REQUIRE_CHROMIUM") != "1":
@@ -31,6 +33,9 @@ def test_the_report_page_loads_every_figure_and_opens_with_the_verdict(synthetic
     assert page["heading"].startswith("IRED negative-mining study")
     assert page["first_paragraph"].startswith(f"Verdict: {v['outcome']}.")
     assert v["budget"]["short"].split()[0] in page["first_paragraph"]  # the sentence names its budget
+    # kept for a reader to look at after the run (test-artifacts/, or IRED_TEST_ARTIFACTS)
+    shot = screenshot(html, ARTIFACTS / "synthetic-report-page.png", height=2400, browser=BROWSER)
+    assert shot.stat().st_size > 10_000
 
 
 def test_the_page_check_sees_a_broken_figure(tmp_path):

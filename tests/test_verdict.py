@@ -68,7 +68,7 @@ def test_no_meaningful_difference_when_every_ci_is_inside_the_margin():
     # an equivalence outcome is not "baseline best": nothing is better, the baseline is only cheapest
     assert v.outcome == NO_DIFFERENCE and v.scenario == "no difference (the baseline is cheapest)"
     # every label stands beside the interval it was judged on: equivalence beside the TOST CI
-    assert "(95.0% TOST CI" in v.sentence and "): equivalent" in v.sentence
+    assert "(95% TOST CI" in v.sentence and "): equivalent" in v.sentence
 
 
 def test_equivalence_is_decided_on_the_95_percent_ci_and_other_decisions_on_97_5():
@@ -79,7 +79,7 @@ def test_equivalence_is_decided_on_the_95_percent_ci_and_other_decisions_on_97_5
     c = v.contrasts[0]
     assert c["confidence"] == pytest.approx(0.975) and c["eq_confidence"] == pytest.approx(0.95)
     assert c["ci_high"] >= 0.05 > c["eq_high"] and c["eq_low"] > -0.05  # only the 95% CI is inside the margin
-    assert v.outcome == NO_DIFFERENCE and "95.0% TOST CI" in v.sentence
+    assert v.outcome == NO_DIFFERENCE and "95% TOST CI" in v.sentence
 
 
 def test_baseline_better_when_the_adversarial_ci_lies_beyond_the_margin():
@@ -116,13 +116,13 @@ def test_inconclusive_names_the_pending_decision_and_seeds_where_the_variance_is
     assert v.outcome == UNDECIDED and v.scenario is None
     plan = v.contrasts[0]["seeds_needed"]
     assert plan["decision"] == "equivalence" and plan["n_a"] > plan["n_b"] and plan["power"] >= 0.8
-    assert (f"the pending decision is equivalence at the observed change +2.0% (its 90.0% CI inside the margin): 80% "
+    assert (f"the pending decision is equivalence at the observed change +2.0% (its 90% CI inside the margin): 80% "
             f"power would need about {plan['n_a']} adversarial and {plan['n_b']} baseline seeds") in v.sentence
     assert "the study has 6 and 5" in v.sentence
     far = _decide(_arm("baseline", "none", 0.0100, spread=0.05, n=3),
                   [_arm("adversarial", "adversarial", 0.0090, spread=0.08, n=3)], "ID MSE", 0.05)
     assert far.outcome == UNDECIDED and far.contrasts[0]["seeds_needed"]["decision"] == "superiority"
-    assert "a change of 5% (its 95.0% CI excluding 0)" in far.sentence  # one mining arm: decisions at 95%
+    assert "a change of 5% (its 95% CI excluding 0)" in far.sentence  # one mining arm: decisions at 95%
 
 
 def test_an_arm_failing_the_plateau_check_is_not_decided_but_the_measurement_is_stated():

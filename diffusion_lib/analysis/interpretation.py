@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .statistics import holm, p_text
+from .statistics import holm, level_text, p_text
 from .tables import SET_SHORT, Endpoint
 
 UNINFORMATIVE_SKILL = 0.05
@@ -53,7 +53,7 @@ def _skill_of(skill: pd.DataFrame, strategy: str, endpoint: str) -> float:
 
 
 def _ci(row: Any) -> str:
-    return f"{row['confidence']:.1%} CI {row['ci_low']:+.1%} to {row['ci_high']:+.1%}"
+    return f"{level_text(row['confidence'])} CI {row['ci_low']:+.1%} to {row['ci_high']:+.1%}"
 
 
 def inner_loop_flips(contrasts: pd.DataFrame, skill: pd.DataFrame, default_inner: int, alpha: float,

@@ -57,6 +57,11 @@ def p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def level_text(confidence: float) -> str:
+    """A confidence level for people: ``97.5%``, ``95%`` (no trailing ``.0``)."""
+    return f"{100 * confidence:.3g}%"
+
+
 def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
     """n, mean, std, sem and a two-sided Student-t confidence interval of the finite ``values``."""
     x = _finite(values)

@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 from ..settings.budget import PAPER_SAMPLES, Budget, samples_text
 from .power import EQUIVALENCE, seeds_needed
 from .stability import GapStability
-from .statistics import EQUIVALENT_LABELS, INCONCLUSIVE, equivalence_level, judged_change, p_text, side
+from .statistics import EQUIVALENT_LABELS, INCONCLUSIVE, equivalence_level, judged_change, level_text, p_text, side
 from .trend import TRUNK, Finality, implied_at
 
 UNSTABLE = "training unstable"
@@ -96,11 +96,11 @@ def _pct(x: float) -> str:
 
 
 def _ci(c: Mapping[str, Any]) -> str:
-    return f"{c['confidence']:.1%} CI {_pct(c['ci_low'])} to {_pct(c['ci_high'])}"
+    return f"{level_text(c['confidence'])} CI {_pct(c['ci_low'])} to {_pct(c['ci_high'])}"
 
 
 def _eq_ci(c: Mapping[str, Any]) -> str:
-    return f"{c['eq_confidence']:.1%} TOST CI {_pct(c['eq_low'])} to {_pct(c['eq_high'])}"
+    return f"{level_text(c['eq_confidence'])} TOST CI {_pct(c['eq_low'])} to {_pct(c['eq_high'])}"
 
 
 def judged_text(c: Mapping[str, Any]) -> str:
@@ -147,9 +147,9 @@ def _seed_plan(c: Mapping[str, Any], strategy: str, baseline: str, max_seeds: in
     if not plan:
         return (f"no allocation of up to {max_seeds} seeds per arm reaches {POWER:.0%} power for the pending decision "
                 "at the observed variances")
-    what = (f"equivalence at the observed change {_pct(plan['effect'])} (its {plan['confidence']:.1%} CI inside the "
+    what = (f"equivalence at the observed change {_pct(plan['effect'])} (its {level_text(plan['confidence'])} CI inside the "
             "margin)" if plan["decision"] == EQUIVALENCE else
-            f"a change of {plan['effect']:.0%} (its {plan['confidence']:.1%} CI excluding 0)")
+            f"a change of {plan['effect']:.0%} (its {level_text(plan['confidence'])} CI excluding 0)")
     return (f"the pending decision is {what}: {POWER:.0%} power would need about {plan['n_a']} {strategy} and "
             f"{plan['n_b']} {baseline} seeds (allocated by each arm's own variance; the study has {c['n_a']} and "
             f"{c['n_b']})")

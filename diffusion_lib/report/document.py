@@ -22,7 +22,7 @@ from ..settings.budget import PAPER_BATCH, PAPER_STEPS, share_text
 from .ablation_text import ablation_blocks
 from .ladder_text import compute_matched_blocks, ladder_blocks, plateau_scope, skill_blocks, stability_blocks
 from .render import Block, levels, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
-from ..analysis.statistics import equivalence_level
+from ..analysis.statistics import equivalence_level, level_text
 from ..analysis.tables import SET_LABELS
 
 PAPER_SCALE = {"steps": PAPER_STEPS, "batch_size": PAPER_BATCH, "lr": 1e-4, "schedule": "constant"}
@@ -140,7 +140,7 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
                 "together."))
     doc.append(("p", f"Primary endpoint, declared in the config before running: **{v['primary']['label']}**, "
                      f"relative change of the mean over seeds versus the baseline; equivalence margin ±{v['delta']:.0%}; "
-                     f"{v['confidence']:.1%} confidence intervals (Welch with the delta method on the log ratio; "
+                     f"{level_text(v['confidence'])} confidence intervals (Welch with the delta method on the log ratio; "
                      f"Bonferroni over the {len(v['contrasts'])} mining strategies compared"
                      + (f" and the {v['looks']} looks until_stable took" if v.get("looks", 1) > 1 else "")
                      + "). Plateau check: "
@@ -161,9 +161,9 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
         primary = pd.DataFrame(v["contrasts"])
         doc.append(("table", select(primary, {"strategy": "strategy", "versus": "versus",
                                               "estimate": ("MSE change", "pct"),
-                                              ("ci_low", "ci_high"): (f"{v['confidence']:.1%} CI (decisions)",
+                                              ("ci_low", "ci_high"): (f"{level_text(v['confidence'])} CI (decisions)",
                                                                       "ci_pct"),
-                                              ("eq_low", "eq_high"): (f"{equivalence_level(v['confidence']):.1%} CI "
+                                              ("eq_low", "eq_high"): (f"{level_text(equivalence_level(v['confidence']))} CI "
                                                                       "(equivalence)", "ci_pct"),
                                               "p": ("Welch p", "p"), "n_a": "seeds",
                                               "n_b": "baseline seeds", "outcome": "outcome"})))

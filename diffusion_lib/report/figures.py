@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from .style import INFERENCE, Look, apply_theme, mean_ci_by, nothing_to_plot, order, panel_grid, place_legend, plain_log_ticks, save, strategy_handles, strategy_styles, tag
-from ..analysis.statistics import t_interval
+from ..analysis.statistics import level_text, t_interval
 from ..analysis.tables import SET_LABELS
 
 #: IRED paper, matrix inverse n = 20, training difficulty, 10 inference steps (method §9).
@@ -76,7 +76,7 @@ def plot_forest(contrasts: pd.DataFrame, verdict: Mapping[str, Any], path: str |
         tag(ax.plot(max(min(100 * r["estimate"], limit), -limit), y, look.marker, color=look.color,
                     ms=10 if primary else 6), r["strategy"])
     labels = [f"{'PRIMARY: ' if r.endpoint_role == 'primary' else ''}{r.strategy} vs {r.versus}: {r.label} "
-              f"({r.confidence:.1%} CI)" for r in d.itertuples()]
+              f"({level_text(r.confidence)} CI)" for r in d.itertuples()]
     ax.set_yticks(range(len(d)))
     ax.set_yticklabels(labels[::-1], fontsize=8)
     ax.set_ylim(-0.7, len(d) - 0.3)

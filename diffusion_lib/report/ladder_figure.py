@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analysis.statistics import level_text
 from ..settings.budget import PAPER_SAMPLES, samples_text
 from .style import apply_theme, nothing_to_plot, place_legend, save, strategy_styles, tag
 
@@ -73,7 +74,7 @@ def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, v
     for i, (strategy, g) in enumerate(d.groupby("strategy", sort=False)):
         g = g.sort_values("samples")
         shift = DODGE ** (i - (len(strategies) - 1) / 2)
-        level = ", ".join(f"{c:.1%}" for c in dict.fromkeys(g["confidence"]))
+        level = ", ".join(level_text(c) for c in dict.fromkeys(g["confidence"]))
         look = looks[strategy]
         weak = (g["informative"] == False).to_numpy() if "informative" in g else np.zeros(len(g), bool)  # noqa: E712
         blown = g["unstable"].fillna(False).astype(bool).to_numpy() if "unstable" in g else np.zeros(len(g), bool)
@@ -93,7 +94,7 @@ def plot_ladder(ladder_contrasts: pd.DataFrame, compute_matched: pd.DataFrame, v
             faint = "informative" in m and not bool(m["informative"].fillna(False).astype(bool).all())
             tag(_errorbars(ax, m, m["samples"].to_numpy(dtype=float) * shift, limit, color=look.color, marker=look.marker,
                            ms=9, mfc="white", mew=2, ls="none", alpha=0.45 if faint else 1.0,
-                           label=f"{strategy}, compute-matched rung ({m['confidence'].iloc[0]:.1%} CI"
+                           label=f"{strategy}, compute-matched rung ({level_text(m['confidence'].iloc[0])} CI"
                                  f"{'; uninformative' if faint else ''})").lines, strategy)
     xs = np.concatenate([d["samples"].to_numpy(dtype=float), matched.get("samples", pd.Series(dtype=float))
                          .to_numpy(dtype=float)])

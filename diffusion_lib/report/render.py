@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..analysis.statistics import p_text
+from ..analysis.statistics import level_text, p_text
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", DataFrame) | ("fig", key, alt)
 
@@ -79,7 +79,7 @@ def interval(lo: Any, hi: Any, kind: str = "ci") -> str:
 def levels(df: pd.DataFrame, column: str = "confidence") -> str:
     """The confidence level(s) of a table's intervals, e.g. "97.5%" (for its CI header)."""
     found = [c for c in dict.fromkeys(df[column].dropna())] if column in df else []
-    return ", ".join(f"{100 * c:.3g}%" for c in found) or "95%"
+    return ", ".join(level_text(c) for c in found) or "95%"
 
 
 Column = str | tuple[str, str]  # a header, or (header, kind)

@@ -8,8 +8,10 @@
   marker fill, never by colour.
 * :func:`save`: the PNG the HTML report embeds and every other format of ``report.format``
   (``pdf``, ``svg``) next to it, after :func:`layout_problems` found nothing (or logged what it found).
-* :func:`layout_problems`: axes whose drawn extents (labels and ticks included) overlap, blank
-  bands between neighbouring panels, and legends drawn over data points.
+* :func:`layout_problems`: axes whose drawn extents (labels and ticks included) overlap, texts that
+  overlap each other, blank bands between neighbouring panels, legends drawn over data points, data
+  points outside their axes and error bars that run off them (a figure cuts a value beyond its axis
+  at the edge and marks it there).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -186,13 +189,47 @@ def _legend_over_data(ax: plt.Axes, legend: Any, renderer: Any) -> bool:
     return bool(inside.any())
 
 
+def _texts(fig: plt.Figure, renderer: Any) -> list[tuple[str, Bbox]]:
+    """(text, extent) of every text a panel draws over its data (labels, annotations) and of the
+    figure's own texts."""
+    artists = [t for ax in fig.axes if ax.get_visible() for t in ax.texts]
+    artists += list(fig.texts)
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in artists if t.get_visible() and t.get_text().strip()]
+
+
+def _marked(line: Line2D) -> bool:
+    return line.get_marker() not in (None, "None", "", " ", "none")
+
+
+def _outside(ax: plt.Axes, renderer: Any, slack: float) -> tuple[int, int]:
+    """(data points drawn outside ``ax``, error-bar ends beyond it): points are the markers of its
+    lines and the offsets of its scatters; error bars are its line collections' segments."""
+    area = ax.get_window_extent(renderer)
+
+    def beyond(xy: np.ndarray) -> int:
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        return int(((xy[:, 0] < area.x0 - slack) | (xy[:, 0] > area.x1 + slack)
+                    | (xy[:, 1] < area.y0 - slack) | (xy[:, 1] > area.y1 + slack)).sum())
+
+    points = [line.get_transform().transform(np.column_stack(line.get_data()).astype(float))
+              for line in ax.get_lines() if line.get_visible() and _marked(line) and len(line.get_xdata())]
+    points += [c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections
+               if isinstance(c, PathCollection) and c.get_visible() and len(c.get_offsets())]
+    ends = [c.get_transform().transform(np.asarray(seg, dtype=float)) for c in ax.collections
+            if isinstance(c, LineCollection) and c.get_visible() for seg in c.get_segments() if len(seg)]
+    return (sum(beyond(p) for p in points if p.size), sum(beyond(e) for e in ends))
+
+
 def layout_problems(fig: plt.Figure, band: float = 0.15, slack: float = 2.0) -> list[str]:
     """What is wrong with ``fig``'s layout at its size and dpi (empty when nothing is):
 
     * two panels whose areas, tick labels, axis labels or titles overlap each other by more than
       ``slack`` pixels;
+    * two texts drawn over the panels (labels, annotations, the figure's own texts) that overlap;
     * a blank band wider than ``band`` of the figure's width between horizontal neighbours;
-    * a legend inside an axes that covers one of its data points.
+    * a legend inside an axes that covers one of its data points;
+    * a data point (a marker, a scatter point) outside its axes, or an error bar that runs off them:
+      a value beyond the axis belongs at the edge, marked there, not stretched or cut silently.
     """
     if not hasattr(fig.canvas, "get_renderer"):  # a closed figure: give it a canvas again
         FigureCanvasAgg(fig)
@@ -221,6 +258,16 @@ def layout_problems(fig: plt.Figure, band: float = 0.15, slack: float = 2.0) -> 
         legend = ax.get_legend()
         if legend is not None and legend.get_visible() and _legend_over_data(ax, legend, renderer):
             problems.append(f"the legend of panel {ax.get_title()!r} covers data")
+    for (a, box_a), (b, box_b) in itertools.combinations(_texts(fig, renderer), 2):
+        if _overlap(box_a, box_b, slack):
+            problems.append(f"the texts {a!r} and {b!r} overlap")
+    for ax, _ in boxes:
+        points, ends = _outside(ax, renderer, slack)
+        if points:
+            problems.append(f"panel {ax.get_title() or ax.get_label()!r}: {points} data point(s) outside the axes")
+        if ends:
+            problems.append(f"panel {ax.get_title() or ax.get_label()!r}: {ends} error-bar end(s) run off the axes "
+                            "unmarked")
     return problems
 
 
