@@ -130,7 +130,7 @@ def test_layout_knows_the_rungs_it_may_add_and_scores_them_in_full(tmp_path, mon
     assert layout.rung_eval_dir(spec.run, 40).endswith(f"rung-40/eval-{layout.eval_key}")  # may become the full budget
     assert layout.rung_eval_dir(spec.run, 10).endswith(f"rung-10/eval-{layout.rung_eval_key}")
     assert layout.grown_so_far() == []
-    write_look(Look(20, 40, True, ""), layout.look_path(20))
+    write_look(Look(20, 40, True, ""), layout.files.look(20))
     assert layout.grown_so_far() == [40]
     off = Layout(load_config(_cfg()))
     assert off.grown_budgets == [] and [r.steps for r in off.rungs(off.runs[0])] == [10, 20]

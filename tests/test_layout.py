@@ -20,6 +20,7 @@ from diffusion_lib.plan.layout import NOT_SHAPING_TRAIN_KEYS, Layout, _merge, ru
 from diffusion_lib.settings.provenance import module_closure, normalized_source, value_key
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.settings.run_config import TrainConfig
+from diffusion_lib.plan import files
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_strategy_names_do_not_enter_run_keys_and_overlays_share_runs(pilot, roo
     common = set(a) & set(b)
     assert {("baseline", 0), ("adversarial", 5), ("random", 2)} <= common
     assert all(a[k] == b[k] for k in common)
-    assert Layout(load_config(ablation)).study_dir == "results/studies/ablation"
+    assert Layout(load_config(ablation)).files == files.StudyFiles("ablation")
 
 
 def test_checkpoint_cadence_does_not_change_what_a_run_computes():

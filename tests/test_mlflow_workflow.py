@@ -22,6 +22,7 @@ from diffusion_lib.watch.mlflow_client import flat_params
 from diffusion_lib.settings.run_config import train_config
 from diffusion_lib.settings.lr_schedule import decay_start
 from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, layout_of, lose_runs, make_workdir, planned, smk, study_dir
+from diffusion_lib.plan import files
 
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 pytestmark = pytest.mark.slow
@@ -111,7 +112,7 @@ def test_a_tracked_study_has_one_mlflow_run_per_training_run_and_the_study_as_th
 
 def _models(workdir):
     return {p.relative_to(workdir).as_posix(): torch.load(p, map_location="cpu", weights_only=False)
-            for p in sorted((workdir / "results" / "runs").rglob("model.pt"))}
+            for p in sorted((workdir / files.RUNS_DIR).rglob("model.pt"))}
 
 
 def test_a_server_stopped_mid_study_changes_nothing_the_study_computes(tmp_path, server, finished):

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from workflow_helpers import copy_workdir, job_counts, make_workdir, overlay, planned, smk
+from diffusion_lib.plan import files
 
 pytestmark = pytest.mark.slow
 
@@ -38,11 +39,11 @@ def test_a_packed_study_gives_the_unpacked_test_mses(packed, finished):
     # compute-matched branch points 6 of adversarial, 6 of random), the half-budget rung of each
     assert sum(1 for r in counts if re.search(r"_trunk(8|16)$", r)) == 10
     assert sum(1 for r in counts if r.endswith("_rung10")) == 5
-    solo_runs = sorted((finished[0] / "results/runs").iterdir())
+    solo_runs = sorted((finished[0] / files.RUNS_DIR).iterdir())
     assert len(solo_runs) == 10
     compared = 0
     for solo in solo_runs:
-        pack = packed[0] / "results/runs" / solo.name
+        pack = packed[0] / files.RUNS_DIR / solo.name
         status = json.loads((pack / "status.json").read_text())
         assert status["status"] == "completed" and len(status["pack"]) == 2 and solo.name in status["pack"]
         assert "training a pack of 2 runs" in (pack / "train.log").read_text()
@@ -91,7 +92,7 @@ def test_job_processes_use_the_main_process_plan(packed, tmp_path):
     processes read the plan the main process wrote instead."""
     workdir = copy_workdir(packed[0], tmp_path / "job")
     rule = next(r for r in _full_budget(job_counts(packed[1].stdout + packed[1].stderr)) if r.startswith("train_none"))
-    seed0, seed1 = (sorted((workdir / "results/runs").glob(f"none-seed{k}-*"))[0] / "model.pt" for k in (0, 1))
+    seed0, seed1 = (sorted((workdir / files.RUNS_DIR).glob(f"none-seed{k}-*"))[0] / "model.pt" for k in (0, 1))
     model1 = seed1.read_bytes()
     seed0.unlink()
     seed1.unlink()
@@ -103,7 +104,7 @@ def test_job_processes_use_the_main_process_plan(packed, tmp_path):
     proc = smk(workdir, *job, check=False)
     assert proc.returncode == 0 and f"rule {rule}:" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
     # without the plan the job process would re-plan: seed 0 and seed 1 apart, and no such rule
-    for plan in (workdir / "results/packs").glob("plan-*.json"):
+    for plan in (workdir / files.PACKS_DIR).glob("plan-*.json"):
         plan.unlink()
     proc = smk(workdir, *job, check=False)
     assert proc.returncode != 0 and f"There is no rule named {rule}" in proc.stdout + proc.stderr
@@ -124,7 +125,7 @@ def test_until_stable_grows_a_packed_study_from_its_finished_trunks(packed, tmp_
     ran = re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M)
     trained = sorted(r for r in ran if r.startswith("train"))
     assert len(trained) == 2 * 10 and all(re.search(r"_seeds_[01]_\w+_(trunk32|rung40)$", r) for r in trained), ran
-    looks = sorted((workdir / "results/studies/test/ladder").glob("look-*.json"))
+    looks = sorted((workdir / files.StudyFiles("test").look(0)).parent.glob("look-*.json"))
     assert [p.name for p in looks] == ["look-20.json", "look-40.json"]
     assert json.loads(looks[0].read_text())["grow"]
     assert planned(workdir, "--configfile", grow) == {}

@@ -19,6 +19,7 @@ import pytest
 from conftest import ARTIFACTS
 from tools.report_browser import find_chromium, page_check, screenshot
 from workflow_helpers import ROOT
+from diffusion_lib.plan import files
 
 pytestmark = pytest.mark.slow
 EXTRAS = ("tensorboard", "mlflow", "pytest", "snakemake_executor_plugin_slurm")
@@ -83,10 +84,10 @@ def test_the_plain_install_has_no_extras_and_the_pinned_torch(plain):
 def test_every_user_command_runs_from_the_plain_install(plain):
     tree, _, work = plain
     snakemake(plain)
-    study = work / "results/studies/test"
+    study = work / files.StudyFiles("test").dir
     assert (study / "report.md").read_text().splitlines()[2].startswith("**Verdict:")
-    logs = [*work.glob("results/runs/*/train.log"), *work.glob("results/runs/*/*/train.log"),
-            *work.glob("results/runs/*/trunk/*.log")]
+    logs = [*work.glob(f"{files.RUNS_DIR}/*/train.log"), *work.glob(f"{files.RUNS_DIR}/*/*/train.log"),
+            *work.glob(f"{files.RUNS_DIR}/*/trunk/*.log")]
     assert logs
     for log in logs:  # the trackers take their 'not installed' path quietly: nothing fails, nothing crashes
         text = log.read_text()
@@ -101,7 +102,7 @@ def test_every_user_command_runs_from_the_plain_install(plain):
     assert run(plain, "python", "-m", "diffusion_lib.watch.status", "--tensorboard").stdout.startswith(
         "tensorboard --logdir_spec ")
     where = run(plain, "python", "-m", "diffusion_lib.plan.layout", "config/config.yaml").stdout
-    assert "results/runs/" in where
+    assert files.RUNS_DIR in where
 
     figure = study / "figures/mse.png"
     before = figure.stat().st_mtime_ns

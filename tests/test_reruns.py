@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from diffusion_lib.plan import packs, resources
+from diffusion_lib.plan import files, packs, resources
 from diffusion_lib.settings.lr_schedule import decay_start
 from workflow_helpers import (copy_repo, copy_workdir, job_counts, layout_of, make_workdir, overlay, planned, smk,
                               study_dir)
@@ -40,7 +40,7 @@ def test_a_new_test_set_reevaluates_and_never_retrains(finished, tmp_path):
 
 def test_adding_a_rung_trains_only_its_trunk_piece_and_branch(finished, tmp_path):
     workdir, _ = finished
-    trunk_before = {p: p.stat().st_mtime for p in (workdir / "results/runs").glob("*/trunk/step-*.ckpt")}
+    trunk_before = {p: p.stat().st_mtime for p in (workdir / files.RUNS_DIR).glob("*/trunk/step-*.ckpt")}
     # a rung at 15 steps branches at 12, between the saved trunk states at 8 and 16: one new trunk
     # piece (8 -> 12) per run, its branch and its evaluation; the finished piece to 16 keeps its input
     counts = planned(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [0.5, 0.75, 1.0]}}\n"))
@@ -51,7 +51,7 @@ def test_adding_a_rung_trains_only_its_trunk_piece_and_branch(finished, tmp_path
     # removing a rung retrains and re-evaluates nothing: only the study's tables and report
     counts = planned(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [1.0]}}\n"))
     assert counts == STUDY_RULES
-    assert {p: p.stat().st_mtime for p in (workdir / "results/runs").glob("*/trunk/step-*.ckpt")} == trunk_before
+    assert {p: p.stat().st_mtime for p in (workdir / files.RUNS_DIR).glob("*/trunk/step-*.ckpt")} == trunk_before
 
 
 def test_a_new_rung_runs_for_real_from_the_saved_trunk(finished, tmp_path):
@@ -60,7 +60,7 @@ def test_a_new_rung_runs_for_real_from_the_saved_trunk(finished, tmp_path):
                "--until", "branch")
     counts = job_counts(output_of(proc))
     assert counts == {"trunk": 10, "branch": 10}
-    for run in (workdir / "results/runs").iterdir():
+    for run in (workdir / files.RUNS_DIR).iterdir():
         sidecar = run / "trunk" / "step-12.json"
         assert sidecar.exists() and sidecar.read_text().count("step-8.ckpt") == 1
         log = (run / "rung-15" / "train.log").read_text()
@@ -129,7 +129,7 @@ def test_studies_never_overwrite_each_other(finished, tmp_path):
     counts = job_counts(output_of(smk(workdir, "--configfile", study_b)))
     # baseline, random, adversarial, seed 0: each run, its smaller rungs and their evaluations
     assert counts["train"] == 3 and counts["evaluate"] == counts["train"] + counts["branch"] >= 6
-    assert (workdir / "results/studies/other/report.md").stat().st_size > 0
+    assert (workdir / files.StudyFiles("other").report_md).stat().st_size > 0
     assert report_a.stat().st_mtime_ns == stamp
     # A again, then B again: nothing to train, nothing to redo
     assert planned(workdir) == {}
@@ -193,9 +193,9 @@ def test_rules_declare_runtime_memory_and_gpu(tmp_path):
 
 def test_an_old_results_layout_is_named_and_left_alone(tmp_path):
     workdir = make_workdir(tmp_path)
-    old = workdir / "results/train/baseline/seed0"
+    old = workdir / files.OLD_LAYOUT[0] / "baseline/seed0"
     old.mkdir(parents=True)
     (old / "model.pt").write_bytes(b"old")
     out = output_of(smk(workdir, "-n"))
-    assert "results/train, results/eval and results/report are the layout before" in out
+    assert f"{', '.join(files.OLD_LAYOUT)} are the layout before" in out
     assert (old / "model.pt").read_bytes() == b"old"

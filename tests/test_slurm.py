@@ -17,6 +17,7 @@ import yaml
 
 from conftest import REPORT_FILES
 from workflow_helpers import ROOT, SNAKEMAKE, make_workdir, study_dir
+from diffusion_lib.plan import files
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 TIMING_COLUMNS = {"train_seconds", "seconds_per_step", "cost_seconds_per_step", "infer_ms_per_problem"}
@@ -86,7 +87,7 @@ def test_workflow_runs_through_slurm_like_locally(cluster, finished, tmp_path):
     limits = sorted(re.search(r"TimeLimit=(\S+)", l).group(1) for l in completed)
     assert limits == ["3"] * (trunks + models) + ["4"] * models, limits
     assert seen, "squeue never showed a job"
-    assert any((workdir / "results" / "slurm-logs").rglob("*.log"))
+    assert any((workdir / files.RESULTS / "slurm-logs").rglob("*.log"))
 
     for name in REPORT_FILES:
         assert (study_dir(workdir) / name).stat().st_size > 0, name
@@ -127,7 +128,7 @@ def test_pack_jobs_run_through_slurm(cluster, tmp_path):
     assert out.count("submitted with SLURM jobid") == 12  # 4 + 4 training jobs, 2 + 2 evaluations
     for rule in seed2:
         assert f"rule {rule}:" in out
-    statuses = [json.loads(p.read_text()) for p in (workdir / "results/runs").glob("*-seed[23]-*/status.json")]
+    statuses = [json.loads(p.read_text()) for p in (workdir / files.RUNS_DIR).glob("*-seed[23]-*/status.json")]
     assert sorted(s["seed"] for s in statuses) == [2, 2, 3, 3] and all(s["status"] == "completed" for s in statuses)
 
 
@@ -154,7 +155,7 @@ def test_until_stable_grows_the_ladder_through_slurm(cluster, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
-    looks = workdir / "results/studies/test/ladder"
+    looks = (workdir / files.StudyFiles("test").look(0)).parent
     first, second = (json.loads((looks / f"look-{b}.json").read_text()) for b in (20, 40))
     assert first["grow"] and first["next"] == 40 and second["stopped"] == "maximum budget reached"
     # only the grown rung went through SLURM: per run (2 strategies x 2 seeds) its trunk piece to 32,

@@ -1,22 +1,23 @@
 """The study's jobs table and the workflow's lookups in it (diffusion_lib.plan.study_plan,
-.run_files, .pack_jobs, .resources): fast, on the .test study's config, without Snakemake."""
+.files, .pack_jobs, .resources): fast, on the .test study's config, without Snakemake."""
 from __future__ import annotations
 
 import copy
 import json
 import os
+import re
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from diffusion_lib.plan import resources
 import yaml
 
+from diffusion_lib.plan import files, resources
 from diffusion_lib.plan.config import load_config
+from diffusion_lib.plan.files import ModelFiles, TrunkFiles, job_runs, trunk_state
 from diffusion_lib.plan.pack_jobs import study_packs
-from diffusion_lib.plan.run_files import ModelFiles, TrunkFiles, job_runs, trunk_state
-from diffusion_lib.plan.study_plan import PlanError, StudyPlan
+from diffusion_lib.plan.study_plan import PlanError, StudyPlan, write_table
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_cfg(tmp_path_factory):
         StudyPlan(load_config(copy.deepcopy(raw)), exists=lambda p: False)  # fills the cache
     finally:
         os.chdir(here)
-    return raw, cache / "results/.flops"
+    return raw, cache / files.FLOPS_CACHE
 
 
 @pytest.fixture
@@ -37,8 +38,8 @@ def plan_of(test_cfg, tmp_path, monkeypatch):
     """A StudyPlan of the .test config (changed by ``changes``) over a fake set of existing files."""
     cfg, flops = test_cfg
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results/.flops").symlink_to(flops)
+    (tmp_path / files.RESULTS).mkdir()
+    (tmp_path / files.FLOPS_CACHE).symlink_to(flops)
 
     def make(files=(), json_of=None, **changes):
         c = copy.deepcopy(cfg)
@@ -58,7 +59,7 @@ def plan_of(test_cfg, tmp_path, monkeypatch):
 
 def test_every_job_reads_back_its_runs_from_the_files_the_plan_gives_it(plan_of):
     """One description of where files live: what a job's outputs and start say, parsed by the job
-    (run_files.job_runs), is exactly what the plan meant for it."""
+    (files.job_runs), is exactly what the plan meant for it."""
     plan = plan_of()
     kinds = {job.kind for job in plan.jobs.values()}
     assert kinds == {"trunk", "branch", "train"}
@@ -74,10 +75,10 @@ def test_every_job_reads_back_its_runs_from_the_files_the_plan_gives_it(plan_of)
 def test_job_runs_refuses_what_is_not_a_run_file():
     run = "none-seed3-0123456789ab"
     with pytest.raises(ValueError, match="is neither a trunk state .* nor a model"):
-        job_runs([f"results/runs/{run}/curve.csv"], [], 20)
+        job_runs([f"{files.RUNS_DIR}/{run}/curve.csv"], [], 20)
     with pytest.raises(ValueError, match="2 start states"):
-        job_runs([f"results/runs/{run}/model.pt"], [trunk_state(run, 8), trunk_state(run, 16)], 20)
-    assert job_runs([f"results/runs/{run}/rung-10/model.pt"], [], 20)[0]["seed"] == 3
+        job_runs([f"{files.RUNS_DIR}/{run}/model.pt"], [trunk_state(run, 8), trunk_state(run, 16)], 20)
+    assert job_runs([f"{files.RUNS_DIR}/{run}/rung-10/model.pt"], [], 20)[0]["seed"] == 3
 
 
 def test_the_table_lists_each_piece_of_each_run_once(plan_of):
@@ -94,15 +95,13 @@ def test_the_table_lists_each_piece_of_each_run_once(plan_of):
     assert all(not job.start for job in no_ladder.jobs.values())
 
 
-def test_the_table_file_is_rewritten_only_when_it_changes(plan_of, tmp_path):
+def test_the_table_file_holds_one_line_per_job(plan_of, tmp_path):
     path = str(tmp_path / "jobs.tsv")
-    StudyPlan(plan_of().cfg).write_table(path)
+    plan = plan_of()
+    write_table(plan.table(), path)
     lines = open(path).read().splitlines()
     assert lines[0].split("\t") == ["kind", "strategy", "seed", "run", "to", "start", "outputs", "log"]
-    assert len(lines) == 1 + len(plan_of().jobs)
-    os.utime(path, (1, 1))
-    StudyPlan(plan_of().cfg).write_table(path)
-    assert os.stat(path).st_mtime == 1
+    assert len(lines) == 1 + len(plan.jobs)
 
 
 def test_lookups_refuse_what_the_config_does_not_produce_and_say_what_it_would(plan_of):
@@ -195,3 +194,15 @@ def test_sidecar_json_is_read_from_disk_by_default(plan_of, tmp_path):
     plan = StudyPlan(cfg)
     assert plan.trunk_job(run, 16).start is None
     assert plan.trunk_job(run, 8).start is None  # nothing saved before step 8
+
+
+def test_every_output_path_is_spelled_in_one_module(root):
+    """plan/files.py is the one description of where outputs lie: no other code file (library, rules,
+    scripts, tools, tests) writes a path under the results root as a literal."""
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.smk", "Snakefile"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.split()
+    literal = re.compile(r"""[fbr]?["']results/""")
+    found = [f"{name}:{i}" for name in tracked if name != "diffusion_lib/plan/files.py"
+             for i, line in enumerate((root / name).read_text().splitlines(), 1) if literal.search(line)]
+    assert found == [], f"paths under results/ written outside diffusion_lib/plan/files.py: {found}"
+    assert literal.search('x = f"' + files.RUNS_DIR) and not literal.search('RESULTS = "results"')  # what it sees

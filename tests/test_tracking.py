@@ -12,6 +12,7 @@ from diffusion_lib.train.engine import Engine
 from diffusion_lib.train.progress import watched_row
 from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.watch.tensorboard import SCALARS, TensorBoardStream, read_stream
+from diffusion_lib.plan import files
 
 pytest.importorskip("tensorboard", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 
@@ -72,7 +73,7 @@ def test_the_status_command_prints_the_studys_tensorboard_command(capsys, monkey
     line = capsys.readouterr().out.strip()
     assert line.startswith("tensorboard --logdir_spec ")
     entries = dict(e.split(":", 1) for e in line.split(" ", 2)[2].split(","))
-    assert "baseline/seed0" in entries and all(v.startswith("results/runs/") for v in entries.values())
+    assert "baseline/seed0" in entries and all(v.startswith(files.RUNS_DIR + "/") for v in entries.values())
 
 
 def test_a_failing_tracker_is_dropped_with_a_warning_and_never_changes_training(tmp_path, caplog):

@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ import yaml
 from conftest import REPORT_FILES
 from diffusion_lib.plan.config import load_config
 from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, layout_of, make_workdir, run_dir, smk, study_dir
+from diffusion_lib.plan import files
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +37,7 @@ def test_dry_run_of_default_config_plans_every_job(tmp_path):
     # compute-matched rung (random 2,900, branch point 2,320; adversarial 2,030, branch point 1,624)
     assert counts == {"heldout": 3, "reference": 1, "trunk": 3 * 2 + 3 * 3 + 8 * 3, "branch": 3 * 1 + 3 * 2 + 8 * 2,
                       "train": n, "evaluate": 3 * 2 + 3 * 3 + 8 * 3, "aggregate": 1, "plot_main": 1,
-                      "report_md": 1, "all": 1}
+                      "report_md": 1, "jobs_table": 1, "all": 1}
     counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", str(ROOT / "config" / "ablation.yaml"))))
     # the overlay's top-level seeds [0, 1] apply to the baseline and the new grid points (grid points
     # equal to an existing strategy reuse its runs); random and adversarial keep their own seeds
@@ -46,12 +48,31 @@ def test_dry_run_of_default_config_plans_every_job(tmp_path):
     assert counts["evaluate"] == sum(len(layout.rungs(r)) for r in runs) == counts["branch"] + counts["train"]
 
 
+def _tree(folder):
+    """Every file under ``folder`` but Snakemake's own records (.snakemake/), with its size and mtime."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+            if p.is_file() and ".snakemake" not in p.relative_to(folder).parts}
+
+
+def test_parsing_the_workflow_writes_nothing(tmp_path):
+    """A dry run plans the .test study without writing a file (the jobs table is a job's output). The
+    FLOP profiles that place the compute-matched rungs are a cache, made once per machine: warmed
+    first, from another folder."""
+    warm = make_workdir(tmp_path / "warm")
+    smk(warm, "-n")
+    work = make_workdir(tmp_path / "work")
+    shutil.copytree(warm / files.FLOPS_CACHE, work / files.FLOPS_CACHE)
+    before = _tree(work)
+    assert "jobs_table" in job_counts(output_of(smk(work, "-n")))
+    assert _tree(work) == before
+
+
 def test_malformed_config_fails_before_any_job(tmp_path):
     make_workdir(tmp_path, {"train": {"batch_size": 0}})
     proc = smk(tmp_path, check=False)
     assert proc.returncode != 0
     assert "train.batch_size" in output_of(proc)
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / files.RESULTS).exists()
 
 
 def test_lint_is_clean(tmp_path):
@@ -64,7 +85,7 @@ def test_lint_is_clean(tmp_path):
 def test_end_to_end_produces_every_report_file(finished):
     workdir, _ = finished
     study = study_dir(workdir)
-    assert study == workdir / "results/studies/test"
+    assert study == workdir / files.StudyFiles("test").dir
     for name in REPORT_FILES:
         path = study / name
         assert path.exists() and path.stat().st_size > 0, name
@@ -93,13 +114,13 @@ def test_end_to_end_produces_every_report_file(finished):
     assert sorted(set(ladder["rung"])) == [10, 20] and set(ladder["strategy"]) >= {"random", "adversarial"}
     run = run_dir(workdir, "adversarial", 1)
     evaluation = next(run.glob("eval-*"))
-    for log in (run / "train.log", evaluation / "evaluate.log", *(workdir / "results/data/logs").glob("test_id-*.log")):
+    for log in (run / "train.log", evaluation / "evaluate.log", *(workdir / files.SPLIT_LOG).parent.glob("test_id-*.log")):
         assert log.stat().st_size > 0, log
     for bench in (run / "train.benchmark.tsv", evaluation / "evaluate.benchmark.tsv"):
         table = pd.read_csv(bench, sep="\t")
         assert {"s", "max_rss"} <= set(table.columns) and table["s"].iloc[0] > 0, bench
     # resume checkpoints are removed after completion (runs, rungs and trunks); trunk states are kept
-    assert not [*(workdir / "results").glob("runs/*/resume.ckpt*"), *(workdir / "results").glob("runs/*/*/resume.ckpt*")]
+    assert not [*(workdir / files.RUNS_DIR).glob("*/resume.ckpt*"), *(workdir / files.RUNS_DIR).glob("*/*/resume.ckpt*")]
     for state in (run / "trunk" / "step-8.ckpt", run / "trunk" / "step-16.ckpt", run / "rung-10" / "model.pt"):
         assert state.stat().st_size > 0, state
 
@@ -256,7 +277,7 @@ def test_until_stable_grows_the_ladder_in_one_invocation_then_nothing_is_left(tm
     workdir = make_workdir(tmp_path, cfg)
     assert "no look yet" in output_of(smk(workdir, "-n"))
     smk(workdir)
-    looks = workdir / "results/studies/test/ladder"
+    looks = (workdir / files.StudyFiles("test").look(0)).parent
     first, second = (json.loads((looks / f"look-{b}.json").read_text()) for b in (20, 40))
     assert first["grow"] and first["next"] == 40 and not second["grow"] and second["stopped"] == "maximum budget reached"
     assert not (looks / "look-80.json").exists()

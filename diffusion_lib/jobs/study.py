@@ -15,12 +15,9 @@ from ..analysis import tables as tab
 from ..analysis.growth import Look, decide_look, describe_looks, read_look_dict, validation_rungs, write_look
 from ..analysis.instability import describe_run
 from ..analysis.study import Comparison, Measured, analyse
+from ..plan.files import TABLES
 from ..report import document as rep
 from .runtime import log, write_json
-
-TABLES = ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
-          "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
-          "gap_stability", "skill", "instability", "failures", "failure_sensitivity")
 
 
 def _load_runs(runs: Sequence[Mapping[str, str]]) -> tuple[list[dict[str, Any]], pd.DataFrame]:

@@ -1,22 +1,14 @@
-"""Where every result of a study lives, keyed by what shapes it.
+"""Which runs, splits and evaluations a study has, and the keys that name them (where their files
+lie is :mod:`diffusion_lib.plan.files`).
 
-A study (one validated config) maps onto files under ``results/``::
-
-    data/<split>-<key>.pt              one held-out split; key = hash(rank, data seed, eps, size, split)
-    data/reference-<key>.json          trivial-predictor MSEs; key = hash(test sets, reference_size)
-    runs/<mode>-seed<k>-<key>/         one training run; key = hash(every value that shapes it and its
-                                       validation set): model.pt, curve.csv, status.json, train.log,
-                                       train.benchmark.tsv, resume.ckpt while it trains
-    runs/<run>/eval-<key>/             its evaluation; key = hash(evaluation settings, test sets):
-                                       metrics.json, per_problem.csv, evaluate.log, evaluate.benchmark.tsv
-    packs/<rule>.benchmark.tsv         with train.pack > 1: a pack job's benchmark (its runs' train.log
-                                       files each hold the pack's log; a run has no train.benchmark.tsv)
-    studies/<study>/                   the study's tables, figures, report.md, report.html, logs
+Every output is keyed by what shapes it: a held-out split by its rank, data seed, eps, size and
+split; the reference by its test sets and reference size; a run (``<mode>-seed<k>-<key>``) by every
+training value that shapes it and its validation set; an evaluation by its settings and test sets.
 
 Strategy names never enter a run's key: two studies (or two strategies of one study) with the
 same mining config, training config and seed share one run, and a study never overwrites another
 study's runs. The training code's fingerprint is not part of the key either: editing the
-library reruns the affected runs in place (a rule parameter), so ``results/`` does not grow with
+library reruns the affected runs in place (a rule parameter), so the results do not grow with
 every edit.
 """
 from __future__ import annotations
@@ -33,9 +25,8 @@ from ..settings.run_config import train_config
 from ..settings.ladder import Rung, compute_matched_steps, decay_fraction, grown_steps, ladder_steps, rungs_of, uses_trunk
 from ..settings.provenance import value_key
 from ..settings.run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
-from . import run_files
+from . import files
 
-RESULTS = "results"
 SPLITS = ("val_id", "val_ood", "test_id", "test_ood")
 TEST_SETS = ("test_id", "test_ood")
 EVAL_PATTERN = r"[0-9a-f]{10}"
@@ -60,7 +51,7 @@ class RunSpec:
 
     @property
     def dir(self) -> str:
-        return run_files.RUN_DIR.format(run=self.run)
+        return files.RUN_DIR.format(run=self.run)
 
     @property
     def mining_config(self) -> dict[str, Any]:
@@ -101,12 +92,12 @@ class Layout:
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = cfg
         self.study = cfg["study"]
-        self.study_dir = f"{RESULTS}/studies/{self.study}"
+        self.files = files.StudyFiles(self.study)
+        self.study_dir = self.files.dir
         self.split_keys = {s: value_key(split_params(cfg, s), 10) for s in SPLITS}
-        self.splits = {s: f"{RESULTS}/data/{s}-{k}.pt" for s, k in self.split_keys.items()}
-        self.reference = (f"{RESULTS}/data/reference-"
-                          f"{value_key({**reference_params(cfg), 'tests': [self.splits[t] for t in TEST_SETS]}, 10)}"
-                          ".json")
+        self.splits = {s: files.SPLIT.format(split=s, key=k) for s, k in self.split_keys.items()}
+        self.reference_key = value_key({**reference_params(cfg), "tests": [self.splits[t] for t in TEST_SETS]}, 10)
+        self.reference = files.REFERENCE.format(key=self.reference_key)
         self.eval_key = value_key({"settings": cfg["evaluation"], "tests": [self.splits[t] for t in TEST_SETS]}, 10)
         self.runs = [self._run(strategy, seed) for strategy in cfg["strategies"]
                      for seed in cfg["strategy_seeds"][strategy]]
@@ -124,7 +115,7 @@ class Layout:
         return RunSpec(strategy, int(seed), f"{mining['mode']}-seed{seed}-{key}", mining["mode"], mining, train)
 
     def eval_dir(self, run: str) -> str:
-        return run_files.eval_dir(run, self.eval_key)
+        return files.eval_dir(run, self.eval_key)
 
     # ------------------------------------------------------------ the budget ladder (diffusion_lib.settings.ladder)
     @property
@@ -145,16 +136,12 @@ class Layout:
         growth = self.cfg["comparison"]["ladder"].get("until_stable") if uses_trunk(train) else None
         return grown_steps(train["steps"], growth["max_steps"] if growth else None)
 
-    def look_path(self, top: int | str) -> str:
-        """The ``until_stable`` look at ladder top ``top`` (:mod:`diffusion_lib.analysis.growth`)."""
-        return f"{self.study_dir}/ladder/look-{top}.json"
-
     def grown_so_far(self) -> list[int]:
         """The rungs ``until_stable`` has added so far, from the looks on disk."""
         from ..analysis.growth import final_top, walk_looks  # local: growth reads stability (pandas, numpy)
 
         full = self.cfg["train"]["steps"]
-        top = final_top(full, walk_looks(full, self.look_path)) if self.grown_budgets else full
+        top = final_top(full, walk_looks(full, self.files.look)) if self.grown_budgets else full
         return [b for b in self.grown_budgets if b <= top]
 
     def budgets_up_to(self, top: int) -> list[int]:
@@ -175,7 +162,7 @@ class Layout:
         def flops(strategy: str) -> float:
             mining = MiningConfig.from_mapping(cfg["strategies"][strategy])
             return training_flops_per_sample(asdict(mining), cfg["data"]["rank"], train["timesteps"],
-                                             cache_dir=f"{RESULTS}/.flops", model=train.get("model"))
+                                             cache_dir=files.FLOPS_CACHE, model=train.get("model"))
 
         base = comparison["baseline"]
         arms = [comparison[r] for r in ("random", "adversarial") if comparison[r] in cfg["strategies"]]
@@ -201,10 +188,10 @@ class Layout:
         return sorted({r.branch_point for r in self.rungs(spec)})
 
     def rung_dir(self, run: str, steps: int) -> str:
-        """Where run ``run``'s model at budget ``steps`` lives (:func:`~diffusion_lib.plan.run_files.model_dir`)."""
-        return run_files.model_dir(run, steps, self.cfg["train"]["steps"])
+        """Where run ``run``'s model at budget ``steps`` lives (:func:`~diffusion_lib.plan.files.model_dir`)."""
+        return files.model_dir(run, steps, self.cfg["train"]["steps"])
 
-    trunk_state = staticmethod(run_files.trunk_state)
+    trunk_state = staticmethod(files.trunk_state)
 
     def rung_eval_dir(self, run: str, steps: int) -> str:
         """A rung's evaluation: the run's own (full) evaluation at the full budget and, with the run's
@@ -214,7 +201,7 @@ class Layout:
             return self.eval_dir(run)
         # a grown rung may become the study's full budget: scored in full
         key = self.eval_key if steps > self.cfg["train"]["steps"] else self.rung_eval_key
-        return run_files.eval_dir(run_files.model_name(run, steps, self.cfg["train"]["steps"]), key)
+        return files.eval_dir(files.model_name(run, steps, self.cfg["train"]["steps"]), key)
 
     @property
     def rung_eval_settings(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..settings.provenance import value_key
 from .packs import Pack, plan_packs, read_pack_plan, write_pack_plan
-from .run_files import ModelFiles
+from .files import PACK_PLAN, ModelFiles
 from .study_plan import StudyPlan, TrainJob
 
 
@@ -65,7 +65,7 @@ def study_packs(plan: StudyPlan, main_process: bool) -> list[PackJob]:
     if size == 1:
         return []
     runs = plan.layout.runs
-    path = f"results/packs/plan-{value_key({'runs': [r.run for r in runs], 'pack': size}, 12)}.json"
+    path = PACK_PLAN.format(key=value_key({"runs": [r.run for r in runs], "pack": size}, 12))
     if not main_process and os.path.exists(path):
         packs = read_pack_plan(path, plan.layout.run_of)
     else:

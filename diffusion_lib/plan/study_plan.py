@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..settings.ladder import decay_fraction, uses_trunk
+from ..analysis.growth import Look, describe_looks, final_top, walk_looks
+from ..settings.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
 from ..settings.lr_schedule import decay_start
 from .layout import Layout, RunSpec, split_params
 from .resources import train_runtime
-from .run_files import RUN_DIR, ModelFiles, TrunkFiles, eval_dir, model_dir, trunk_state
+from .files import RUN_DIR, SPLIT, ModelFiles, TrunkFiles, eval_dir, model_dir, trunk_state
 
 KINDS = ("trunk", "branch", "train")
 
@@ -118,18 +119,6 @@ class StudyPlan:
         """Run ``run``'s training jobs, in table order (trunk pieces, then its budgets ascending)."""
         return [job for (_, name, _), job in self.jobs.items() if name == run]
 
-    def write_table(self, path: str) -> None:
-        """The jobs table as tab-separated values at ``path`` (left alone when unchanged)."""
-        rows = self.table()
-        text = "\t".join(rows[0]) + "\n" + "".join("\t".join(map(str, r.values())) + "\n" for r in rows)
-        if self.exists(path) and Path(path).read_text() == text:
-            return
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-
     # ---------------------------------------------------------------- lookups by wildcard value
     def run(self, run: str) -> RunSpec:
         """The (first) strategy and seed of the study that run folder ``run`` holds."""
@@ -164,7 +153,7 @@ class StudyPlan:
     def split(self, split: str, key: str) -> dict[str, Any]:
         """What shapes held-out split ``split``; refuses a key the current config would not produce."""
         if self.layout.split_keys[split] != key:
-            raise PlanError(f"results/data/{split}-{key}.pt is not a split of the current config "
+            raise PlanError(f"{SPLIT.format(split=split, key=key)} is not a split of the current config "
                             f"(it would be {self.layout.splits[split]})")
         return split_params(self.cfg, split)
 
@@ -223,6 +212,94 @@ class StudyPlan:
                        "curve": ModelFiles(model_dir(r.run, steps, self.full)).outputs["curve"]}
                       for steps, kind in entries]
         return self._evaluated(index)
+
+
+    # ---------------------------------------------------------------- until_stable's looks (method §8.1)
+    @property
+    def growth(self) -> Mapping[str, Any] | None:
+        """``comparison.ladder.until_stable`` (None when it is off, or without the ladder)."""
+        return self.cfg["comparison"]["ladder"].get("until_stable") if self.ladder else None
+
+    def looks(self, ask: Callable[[int], str] | None = None) -> list[Look]:
+        """The looks taken so far, in order, each followed to the next once it grew: their files on
+        disk, or with ``ask`` (the workflow's checkpoint: the file of the look at a ladder top, which
+        Snakemake schedules when it is missing) each asked for in turn."""
+        return walk_looks(self.full, ask or self.layout.files.look) if self.growth else []
+
+    def describe_looks(self) -> str:
+        """What until_stable has done so far (the looks on disk), for the workflow's start."""
+        return describe_looks(self.looks(), self.full, self.growth["max_steps"])
+
+    def top(self, looks: list[Look]) -> int:
+        """The study's full budget after ``looks``: train.steps, or the largest rung they added."""
+        return final_top(self.full, looks)
+
+    def next_budget(self, top: int) -> int | None:
+        """The rung a look at ladder top ``top`` would add (None above ``max_steps``)."""
+        return next((b for b in self.layout.grown_budgets if b > top), None)
+
+    def longest_trunk(self, top: int) -> int | None:
+        """The study's longest constant-lr trunk when its largest rung is ``top``: that rung's branch
+        point (None without the ladder)."""
+        if not self.ladder:
+            return None
+        return max(r.branch_point for r in self.layout.rungs(self.layout.runs[0]) if r.steps <= top)
+
+    @property
+    def growth_files(self) -> dict[str, str]:
+        """The study's record of what until_stable did, by output name (none when it is off)."""
+        return {"growth": self.layout.files.growth(self.growth["max_steps"])} if self.growth else {}
+
+    def study_inputs(self, looks: list[Look]) -> dict[str, Any]:
+        """The files the ``aggregate`` job reads after ``looks``, by input name."""
+        top = self.top(looks)
+        runs, rungs = self.run_index(top), self.rung_index(top)
+        return {"metrics": [e["metrics"] for e in runs], "curves": [e["curve"] for e in runs],
+                "per_problem": [e["per_problem"] for e in runs],
+                "rung_metrics": sorted({e["metrics"] for e in rungs}), "rung_curves": sorted({e["curve"] for e in rungs}),
+                "looks": [self.layout.files.look(look.top) for look in looks], "reference": self.layout.reference}
+
+    def study_params(self, looks: list[Look]) -> dict[str, Any]:
+        """What the ``aggregate`` job is given (:func:`diffusion_lib.jobs.study.aggregate`) after
+        ``looks``: the runs and rungs it reads, the study's comparison, ladder and training settings."""
+        cfg, train, top = self.cfg, self.cfg["train"], self.top(looks)
+        return {
+            "runs": self.run_index(top), "rungs": self.rung_index(top),
+            "expected": [(r.strategy, r.seed) for r in self.layout.runs],
+            # the reference's values stand in its file name's key: a param, since rerun triggers leave out input
+            "reference_key": self.layout.reference_key,
+            "ladder": {"rungs": self.layout.budgets_up_to(top),
+                       "decay_fraction": train["lr_schedule"].get("decay_fraction") if self.ladder else None,
+                       "schedule": train["lr_schedule"]["kind"], "batch_size": train["batch_size"],
+                       "paper_samples": PAPER_SAMPLES, "compute_matched": self.layout.compute_matched},
+            "comparison": cfg["comparison"], "default_inner": cfg["evaluation"]["default_inner"],
+            "sweep_points": cfg["sweep_points"],
+            # the study's full budget: train.steps, or the largest rung until_stable added
+            "training": {**{k: train[k] for k in ("batch_size", "lr", "timesteps", "lr_schedule")},
+                         "steps": top, "longest_trunk": self.longest_trunk(top),
+                         "stability_margin": cfg["stability_margin"], "rank": cfg["data"]["rank"],
+                         "seeds": {s: len(cfg["strategy_seeds"][s]) for s in cfg["strategies"]},
+                         "ema_update_every": train["ema"]["update_every"]},
+            "growth": ({"first": self.full, "max_steps": self.growth["max_steps"],
+                        "looks": [look.as_dict() for look in looks]} if self.growth else None),
+            "name": cfg["name"],
+        }
+
+    def look_params(self, top: int) -> dict[str, Any]:
+        """What the ``until_stable`` look at ladder top ``top`` is given (:func:`diffusion_lib.jobs.study.look`)."""
+        following = self.next_budget(top)
+        return {"rungs": self.rung_index(top, compute_matched=False), "next_budget": following,
+                "margin": self.look_margin(top, following), "comparison": self.cfg["comparison"]}
+
+
+def write_table(rows: list[dict[str, Any]], path: str) -> None:
+    """The jobs table ``rows`` (:meth:`StudyPlan.table`) as tab-separated values at ``path``."""
+    text = "\t".join(rows[0]) + "\n" + "".join("\t".join(map(str, r.values())) + "\n" for r in rows)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def _read_json(path: str) -> Any:

@@ -6,10 +6,8 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # rule scripts do the same through workflow/scripts/_repo.py
 
-from diffusion_lib.plan import resources, run_files
-from diffusion_lib.settings.ladder import PAPER_SAMPLES, uses_trunk
+from diffusion_lib.plan import files, resources
 from diffusion_lib.plan.config import ConfigError, load_config
-from diffusion_lib.jobs.study import TABLES
 from diffusion_lib.report.latex import PAPER_TABLES
 from diffusion_lib.plan.layout import EVAL_PATTERN, RUN_PATTERN, SPLITS, TEST_SETS, reference_params
 from diffusion_lib.plan.pack_jobs import study_packs
@@ -21,34 +19,28 @@ try:
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
-# Every output is keyed by what shapes it (diffusion_lib/plan/layout.py): data by its values, runs by
-# their training config and seed, evaluations by their settings and test sets; studies share runs
-# and keep their reports apart under results/studies/<study>/. The study's training jobs form one
-# table (diffusion_lib/plan/study_plan.py, written to the study's jobs.tsv); input functions are
-# one-line lookups in it.
+# Every output is keyed by what shapes it (diffusion_lib/plan/layout.py) and lies where
+# diffusion_lib/plan/files.py says: data by its values, runs by their training config and seed,
+# evaluations by their settings and test sets; studies share runs and keep their reports apart. The
+# study's training jobs form one table (diffusion_lib/plan/study_plan.py, the study's jobs.tsv);
+# input functions and params are one-line lookups in it.
 PLAN = StudyPlan(CFG)
 LAYOUT = PLAN.layout
-STRATEGIES = list(CFG["strategies"])
+STUDY = LAYOUT.files  # the study's files: tables, figures, logs, report
 RUNS = LAYOUT.runs
+LADDER = PLAN.ladder  # constant or wsd schedule: runs train as one trunk and a decay branch per budget
 SWEPT_PARAMETERS = sorted({p for pt in CFG["sweep_points"].values() for p in pt if p != "base"})
-# partial=true (e.g. --config partial=true after a --keep-going run) reports only the runs that exist
-PARTIAL = CFG["partial"]
 
-RUN = run_files.RUN_DIR
-RUNG = run_files.RUNG_DIR  # a budget-ladder rung below the full budget
-TRUNK = run_files.TRUNK_STEM  # a saved trunk state (.ckpt) and its sidecar (.json)
-EVAL = run_files.EVAL_DIR  # model: a run, or one of its rungs
-# constant or wsd schedule: runs train as one trunk and a decay branch per budget (diffusion_lib/settings/ladder.py)
-LADDER = uses_trunk(CFG["train"])
-FULL = CFG["train"]["steps"]
-STUDY = LAYOUT.study_dir
-TABLE_FILES = {t: f"{STUDY}/tables/{t}.csv" for t in TABLES}
-FIGURES = ("forest", "ladder", "mse", "curves", "compute", "diagnostics", "landscape", "test_time")
+RUN = files.RUN_DIR
+RUNG = files.RUNG_DIR  # a budget-ladder rung below the full budget
+TRUNK = files.TRUNK_STEM  # a saved trunk state (.ckpt) and its sidecar (.json)
+EVAL = files.EVAL_DIR  # model: a run, or one of its rungs
+TABLE_FILES = {t: STUDY.table(t) for t in files.TABLES}
 # the PNG of each figure (the HTML report embeds it) and its copies in the other report.format formats
-FIGURE_FILES = {f: f"{STUDY}/figures/{f}.png" for f in FIGURES}
+FIGURE_FILES = {f: STUDY.figure(f) for f in files.FIGURES}
 VECTOR_EXTS = [ext for ext in CFG["report"]["format"] if ext != "png"]
-VECTOR_FILES = {f"{f}_{ext}": f"{STUDY}/figures/{f}.{ext}" for f in FIGURES for ext in VECTOR_EXTS}
-LATEX_FILES = {t: f"{STUDY}/tables/{t}.tex" for t in PAPER_TABLES}
+VECTOR_FILES = {f"{f}_{ext}": STUDY.figure(f, ext) for f in files.FIGURES for ext in VECTOR_EXTS}
+LATEX_FILES = {t: STUDY.table(t, "tex") for t in PAPER_TABLES}
 # tables the report reads (the rest are for users and figures)
 REPORT_TABLES = tuple(
     "strategies contrasts test_time convergence compute_matched diagnostics cost landscape ablation ladder "
@@ -63,11 +55,13 @@ PLOT_TABLES = (
     "compute_matched",
     "endpoints",
 )  # what plot_main reads
-ABLATION_FIGURES = {f"ablation_{p}": f"{STUDY}/figures/ablation_{p}.png" for p in SWEPT_PARAMETERS}
-ABLATION_VECTORS = [f"{STUDY}/figures/ablation_{p}.{ext}" for p in SWEPT_PARAMETERS for ext in VECTOR_EXTS]
+ABLATION_FIGURES = {f"ablation_{p}": STUDY.figure(f"ablation_{p}") for p in SWEPT_PARAMETERS}
+ABLATION_VECTORS = [STUDY.figure(f"ablation_{p}", ext) for p in SWEPT_PARAMETERS for ext in VECTOR_EXTS]
 REPORT_TARGETS = [
-    f"{STUDY}/report.md",
-    f"{STUDY}/report.html",
+    STUDY.report_md,
+    STUDY.report_html,
+    STUDY.jobs,
+    *PLAN.growth_files.values(),
     *FIGURE_FILES.values(),
     *VECTOR_FILES.values(),
     *LATEX_FILES.values(),
@@ -80,22 +74,25 @@ REPORT_TARGETS = [
 # jobs. Shims are not fingerprinted: profiles set rerun-triggers without `code`.
 CODE = {job: code_fingerprint(f"diffusion_lib.jobs.{job}") for job in ("data", "train", "evaluate", "study")}
 
-if any(os.path.isdir(f"results/{old}") for old in ("train", "eval", "report")):
+if any(os.path.isdir(old) for old in files.OLD_LAYOUT):
     print(
-        "note: results/train, results/eval and results/report are the layout before studies were kept apart; "
+        f"note: {', '.join(files.OLD_LAYOUT)} are the layout before studies were kept apart; "
         "this workflow neither reads nor deletes them (see docs/operations.md, 'When things go wrong')",
         file=sys.stderr,
     )
 
 
 GPU = resources.gpus_per_job(CFG["device"])
-if workflow.is_main_process:
-    PLAN.write_table(f"{STUDY}/jobs.tsv")
 
 
-def runtime_of(job, members=1):
-    """A training job's runtime function: minutes on attempt ``attempt`` (more on each retry)."""
-    return lambda wildcards, attempt: PLAN.runtime(job(wildcards), attempt, members)
+def train_resources(job, members=1):
+    """A training job's resources; ``job`` maps its wildcards to its TrainJob (a pack's: its first
+    member's), whose share of the budget sets the runtime asked for on each attempt."""
+    return {
+        "gpu": GPU,
+        "runtime": lambda wildcards, attempt: PLAN.runtime(job(wildcards), attempt, members),
+        "mem_mb": resources.train_mem_mb(CFG, members),
+    }
 
 
 # Training params besides the run's train block (its strategy's overrides applied) and mining config,

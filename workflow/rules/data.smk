@@ -1,9 +1,9 @@
 rule heldout:
     """One held-out split (val_id, val_ood, test_id, test_ood), keyed by the values that shape it."""
     output:
-        "results/data/{split}-{key}.pt",
+        files.SPLIT,
     log:
-        "results/data/logs/{split}-{key}.log",
+        files.SPLIT_LOG,
     conda:
         "../../envs/ired.yaml"
     params:
@@ -20,7 +20,7 @@ rule reference:
     output:
         LAYOUT.reference,
     log:
-        LAYOUT.reference.replace(".json", ".log").replace("results/data/", "results/data/logs/"),
+        files.REFERENCE_LOG.format(key=LAYOUT.reference_key),
     conda:
         "../../envs/ired.yaml"
     params:

@@ -2,7 +2,7 @@ rule evaluate:
     """method §7 metrics of one trained run on the ID and OOD test sets."""
     input:
         **{t: LAYOUT.splits[t] for t in TEST_SETS},
-        model="results/runs/{model}/model.pt",
+        model=files.MODEL_FILE,
     output:
         metrics=f"{EVAL}/metrics.json",
         per_problem=f"{EVAL}/per_problem.csv",

@@ -1,6 +1,7 @@
 localrules:
     heldout,
     reference,
+    jobs_table,
     aggregate,
     plot_main,
     plot_ablation,
@@ -9,53 +10,34 @@ localrules:
     all,
 
 
-rule aggregate:
-    """Tidy tables (runs, endpoints, contrasts, convergence, compute, diagnostics, ...) and the method §8 verdict."""
-    input:
-        metrics=lambda wc: [e["metrics"] for e in run_index(study_top(looks_taken()))],
-        curves=lambda wc: [e["curve"] for e in run_index(study_top(looks_taken()))],
-        per_problem=lambda wc: [e["per_problem"] for e in run_index(study_top(looks_taken()))],
-        rung_metrics=lambda wc: sorted({e["metrics"] for e in rung_index(study_top(looks_taken()))}),
-        rung_curves=lambda wc: sorted({e["curve"] for e in rung_index(study_top(looks_taken()))}),
-        looks=lambda wc: [look_path(l.top) for l in looks_taken()],
-        reference=LAYOUT.reference,
+rule jobs_table:
+    """Every training job of the study, its run, the state it starts from and its files (jobs.tsv)."""
     output:
-        **TABLE_FILES,
-        **GROWTH_FILES,
-        verdict=f"{STUDY}/tables/verdict.json",
+        STUDY.jobs,
     log:
-        f"{STUDY}/logs/aggregate.log",
+        STUDY.log("jobs_table"),
     conda:
         "../../envs/ired.yaml"
     params:
-        runs=lambda wc: run_index(study_top(looks_on_disk())),
-        rungs=lambda wc: rung_index(study_top(looks_on_disk())),
-        # rerun triggers leave out 'input': the key in the reference's path stands for its values
-        reference_key=os.path.basename(LAYOUT.reference),
-        ladder=lambda wc: {
-            "rungs": LAYOUT.budgets_up_to(study_top(looks_on_disk())),
-            "decay_fraction": CFG["train"]["lr_schedule"].get("decay_fraction") if LADDER else None,
-            "schedule": CFG["train"]["lr_schedule"]["kind"],
-            "batch_size": CFG["train"]["batch_size"],
-            "paper_samples": PAPER_SAMPLES,
-            "compute_matched": LAYOUT.compute_matched,
-        },
-        expected=[(r.strategy, r.seed) for r in RUNS],
-        comparison=CFG["comparison"],
-        default_inner=CFG["evaluation"]["default_inner"],
-        sweep_points=CFG["sweep_points"],
-        # the study's full budget: train.steps, or the largest rung until_stable added
-        training=lambda wc: {k: CFG["train"][k] for k in ("batch_size", "lr", "timesteps", "lr_schedule")}
-        | {
-            "steps": study_top(looks_on_disk()),
-            "longest_trunk": longest_trunk(study_top(looks_on_disk())),
-            "stability_margin": CFG["stability_margin"],
-            "rank": CFG["data"]["rank"],
-            "seeds": {s: len(CFG["strategy_seeds"][s]) for s in STRATEGIES},
-            "ema_update_every": CFG["train"]["ema"]["update_every"],
-        },
-        growth=growth_param,
-        name=CFG["name"],
+        rows=PLAN.table(),
+    script:
+        "../scripts/jobs_table.py"
+
+
+rule aggregate:
+    """Tidy tables (runs, endpoints, contrasts, convergence, compute, diagnostics, ...) and the method §8 verdict."""
+    input:
+        unpack(lambda wc: PLAN.study_inputs(looks_taken())),
+    output:
+        **TABLE_FILES,
+        **PLAN.growth_files,
+        verdict=STUDY.verdict,
+    log:
+        STUDY.log("aggregate"),
+    conda:
+        "../../envs/ired.yaml"
+    params:
+        study=lambda wc: PLAN.study_params(PLAN.looks()),
         code=CODE["study"],
     script:
         "../scripts/aggregate.py"
@@ -65,26 +47,19 @@ rule plot_main:
     """Main seaborn figures, drawn from the cached tables only."""
     input:
         **{k: TABLE_FILES[k] for k in PLOT_TABLES},
-        verdict=f"{STUDY}/tables/verdict.json",
+        verdict=STUDY.verdict,
     output:
         **VECTOR_FILES,
         **LATEX_FILES,
-        forest=report(FIGURE_FILES["forest"], caption="../report/forest.rst", category="0. Verdict"),
-        ladder=report(FIGURE_FILES["ladder"], caption="../report/ladder.rst", category="0. Verdict"),
-        mse=report(FIGURE_FILES["mse"], caption="../report/mse.rst", category="1. Comparison"),
-        curves=report(FIGURE_FILES["curves"], caption="../report/curves.rst", category="2. Training"),
-        compute=report(FIGURE_FILES["compute"], caption="../report/compute.rst", category="2. Training"),
-        diagnostics=report(FIGURE_FILES["diagnostics"], caption="../report/diagnostics.rst", category="2. Training"),
-        landscape=report(FIGURE_FILES["landscape"], caption="../report/landscape.rst", category="3. Energy landscape"),
-        test_time=report(FIGURE_FILES["test_time"], caption="../report/test_time.rst", category="4. Test-time compute"),
+        **{f: report(path, caption=f"../report/{f}.rst", category=files.FIGURES[f]) for f, path in FIGURE_FILES.items()},
     log:
-        f"{STUDY}/logs/plot_main.log",
+        STUDY.log("plot_main"),
     conda:
         "../../envs/ired.yaml"
     params:
         options=CFG["report"],
         tables=PLOT_TABLES,
-        figures=FIGURES,
+        figures=tuple(files.FIGURES),
         latex=PAPER_TABLES,
         code=CODE["study"],
     script:
@@ -95,17 +70,17 @@ rule plot_ablation:
     """Test MSE against one swept mining parameter, baseline as a reference band."""
     input:
         **{k: TABLE_FILES[k] for k in ("runs", "ablation")},
-        verdict=f"{STUDY}/tables/verdict.json",
+        verdict=STUDY.verdict,
     output:
         report(
-            f"{STUDY}/figures/ablation_{{parameter}}.png",
+            STUDY.figure("ablation_{parameter}"),
             caption="../report/ablation.rst",
             category="5. Ablations",
             subcategory="{parameter}",
         ),
-        [f"{STUDY}/figures/ablation_{{parameter}}.{ext}" for ext in VECTOR_EXTS],
+        [STUDY.figure("ablation_{parameter}", ext) for ext in VECTOR_EXTS],
     log:
-        f"{STUDY}/logs/plot_ablation_{{parameter}}.log",
+        STUDY.log("plot_ablation_{parameter}"),
     conda:
         "../../envs/ired.yaml"
     params:
@@ -119,13 +94,13 @@ rule report_md:
     """report.md and report.html: the verdict first, then the numbers and figures behind it."""
     input:
         **{k: TABLE_FILES[k] for k in REPORT_TABLES},
-        verdict=f"{STUDY}/tables/verdict.json",
+        verdict=STUDY.verdict,
         figures=[*FIGURE_FILES.values(), *ABLATION_FIGURES.values()],
     output:
-        md=f"{STUDY}/report.md",
-        html=report(f"{STUDY}/report.html", caption="../report/report_md.rst", category="0. Verdict"),
+        md=STUDY.report_md,
+        html=report(STUDY.report_html, caption="../report/report_md.rst", category="0. Verdict"),
     log:
-        f"{STUDY}/logs/report_md.log",
+        STUDY.log("report_md"),
     conda:
         "../../envs/ired.yaml"
     params:

@@ -5,7 +5,7 @@ from diffusion_lib.plan.config import option
 from diffusion_lib.jobs.gpus import gpu_slot
 from diffusion_lib.jobs.train import train_runs
 from diffusion_lib.plan.layout import NOT_SHAPING_TRAIN_KEYS
-from diffusion_lib.plan.run_files import job_runs
+from diffusion_lib.plan.files import GPU_SLOTS, job_runs
 from diffusion_lib.watch.mlflow_client import settings as mlflow_settings
 from diffusion_lib.jobs.runtime import logging_to
 
@@ -18,7 +18,7 @@ starts = getattr(snakemake.input, "start", [])
 runs = job_runs([outputs] if isinstance(outputs, str) else list(outputs),
                 [starts] if isinstance(starts, str) else list(starts), p.train["steps"])
 device = option(snakemake.config, "device")
-slot = gpu_slot(device, "results/.gpu-slots", option(snakemake.config, "resources.jobs_per_gpu"))
+slot = gpu_slot(device, GPU_SLOTS, option(snakemake.config, "resources.jobs_per_gpu"))
 with logging_to(list(snakemake.log)), slot:
     # the checkpoint cadence, compile, CUDA graphs, the pack size, the device and tracking do not shape a run:
     # read from the config, not params, so that changing them never retrains

@@ -1,8 +1,11 @@
-"""Where a run's files live: the one description of a run folder, its rungs and its trunk states.
+"""Where every output lives: the one description of the files under the results root.
 
 ::
 
-    results/runs/<run>/                  the run at the study's budget train.steps
+    results/                             RESULTS, the one root
+      data/<split>-<key>.pt              one held-out split (SPLIT; its log in data/logs/)
+      data/reference-<key>.json          the trivial predictors' MSEs (REFERENCE; its log in data/logs/)
+      runs/<run>/                        a run at the study's budget train.steps
         model.pt curve.csv status.json   its model (raw + EMA), learning curve and status
         train.log train.benchmark.tsv    its job's log and benchmark
         resume.ckpt                      while it trains
@@ -11,11 +14,16 @@
         trunk/step-<k>.json              its sidecar (which state it continued), .log, .benchmark.tsv
         trunk/resume.ckpt                while a trunk piece trains
         eval-<key>/                      an evaluation (also inside a rung folder)
+      packs/                             with train.pack > 1: the pack plan and each pack job's benchmark
+      studies/<study>/                   a study (StudyFiles): tables/, figures/, logs/, ladder/ (the
+                                         until_stable looks), report.md, report.html, jobs.tsv
+      .gpu-slots/ .flops/                GPU slot locks; the FLOP profiles the compute-matched rungs read
 
 The templates below are Snakemake wildcard patterns as well as format strings: the rules name
 their outputs with them, the planning code formats them, and a training job reads its runs back
-from its output paths with :func:`job_runs`, which parses the same templates. Nothing else
-spells these paths.
+from its output paths with :func:`job_runs`, which parses the same templates. The study's table and
+figure names are declared here too (:data:`TABLES`, :data:`FIGURES`). Nothing else spells a path
+under the results root.
 """
 from __future__ import annotations
 
@@ -25,7 +33,13 @@ from typing import Any, Sequence
 
 from ..settings.run_names import RUN_PATTERN, seed_of
 
-RUNS_DIR = "results/runs"
+RESULTS = "results"
+DATA_DIR = f"{RESULTS}/data"
+#: one held-out split, and its job's log
+SPLIT, SPLIT_LOG = DATA_DIR + "/{split}-{key}.pt", DATA_DIR + "/logs/{split}-{key}.log"
+#: the trivial predictors' MSEs on the test sets, and its job's log
+REFERENCE, REFERENCE_LOG = DATA_DIR + "/reference-{key}.json", DATA_DIR + "/logs/reference-{key}.log"
+RUNS_DIR = f"{RESULTS}/runs"
 #: the model folder of a rung, relative to RUNS_DIR (the ``{model}`` wildcard of a rung's evaluation)
 RUNG = "{run}/rung-{steps}"
 RUN_DIR = RUNS_DIR + "/{run}"
@@ -36,6 +50,77 @@ TRUNK_STEM = RUN_DIR + "/trunk/step-{step}"
 EVAL_DIR = RUNS_DIR + "/{model}/eval-{ev}"
 MODEL, CURVE, STATUS, RESUME, LOG, BENCHMARK = (
     "model.pt", "curve.csv", "status.json", "resume.ckpt", "train.log", "train.benchmark.tsv")
+#: the model file of any model folder (a run or a rung): what an evaluation reads
+MODEL_FILE = RUNS_DIR + "/{model}/" + MODEL
+PACKS_DIR = f"{RESULTS}/packs"
+#: the pack plan of a study's runs and pack size (written by the main process, read by job processes)
+PACK_PLAN = PACKS_DIR + "/plan-{key}.json"
+#: a pack job's benchmark (its runs' train.log files each hold the pack's log)
+PACK_BENCHMARK = PACKS_DIR + "/{rule}.benchmark.tsv"
+#: the locks that share GPUs among jobs (resources.jobs_per_gpu)
+GPU_SLOTS = f"{RESULTS}/.gpu-slots"
+#: the FLOP profiles per mining config that place the compute-matched rungs
+FLOPS_CACHE = f"{RESULTS}/.flops"
+#: folders of the layout before studies were kept apart: neither read nor deleted, only pointed out
+OLD_LAYOUT = tuple(f"{RESULTS}/{old}" for old in ("train", "eval", "report"))
+
+#: the tables ``aggregate`` writes (``tables/<name>.csv``), in the order it writes them
+TABLES = ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
+          "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
+          "gap_stability", "skill", "instability", "failures", "failure_sensitivity")
+#: the main figures (``figures/<name>.png``) and their category in Snakemake's report; each has its
+#: caption in ``workflow/report/<name>.rst``
+FIGURES = {"forest": "0. Verdict", "ladder": "0. Verdict", "mse": "1. Comparison", "curves": "2. Training",
+           "compute": "2. Training", "diagnostics": "2. Training", "landscape": "3. Energy landscape",
+           "test_time": "4. Test-time compute"}
+
+
+@dataclass(frozen=True)
+class StudyFiles:
+    """The files of study ``study`` (its report folder; runs and data are shared by studies)."""
+
+    study: str
+
+    @property
+    def dir(self) -> str:
+        return f"{RESULTS}/studies/{self.study}"
+
+    def table(self, name: str, ext: str = "csv") -> str:
+        """A table (``csv``), or a LaTeX table (``tex``)."""
+        return f"{self.dir}/tables/{name}.{ext}"
+
+    @property
+    def verdict(self) -> str:
+        return f"{self.dir}/tables/verdict.json"
+
+    def growth(self, max_steps: int) -> str:
+        """What ``until_stable`` did, named by its ``max_steps`` (raising it asks for a new file)."""
+        return f"{self.dir}/tables/growth-max{max_steps}.json"
+
+    def figure(self, name: str, ext: str = "png") -> str:
+        """A figure: a main one (:data:`FIGURES`) or ``ablation_<parameter>``, in format ``ext``."""
+        return f"{self.dir}/figures/{name}.{ext}"
+
+    def log(self, name: str) -> str:
+        """The log of the study's job ``name`` (a rule, or ``look-<top>``)."""
+        return f"{self.dir}/logs/{name}.log"
+
+    def look(self, top: int | str) -> str:
+        """The ``until_stable`` look at ladder top ``top``."""
+        return f"{self.dir}/ladder/look-{top}.json"
+
+    @property
+    def report_md(self) -> str:
+        return f"{self.dir}/report.md"
+
+    @property
+    def report_html(self) -> str:
+        return f"{self.dir}/report.html"
+
+    @property
+    def jobs(self) -> str:
+        """Every training job of the study, its run and files (:meth:`StudyPlan.table`)."""
+        return f"{self.dir}/jobs.tsv"
 
 
 def model_name(run: str, steps: int, full: int) -> str:
