@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffusion_lib.report import ablation_figure
+from diffusion_lib.report import ablation as ablation_figure
 from diffusion_lib.analysis.ablation import GAP, ablation_table, ordered_values, override_text, parse_value, points_from_table, value_label
-from diffusion_lib.report.ablation_text import ablation_blocks
+from diffusion_lib.report.ablation import ablation_blocks
 from diffusion_lib.report.render import to_markdown
 from diffusion_lib.analysis.statistics import LABELS, relative_change_ci
 from diffusion_lib.analysis.tables import Endpoint

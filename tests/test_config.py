@@ -8,7 +8,7 @@ import re
 
 from diffusion_lib.plan.config import ConfigError, load_config, load_schema
 from diffusion_lib.plan.sweeps import expand_sweep
-from diffusion_lib.settings.sweep_names import format_value, sweep_name
+from diffusion_lib.settings.names import format_value, sweep_name
 
 GOOD = {
     "seeds": [0, 1],

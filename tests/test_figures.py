@@ -202,7 +202,7 @@ def test_the_primary_contrast_is_legible_in_the_ladder_and_forest_figures(tmp_pa
     size the axes. The primary CI must take at least 5% of the axis range, the ±delta band at least
     20%, and every point or CI end beyond the axis is marked with an arrow."""
     from diffusion_lib.report import figures as fig
-    from diffusion_lib.report.ladder_figure import plot_ladder
+    from diffusion_lib.report.ladder import plot_ladder
 
     v = study(tmp_path, {"baseline": ("none", 0.0100, {}), "adversarial": ("adversarial", 0.01046, {})},
               compute_matched={"adversarial": (500, 21.0)}, spread=0.01, seeds=8)
@@ -279,7 +279,7 @@ def test_the_report_states_the_stability_finding_in_its_own_sentence():
 def test_the_report_says_where_the_plateau_check_reads():
     """Under wsd the gate reads each arm's mean trunk curve up to the last branch point (never a decay
     segment); without a trunk bound it reads the last evaluations. Per-run checks are only beside it."""
-    from diffusion_lib.report.ladder_text import plateau_scope
+    from diffusion_lib.report.ladder import plateau_scope
     trunk = plateau_scope({"plateau_until": 4640})
     assert "mean curve over seeds on the constant-lr trunk up to step 4,640 (no decay segment is read)" in trunk
     assert "per-run checks are reported beside it" in trunk

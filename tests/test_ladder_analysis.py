@@ -14,7 +14,7 @@ from synthetic_study import gap, study, values
 from diffusion_lib.analysis import interpretation as interp
 from diffusion_lib.settings.budget import Budget, samples_text, share_text
 from diffusion_lib.jobs.study import _cached
-from diffusion_lib.report.ladder_figure import plot_ladder
+from diffusion_lib.report.ladder import plot_ladder
 from diffusion_lib.report.document import build_report
 from diffusion_lib.analysis.stability import gap_stability, log_linear_crossings
 from diffusion_lib.analysis.statistics import BETTER_WITHIN, EQUIVALENT, WORSE, WORSE_BEYOND

@@ -12,7 +12,7 @@ from golden.scenarios import NaNStream  # a stream whose k-th batch is NaN
 
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.settings.run_config import TrainConfig
-from diffusion_lib.train.seeded import seeded_member
+from diffusion_lib.train.run_state import seeded_member
 
 RANK = 3
 SEEDS = (0, 1, 2)

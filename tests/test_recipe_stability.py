@@ -1,4 +1,4 @@
-"""The stability sweep's reading (issue 34; diffusion_lib/plan/recipe_stability.py): stable lengths, and the
+"""The stability sweep's reading (issue 34; tools/recipe_stability.py): stable lengths, and the
 declared rules choosing the learning rate and the rungs, each with a case that passes and one that fails."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from diffusion_lib.analysis.instability import InstabilityRule
-from diffusion_lib.plan.recipe_stability import choose_lr, choose_rungs, run_stability, study_trunk, sweep_table
+from tools.recipe_stability import choose_lr, choose_rungs, run_stability, study_trunk, sweep_table
 
 STEPS = list(range(290, 9281, 290))
 RULE = InstabilityRule()

@@ -1,5 +1,5 @@
 """The study's jobs table and the workflow's lookups in it (diffusion_lib.plan.study_plan,
-.files, .pack_jobs, .resources): fast, on the .test study's config, without Snakemake."""
+.files, .packs, .resources): fast, on the .test study's config, without Snakemake."""
 from __future__ import annotations
 
 import copy
@@ -16,7 +16,7 @@ import yaml
 from diffusion_lib.plan import files, resources
 from diffusion_lib.plan.config import load_config
 from diffusion_lib.plan.files import ModelFiles, TrunkFiles, job_runs, trunk_state
-from diffusion_lib.plan.pack_jobs import study_packs
+from diffusion_lib.plan.packs import study_packs
 from diffusion_lib.plan.study_plan import PlanError, StudyPlan, write_table
 
 

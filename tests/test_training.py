@@ -9,7 +9,7 @@ from diffusion_lib.ired.data import make_heldout
 from diffusion_lib.settings.mining import MiningConfig
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.settings.run_config import TrainConfig
-from diffusion_lib.train.validation import heldout_mse
+from diffusion_lib.train.engine import heldout_mse
 
 RANK = 3
 CFG = TrainConfig(steps=40, batch_size=32, lr=1e-3, rank=RANK, eval_every=20, val_size=32, log_every=10,

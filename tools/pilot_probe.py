@@ -22,7 +22,7 @@ from diffusion_lib.ired.evaluation import predict, solution_metrics
 from diffusion_lib.ired.seeding import derive_seed
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.settings.run_config import train_config
-from diffusion_lib.train.clock import cpu_clock
+from diffusion_lib.train.engine import cpu_clock
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from ..settings.sweep_names import SWEEP_TRAIN_PREFIX, format_value
+from ..settings.names import SWEEP_TRAIN_PREFIX, format_value
 from .statistics import judged_change, summarize
 from .tables import Endpoint, endpoint_values
 

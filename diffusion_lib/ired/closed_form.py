@@ -15,6 +15,13 @@ sampling call) and shared by every y at which the energy is evaluated (:class:`R
 (:class:`TimeTable`). The mathematics is the module's, summed in another order: tests/test_closed_form.py
 checks E, ∇_y E and every weight gradient against autograd on the module in float64.
 
+What it applies to (issue 32.4): method §3's network with the 16 tensors of :data:`NAMES`;
+:func:`supports` says why any other network must be differentiated by autograd instead. Its guard:
+before a job trusts these derivatives for a network, it compares them with autograd on that network
+in float64, once (:func:`check_fields`: E and ∇_y E for mining, sampling and evaluation;
+:func:`diffusion_lib.ired.gradients.check_training_gradient` the training step's weight gradient);
+the guard reads no random number stream and makes one host read per check.
+
 Notation (rows are problems; weights as ``nn.Linear`` stores them, out × in):
 z₁ = [x, y] W₁ᵀ + b₁, h₁ = silu(z₁); aₗ = hₗ₋₁ Wₗᵀ + bₗ, zₗ = aₗ ⊙ qₗ + sₗ, hₗ = silu(zₗ) for l = 2, 3,
 with qₗ = 1 + gainₗ(t), sₗ = shiftₗ(t); o = h₃ Wₒᵀ + bₒ; E = Σⱼ oⱼ².
@@ -28,10 +35,37 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .closed_form_scope import NAMES, supports
-from .model import EBM, sinusoidal_embedding
+from .model import EBM, LAYERS, TIME_DIM, sinusoidal_embedding
+
+# --------------------------------------------------------------------------- what the closed form applies to
+#: the order of ``EBM.named_parameters()``
+NAMES = ("time_mlp.0.weight", "time_mlp.0.bias", "time_mlp.2.weight", "time_mlp.2.bias", "fc1.weight", "fc1.bias",
+         "layer2.linear.weight", "layer2.linear.bias", "layer2.film.weight", "layer2.film.bias",
+         "layer3.linear.weight", "layer3.linear.bias", "layer3.film.weight", "layer3.film.bias",
+         "out.weight", "out.bias")
 
 
+def supports(ebm: torch.nn.Module) -> str | None:
+    """Why the derivatives written out here do not apply to ``ebm``, or None when they do: they are
+    method §3's network exactly (an :class:`~diffusion_lib.ired.model.EBM` itself, not a subclass, SiLU,
+    two modulated layers, a 128-wide time path, the 16 tensors of :data:`NAMES`). The width may
+    vary. Anything else must be differentiated by autograd."""
+    if type(ebm) is not EBM:
+        return f"the energy network is a {type(ebm).__name__}, not SPEC §3's EBM"
+    spec = getattr(ebm, "spec", {})
+    if spec.get("activation") != "silu":
+        return f"its activation is {spec.get('activation')!r}; the closed form is written for silu"
+    if spec.get("layers") != LAYERS:
+        return f"it has {spec.get('layers')} modulated layers; the closed form is written for {LAYERS}"
+    if ebm.time_dim != TIME_DIM:
+        return f"its time embedding is {ebm.time_dim} wide; the closed form is written for {TIME_DIM}"
+    names = tuple(name for name, _ in ebm.named_parameters())
+    if names != NAMES:
+        return f"its parameters are {len(names)} tensors other than the closed form's {len(NAMES)}"
+    return None
+
+
+# --------------------------------------------------------------------------- the network, by hand
 class Weights(NamedTuple):
     """The energy network's 16 tensors, in :data:`NAMES` order (or their gradients)."""
 
@@ -284,3 +318,47 @@ class Frozen:
         if step is not None:
             return Rows.at_step(self.w, self.table, step, c1)
         return Rows.of(self.w, self.table, t, c1)
+
+
+# --------------------------------------------------------------------------- the guard against autograd
+#: the largest relative difference from autograd (float64) the closed form may show on its first use
+AGREEMENT = 1e-8
+
+
+def float64_copy(ebm: EBM) -> EBM:
+    """A float64 copy of ``ebm`` on its device, built without touching any random number stream."""
+    with torch.random.fork_rng(devices=[]):
+        ref = EBM(ebm.inp_dim, ebm.out_dim, time_dim=ebm.time_dim, **ebm.spec)
+    ref.load_state_dict({k: v.detach() for k, v in ebm.state_dict().items()})
+    return ref.to(next(ebm.parameters()).device, torch.float64)
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """‖a − b‖ / ‖b‖ (‖a − b‖ where b is zero), as a 0-d tensor on their device (no host read)."""
+    scale = torch.linalg.vector_norm(b)
+    diff = torch.linalg.vector_norm(a - b)
+    return torch.where(scale > 0, diff / torch.where(scale > 0, scale, torch.ones_like(scale)), diff)
+
+
+def check_fields(ebm: EBM, inp: torch.Tensor, timesteps: int, rows: int = 8) -> float:
+    """The guard of every job that samples or mines through the closed form: E and ∇_y E of
+    :class:`Frozen` against autograd on the module, in float64, on the first ``rows`` problems of
+    ``inp`` at fixed (non-random) candidates and timesteps. Returns the largest relative difference;
+    a RuntimeError when it exceeds :data:`AGREEMENT` (the closed form does not describe this network)."""
+    ref = float64_copy(ebm)
+    x = inp[:rows].detach().to(torch.float64)
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    y = torch.randn(x.shape[0], ebm.out_dim, generator=gen, device=x.device, dtype=torch.float64)
+    t = torch.arange(x.shape[0], device=x.device) % timesteps
+    frozen = Frozen(Weights.of(ref), timesteps)
+    e_closed, g_closed = frozen.at(t, frozen.inputs(x)).energy_and_grad(y)
+    with torch.enable_grad():
+        y_ = y.clone().requires_grad_(True)
+        e_auto = ref(x, y_, t)
+        (g_auto,) = torch.autograd.grad(e_auto.sum(), y_)
+    worst = max(torch.stack([relative_difference(e_closed, e_auto.detach()),
+                             relative_difference(g_closed, g_auto)]).tolist())  # one host read
+    if not worst <= AGREEMENT:
+        raise RuntimeError(f"the closed-form energy gradient disagrees with autograd on this network (relative "
+                           f"difference {worst:.1e} > {AGREEMENT:g}): set train.gradients: autograd")
+    return worst

@@ -21,9 +21,7 @@ import torch
 from torch import nn
 
 from ..settings.mining import MiningConfig
-from .closed_form import Frozen, Weights
-from .closed_form_scope import supports
-from .closed_form_guard import check_fields
+from .closed_form import Frozen, Weights, check_fields, supports
 from .model import EBM, DiffusionWrapper
 from .losses import contrastive_loss, count_acceptance, denoising_loss, loss_network
 
@@ -105,7 +103,7 @@ class GaussianDiffusion1D(nn.Module):
     def uses_closed_form(self) -> bool:
         """Whether energies and gradients go through :mod:`diffusion_lib.ired.closed_form`: allowed
         (``closed_form``, off under ``train.gradients: autograd``) and method §3's network
-        (:func:`~diffusion_lib.ired.closed_form_guard.supports`)."""
+        (:func:`~diffusion_lib.ired.closed_form.supports`)."""
         ebm = getattr(self.model, "ebm", None)
         return bool(self.closed_form) and ebm is not None and supports(ebm) is None
 
@@ -124,7 +122,7 @@ class GaussianDiffusion1D(nn.Module):
         :class:`~diffusion_lib.ired.model.DiffusionWrapper`'s protocol."""
         if self.uses_closed_form():
             ebm = self.model.ebm
-            if not self._fields_checked:  # once per model: the guard against autograd (closed_form_guard.check_fields)
+            if not self._fields_checked:  # once per model: the guard against autograd (closed_form.check_fields)
                 check_fields(ebm, inp, self.timesteps)
                 self._fields_checked = True
             frozen = Frozen(Weights.of(ebm), self.timesteps)

@@ -15,7 +15,7 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
   diffusion module's own parameters (the engine makes them views of its stacked weights); one run
   only, eager, the fastest path on a CPU (docs/performance.md, issue 22; it equals autograd on the
   module and the functional gradient in float64, tests/test_functional.py, tests/test_closed_form.py),
-  for method §3's network only (:func:`diffusion_lib.ired.closed_form_guard.supports`); :func:`checked` runs it
+  for method §3's network only (:func:`diffusion_lib.ired.closed_form.supports`); :func:`checked` runs it
   against ``torch.func`` in float64 at every job's first step.
 """
 from __future__ import annotations
@@ -27,9 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad
 
-from .closed_form_scope import NAMES
-from .closed_form import Acts, Deltas, Frozen, Rows, TimeTable, Weights, backward, forward, gelu_grad, silu2
-from .closed_form_guard import AGREEMENT, check_fields, float64_copy, relative_difference
+from .closed_form import (AGREEMENT, NAMES, Acts, Deltas, Frozen, Rows, TimeTable, Weights, backward, check_fields,
+                          float64_copy, forward, gelu_grad, relative_difference, silu2)
 from .diffusion import GaussianDiffusion1D
 from .functional import Params, loss
 from .model import DiffusionWrapper
@@ -200,9 +199,9 @@ def check_training_gradient(diffusion: GaussianDiffusion1D, inp: torch.Tensor, x
     """The guard of every job that trains through the closed form, at its first step: the
     closed-form weight gradient (:func:`training_gradients`) against ``torch.func``'s
     (:func:`diffusion_lib.ired.functional.loss`) in float64, on the first ``rows`` problems of the step's
-    own draws, and ∇_y E against autograd (:func:`~diffusion_lib.ired.closed_form_guard.check_fields`). Reads
+    own draws, and ∇_y E against autograd (:func:`~diffusion_lib.ired.closed_form.check_fields`). Reads
     no random number stream. Returns the largest relative difference per tensor; a RuntimeError
-    naming the tensor when it exceeds :data:`~diffusion_lib.ired.closed_form_guard.AGREEMENT`."""
+    naming the tensor when it exceeds :data:`~diffusion_lib.ired.closed_form.AGREEMENT`."""
     ebm = float64_copy(diffusion.model.ebm)
     ref = GaussianDiffusion1D(DiffusionWrapper(ebm), diffusion.timesteps, diffusion.mining, n_inner=diffusion.n_inner,
                     inner_scale=diffusion.inner_scale, clamp=diffusion.clamp).to(inp.device, torch.float64)

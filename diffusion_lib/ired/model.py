@@ -5,7 +5,7 @@ a sinusoidal time embedding e(t), an input layer and ``layers`` layers modulated
 ``(W h + b) ⊙ (1 + g(e)) + s(e)``, each followed by the activation, a linear read-out o, and
 E = Σ o². method §3's network is the default: width 512, 2 modulated layers, SiLU; the width, depth
 and activation are constructor arguments (the config's ``train.model``), and
-:func:`diffusion_lib.ired.closed_form_guard.supports` says whether the hand-written derivatives apply.
+:func:`diffusion_lib.ired.closed_form.supports` says whether the hand-written derivatives apply.
 
 ``DiffusionWrapper`` exposes the call protocol :class:`~diffusion_lib.ired.diffusion.GaussianDiffusion1D`
 relies on: ``wrapper(inp, y, t)`` returns ε̂ = ∇_y E, ``return_energy=True`` returns E, and

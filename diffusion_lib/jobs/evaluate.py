@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from ..train.checkpoint import load_model
-from ..ired.closed_form_scope import supports
+from ..ired.closed_form import supports
 from ..ired.data import load_heldout
 from ..ired.evaluation import EvalSettings, evaluate_set, per_problem_rows, predict, solution_metrics
 from .runtime import log, setup_torch, write_json

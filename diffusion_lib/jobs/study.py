@@ -162,7 +162,7 @@ def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mappi
     (key of :data:`diffusion_lib.report.latex.PAPER_TABLES` → file). Returns each figure (closed; None
     where there was nothing to plot), for inspection."""
     from ..report import figures as fig
-    from ..report.ladder_figure import plot_ladder
+    from ..report.ladder import plot_ladder
     from ..report.latex import write_paper_tables
 
     t, v = _cached(tables, verdict_path)
@@ -183,8 +183,8 @@ def draw_figures(*, tables: Mapping[str, str], verdict_path: str, figures: Mappi
 def draw_ablation(*, tables: Mapping[str, str], verdict_path: str, parameter: str, figure: str,
                   options: Mapping[str, Any]) -> Any:
     """Draw the ablation figure of one swept parameter from cached tables (see
-    :mod:`diffusion_lib.report.ablation_figure`)."""
-    from ..report.ablation_figure import plot_ablation
+    :mod:`diffusion_lib.report.ablation`)."""
+    from ..report.ablation import plot_ablation
 
     t, v = _cached(tables, verdict_path)
     return plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure,

@@ -24,7 +24,7 @@ from ..settings.lr_schedule import decay_start
 from ..settings.run_config import TrainConfig, train_config
 from ..train.engine import Engine
 from ..train.run_state import CHECKPOINT_FORMAT
-from ..train.result import TrainResult
+from ..train.engine import TrainResult
 from ..watch.job_tracking import JobTracking
 from ..watch.mlflow_client import MlflowSettings
 

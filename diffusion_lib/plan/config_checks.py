@@ -8,7 +8,7 @@ from ..analysis.convergence import ConvergenceRule
 from ..settings.ladder import LADDER_SCHEDULES, decay_fraction, grown_steps, on_grid
 from ..settings.run_config import closed_form_mismatch
 from ..settings.lr_schedule import decay_start
-from ..settings.sweep_names import SWEEP_TRAIN_PREFIX
+from ..settings.names import SWEEP_TRAIN_PREFIX
 
 
 def _gradient_problems(where: str, train: Mapping[str, Any]) -> list[str]:

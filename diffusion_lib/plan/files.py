@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..settings.run_names import RUN_PATTERN, seed_of
+from ..settings.names import RUN_PATTERN, seed_of
 
 RESULTS = "results"
 DATA_DIR = f"{RESULTS}/data"

@@ -24,7 +24,7 @@ from ..settings.train_fields import NOT_SHAPING
 from ..settings.run_config import train_config
 from ..settings.ladder import Rung, compute_matched_steps, decay_fraction, grown_steps, ladder_steps, rungs_of, uses_trunk
 from ..settings.provenance import value_key
-from ..settings.run_names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
+from ..settings.names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
 from . import files
 
 SPLITS = ("val_id", "val_ood", "test_id", "test_ood")

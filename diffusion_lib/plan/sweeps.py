@@ -1,10 +1,10 @@
-"""Sweeps (issue 7): a grid over a base strategy's mining config and training overrides, one strategy per grid point, named canonically (:mod:`diffusion_lib.settings.sweep_names`)."""
+"""Sweeps (issue 7): a grid over a base strategy's mining config and training overrides, one strategy per grid point, named canonically (:mod:`diffusion_lib.settings.names`)."""
 from __future__ import annotations
 
 import itertools
 from typing import Any, Iterator, Mapping, NamedTuple
 
-from ..settings.sweep_names import SWEEP_TRAIN_PREFIX, sweep_name
+from ..settings.names import SWEEP_TRAIN_PREFIX, sweep_name
 
 
 class GridPoint(NamedTuple):

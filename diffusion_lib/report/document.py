@@ -9,7 +9,7 @@ primary contrasts); what is reported beside the verdict and never overrides it (
 lines, cost, the compute-matched rungs, residuals, skill, secondary endpoints with Holm
 correction); convergence; learning curves; per-strategy numbers; diagnostics; landscape;
 test-time compute; ablations (each swept strategy's overrides, the gap between bases at each swept
-value, every grid point's MSE; :mod:`diffusion_lib.report.ablation_text`); environment.
+value, every grid point's MSE; :mod:`diffusion_lib.report.ablation`); environment.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..settings.budget import PAPER_BATCH, PAPER_STEPS, share_text
-from .ablation_text import ablation_blocks
-from .ladder_text import compute_matched_blocks, ladder_blocks, plateau_scope, skill_blocks, stability_blocks
+from .ablation import ablation_blocks
+from .ladder import compute_matched_blocks, ladder_blocks, plateau_scope, skill_blocks, stability_blocks
 from .render import Block, levels, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
 from ..analysis.statistics import equivalence_level, level_text
 from ..analysis.tables import SET_LABELS

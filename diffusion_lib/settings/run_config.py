@@ -19,7 +19,7 @@ GRADIENTS = ("auto", "closed_form", "autograd")
 #: the architecture's fields (``train.model``): in a run's key only where they differ from method §3's network
 MODEL_KEYS = ("model_hidden", "model_layers", "model_activation")
 #: method §3's network in ``train.model``'s terms: what ``gradients: closed_form`` needs (any width;
-#: :func:`diffusion_lib.ired.closed_form_guard.supports` checks the module itself)
+#: :func:`diffusion_lib.ired.closed_form.supports` checks the module itself)
 CLOSED_FORM_NETWORK = {"layers": 2, "activation": "silu"}
 
 

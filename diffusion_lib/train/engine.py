@@ -7,12 +7,16 @@ curves, validation, resumable checkpoints, signals and divergence. Each run keep
 trained alone has:
 
 * its data stream (``derive_seed(seed, "train-data")``) and its noise generator, which continues
-  the init RNG as :func:`~diffusion_lib.train.seeded.seeded_member` leaves it, so a run sees the same
+  the init RNG as :func:`~diffusion_lib.train.run_state.seeded_member` leaves it, so a run sees the same
   batches, time steps and noises whatever it trains with;
 * its initial weights, Adam moments, gradient clipping by its own norm, EMA, learning curve,
   divergence check, resume checkpoint and output files.
 
-Checkpoints and time: :mod:`diffusion_lib.train.run_state` and :mod:`diffusion_lib.train.clock`.
+Checkpoints and a run's initial state: :mod:`diffusion_lib.train.run_state`. Time: an interval's wall and
+CPU seconds are shared equally among the runs that trained in it, so a run's ``train_seconds`` is its
+share of the machine; ``steps_per_s`` in its curve is the engine's. Stop requests: SIGTERM/SIGINT (as
+SLURM sends before a time-out or preemption) become a flag read at the next log boundary, so a run
+writes its checkpoint before exiting.
 
 Every ``log_every`` steps each run's curve gains a row (mean loss parts over the interval, training
 time, and at ``eval_every`` steps the validation MSE of the EMA and of the raw model), read from the
@@ -27,8 +31,12 @@ untouched) until the engine reaches its step.
 from __future__ import annotations
 
 import logging
+import math
+import resource
+import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,25 +45,105 @@ from tqdm.auto import tqdm
 
 from .curve import curve_row, read_interval
 from ..ired.data import Heldout, ProblemStream
-from ..ired.closed_form_scope import supports
+from ..ired.evaluation import predict
+from ..ired.closed_form import supports
 from ..ired.diffusion import GaussianDiffusion1D, build_diffusion
 from ..settings.mining import MiningConfig
 from .ema import EMASchedule
 from .progress import Tracker, duration_text, eta_seconds, heartbeat_path, recent_rate, watched_row, write_heartbeat
 from ..settings.run_config import TrainConfig
-from .run_state import RunState, check_together, checkpoint, restore, resume_all, save_all
+from .run_state import RunState, check_together, checkpoint, restore, resume_all, save_all, seeded_member
 from ..ired.seeding import derive_seed
-from .signals import StopRequest
 from .step import Stack, ParameterUpdate
-from .result import TrainResult
 from .curve import accumulate
 from .step_mode import apply_precision, step_mode
-from .clock import cpu_clock, elapsed
-from .validation import heldout_mse
-from .seeded import seeded_member
 from .flops import training_step_flops
 
 log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- what a run returns
+@dataclass
+class TrainResult:
+    """What a finished (or diverged) run reports."""
+
+    status: str  # "completed" | "diverged"
+    steps_done: int
+    diverged_at: int | None
+    train_seconds: float
+    resumed_from: int | None
+    curve: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    train_cpu_seconds: float = 0.0
+    train_flops: float = 0.0
+
+    @property
+    def seconds_per_step(self) -> float:
+        """Wall seconds per training step (validation and checkpointing excluded)."""
+        return self.train_seconds / max(self.steps_done, 1)
+
+    @property
+    def cpu_seconds_per_step(self) -> float:
+        """CPU seconds per step (the process's, a compiler it ran included): insensitive to other jobs
+        sharing the CPU."""
+        return self.train_cpu_seconds / max(self.steps_done, 1)
+
+    @property
+    def flops_per_step(self) -> float:
+        """Profiler-counted matmul FLOPs per training step (NaN when not measured)."""
+        return self.train_flops / self.steps_done if self.steps_done and self.train_flops else math.nan
+
+
+# --------------------------------------------------------------------------- the clocks an interval is timed by
+def cpu_clock() -> float:
+    """CPU seconds used so far by this process and by the child processes it has waited for (the C++
+    compiler that builds the step compiled ahead of time, :mod:`diffusion_lib.train.aot`), so that a run's
+    CPU time includes its compiling."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def elapsed(device: torch.device, wall_start: float, cpu_start: float) -> tuple[float, float]:
+    """Wall and CPU seconds (:func:`cpu_clock`) since a log interval began, after the device finished
+    its queued work (the interval's one wait)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - wall_start, cpu_clock() - cpu_start
+
+
+# --------------------------------------------------------------------------- a stop request
+class StopRequest:
+    """Context manager: while active, SIGTERM and SIGINT set :attr:`signum` instead of killing the
+    process (in the main thread; elsewhere signals keep their handlers)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------- the validation score
+def heldout_mse(diffusion: GaussianDiffusion1D, heldout: Heldout, n_inner: int, seed: int = 0,
+                batch_size: int = 1024) -> float:
+    """MSE of ``diffusion.sample`` on ``heldout`` (fixed sampling noise from ``seed``)."""
+    pred, _ = predict(diffusion, heldout, n_inner, batch_size=batch_size, seed=seed)
+    return (pred - heldout.Y.cpu()).pow(2).mean().item()
+
+
+# --------------------------------------------------------------------------- the engine
 
 
 class Engine:
@@ -66,7 +154,7 @@ class Engine:
     ``progress`` shows a tqdm bar (None: only on a TTY); ``trackers[i]`` (or None) watches run i: it
     is started at the step the run starts or resumes from, given each curve row as it is made and
     closed when training ends (:mod:`diffusion_lib.watch.job_tracking`). :meth:`train` returns one
-    :class:`~diffusion_lib.train.result.TrainResult` per run; :meth:`models` gives a run's weights.
+    :class:`TrainResult` per run; :meth:`models` gives a run's weights.
     """
 
     def __init__(self, diffusions: Sequence[GaussianDiffusion1D], generators: Sequence[torch.Generator],
@@ -116,7 +204,7 @@ class Engine:
                device: str | torch.device = "cpu", resume_paths: Sequence[str | Path | None] | None = None,
                progress: bool | None = None, trackers: Sequence[Tracker | None] | None = None) -> "Engine":
         """The engine of the runs ``configs`` describe, each seeded as the workflow seeds it
-        (:func:`~diffusion_lib.train.seeded.seeded_member`): a script's seed k trains the workflow's seed k."""
+        (:func:`~diffusion_lib.train.run_state.seeded_member`): a script's seed k trains the workflow's seed k."""
         members = [seeded_member(c.seed, c.rank, c.timesteps, mining, device, c.model) for c in configs]
         return cls([d for d, _ in members], [g for _, g in members], configs, val_set, device, resume_paths, progress,
                    trackers)

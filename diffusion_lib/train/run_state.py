@@ -1,5 +1,5 @@
-"""One run of an engine: its state while it trains (:class:`RunState`) and its resume checkpoint,
-what that holds and how a run is restored from it.
+"""One run of an engine: its initial state from its seed (:func:`seeded_member`), its state while it
+trains (:class:`RunState`) and its resume checkpoint, what that holds and how a run is restored from it.
 
 One checkpoint format for every run, alone or in a pack, and the format of every earlier trainer
 (tests/test_engine.py loads the layout Trainer1D wrote): ``model`` (the energy network's weights,
@@ -21,13 +21,15 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from ..ired.data import ProblemStream
-from ..ired.diffusion import GaussianDiffusion1D
+from ..ired.diffusion import GaussianDiffusion1D, build_diffusion
 from ..ired.functional import draw_noise
+from ..ired.seeding import derive_seed
+from ..settings.mining import MiningConfig
 from ..settings.run_config import TrainConfig
 from . import checkpoint as ckpt
 from .progress import Tracker
@@ -174,3 +176,29 @@ def resume_all(runs: Sequence[RunState], stack: Stack, names: list[str], device:
         restore(run, i, stack, names, device, state)
         run.resumed_from = run.step
         log.info("run %d (seed %d) resumed from %s at step %d", i, run.config.seed, run.resume_path, run.step)
+
+
+# --------------------------------------------------------------------------- a run's initial state from its seed
+def seeded_model(seed: int, rank: int, timesteps: int, mining: MiningConfig | dict | None,
+                 model: Mapping[str, Any] | None = None) -> GaussianDiffusion1D:
+    """A run's initial model (architecture ``model``, method §3's by default): the global RNG seeded
+    with ``derive_seed(seed, "init")``, the model built on the CPU (see :func:`seeded_member` for the
+    noise generator that goes on from there)."""
+    torch.manual_seed(derive_seed(seed, "init"))
+    return build_diffusion(rank, timesteps, mining, model)
+
+
+def seeded_member(seed: int, rank: int, timesteps: int, mining: MiningConfig | dict | None,
+                  device: str | torch.device = "cpu", model: Mapping[str, Any] | None = None
+                  ) -> tuple[GaussianDiffusion1D, torch.Generator]:
+    """Run ``seed``'s initial model and its training-noise generator, as the workflow seeds them:
+    the generator continues the init RNG (on a CPU, its state after the build; on a GPU, a device
+    generator seeded alike). An engine given these trains the workflow's run ``seed``."""
+    device = torch.device(device)
+    diffusion = seeded_model(seed, rank, timesteps, mining, model)
+    generator = torch.Generator(device=device)
+    if device.type == "cpu":
+        generator.set_state(torch.get_rng_state())
+    else:
+        generator.manual_seed(derive_seed(seed, "init"))
+    return diffusion, generator

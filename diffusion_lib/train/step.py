@@ -33,7 +33,7 @@ from .adam import adam_, adam_captured_
 from ..ired.diffusion import GaussianDiffusion1D
 from .ema import EMASchedule, ema_update_
 from .aot import aot_gradients
-from ..ired.closed_form_scope import supports
+from ..ired.closed_form import supports
 from ..ired.gradients import GradientFn, checked, closed_form_gradients, func_gradients
 
 log = logging.getLogger(__name__)

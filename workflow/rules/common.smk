@@ -10,7 +10,7 @@ from diffusion_lib.plan import files, resources
 from diffusion_lib.plan.config import ConfigError, load_config
 from diffusion_lib.report.latex import PAPER_TABLES
 from diffusion_lib.plan.layout import EVAL_PATTERN, RUN_PATTERN, SPLITS, TEST_SETS, reference_params
-from diffusion_lib.plan.pack_jobs import study_packs
+from diffusion_lib.plan.packs import study_packs
 from diffusion_lib.plan.study_plan import StudyPlan
 from diffusion_lib.settings.provenance import code_fingerprint
 
@@ -104,7 +104,7 @@ TRAIN_PARAMS = {
     "code": CODE["train"],
 }
 
-# train.pack > 1: which runs train together, one job per pack and piece (diffusion_lib/plan/pack_jobs.py)
+# train.pack > 1: which runs train together, one job per pack and piece (diffusion_lib/plan/packs.py)
 PACK_JOBS = study_packs(PLAN, workflow.is_main_process)
 PACKS = sorted({job.pack.rule for job in PACK_JOBS})
 if not resources.inherit_profile_settings(workflow.resource_settings, [(j.rule, j.kind) for j in PACK_JOBS]):

@@ -68,7 +68,7 @@ if LADDER and not PACKS:
             **train_resources(lambda wc: PLAN.trunk_job(wc.run, wc.step)),
 
 
-# train.pack > 1: one rule per pack and piece (diffusion_lib/plan/pack_jobs.py): with the ladder, each
+# train.pack > 1: one rule per pack and piece (diffusion_lib/plan/packs.py): with the ladder, each
 # trunk piece and each smaller rung of the pack's runs, and the full budget (the rule named after the
 # pack). A loop, since a pack's outputs are its runs' own files, a set no wildcard pattern names; params
 # equal the single-run rules' (the script reads its runs from its files), so changing the pack size or

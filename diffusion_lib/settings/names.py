@@ -1,13 +1,26 @@
-"""How sweep grid points are named (torch-free, shared by the config and the ablation report).
+"""How runs and sweep grid points are named (torch-free).
 
-A grid point ``{param: value, ...}`` over base strategy ``NAME`` is the strategy
-``NAME__param-value[__param-value...]`` with parameters in sorted order and values written
-canonically (:func:`format_value`), so the same grid always yields the same names; grid keys spelled
-``train.<key>`` vary the base strategy's training override of ``<key>``.
+A run directory is ``<mode>-seed<k>-<key>``, its key a hash of everything that shapes the run
+(:mod:`diffusion_lib.plan.layout`). A sweep grid point ``{param: value, ...}`` over base strategy
+``NAME`` is the strategy ``NAME__param-value[__param-value...]`` with parameters in sorted order and
+values written canonically (:func:`format_value`), so the same grid always yields the same names;
+grid keys spelled ``train.<key>`` vary the base strategy's training override of ``<key>``.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
+
+RUN_PATTERN = r"(none|random|adversarial)-seed\d+-[0-9a-f]{12}"
+
+
+def seed_of(run: str) -> int:
+    """The training seed of run directory ``run`` (its name holds it, and its key depends on it)."""
+    match = re.fullmatch(RUN_PATTERN.replace(r"seed\d+", r"seed(\d+)"), run)
+    if match is None:
+        raise ValueError(f"{run!r} is not a run directory name ({RUN_PATTERN})")
+    return int(match.group(2))
+
 
 SWEEP_SEP = "__"
 #: grid keys spelled ``train.<key>`` vary the base strategy's training override of ``<key>``

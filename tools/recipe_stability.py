@@ -14,7 +14,7 @@ The stability sweep trains each arm at each learning rate as one long constant-l
   run at the chosen lr has a trunk skill of at least ``min_skill`` at the rung's branch point.
 
 Both rules read stability, validation loss and cost only, never a contrast between arms.
-``python -m diffusion_lib.plan.recipe_stability config/stability.yaml`` prints the table and the choices
+``python -m tools.recipe_stability config/stability.yaml`` prints the table and the choices
 from a finished sweep.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from ..analysis.instability import InstabilityRule
-from ..settings.lr_schedule import decay_start
+from diffusion_lib.analysis.instability import InstabilityRule
+from diffusion_lib.settings.lr_schedule import decay_start
 
 
 def run_stability(curve: pd.DataFrame, rule: InstabilityRule, checks: Sequence[int] = ()) -> dict[str, Any]:
@@ -104,15 +104,15 @@ def markdown(table: pd.DataFrame, checks: Sequence[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m diffusion_lib.plan.recipe_stability config/stability.yaml [--study-steps 5800]``: the sweep's
+    """``python -m tools.recipe_stability config/stability.yaml [--study-steps 5800]``: the sweep's
     table and the recipe rules' choices (run from the checkout root, after the sweep finished)."""
     import argparse
 
-    from ..ired.data import load_heldout, reference_mean_target, trivial_predictor_mse
-    from .layout import Layout, load_study_config
-    from ..ired.seeding import derive_seed
+    from diffusion_lib.ired.data import load_heldout, reference_mean_target, trivial_predictor_mse
+    from diffusion_lib.plan.layout import Layout, load_study_config
+    from diffusion_lib.ired.seeding import derive_seed
 
-    parser = argparse.ArgumentParser(prog="python -m diffusion_lib.recipe_stability", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.recipe_stability", description=main.__doc__)
     parser.add_argument("overlay", help="the sweep's config overlay (merged over config/config.yaml)")
     parser.add_argument("--study-steps", type=int, default=5800, help="train.steps of the study being designed")
     args = parser.parse_args(argv)
