@@ -20,7 +20,7 @@ if [ "${#ALL[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null
         echo "test.sh: the local SLURM cluster did not start; SLURM tests will be skipped" >&2
     fi
 fi
-# Headless Chromium for the report-in-a-browser test (tests/test_report_browser.py), where it can be installed
+# Headless Chromium for the report-in-a-browser test (tests/report/test_report_browser.py), where it can be installed
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && ! command -v chromium >/dev/null 2>&1; then
     { apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
         || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }; } \

@@ -10,8 +10,17 @@ from pathlib import Path
 
 import yaml
 
+from diffusion_lib.plan.files import FIGURES, TABLES
+from diffusion_lib.report.latex import PAPER_TABLES
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# what a reader checks by eye (screenshots of report pages) is kept here after the run
+ARTIFACTS = Path(os.environ.get("IRED_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+# every file a finished .test study writes under its report folder
+REPORT_FILES = ["report.md", "report.html", *(f"figures/{f}.png" for f in (*FIGURES, "ablation_opt_steps")),
+                *(f"tables/{t}.csv" for t in TABLES), "tables/verdict.json",
+                *(f"tables/{t}.tex" for t in PAPER_TABLES)]
 
 
 def make_workdir(path: Path, config: dict | None = None, base: str = ".test/config/config.yaml") -> Path:

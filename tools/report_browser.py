@@ -1,7 +1,7 @@
 """The HTML report as a browser shows it: headless Chromium loads ``report.html`` and says whether
 its figures loaded and what it reads first, or takes a screenshot of it (``tools/screenshot.py``).
 
-Nothing here is needed to build a report; it checks one (tests/test_report_browser.py) and makes
+Nothing here is needed to build a report; it checks one (tests/report/test_report_browser.py) and makes
 the pictures in docs/. :func:`find_chromium` returns None where no Chromium is installed.
 """
 from __future__ import annotations

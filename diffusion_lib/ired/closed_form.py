@@ -12,7 +12,7 @@ What it saves against autograd on the module (docs/performance.md, issue 22): no
 walked; only the y-columns of ``fc1`` enter ∇_y E; ``x W₁ₓᵀ + b₁`` is computed once per batch (once per
 sampling call) and shared by every y at which the energy is evaluated (:class:`Rows`); the time path
 (sinusoidal features, time MLP, FiLM) runs on the K timesteps instead of on every row
-(:class:`TimeTable`). The mathematics is the module's, summed in another order: tests/test_closed_form.py
+(:class:`TimeTable`). The mathematics is the module's, summed in another order: tests/ired/test_closed_form.py
 checks E, ∇_y E and every weight gradient against autograd on the module in float64.
 
 What it applies to (issue 32.4): method §3's network with the 16 tensors of :data:`NAMES`;

@@ -6,7 +6,7 @@ forward, which ``torch.func`` transforms and ``torch.compile`` cannot trace thro
 same mathematics is written functionally: :func:`energy_grad` is ``torch.func.grad`` of the
 summed energy with respect to y, and :mod:`diffusion_lib.ired.gradients` takes ``torch.func.grad`` of
 :func:`loss` (which contains that gradient) with respect to the parameters. Both equal the module path
-(tests/test_functional.py: float64, 1e-12) and the whole function compiles with ``fullgraph``.
+(tests/ired/test_functional.py: float64, 1e-12) and the whole function compiles with ``fullgraph``.
 
 The random draws (time steps and the two noises) are arguments, drawn by :func:`draw_noise` in the
 module path's order, so a functional step consumes the generator exactly as the module step does.

@@ -14,7 +14,7 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
   run backwards through ∇_y E, with SiLU's second derivative, then through the forward pass), at the
   diffusion module's own parameters (the engine makes them views of its stacked weights); one run
   only, eager, the fastest path on a CPU (docs/performance.md, issue 22; it equals autograd on the
-  module and the functional gradient in float64, tests/test_functional.py, tests/test_closed_form.py),
+  module and the functional gradient in float64, tests/ired/test_functional.py, tests/ired/test_closed_form.py),
   for method §3's network only (:func:`diffusion_lib.ired.closed_form.supports`); :func:`checked` runs it
   against ``torch.func`` in float64 at every job's first step.
 """

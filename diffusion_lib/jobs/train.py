@@ -5,7 +5,7 @@ With the budget ladder (:mod:`diffusion_lib.settings.ladder`) a run is trained i
 the constant-lr trunk from one branch point to the next and save its full training state there
 (model, EMA, Adam, RNG, data stream, curve); *branch* jobs start from a trunk state and train the
 decay to their budget, writing a model like a run does (the ``train`` rule is the full budget's
-branch). A branch equals a run trained with that schedule from scratch (tests/test_ladder.py).
+branch). A branch equals a run trained with that schedule from scratch (tests/settings/test_ladder.py).
 """
 from __future__ import annotations
 

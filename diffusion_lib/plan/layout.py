@@ -32,7 +32,7 @@ TEST_SETS = ("test_id", "test_ood")
 EVAL_PATTERN = r"[0-9a-f]{10}"
 # how a run is computed, not what it computes: never part of a key or a param (TrainConfig.identity);
 # the schema's ``x-shapes-run: false`` fields (``pack``: runs trained together equal their solo runs,
-# tests/test_pack.py)
+# tests/train/test_pack.py)
 NOT_SHAPING_TRAIN_KEYS = NOT_SHAPING
 
 

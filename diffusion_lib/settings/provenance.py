@@ -29,7 +29,7 @@ from typing import Any
 
 PACKAGE = "diffusion_lib"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-# modules that watch a job and never shape its outputs (tests/test_tracking.py proves a tracked and
+# modules that watch a job and never shape its outputs (tests/watch/test_tracking.py proves a tracked and
 # an untracked study give equal results)
 OBSERVERS = frozenset(f"{PACKAGE}.{name}" for name in ("train.progress", "watch.job_tracking", "watch.tensorboard",
                                                      "watch.mlflow_client", "watch.mlflow_runs"))

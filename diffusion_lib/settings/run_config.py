@@ -118,8 +118,8 @@ class TrainConfig:
         Left out (:data:`IMPLEMENTATION_KEYS`): ``checkpoint_every`` (checkpoints only save state: a
         resumed run ends bitwise identical to an uninterrupted one), ``measure_flops`` (bookkeeping),
         ``compile``, ``cuda_graphs``, ``aot`` and ``gradients`` (the same step, computed another way:
-        equal to the module path in float64, tests/test_functional.py, tests/test_aot.py,
-        tests/test_closed_form.py). ``precision`` stays in: TF32 changes the numbers; so does the
+        equal to the module path in float64, tests/ired/test_functional.py, tests/train/test_aot.py,
+        tests/ired/test_closed_form.py). ``precision`` stays in: TF32 changes the numbers; so does the
         architecture (``model_*``), entered where it differs from method §3's network, so that the default
         network's runs keep the keys they had before ``train.model`` existed.
         """

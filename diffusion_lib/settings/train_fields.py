@@ -8,7 +8,7 @@ compile, CUDA graphs, packing). Everything else derives from the schema:
 * :data:`NOT_SHAPING`: the fields left out of a run's key, its params and its fingerprint;
 * :func:`flat_fields`: the block flattened onto :class:`~diffusion_lib.settings.run_config.TrainConfig`'s field
   names (``ema.decay`` → ``ema_decay``, ``lr_schedule.kind`` → ``lr_schedule``), the defaults
-  filled in, so ``TrainConfig``'s own defaults are the schema's (tests/test_config.py).
+  filled in, so ``TrainConfig``'s own defaults are the schema's (tests/plan/test_config.py).
 
 Torch-free (the workflow plans with it).
 """

@@ -5,7 +5,7 @@ Adam is elementwise, so one update of stacked tensors is N independent updates. 
 gradient and moments (on a CPU 7× faster than the seven ``_foreach`` passes of the default
 implementation, docs/performance.md), with the step count and learning rate as host numbers; a run's
 weights equal ``torch.optim.Adam(fused=True)``'s bit for bit and the default implementation's to
-rounding (tests/test_engine.py). :func:`adam_captured_` is the same update with the learning rate and
+rounding (tests/train/test_engine.py). :func:`adam_captured_` is the same update with the learning rate and
 the step counter as device tensors, as a CUDA graph needs (its replays read them from the device;
 its float rounding may differ from :func:`adam_` in the last bit).
 """

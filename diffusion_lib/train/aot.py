@@ -19,7 +19,7 @@ disagrees is not used: the job trains eagerly and says so once in its log. A fai
 remembered as ``<key>.failed`` next to the packages (delete it to try again); a missing compiler is not.
 
 The compiled step computes the same function as the eager one with its elementwise operations fused,
-so float32 results differ from eager ones by rounding (float64: tests/test_aot.py); runs do not key
+so float32 results differ from eager ones by rounding (float64: tests/train/test_aot.py); runs do not key
 on it (``train.aot`` is an implementation setting, like ``train.compile``).
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 #: environment variable naming the package cache (default: :func:`cache_dir`)
 CACHE_ENV = "IRED_AOT_CACHE"
 #: environment variable that turns the ahead-of-time step off where ``train.aot`` asks for it
-#: (``IRED_AOT=off``; the test suite sets it, so that only tests/test_aot.py compiles)
+#: (``IRED_AOT=off``; the test suite sets it, so that only tests/train/test_aot.py compiles)
 SWITCH_ENV = "IRED_AOT"
 #: a package's first gradient must equal the eager one to this relative tolerance (of each tensor's
 #: largest entry): float32 rounding passes, a wrong kernel does not

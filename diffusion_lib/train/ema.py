@@ -11,7 +11,7 @@ method §4 uses). ema-pytorch keeps its counter on the device and reads it (``.i
 update, which stalls a GPU's launch queue every step. Here the counter is the training step (a
 Python int) and the decay is computed with ema-pytorch's own float32 arithmetic on a CPU tensor
 (host memory, nothing to wait for), so on a CPU the weights match ema-pytorch's bit for bit
-(tests/test_ema.py) while an update is one device-side ``_foreach_lerp_`` over every run at once.
+(tests/train/test_ema.py) while an update is one device-side ``_foreach_lerp_`` over every run at once.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 trains (:class:`RunState`) and its resume checkpoint, what that holds and how a run is restored from it.
 
 One checkpoint format for every run, alone or in a pack, and the format of every earlier trainer
-(tests/test_engine.py loads the layout Trainer1D wrote): ``model`` (the energy network's weights,
+(tests/train/test_engine.py loads the layout Trainer1D wrote): ``model`` (the energy network's weights,
 ``model.ebm.<name>``), ``ema`` (``step``, ``initted``, ``ema_model`` weights), ``optimizer`` in
 ``torch.optim.Adam``'s ``state_dict`` layout, ``rng`` (the run's noise generator as the global RNG's
 state, per device), ``data`` (its stream), ``curve``, timers, ``diverged_at``, and the

@@ -3,11 +3,11 @@
 and a decay of the learning rate, a resume from a checkpoint written mid-run, and a member or a solo
 run diverging), in float64, with today's engine. From the repository root:
 
-    PYTHONPATH=tests python tests/golden/record_engine.py tests/golden/engine_float64.pt
+    python -m tests.golden.record_engine tests/golden/engine_float64.pt
 
 The file keeps a digest of each model (per tensor: sum, sum of squares and 16 entries) and the
 curves. The file in the repository was first recorded at bf81f49 by the engines the one engine
-replaced (Trainer1D, PackTrainer); tests/test_engine_golden.py holds today's engine to it at rtol 1e-9,
+replaced (Trainer1D, PackTrainer); tests/train/test_engine_golden.py holds today's engine to it at rtol 1e-9,
 so re-recording it is only for a deliberate change of the numbers. ``trainer1d-step8-layout.pt`` (the
 old engine's checkpoint layout) cannot be re-recorded: that engine no longer exists.
 """
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from scenarios import SCENARIOS, scenario  # noqa: E402
+from tests.golden.scenarios import SCENARIOS, scenario
 
 
 def record(names=SCENARIOS, tmp: Path | None = None) -> dict:
@@ -38,7 +37,7 @@ def record(names=SCENARIOS, tmp: Path | None = None) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: PYTHONPATH=tests python tests/golden/record_engine.py OUT.pt")
+        sys.exit("usage: python -m tests.golden.record_engine OUT.pt")
     out = record()
     for name, rec in out.items():
         print(name, rec["results"])

@@ -1,5 +1,5 @@
 """The scenarios of the engine's golden test (settings, digests, and how each is run with today's
-engine), shared by the recorder (tests/golden/record_engine.py) and tests/test_engine_golden.py.
+engine), shared by the recorder (tests/golden/record_engine.py) and tests/train/test_engine_golden.py.
 The golden file was first recorded at bf81f49 by the engines the one engine replaced."""
 from __future__ import annotations
 

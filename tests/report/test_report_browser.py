@@ -10,9 +10,9 @@ import base64
 import os
 
 import pytest
-from test_figures import synthetic  # noqa: F401 (the module-scoped synthetic study)
+from tests.report.test_figures import synthetic  # noqa: F401 (the module-scoped synthetic study)
 
-from conftest import ARTIFACTS
+from tests.workflow_helpers import ARTIFACTS
 from diffusion_lib.jobs.study import write_report
 from tools.report_browser import find_chromium, page_check, screenshot
 

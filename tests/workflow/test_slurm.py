@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPORT_FILES
-from workflow_helpers import ROOT, SNAKEMAKE, make_workdir, study_dir
+from tests.workflow_helpers import REPORT_FILES
+from tests.workflow_helpers import ROOT, SNAKEMAKE, make_workdir, study_dir
 from diffusion_lib.plan import files
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -47,7 +47,7 @@ def test_workflow_runs_through_slurm_like_locally(cluster, finished, tmp_path):
     """The finished local .test study loses two runs (seed 1 of the baseline and of the adversarial
     arm): every job that remakes them (trunk pieces, branches, the full budget, evaluations) goes
     through SLURM, asking for its rule's runtime, and the study's tables equal the local ones."""
-    from workflow_helpers import copy_workdir, layout_of, lose_runs
+    from tests.workflow_helpers import copy_workdir, layout_of, lose_runs
 
     local, _ = finished
     workdir = copy_workdir(local, tmp_path / "slurm")
@@ -103,10 +103,10 @@ def test_workflow_runs_through_slurm_like_locally(cluster, finished, tmp_path):
 def test_pack_jobs_run_through_slurm(cluster, tmp_path):
     """Pack jobs through SLURM: a finished packed study gains seed 3 while its seed-2 packs are forced
     to retrain; every pack job's process parses the Snakefile again and finds its rule (the plan
-    file; the deterministic case is tests/test_pack_workflow.py), and the new seed trains alone."""
+    file; the deterministic case is tests/workflow/test_pack_workflow.py), and the new seed trains alone."""
     import json
 
-    from workflow_helpers import job_counts, smk
+    from tests.workflow_helpers import job_counts, smk
 
     # two arms, one rung (a trunk piece to 16 steps and the full budget's branch): what packs need
     workdir = make_workdir(tmp_path / "packs", {"train": {"pack": 2}, "seeds": [0, 1, 2], "sweeps": [],
@@ -138,7 +138,7 @@ def test_until_stable_grows_the_ladder_through_slurm(cluster, tmp_path):
     trunk piece, branch and evaluations are submitted to SLURM, and nothing is left afterwards."""
     import json
 
-    from workflow_helpers import smk
+    from tests.workflow_helpers import smk
 
     workdir = make_workdir(tmp_path / "grow", {"sweeps": [], "comparison": {"ladder": {"rungs": [0.5, 1.0],
                                                                                           "compute_matched": False}}})

@@ -9,7 +9,7 @@ import pytest
 
 from diffusion_lib.plan import files, packs, resources
 from diffusion_lib.settings.lr_schedule import decay_start
-from workflow_helpers import (copy_repo, copy_workdir, job_counts, layout_of, make_workdir, overlay, planned, smk,
+from tests.workflow_helpers import (copy_repo, copy_workdir, job_counts, layout_of, make_workdir, overlay, planned, smk,
                               study_dir)
 
 pytestmark = pytest.mark.slow
@@ -168,7 +168,7 @@ def _jobs(dry_run: str) -> list[dict[str, str]]:
 
 def test_rules_declare_runtime_memory_and_gpu(tmp_path):
     """Runtime from steps and measured steps/s, memory and GPU, for every training and evaluation job
-    (that the light rules run on the submit host, never through SLURM, tests/test_slurm.py shows)."""
+    (that the light rules run on the submit host, never through SLURM, tests/workflow/test_slurm.py shows)."""
     workdir = make_workdir(tmp_path)
     jobs = _jobs(output_of(smk(workdir, "-n")))
     layout = layout_of(workdir)

@@ -1,8 +1,8 @@
 """GPU-only checks of the engine's step modes (skipped without CUDA, with the reason).
 
-CPU proofs of the same code paths: tests/test_functional.py (functional gradient = module
+CPU proofs of the same code paths: tests/ired/test_functional.py (functional gradient = module
 gradient in float64, compiled = eager for a run and a pack, host reads per step),
-tests/test_engine.py (the device-scalar Adam a graph replays), tests/test_pack.py (pack = solo)."""
+tests/train/test_engine.py (the device-scalar Adam a graph replays), tests/train/test_pack.py (pack = solo)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,7 @@ from diffusion_lib.train.engine import Engine
 from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.train.step import GRAPH_WARMUP
 from diffusion_lib.train.host_reads import count_host_reads
-from trajectories import assert_same_update
+from tests.trajectories import assert_same_update
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU: CUDA graphs and TF32 exist only there")

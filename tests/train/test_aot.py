@@ -20,8 +20,8 @@ from diffusion_lib.ired.functional import draw_noise
 from diffusion_lib.ired.gradients import closed_form_gradients
 from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.train.step_mode import step_mode
-from golden import scenarios as rec
-from test_engine_golden import GOLDEN, assert_reproduces
+from tests.golden import scenarios as rec
+from tests.train.test_engine_golden import GOLDEN, assert_reproduces
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own deprecation notes
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from golden import scenarios as rec  # the scenarios' settings and digests, as the recorder used them
+from tests.golden import scenarios as rec  # the scenarios' settings and digests, as the recorder used them
+from tests.workflow_helpers import ROOT
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = ROOT / "tests" / "golden"
 
 
 @pytest.fixture(scope="module")

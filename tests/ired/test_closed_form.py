@@ -2,7 +2,7 @@
 module, in float64.
 
 The training gradient itself is checked against autograd on the module (and against the functional
-gradient) in tests/test_functional.py, for every mode, mining and not.
+gradient) in tests/ired/test_functional.py, for every mode, mining and not.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from diffusion_lib.train.flops import _flops_per_sample
 from diffusion_lib.ired.data import inverse_problems
 from diffusion_lib.ired.diffusion import build_diffusion
 from diffusion_lib.ired.gradients import weight_grads
+from tests.workflow_helpers import ROOT
 
 RANK = 3
 
@@ -139,6 +140,6 @@ def test_malloc_keeps_freed_memory_unless_the_user_tunes_it():
     code = "from diffusion_lib.jobs.runtime import keep_freed_memory; print(keep_freed_memory())"
     run = lambda env: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
                                      env=env, check=True).stdout.strip()
-    base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])}
+    base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     assert run(base) == ("True" if sys.platform == "linux" else "False")
     assert run({**base, "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}) == "False"

@@ -133,7 +133,7 @@ def test_a_failing_compile_falls_back_to_eager_with_one_log_line(caplog, monkeyp
 
 def test_cuda_graphs_need_a_gpu(caplog):
     if torch.cuda.is_available():
-        pytest.skip("a GPU is present: tests/test_gpu.py replays the graphs there")
+        pytest.skip("a GPU is present: tests/train/test_gpu.py replays the graphs there")
     with caplog.at_level("WARNING"):
         engine = _engine(cuda_graphs=True)
     assert engine.update.mode == "eager" and "needs a CUDA device" in caplog.text

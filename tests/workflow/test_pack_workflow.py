@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from workflow_helpers import copy_workdir, job_counts, make_workdir, overlay, planned, smk
+from tests.workflow_helpers import copy_workdir, job_counts, make_workdir, overlay, planned, smk
 from diffusion_lib.plan import files
 
 pytestmark = pytest.mark.slow

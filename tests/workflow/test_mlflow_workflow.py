@@ -21,7 +21,7 @@ from diffusion_lib.settings.mining import MiningConfig
 from diffusion_lib.watch.mlflow_client import flat_params
 from diffusion_lib.settings.run_config import train_config
 from diffusion_lib.settings.lr_schedule import decay_start
-from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, layout_of, lose_runs, make_workdir, planned, smk, study_dir
+from tests.workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, layout_of, lose_runs, make_workdir, planned, smk, study_dir
 from diffusion_lib.plan import files
 
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")

@@ -18,11 +18,12 @@ from diffusion_lib.plan.config import load_config
 from diffusion_lib.plan.files import ModelFiles, TrunkFiles, job_runs, trunk_state
 from diffusion_lib.plan.packs import study_packs
 from diffusion_lib.plan.study_plan import PlanError, StudyPlan, write_table
+from tests.workflow_helpers import ROOT
 
 
 @pytest.fixture(scope="module")
 def test_cfg(tmp_path_factory):
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     here, cache = os.getcwd(), tmp_path_factory.mktemp("flops")
     os.chdir(cache)  # the compute-matched rungs cache FLOP counts under results/.flops
     try:

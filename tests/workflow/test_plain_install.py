@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ARTIFACTS
+from tests.workflow_helpers import ARTIFACTS
 from tools.report_browser import find_chromium, page_check, screenshot
-from workflow_helpers import ROOT
+from tests.workflow_helpers import ROOT
 from diffusion_lib.plan import files
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@
 primary contrast without them and on the per-run median, and the report's disagreement line."""
 import pandas as pd
 import pytest
-from synthetic_study import study
+from tests.synthetic_study import study
 
 from diffusion_lib.analysis.failures import FAILURE_FACTOR, failure_table, sensitivity_table
 from diffusion_lib.analysis.statistics import judged_change

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 from matplotlib.lines import Line2D
-from synthetic_study import study
+from tests.synthetic_study import study
 
 from diffusion_lib.report.style import MARKERS, TAG, layout_problems
 from diffusion_lib.jobs.study import TABLES, _cached, draw_ablation, draw_figures, write_report

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_study import gap, study, values
+from tests.synthetic_study import gap, study, values
 
 from diffusion_lib.analysis import interpretation as interp
 from diffusion_lib.settings.budget import Budget, samples_text, share_text

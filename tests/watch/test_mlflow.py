@@ -1,7 +1,7 @@
 """MLflow tracking of training jobs (in-process, a SQLite store): one MLflow run per training run
 holding its curve, identity and status; a resumed job continues it without duplicated steps; a
 tracking server that is down or hangs costs a job one warning and nothing else. The workflow
-with a real ``mlflow server`` is tests/test_mlflow_workflow.py."""
+with a real ``mlflow server`` is tests/workflow/test_mlflow_workflow.py."""
 from __future__ import annotations
 
 import logging

@@ -15,7 +15,7 @@ from diffusion_lib.report.ablation import ablation_blocks
 from diffusion_lib.report.render import to_markdown
 from diffusion_lib.analysis.statistics import LABELS, relative_change_ci
 from diffusion_lib.analysis.tables import Endpoint
-from synthetic_study import values
+from tests.synthetic_study import values
 
 INF = math.inf
 OUTCOMES = LABELS
@@ -158,7 +158,7 @@ def test_report_lists_each_strategys_overrides_and_the_gaps(cached):
 
 def test_the_study_writes_gap_rows_draws_the_figure_and_reports_the_overrides(tmp_path):
     from diffusion_lib.jobs.study import TABLES, draw_ablation, write_report
-    from synthetic_study import study
+    from tests.synthetic_study import study
 
     points = {"baseline": {"base": "baseline", CLIP: 1.0}, "adversarial": {"base": "adversarial", CLIP: 1.0},
               "baseline__train.grad_clip-inf": {"base": "baseline", CLIP: INF},

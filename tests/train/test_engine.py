@@ -11,12 +11,13 @@ import torch
 
 from diffusion_lib.train.adam import adam_, adam_captured_
 from diffusion_lib.train.engine import Engine
-from golden import scenarios as rec  # the scenarios' settings and digests, as the recorder used them
+from tests.golden import scenarios as rec  # the scenarios' settings and digests, as the recorder used them
 from diffusion_lib.train.ema import ema_update_
 from diffusion_lib.ired.gradients import func_gradients
 from diffusion_lib.train.step import gradient_function, keep_frozen_
+from tests.workflow_helpers import ROOT
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = ROOT / "tests" / "golden"
 
 
 def _adam_runs(dtype, steps=25):

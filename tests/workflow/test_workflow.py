@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPORT_FILES
+from tests.workflow_helpers import REPORT_FILES
 from diffusion_lib.plan.config import load_config
-from workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, layout_of, make_workdir, run_dir, smk, study_dir
+from tests.workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, layout_of, make_workdir, run_dir, smk, study_dir
 from diffusion_lib.plan import files
 
 pytestmark = pytest.mark.slow

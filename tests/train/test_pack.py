@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from golden.scenarios import NaNStream  # a stream whose k-th batch is NaN
+from tests.golden.scenarios import NaNStream  # a stream whose k-th batch is NaN
 
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.settings.run_config import TrainConfig
@@ -213,7 +213,7 @@ def test_two_float32_ways_of_one_trajectory_are_one_update_and_a_changed_step_is
     """The GPU tests' comparison (tests/trajectories.py), on this CPU in float32: a pack's run (vmapped
     functional gradient) and the solo run (closed form) pass it, though Adam may move weights whose
     gradient is rounding noise apart; a 10% larger learning rate or another seed fails it."""
-    from trajectories import assert_same_update, update_difference
+    from tests.trajectories import assert_same_update, update_difference
 
     cfg = TrainConfig(steps=12, batch_size=64, lr=1e-3, rank=20, log_every=12, eval_every=1000,
                       checkpoint_every=1000, measure_flops=False, aot=False)

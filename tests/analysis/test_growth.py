@@ -1,5 +1,5 @@
 """comparison.ladder.until_stable (method §8.1): the look's stopping rule, the walk over looks, the
-config checks and the layout of grown rungs. End to end on .test: tests/test_workflow.py."""
+config checks and the layout of grown rungs. End to end on .test: tests/workflow/test_workflow.py."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +11,7 @@ from diffusion_lib.analysis.growth import (MARGIN, MAX_BUDGET, STABLE, UNASSESSA
 from diffusion_lib.analysis.study import Comparison
 from diffusion_lib.settings.ladder import grown_steps
 from diffusion_lib.plan.layout import Layout
-from synthetic_study import TRIVIAL, write_model
+from tests.synthetic_study import TRIVIAL, write_model
 
 ROOM = {"next_trunk": 4640, "seen_stable": 9280}  # the next rung's trunk is exactly half of what was seen stable
 

@@ -7,7 +7,7 @@ verdict are exercised together.
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_study import gap, study
+from tests.synthetic_study import gap, study
 
 from diffusion_lib.analysis.convergence import ConvergenceRule, run_gate, strategy_gate
 from diffusion_lib.analysis.statistics import BETTER, BETTER_BEYOND, EQUIVALENT, WORSE, WORSE_BEYOND
