@@ -1,5 +1,7 @@
 """Study configuration: schema validation with defaults, then the semantic checks
-(:mod:`diffusion_lib.plan.config_checks`) and sweep expansion (:mod:`diffusion_lib.plan.sweeps`).
+(:mod:`diffusion_lib.plan.config_checks`) and sweep expansion (issue 7: a grid over a base strategy's
+mining config and training overrides, one strategy per grid point, named canonically by
+:mod:`diffusion_lib.settings.names`: :func:`expand_sweep`).
 
 :func:`load_config` is what the Snakefile calls before scheduling anything. It validates the whole
 mapping against ``config.schema.yaml`` (package data, next to this module; filling in defaults), then checks what a
@@ -23,18 +25,48 @@ again: that strategy's runs stand for the point in the ablation table and figure
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import jsonschema
 import yaml
 
 from ..settings.mining import MiningConfig
+from ..settings.names import SWEEP_TRAIN_PREFIX, sweep_name
 from ..settings.train_fields import SCHEMA_PATH  # the schema, shipped as package data
 from .config_checks import semantic_problems
-from .sweeps import effective_overrides
-from .sweeps import expand_sweep
+
+
+class GridPoint(NamedTuple):
+    """One point of a sweep: the strategy it becomes."""
+
+    name: str
+    mining: dict[str, Any]  #: the base's mining config with the point's mining values
+    train: dict[str, Any]  #: the base's training overrides with the point's ``train.*`` values
+    point: dict[str, Any]  #: the swept values, keyed as in the grid (``opt_steps``, ``train.lr``)
+
+
+def expand_sweep(base: str, base_mining: Mapping[str, Any], grid: Mapping[str, list],
+                 base_train: Mapping[str, Any] | None = None) -> Iterator[GridPoint]:
+    """Every point of ``grid`` over the base strategy's mining config and training overrides."""
+    keys = sorted(grid)
+    values = [sorted(set(grid[k])) for k in keys]
+    for combo in itertools.product(*values):
+        point = dict(zip(keys, combo))
+        mining = {k: v for k, v in point.items() if not k.startswith(SWEEP_TRAIN_PREFIX)}
+        train = {k[len(SWEEP_TRAIN_PREFIX):]: v for k, v in point.items() if k.startswith(SWEEP_TRAIN_PREFIX)}
+        yield GridPoint(sweep_name(base, point), {**base_mining, **mining}, {**(base_train or {}), **train}, point)
+
+
+def effective_overrides(train: Mapping[str, Any], override: Mapping[str, Any], keys: tuple[str, ...]
+                        ) -> dict[str, Any]:
+    """Every overridable key's value for a strategy with ``override`` (the top-level ``train``
+    block's where it declares none): with its mining config, what tells its runs apart."""
+    values = {k: override.get(k, train[k]) for k in keys}
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
+
 
 
 class ConfigError(ValueError):

@@ -7,7 +7,7 @@ import math
 import re
 
 from diffusion_lib.plan.config import ConfigError, load_config, load_schema
-from diffusion_lib.plan.sweeps import expand_sweep
+from diffusion_lib.plan.config import expand_sweep
 from diffusion_lib.settings.names import format_value, sweep_name
 
 GOOD = {
