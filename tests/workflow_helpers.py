@@ -101,15 +101,25 @@ def lose_runs(workdir: Path, seed: int = 1, strategies: tuple[str, ...] = ("base
     return lost
 
 
-def layout_of(workdir: Path, *overlays: Path):
-    """The results layout of the study in ``workdir`` (its config/config.yaml, overlays merged on top)."""
-    from diffusion_lib.plan.config import load_config
-    from diffusion_lib.plan.layout import Layout, _merge
+def config_of(workdir: Path, *overlays: Path) -> dict:
+    """The validated config of the study in ``workdir`` (its config/config.yaml, overlays merged on top)."""
+    from diffusion_lib.plan.config import load_study_config
 
-    cfg: dict = {}
-    for path in (workdir / "config" / "config.yaml", *overlays):
-        _merge(cfg, yaml.safe_load(Path(path).read_text()) or {})
-    return Layout(load_config(cfg))
+    return load_study_config([workdir / "config" / "config.yaml", *overlays])
+
+
+def layout_of(workdir: Path, *overlays: Path):
+    """The results layout of the study in ``workdir`` (:func:`config_of`)."""
+    from diffusion_lib.plan.layout import Layout
+
+    return Layout(config_of(workdir, *overlays))
+
+
+def budgets_of(workdir: Path, *overlays: Path):
+    """The training budgets (rungs, branch points) of the study in ``workdir`` (:func:`config_of`)."""
+    from diffusion_lib.plan.budgets import Budgets
+
+    return Budgets(config_of(workdir, *overlays))
 
 
 def run_dir(workdir: Path, strategy: str, seed: int, *overlays: Path) -> Path:

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from diffusion_lib.ired.data import load_heldout, reference_mean_target, trivial_predictor_mse
-    from diffusion_lib.plan.layout import Layout, load_study_config
+    from diffusion_lib.plan.config import load_study_config
+    from diffusion_lib.plan.layout import Layout
     from diffusion_lib.ired.seeding import derive_seed
 
     parser = argparse.ArgumentParser(prog="python -m tools.recipe_stability", description=main.__doc__)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     checks = sorted({decay_start(round(r * args.study_steps), f) for r in (0.5, 0.75, 1.0)})
     arms = {s: (cfg["strategies"][s]["mode"], float(cfg["strategy_train"][s].get("lr", train["lr"])))
             for s in cfg["strategies"]}
-    curves = pd.read_csv(f"{layout.study_dir}/tables/curves.csv")
+    curves = pd.read_csv(layout.files.table("curves"))
     table = sweep_table(curves, arms, InstabilityRule.from_mapping(cfg["comparison"]["instability"]), entry_mean, checks)
     print(f"per-entry-mean predictor on the {len(val)} validation problems: MSE {entry_mean:.5f}\n")
     print(markdown(table, checks))

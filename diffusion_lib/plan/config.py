@@ -243,3 +243,23 @@ def option(config: Mapping[str, Any], dotted: str, schema_path: str | Path = SCH
         schema = _resolve_ref(schema, root)["properties"][part]
         value = value.get(part) if isinstance(value, Mapping) else None
     return copy.deepcopy(_resolve_ref(schema, root).get("default")) if value is None else value
+
+
+def merge_config(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Snakemake's --configfile semantics: mappings merge recursively, anything else replaces."""
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge_config(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load_study_config(configfiles: Sequence[str | Path]) -> dict[str, Any]:
+    """The validated study config of ``configfiles``, later files merged over earlier ones as
+    Snakemake merges --configfile files."""
+    cfg: dict[str, Any] = {}
+    for path in configfiles:
+        with open(path) as fh:
+            merge_config(cfg, yaml.safe_load(fh) or {})
+    return load_config(cfg)

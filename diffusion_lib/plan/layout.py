@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from ..settings.mining import MiningConfig
 from ..settings.train_fields import NOT_SHAPING
 from ..settings.run_config import train_config
-from ..settings.ladder import Rung, compute_matched_steps, decay_fraction, grown_steps, ladder_steps, rungs_of, uses_trunk
 from ..settings.provenance import value_key
 from ..settings.names import RUN_PATTERN, seed_of  # noqa: F401 (re-exported: the workflow's wildcard pattern)
 from . import files
@@ -117,76 +114,6 @@ class Layout:
     def eval_dir(self, run: str) -> str:
         return files.eval_dir(run, self.eval_key)
 
-    # ------------------------------------------------------------ the budget ladder (diffusion_lib.settings.ladder)
-    @property
-    def ladder_budgets(self) -> list[int]:
-        """The ladder's budgets (training steps), ascending; the last is ``train.steps``."""
-        train = self.cfg["train"]
-        if not uses_trunk(train):
-            return [train["steps"]]
-        return ladder_steps(train["steps"], self.cfg["comparison"]["ladder"]["rungs"], decay_fraction(train),
-                            train["log_every"])
-
-    @property
-    def grown_budgets(self) -> list[int]:
-        """The budgets ``comparison.ladder.until_stable`` may add above ``train.steps``, in the order it
-        would add them (each twice the last); whether it does is decided look by look in the workflow
-        (:mod:`diffusion_lib.analysis.growth`)."""
-        train = self.cfg["train"]
-        growth = self.cfg["comparison"]["ladder"].get("until_stable") if uses_trunk(train) else None
-        return grown_steps(train["steps"], growth["max_steps"] if growth else None)
-
-    def grown_so_far(self) -> list[int]:
-        """The rungs ``until_stable`` has added so far, from the looks on disk."""
-        from ..analysis.growth import final_top, walk_looks  # local: growth reads stability (pandas, numpy)
-
-        full = self.cfg["train"]["steps"]
-        top = final_top(full, walk_looks(full, self.files.look)) if self.grown_budgets else full
-        return [b for b in self.grown_budgets if b <= top]
-
-    def budgets_up_to(self, top: int) -> list[int]:
-        """The ladder's budgets when its largest rung is ``top`` (the declared ones, then the grown ones)."""
-        return [b for b in [*self.ladder_budgets, *self.grown_budgets] if b <= top]
-
-    @cached_property
-    def compute_matched(self) -> dict[str, int]:
-        """Each mining arm of the verdict (comparison.random / .adversarial) → the budget at which
-        its cumulative training FLOPs equal the baseline's at the full budget (worked out once per
-        layout: every rung lookup reads it)."""
-        cfg, train = self.cfg, self.cfg["train"]
-        comparison = cfg["comparison"]
-        if not (uses_trunk(train) and comparison["ladder"]["compute_matched"]):
-            return {}
-        from ..train.flops import training_flops_per_sample  # local: profiles a model (torch), only when asked
-
-        def flops(strategy: str) -> float:
-            mining = MiningConfig.from_mapping(cfg["strategies"][strategy])
-            return training_flops_per_sample(asdict(mining), cfg["data"]["rank"], train["timesteps"],
-                                             cache_dir=files.FLOPS_CACHE, model=train.get("model"))
-
-        base = comparison["baseline"]
-        arms = [comparison[r] for r in ("random", "adversarial") if comparison[r] in cfg["strategies"]]
-        if base not in cfg["strategies"]:
-            return {}
-        return {s: compute_matched_steps(train["steps"], flops(base), flops(s), decay_fraction(train),
-                                         train["log_every"]) for s in arms}
-
-    def rungs(self, spec: RunSpec) -> list[Rung]:
-        """Every budget run ``settings`` may be trained to (ladder, the rungs ``until_stable`` may add, and,
-        for a mining arm, compute-matched), ascending by steps; a budget that is both is listed once, as
-        a ladder rung."""
-        train = self.cfg["train"]
-        f = decay_fraction(train) if uses_trunk(train) else 0.0
-        rungs = {b: r for r in rungs_of([*self.ladder_budgets, *self.grown_budgets], f) for b in [r.steps]}
-        matched = self.compute_matched.get(spec.strategy)
-        if matched is not None and matched not in rungs:
-            rungs[matched] = rungs_of([matched], f, "compute_matched")[0]
-        return [rungs[b] for b in sorted(rungs)]
-
-    def branch_points(self, spec: RunSpec) -> list[int]:
-        """The trunk steps at which run ``settings``'s trunk state is saved (its rungs' branch points)."""
-        return sorted({r.branch_point for r in self.rungs(spec)})
-
     def rung_dir(self, run: str, steps: int) -> str:
         """Where run ``run``'s model at budget ``steps`` lives (:func:`~diffusion_lib.plan.files.model_dir`)."""
         return files.model_dir(run, steps, self.cfg["train"]["steps"])
@@ -220,30 +147,6 @@ class Layout:
                  "eval_dir": self.eval_dir(r.run)} for r in self.runs]
 
 
-def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    """Snakemake's --configfile semantics: mappings merge recursively, anything else replaces."""
-    for key, value in overlay.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def load_study_config(configfiles: Sequence[str | Path]) -> dict[str, Any]:
-    """The validated study config of ``configfiles``, later files merged over earlier ones as
-    Snakemake merges --configfile files."""
-    import yaml
-
-    from .config import load_config
-
-    cfg: dict[str, Any] = {}
-    for path in configfiles:
-        with open(path) as fh:
-            _merge(cfg, yaml.safe_load(fh) or {})
-    return load_config(cfg)
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m diffusion_lib.plan.layout config/config.yaml [overlay.yaml ...]``: where each
     (strategy, seed) of that study lives, as tab-separated lines."""
@@ -252,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m diffusion_lib.layout", description=main.__doc__)
     parser.add_argument("configfiles", nargs="+", help="config files, later ones merged over earlier ones")
     args = parser.parse_args(argv)
+    from .config import load_study_config
+
     layout = Layout(load_study_config(args.configfiles))
     print(f"# study {layout.study}: report in {layout.study_dir}/")
     print("strategy\tseed\trun_dir\teval_dir")

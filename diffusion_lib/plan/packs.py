@@ -144,7 +144,7 @@ def study_packs(plan: StudyPlan, main_process: bool) -> list[PackJob]:
             return all(map(plan.exists, ModelFiles(spec.dir).outputs.values()))
 
         packs = plan_packs(runs, size, finished,
-                           lambda r: [g.steps for g in plan.layout.rungs(r)] if plan.ladder else [])
+                           lambda r: [g.steps for g in plan.budgets.rungs(r)] if plan.ladder else [])
         if main_process:
             write_pack_plan(packs, path)
     return [PackJob(pack, tuple(plan.jobs[first.kind, r.run, first.to] for r in pack.runs))

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 from ..analysis.growth import Look, describe_looks, final_top, walk_looks
 from ..settings.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
 from ..settings.lr_schedule import decay_start
+from .budgets import Budgets
 from .layout import Layout, RunSpec, split_params
 from .resources import train_runtime
 from .files import RUN_DIR, SPLIT, ModelFiles, TrunkFiles, eval_dir, model_dir, trunk_state
@@ -80,7 +81,7 @@ class StudyPlan:
     def __init__(self, cfg: Mapping[str, Any], exists: Callable[[str], bool] = os.path.exists,
                  listdir: Callable[[str], list[str]] | None = None,
                  read_json: Callable[[str], Any] | None = None):
-        self.cfg, self.layout = cfg, Layout(cfg)
+        self.cfg, self.layout, self.budgets = cfg, Layout(cfg), Budgets(cfg)
         self.exists = exists
         self._listdir = listdir or (lambda d: os.listdir(d) if os.path.isdir(d) else [])
         self._read_json = read_json or _read_json
@@ -95,8 +96,8 @@ class StudyPlan:
         if not self.ladder:
             return [TrainJob("train", spec, self.full, 1.0, None, self.full)]
         jobs = [TrainJob("trunk", spec, k, k / self.full, self._trunk_start(spec, k), self.full)
-                for k in self.layout.branch_points(spec)]
-        for rung in self.layout.rungs(spec):
+                for k in self.budgets.branch_points(spec)]
+        for rung in self.budgets.rungs(spec):
             jobs.append(TrainJob("train" if rung.steps == self.full else "branch", spec, rung.steps,
                                  (rung.steps - rung.branch_point) / self.full,
                                  trunk_state(spec.run, rung.branch_point), self.full))
@@ -107,7 +108,7 @@ class StudyPlan:
         if self.exists(state["sidecar"]) and self.exists(state["state"]):
             return self._read_json(state["sidecar"]).get("from") or None
         saved = (re.fullmatch(r"step-(\d+)\.ckpt", n) for n in self._listdir(RUN_DIR.format(run=spec.run) + "/trunk"))
-        before = [s for s in {*self.layout.branch_points(spec), *(int(m[1]) for m in saved if m)} if s < step]
+        before = [s for s in {*self.budgets.branch_points(spec), *(int(m[1]) for m in saved if m)} if s < step]
         return trunk_state(spec.run, max(before)) if before else None
 
     def table(self) -> list[dict[str, Any]]:
@@ -133,7 +134,7 @@ class StudyPlan:
         spec, step = self.run(run), int(step)
         if ("trunk", run, step) not in self.jobs:
             raise PlanError(f"{trunk_state(run, step)}: {step} is not a branch point of this run "
-                            f"(its branch points: {self.layout.branch_points(spec) if self.ladder else []})")
+                            f"(its branch points: {self.budgets.branch_points(spec) if self.ladder else []})")
         return self.jobs["trunk", run, step]
 
     def model_job(self, run: str, steps: int | str | None = None) -> TrainJob:
@@ -141,7 +142,7 @@ class StudyPlan:
         spec, steps = self.run(run), self.full if steps is None else int(steps)
         job = self.jobs.get(("train" if steps == self.full else "branch", run, steps))
         if job is None:
-            budgets = [r.steps for r in self.layout.rungs(spec)] if self.ladder else [self.full]
+            budgets = [r.steps for r in self.budgets.rungs(spec)] if self.ladder else [self.full]
             raise PlanError(f"{RUN_DIR.format(run=run)}: {steps} steps is not a budget of this run in study "
                             f"{self.cfg['study']!r} (its budgets: {budgets})")
         return job
@@ -200,11 +201,11 @@ class StudyPlan:
         train.steps: those until_stable added) and each mining arm's compute-matched rung, with
         their evaluation and curve files."""
         top = self.full if top is None else top
-        budgets, batch = self.layout.budgets_up_to(top), self.cfg["train"]["batch_size"]
+        budgets, batch = self.budgets.budgets_up_to(top), self.cfg["train"]["batch_size"]
         index = []
         for r in self.layout.runs:
-            rungs = self.layout.rungs(r) if self.ladder else []
-            matched = self.layout.compute_matched.get(r.strategy) if compute_matched else None
+            rungs = self.budgets.rungs(r) if self.ladder else []
+            matched = self.budgets.compute_matched.get(r.strategy) if compute_matched else None
             entries = [(g.steps, "ladder") for g in rungs if g.steps in budgets] or [(self.full, "ladder")]
             entries += [(matched, "compute_matched")] if matched is not None else []
             index += [{"strategy": r.strategy, "seed": r.seed, "run": r.run, "rung": steps, "kind": kind,
@@ -236,14 +237,14 @@ class StudyPlan:
 
     def next_budget(self, top: int) -> int | None:
         """The rung a look at ladder top ``top`` would add (None above ``max_steps``)."""
-        return next((b for b in self.layout.grown_budgets if b > top), None)
+        return next((b for b in self.budgets.grown_budgets if b > top), None)
 
     def longest_trunk(self, top: int) -> int | None:
         """The study's longest constant-lr trunk when its largest rung is ``top``: that rung's branch
         point (None without the ladder)."""
         if not self.ladder:
             return None
-        return max(r.branch_point for r in self.layout.rungs(self.layout.runs[0]) if r.steps <= top)
+        return max(r.branch_point for r in self.budgets.rungs(self.layout.runs[0]) if r.steps <= top)
 
     @property
     def growth_files(self) -> dict[str, str]:
@@ -268,10 +269,10 @@ class StudyPlan:
             "expected": [(r.strategy, r.seed) for r in self.layout.runs],
             # the reference's values stand in its file name's key: a param, since rerun triggers leave out input
             "reference_key": self.layout.reference_key,
-            "ladder": {"rungs": self.layout.budgets_up_to(top),
+            "ladder": {"rungs": self.budgets.budgets_up_to(top),
                        "decay_fraction": train["lr_schedule"].get("decay_fraction") if self.ladder else None,
                        "schedule": train["lr_schedule"]["kind"], "batch_size": train["batch_size"],
-                       "paper_samples": PAPER_SAMPLES, "compute_matched": self.layout.compute_matched},
+                       "paper_samples": PAPER_SAMPLES, "compute_matched": self.budgets.compute_matched},
             "comparison": cfg["comparison"], "default_inner": cfg["evaluation"]["default_inner"],
             "sweep_points": cfg["sweep_points"],
             # the study's full budget: train.steps, or the largest rung until_stable added

@@ -28,7 +28,8 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from ..analysis.instability import InstabilityRule
-from ..plan.layout import Layout, RunSpec, load_study_config
+from ..plan.config import load_study_config
+from ..plan.layout import Layout, RunSpec
 from ..plan.study_plan import KINDS, StudyPlan, TrainJob
 from ..train.progress import NAME, duration_text, read_heartbeat
 
@@ -44,8 +45,8 @@ def _jobs(plan: StudyPlan, spec: RunSpec) -> list[tuple[str, TrainJob, Path, Pat
     """(name, job, folder of its outputs and heartbeat, file that says it is done) of each training
     job of one run: its trunk pieces, smaller rungs and full budget, in that order (a rung
     until_stable may add counts once a look has added it)."""
-    grown = plan.layout.grown_so_far()
-    rungs = {r.steps: r for r in plan.layout.rungs(spec) if r.steps <= plan.full or r.steps in grown}
+    grown = plan.budgets.grown_so_far()
+    rungs = {r.steps: r for r in plan.budgets.rungs(spec) if r.steps <= plan.full or r.steps in grown}
     points = {r.branch_point for r in rungs.values()}
     names = {"trunk": "trunk to {:,}", "branch": "rung {:,}", "train": "full budget"}
     out = []

@@ -10,6 +10,7 @@ from diffusion_lib.analysis.growth import (MARGIN, MAX_BUDGET, STABLE, UNASSESSA
                                           walk_looks, write_look)
 from diffusion_lib.analysis.study import Comparison
 from diffusion_lib.settings.ladder import grown_steps
+from diffusion_lib.plan.budgets import Budgets
 from diffusion_lib.plan.layout import Layout
 from tests.synthetic_study import TRIVIAL, write_model
 
@@ -120,17 +121,19 @@ def test_config_refuses_a_maximum_below_the_budget_or_without_a_trunk():
         load_config(_cfg(until_stable={}))
 
 
-def test_layout_knows_the_rungs_it_may_add_and_scores_them_in_full(tmp_path, monkeypatch):
+def test_the_budgets_know_the_rungs_they_may_add_and_the_layout_scores_them_in_full(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    layout = Layout(load_config(_cfg(until_stable={"max_steps": 80})))
+    cfg = load_config(_cfg(until_stable={"max_steps": 80}))
+    layout, budgets = Layout(cfg), Budgets(cfg)
     spec = layout.runs[0]
-    assert layout.grown_budgets == [40, 80] and layout.budgets_up_to(40) == [10, 20, 40]
-    assert [r.steps for r in layout.rungs(spec)] == [10, 20, 40, 80]
-    assert layout.branch_points(spec) == [8, 16, 32, 64]
+    assert budgets.grown_budgets == [40, 80] and budgets.budgets_up_to(40) == [10, 20, 40]
+    assert [r.steps for r in budgets.rungs(spec)] == [10, 20, 40, 80]
+    assert budgets.branch_points(spec) == [8, 16, 32, 64]
     assert layout.rung_eval_dir(spec.run, 40).endswith(f"rung-40/eval-{layout.eval_key}")  # may become the full budget
     assert layout.rung_eval_dir(spec.run, 10).endswith(f"rung-10/eval-{layout.rung_eval_key}")
-    assert layout.grown_so_far() == []
+    assert budgets.grown_so_far() == []
     write_look(Look(20, 40, True, ""), layout.files.look(20))
-    assert layout.grown_so_far() == [40]
-    off = Layout(load_config(_cfg()))
-    assert off.grown_budgets == [] and [r.steps for r in off.rungs(off.runs[0])] == [10, 20]
+    assert budgets.grown_so_far() == [40]
+    off_cfg = load_config(_cfg())
+    off = Budgets(off_cfg)
+    assert off.grown_budgets == [] and [r.steps for r in off.rungs(Layout(off_cfg).runs[0])] == [10, 20]

@@ -16,7 +16,8 @@ from diffusion_lib.plan import packs as scheduling, resources
 from diffusion_lib.plan.config import coerce_cli_values, load_config, load_schema, option
 from diffusion_lib.ired.data import make_heldout
 from diffusion_lib.ired.diffusion import MiningConfig, build_diffusion
-from diffusion_lib.plan.layout import NOT_SHAPING_TRAIN_KEYS, Layout, _merge, run_train_block
+from diffusion_lib.plan.config import merge_config
+from diffusion_lib.plan.layout import NOT_SHAPING_TRAIN_KEYS, Layout, run_train_block
 from diffusion_lib.settings.provenance import module_closure, normalized_source, value_key
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.settings.run_config import TrainConfig
@@ -76,7 +77,7 @@ def test_strategy_names_do_not_enter_run_keys_and_overlays_share_runs(pilot, roo
     renamed["strategies"] = {"plain": pilot["strategies"]["baseline"], **pilot["strategies"]}
     shared = _runs(Layout(load_config(renamed)))
     assert [shared[("plain", k)] for k in pilot["seeds"]] == [shared[("baseline", k)] for k in pilot["seeds"]]
-    ablation = _merge(copy.deepcopy(pilot), yaml.safe_load((root / "config/ablation.yaml").read_text()))
+    ablation = merge_config(copy.deepcopy(pilot), yaml.safe_load((root / "config/ablation.yaml").read_text()))
     a, b = _runs(_layout(pilot)), _runs(Layout(load_config(ablation)))
     common = set(a) & set(b)
     assert {("baseline", 0), ("adversarial", 5), ("random", 2)} <= common

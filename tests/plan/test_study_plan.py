@@ -87,8 +87,8 @@ def test_the_table_lists_each_piece_of_each_run_once(plan_of):
     rows = plan.table()
     for spec in plan.layout.run_of.values():
         mine = [r for r in rows if r["run"] == spec.run]
-        assert [r["to"] for r in mine if r["kind"] == "trunk"] == plan.layout.branch_points(spec)
-        assert sorted(r["to"] for r in mine if r["kind"] != "trunk") == [g.steps for g in plan.layout.rungs(spec)]
+        assert [r["to"] for r in mine if r["kind"] == "trunk"] == plan.budgets.branch_points(spec)
+        assert sorted(r["to"] for r in mine if r["kind"] != "trunk") == [g.steps for g in plan.budgets.rungs(spec)]
         assert [r["to"] for r in mine if r["kind"] == "train"] == [plan.full]
     assert len(rows) == len(plan.jobs) == len({(r["kind"], r["run"], r["to"]) for r in rows})
     no_ladder = plan_of(train__lr_schedule={"kind": "cosine"}, comparison__ladder__rungs=[1.0])

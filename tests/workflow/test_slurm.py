@@ -47,13 +47,13 @@ def test_workflow_runs_through_slurm_like_locally(cluster, finished, tmp_path):
     """The finished local .test study loses two runs (seed 1 of the baseline and of the adversarial
     arm): every job that remakes them (trunk pieces, branches, the full budget, evaluations) goes
     through SLURM, asking for its rule's runtime, and the study's tables equal the local ones."""
-    from tests.workflow_helpers import copy_workdir, layout_of, lose_runs
+    from tests.workflow_helpers import budgets_of, copy_workdir, lose_runs
 
     local, _ = finished
     workdir = copy_workdir(local, tmp_path / "slurm")
-    layout, lost = layout_of(workdir), lose_runs(workdir)
-    trunks = sum(len(layout.branch_points(r)) for r in lost)
-    models = sum(len(layout.rungs(r)) for r in lost)  # each rung's branch, the full budget's job
+    budgets, lost = budgets_of(workdir), lose_runs(workdir)
+    trunks = sum(len(budgets.branch_points(r)) for r in lost)
+    models = sum(len(budgets.rungs(r)) for r in lost)  # each rung's branch, the full budget's job
     seen: set[str] = set()
     stop = threading.Event()
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from tests.workflow_helpers import REPORT_FILES
 from diffusion_lib.plan.config import load_config
-from tests.workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, job_counts, layout_of, make_workdir, run_dir, smk, study_dir
+from tests.workflow_helpers import (REPORT_FILES, ROOT, SNAKEMAKE, budgets_of, copy_workdir, job_counts, layout_of,
+                                    make_workdir, run_dir, smk, study_dir)
 from diffusion_lib.plan import files
 
 pytestmark = pytest.mark.slow
@@ -41,11 +41,11 @@ def test_dry_run_of_default_config_plans_every_job(tmp_path):
     counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", str(ROOT / "config" / "ablation.yaml"))))
     # the overlay's top-level seeds [0, 1] apply to the baseline and the new grid points (grid points
     # equal to an existing strategy reuse its runs); random and adversarial keep their own seeds
-    layout = layout_of(tmp_path, ROOT / "config" / "ablation.yaml")
+    layout, budgets = (f(tmp_path, ROOT / "config" / "ablation.yaml") for f in (layout_of, budgets_of))
     runs = list({r.run: r for r in layout.runs}.values())
     assert counts["train"] == len(runs) == 41 and counts["plot_ablation"] == 5
-    assert counts["trunk"] == sum(len(layout.branch_points(r)) for r in runs)
-    assert counts["evaluate"] == sum(len(layout.rungs(r)) for r in runs) == counts["branch"] + counts["train"]
+    assert counts["trunk"] == sum(len(budgets.branch_points(r)) for r in runs)
+    assert counts["evaluate"] == sum(len(budgets.rungs(r)) for r in runs) == counts["branch"] + counts["train"]
 
 
 def _tree(folder):
