@@ -10,6 +10,11 @@ extras=${1:-}
 TORCH=$(awk -F'==' '$1 == "torch" {print $2}' envs/tested.txt)
 PY=${PYTHON:-python}
 
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "install.sh: Python 3.11 or newer is needed (the pinned numpy, pandas and scipy of envs/tested.txt);" \
+         "this is $("$PY" --version 2>&1); create the venv with python3.11 or newer" >&2
+    exit 1
+fi
 have=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
 if [ "$have" = "$TORCH" ]; then
     echo "install.sh: torch $TORCH is already installed"

@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from diffusion_lib.jobs.study import TABLES, aggregate
+from diffusion_lib.jobs.study import aggregate
+from diffusion_lib.plan.files import TABLES
 
 ROLES = {"baseline": "baseline", "random": "random", "adversarial": "adversarial"}
 TRIVIAL = {s: {"zeros": 0.02, "entry_mean": 0.014} for s in ("test_id", "test_ood")}

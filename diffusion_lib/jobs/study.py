@@ -15,7 +15,6 @@ from ..analysis import tables as tab
 from ..analysis.growth import Look, decide_look, describe_looks, read_look_dict, validation_rungs, write_look
 from ..analysis.instability import describe_run
 from ..analysis.study import Comparison, Measured, analyse
-from ..plan.files import TABLES
 from ..report import document as rep
 from .runtime import log, write_json
 

@@ -16,7 +16,7 @@
         eval-<key>/                      an evaluation (also inside a rung folder)
       packs/                             with train.pack > 1: the pack plan and each pack job's benchmark
       studies/<study>/                   a study (StudyFiles): tables/, figures/, logs/, ladder/ (the
-                                         until_stable looks), report.md, report.html, jobs.tsv
+                                         until_stable looks), report.md, report.html, training_jobs.tsv
       .gpu-slots/ .flops/                GPU slot locks; the FLOP profiles the compute-matched rungs read
 
 The templates below are Snakemake wildcard patterns as well as format strings: the rules name
@@ -119,8 +119,11 @@ class StudyFiles:
 
     @property
     def jobs(self) -> str:
-        """Every training job of the study, its run and files (:meth:`StudyPlan.table`)."""
-        return f"{self.dir}/jobs.tsv"
+        """Every training job of the study, its run and files (:meth:`StudyPlan.table`; the output of the
+        ``jobs_table`` job, so Snakemake records it and rewrites it when the plan changes. Named apart
+        from the ``jobs.tsv`` earlier versions wrote while the workflow was parsed, which Snakemake
+        never recorded and would never rewrite)."""
+        return f"{self.dir}/training_jobs.tsv"
 
 
 def model_name(run: str, steps: int, full: int) -> str:

@@ -5,7 +5,7 @@ with the budget ladder (:mod:`diffusion_lib.settings.ladder`), a ``trunk`` job p
 (the constant-lr trunk to that step, continued from the previous saved state), a ``branch`` job per
 rung below the full budget (its decay from the trunk state at its branch point) and the ``train``
 job (the full budget's decay); without the ladder, only the ``train`` job (from scratch).
-:class:`StudyPlan` lists them all (:meth:`StudyPlan.table`, written to the study's ``jobs.tsv``),
+:class:`StudyPlan` lists them all (:meth:`StudyPlan.table`, written to the study's ``training_jobs.tsv``),
 and the rules' input functions are one-line lookups in it by wildcard value; a value the current
 config does not produce raises :class:`PlanError`, which says what it would produce.
 

@@ -157,7 +157,8 @@ def test_report_lists_each_strategys_overrides_and_the_gaps(cached):
 
 
 def test_the_study_writes_gap_rows_draws_the_figure_and_reports_the_overrides(tmp_path):
-    from diffusion_lib.jobs.study import TABLES, draw_ablation, write_report
+    from diffusion_lib.jobs.study import draw_ablation, write_report
+    from diffusion_lib.plan.files import TABLES
     from tests.synthetic_study import study
 
     points = {"baseline": {"base": "baseline", CLIP: 1.0}, "adversarial": {"base": "adversarial", CLIP: 1.0},

@@ -332,7 +332,7 @@ def test_aggregate_puts_the_inner_loop_flip_in_the_verdict_paragraph(tmp_path):
 
 def test_ladder_figure_and_report_lead_with_the_verdict_then_the_ladder(tmp_path):
     study(tmp_path, ARMS, compute_matched={"adversarial": (500, 1.0)})
-    from diffusion_lib.jobs.study import TABLES
+    from diffusion_lib.plan.files import TABLES
     t, v = _cached({k: str(tmp_path / f"{k}.csv") for k in TABLES}, str(tmp_path / "verdict.json"))
     plot_ladder(t["ladder_contrasts"], t["compute_matched"], v, tmp_path / "ladder.png", {"dpi": 40})
     assert (tmp_path / "ladder.png").stat().st_size > 1000

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import time
 import pytest
 
 from diffusion_lib.jobs.gpus import claim_gpu, gpu_slot, visible_gpus
+from tests.workflow_helpers import ROOT
 
 
 def test_jobs_spread_over_gpus_and_restore_the_environment(tmp_path):
@@ -41,7 +41,7 @@ def test_a_killed_job_releases_its_slot(tmp_path):
             f"with claim_gpu({str(tmp_path)!r}, gpus=['0'], env={{}}):\n"
             "    print('held', flush=True); time.sleep(120)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                             cwd=os.path.dirname(os.path.dirname(__file__)))
+                             cwd=ROOT)
     assert child.stdout.readline().strip() == "held"
     with pytest.raises(TimeoutError):
         with claim_gpu(tmp_path, gpus=["0"], env={}, wait_s=0.2, poll_s=0.05):

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -17,7 +17,8 @@ from matplotlib.lines import Line2D
 from tests.synthetic_study import study
 
 from diffusion_lib.report.style import MARKERS, TAG, layout_problems
-from diffusion_lib.jobs.study import TABLES, _cached, draw_ablation, draw_figures, write_report
+from diffusion_lib.jobs.study import _cached, draw_ablation, draw_figures, write_report
+from diffusion_lib.plan.files import TABLES
 from diffusion_lib.report.latex import PAPER_TABLES, escape, paper_tables
 from diffusion_lib.report.render import cell, interval, select
 

@@ -4,7 +4,6 @@ resume checkpoint in the layout the earlier trainer wrote still loads (and resum
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ tests/golden/record_engine.py at commit bf81f49, before the engine changed; the 
 today's engine (tests/golden/scenarios.py), and a test below proves it reproduces the file."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -13,6 +13,7 @@ from tests.golden.scenarios import NaNStream  # a stream whose k-th batch is NaN
 from diffusion_lib.train.engine import Engine
 from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.train.run_state import seeded_member
+from tests.workflow_helpers import ROOT
 
 RANK = 3
 SEEDS = (0, 1, 2)
@@ -168,7 +169,7 @@ def _job(out, val):
 
     for s in (0, 1):
         (out / str(s)).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(__import__("conftest").ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-c", _JOB, str(out), str(val)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -13,6 +13,7 @@ from diffusion_lib.train.progress import watched_row
 from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.watch.tensorboard import SCALARS, TensorBoardStream, read_stream
 from diffusion_lib.plan import files
+from tests.workflow_helpers import ROOT
 
 pytest.importorskip("tensorboard", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 
@@ -68,7 +69,7 @@ def test_a_killed_and_resumed_run_shows_every_step_once(tmp_path):
 def test_the_status_command_prints_the_studys_tensorboard_command(capsys, monkeypatch):
     from diffusion_lib.watch import status
 
-    monkeypatch.chdir(__import__("conftest").ROOT)
+    monkeypatch.chdir(ROOT)
     status.main(["--configfile", ".test/config/config.yaml", "--tensorboard"])
     line = capsys.readouterr().out.strip()
     assert line.startswith("tensorboard --logdir_spec ")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.workflow_helpers import ARTIFACTS
-from tools.report_browser import find_chromium, page_check, screenshot
+from tools.report_browser import find_chromium, page_check
 from tests.workflow_helpers import ROOT
 from diffusion_lib.plan import files
 

@@ -7,13 +7,15 @@ import re
 
 import pytest
 
-from diffusion_lib.plan import files, packs, resources
+from diffusion_lib.plan import files, resources
 from diffusion_lib.settings.lr_schedule import decay_start
 from tests.workflow_helpers import (copy_repo, copy_workdir, job_counts, layout_of, make_workdir, overlay, planned, smk,
                               study_dir)
 
 pytestmark = pytest.mark.slow
 STUDY_RULES = {"aggregate": 1, "plot_main": 1, "plot_ablation": 1, "report_md": 1, "all": 1}
+# and where the study's training jobs change (a rung, a seed, a study), its jobs table too
+PLAN_RULES = {**STUDY_RULES, "jobs_table": 1}
 
 
 def output_of(proc):
@@ -44,13 +46,13 @@ def test_adding_a_rung_trains_only_its_trunk_piece_and_branch(finished, tmp_path
     # a rung at 15 steps branches at 12, between the saved trunk states at 8 and 16: one new trunk
     # piece (8 -> 12) per run, its branch and its evaluation; the finished piece to 16 keeps its input
     counts = planned(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [0.5, 0.75, 1.0]}}\n"))
-    assert counts == {"trunk": 10, "branch": 10, "evaluate": 10, **STUDY_RULES}
+    assert counts == {"trunk": 10, "branch": 10, "evaluate": 10, **PLAN_RULES}
     # a rung below every saved state: its trunk piece starts from scratch, nothing else trains
     counts = planned(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [0.25, 0.5, 1.0]}}\n"))
-    assert counts == {"trunk": 10, "branch": 10, "evaluate": 10, **STUDY_RULES}
+    assert counts == {"trunk": 10, "branch": 10, "evaluate": 10, **PLAN_RULES}
     # removing a rung retrains and re-evaluates nothing: only the study's tables and report
     counts = planned(workdir, "--configfile", overlay(tmp_path, "comparison: {ladder: {rungs: [1.0]}}\n"))
-    assert counts == STUDY_RULES
+    assert counts == PLAN_RULES
     assert {p: p.stat().st_mtime for p in (workdir / files.RUNS_DIR).glob("*/trunk/step-*.ckpt")} == trunk_before
 
 
@@ -141,13 +143,13 @@ def test_an_ablation_overlay_reuses_the_study_runs(finished, tmp_path):
     ablation = overlay(tmp_path, "study: ablation\nsweeps:\n  - base: adversarial\n    grid: {opt_steps: [1, 2, 3, 4]}\n")
     # opt_steps 1 and 3 are the finished study's runs, 2 is `adversarial`: only opt_steps-4 trains
     assert planned(workdir, "--configfile", ablation) == {"trunk": 4, "branch": 2, "train": 2, "evaluate": 4,
-                                                          **STUDY_RULES}
+                                                          **PLAN_RULES}
 
 
 def test_integer_lists_and_booleans_from_the_command_line(finished):
     workdir, _ = finished
     counts = planned(workdir, "--config", "seeds=[0,1,2]")
-    assert counts == {"trunk": 12, "branch": 7, "train": 5, "evaluate": 12, **STUDY_RULES}
+    assert counts == {"trunk": 12, "branch": 7, "train": 5, "evaluate": 12, **PLAN_RULES}
     assert planned(workdir, "--config", "seeds=[0, 1]", "partial=true") == {}
 
 

@@ -22,7 +22,7 @@ except ConfigError as exc:
 # Every output is keyed by what shapes it (diffusion_lib/plan/layout.py) and lies where
 # diffusion_lib/plan/files.py says: data by its values, runs by their training config and seed,
 # evaluations by their settings and test sets; studies share runs and keep their reports apart. The
-# study's training jobs form one table (diffusion_lib/plan/study_plan.py, the study's jobs.tsv);
+# study's training jobs form one table (diffusion_lib/plan/study_plan.py, the study's training_jobs.tsv);
 # input functions and params are one-line lookups in it.
 PLAN = StudyPlan(CFG)
 LAYOUT = PLAN.layout
@@ -134,8 +134,3 @@ wildcard_constraints:
     split="|".join(SPLITS),
     key=r"[0-9a-f]{10}",
     parameter="|".join(SWEPT_PARAMETERS) or "NO_SWEEPS",
-
-
-# the study's (strategy, seed) entries and (strategy, seed, budget) entries up to a full budget, with
-# their evaluation and curve files (only the evaluated ones when PARTIAL)
-run_index, rung_index = PLAN.run_index, PLAN.rung_index

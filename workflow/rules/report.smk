@@ -11,7 +11,7 @@ localrules:
 
 
 rule jobs_table:
-    """Every training job of the study, its run, the state it starts from and its files (jobs.tsv)."""
+    """Every training job of the study, its run, the state it starts from and its files (training_jobs.tsv)."""
     output:
         STUDY.jobs,
     log:
