@@ -68,7 +68,8 @@ def run(plain, *command: str, timeout: int = 1200) -> subprocess.CompletedProces
 
 def snakemake(plain, *args: str) -> subprocess.CompletedProcess:
     tree, _, _ = plain
-    return run(plain, "snakemake", "-s", str(tree / "Snakefile"), "--cores", "2", "--resources", "gpu=1", *args)
+    # --resources takes several values: before --cores, so that a target after it is not read as one
+    return run(plain, "snakemake", "-s", str(tree / "Snakefile"), "--resources", "gpu=1", "--cores", "2", *args)
 
 
 def test_the_plain_install_has_no_extras_and_the_pinned_torch(plain):
