@@ -176,7 +176,7 @@ def test_rules_declare_runtime_memory_and_gpu(tmp_path):
     layout = layout_of(workdir)
     cfg = layout.cfg
     assert {j["rule"] for j in jobs} == {"heldout", "reference", "trunk", "branch", "train", "evaluate", "aggregate",
-                                         "plot_main", "plot_ablation", "report_md", "all"}
+                                         "plot_main", "plot_ablation", "report_md", "jobs_table", "all"}
     full, f = cfg["train"]["steps"], cfg["train"]["lr_schedule"]["decay_fraction"]
     for job in jobs:
         if job["rule"] in ("trunk", "branch", "train"):
