@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..settings.ladder import Rung, compute_matched_steps, decay_fraction, grown_steps, ladder_steps, rungs_of, uses_trunk
 from ..settings.mining import MiningConfig
@@ -32,20 +32,31 @@ class Budgets:
                             train["log_every"])
 
     @property
+    def growth(self) -> Mapping[str, Any] | None:
+        """``comparison.ladder.until_stable`` (None when it is off, or without the ladder)."""
+        return self.cfg["comparison"]["ladder"].get("until_stable") if uses_trunk(self.cfg["train"]) else None
+
+    @property
     def grown_budgets(self) -> list[int]:
         """The budgets ``comparison.ladder.until_stable`` may add above ``train.steps``, in the order it
         would add them (each twice the last); whether it does is decided look by look in the workflow
         (:mod:`diffusion_lib.analysis.growth`)."""
-        train = self.cfg["train"]
-        growth = self.cfg["comparison"]["ladder"].get("until_stable") if uses_trunk(train) else None
-        return grown_steps(train["steps"], growth["max_steps"] if growth else None)
+        return grown_steps(self.cfg["train"]["steps"], self.growth["max_steps"] if self.growth else None)
+
+    def looks(self, ask: Callable[[int], str] | None = None) -> list[Any]:
+        """The ``until_stable`` looks taken so far, in order, each followed to the next once it grew
+        (:class:`~diffusion_lib.analysis.growth.Look`): their files on disk, or with ``ask`` (the
+        workflow's checkpoint: the file of the look at a ladder top, which Snakemake schedules when it
+        is missing) each asked for in turn; none when until_stable is off."""
+        from ..analysis.growth import walk_looks  # local: growth reads stability (pandas, numpy)
+
+        return walk_looks(self.cfg["train"]["steps"], ask or self.files.look) if self.growth else []
 
     def grown_so_far(self) -> list[int]:
         """The rungs ``until_stable`` has added so far, from the looks on disk."""
-        from ..analysis.growth import final_top, walk_looks  # local: growth reads stability (pandas, numpy)
+        from ..analysis.growth import final_top
 
-        full = self.cfg["train"]["steps"]
-        top = final_top(full, walk_looks(full, self.files.look)) if self.grown_budgets else full
+        top = final_top(self.cfg["train"]["steps"], self.looks())
         return [b for b in self.grown_budgets if b <= top]
 
     def budgets_up_to(self, top: int) -> list[int]:

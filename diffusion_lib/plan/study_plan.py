@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..analysis.growth import Look, describe_looks, final_top, walk_looks
+from ..analysis.growth import Look, describe_looks, final_top
 from ..settings.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
 from ..settings.lr_schedule import decay_start
 from .budgets import Budgets
@@ -218,14 +218,12 @@ class StudyPlan:
     # ---------------------------------------------------------------- until_stable's looks (method §8.1)
     @property
     def growth(self) -> Mapping[str, Any] | None:
-        """``comparison.ladder.until_stable`` (None when it is off, or without the ladder)."""
-        return self.cfg["comparison"]["ladder"].get("until_stable") if self.ladder else None
+        """``comparison.ladder.until_stable`` (:attr:`Budgets.growth <diffusion_lib.plan.budgets.Budgets.growth>`)."""
+        return self.budgets.growth
 
     def looks(self, ask: Callable[[int], str] | None = None) -> list[Look]:
-        """The looks taken so far, in order, each followed to the next once it grew: their files on
-        disk, or with ``ask`` (the workflow's checkpoint: the file of the look at a ladder top, which
-        Snakemake schedules when it is missing) each asked for in turn."""
-        return walk_looks(self.full, ask or self.layout.files.look) if self.growth else []
+        """The looks taken so far (:meth:`Budgets.looks <diffusion_lib.plan.budgets.Budgets.looks>`)."""
+        return self.budgets.looks(ask)
 
     def describe_looks(self) -> str:
         """What until_stable has done so far (the looks on disk), for the workflow's start."""

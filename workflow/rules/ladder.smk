@@ -25,7 +25,7 @@ if PLAN.growth:
         over the ladder up to {budget} steps? If not, the next rung is added (within max_steps and the
         stability margin)."""
         input:
-            curves=lambda wc: [e["curve"] for e in PLAN.look_params(int(wc.budget))["rungs"]],
+            curves=lambda wc: [e["curve"] for e in PLAN.rung_index(int(wc.budget), compute_matched=False)],
             reference=LAYOUT.reference,
         output:
             STUDY.look("{budget}"),
