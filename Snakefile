@@ -1,7 +1,7 @@
 # IRED negative-mining study: data → train (strategy × seed) → evaluate → report.
 #   snakemake --cores 4 --resources gpu=1                      # default pilot (config/config.yaml)
 #   snakemake --cores 4 --resources gpu=1 --configfile config/paper.yaml
-#   snakemake figures --forcerun plot_main plot_ablation       # redraw figures from cached tables
+#   snakemake figures --forcerun plot_main plot_ablation plot_stability       # redraw figures from cached tables
 #   snakemake --report report.html                             # browsable HTML report
 from snakemake.utils import min_version
 

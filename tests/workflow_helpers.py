@@ -18,7 +18,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # what a reader checks by eye (screenshots of report pages) is kept here after the run
 ARTIFACTS = Path(os.environ.get("IRED_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 # every file a finished .test study writes under its report folder
-REPORT_FILES = ["report.md", "report.html", *(f"figures/{f}.png" for f in (*FIGURES, "ablation_opt_steps")),
+REPORT_FILES = ["report.md", "report.html", *(f"figures/{f}.png" for f in (*FIGURES, "ablation_opt_steps", "stability")),
                 *(f"tables/{t}.csv" for t in TABLES), "tables/verdict.json",
                 *(f"tables/{t}.tex" for t in PAPER_TABLES)]
 

@@ -23,6 +23,7 @@ from .convergence import ConvergenceRule, plateau_window_end, run_gate, strategy
 from .failures import FAILURE_FACTOR, arm_failures, failure_table, sensitivity_table
 from .instability import InstabilityRule, describe_run, mark_unstable
 from .stability import GapStability, ladder_gate, stability_table
+from .stability_finding import StabilityDesign, analyse_stability
 from .trend import Trend, trunk_trend
 from .verdict import Arm, decide
 
@@ -43,6 +44,7 @@ class Comparison:
     convergence: ConvergenceRule = field(default_factory=ConvergenceRule)
     instability: InstabilityRule = field(default_factory=InstabilityRule)
     failure_factor: float = FAILURE_FACTOR
+    stability: StabilityDesign | None = None
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> "Comparison":
@@ -51,7 +53,8 @@ class Comparison:
                    primary.get("inner_steps"), float(cfg.get("delta", 0.05)), float(cfg.get("alpha", 0.05)),
                    ConvergenceRule.from_mapping(cfg.get("convergence")),
                    InstabilityRule.from_mapping(cfg.get("instability")),
-                   float((cfg.get("failures") or {}).get("factor", FAILURE_FACTOR)))
+                   float((cfg.get("failures") or {}).get("factor", FAILURE_FACTOR)),
+                   StabilityDesign.from_mapping(cfg.get("stability"), float(cfg.get("alpha", 0.05))))
 
     @property
     def roles(self) -> dict[str, str | None]:
@@ -95,6 +98,15 @@ def gates(rung_vals: pd.DataFrame, unstable: pd.DataFrame, curves: pd.DataFrame,
                        trunk_trends(curves, mining, comparison, trivial, until))
 
 
+def _stability_budget(training: Mapping[str, Any], arms: Mapping[str, Any], design: StabilityDesign | None) -> str:
+    """Where the stability finding holds: the primary pair's learning rates, steps, batch and schedule."""
+    steps, batch = int(training.get("steps") or 0), int(training.get("batch_size") or 0)
+    kind = str((training.get("lr_schedule") or {}).get("kind", "constant"))
+    lrs = sorted({float(arms[s][1]) for s in (design.primary if design else ()) if s in arms})
+    at = f"At lr {' and '.join(f'{lr:g}' for lr in lrs)}, " if lrs else "At "
+    return f"{at}{steps:,} training steps × batch {batch} ({steps * batch:,} samples per run, {kind} learning rate)"
+
+
 @dataclass
 class Measured:
     """What a study's runs measured, read from their files: per-run metrics (labelled with this
@@ -110,9 +122,12 @@ class Measured:
 
 
 def analyse(measured: Measured, comparison: Comparison, *, default_inner: int, training: Mapping[str, Any],
-            ladder: Mapping[str, Any] | None, sweep_points: Mapping[str, Any], looks: int = 1
-            ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Every table of the study (by name) and its verdict (a dict; ``verdict.json``'s core)."""
+            ladder: Mapping[str, Any] | None, sweep_points: Mapping[str, Any], looks: int = 1,
+            arms: Mapping[str, Any] | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Every table of the study (by name) and its verdict (a dict; ``verdict.json``'s core).
+    ``arms``: each strategy's (arm, learning rate) for the stability tables
+    (:func:`diffusion_lib.plan.config.strategy_arms`; each strategy its own arm at ``training.lr``
+    when not given)."""
     primary = comparison.primary(default_inner)
     family = tab.endpoint_family(primary, default_inner)
     budget = budget_of(ladder, training)
@@ -181,6 +196,10 @@ def analyse(measured: Measured, comparison: Comparison, *, default_inner: int, t
         "gap_stability": stability_table(list(arm_gates.values()), paper),
         "skill": skill, "instability": unstable, "failures": failures, "failure_sensitivity": sensitivity,
     }
+    arms = arms or {s: (s, float(training.get("lr") or math.nan)) for s in present}
+    stability_tables, stability = analyse_stability(curves, comparison.instability, arms, comparison.stability,
+                                                    _stability_budget(training, arms, comparison.stability))
+    tables.update(stability_tables)
     flips = interp.inner_loop_flips(contrasts, skill, default_inner, comparison.alpha)
     uninformative = skill[skill["uninformative"]].drop_duplicates("endpoint")
     environment = runs_df.drop_duplicates(["strategy", "seed"])[["device", "torch"]].astype(str)
@@ -200,6 +219,7 @@ def analyse(measured: Measured, comparison: Comparison, *, default_inner: int, t
                "interpretation": [line for line in [interp.residual_line(strategies, default_inner,
                                                                          training.get("rank")),
                                                     *interp.diagnostic_lines(diagnostics, mining)] if line],
+               "stability": stability,
                "training": dict(training), "default_inner": default_inner, "roles": comparison.roles,
                "devices": sorted(set(environment["device"])), "torch": sorted(set(environment["torch"]))}
     return tables, verdict

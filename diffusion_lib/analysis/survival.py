@@ -10,7 +10,11 @@ per run, never one per evaluation or per problem.
 * :func:`kaplan_meier`: the share of a group's runs still stable after each step, with a 95%
   interval (Greenwood's variance on the log-log scale, which stays inside [0, 1]).
 * :func:`log_rank`: whether two groups' times differ (the log-rank test, one degree of freedom,
-  the runs as subjects; exact ties handled as in the usual hypergeometric form).
+  the runs as subjects; exact ties handled as in the usual hypergeometric form), with the exact
+  permutation p-value beside the χ² one: with five runs a group the χ² approximation is rough,
+  while every split of the pooled runs into two groups of the same sizes is equally likely when the
+  groups do not differ, so the share of splits whose statistic is at least the observed one is exact.
+* :func:`clopper_pearson`: the exact interval of a share of runs (k unstable of n).
 * :func:`stable_range`: for each arm, the largest learning rate at which no run became unstable and
   the smallest at which one did, with a one-sided 95% upper bound on the chance that a run at the
   largest stable rate becomes unstable (Clopper-Pearson for 0 of n: 1 − 0.05^(1/n)).
@@ -19,6 +23,7 @@ per run, never one per evaluation or per problem.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -86,27 +91,66 @@ def _loglog_interval(survival: float, greenwood: float) -> dict[str, float]:
     return {"ci_low": survival ** math.exp(half), "ci_high": survival ** math.exp(-half)}
 
 
-def log_rank(a: Iterable[RunTime], b: Iterable[RunTime]) -> dict[str, Any]:
-    """The log-rank test of two groups of runs: ``chi2`` (1 df), its two-sided ``p``, and the events
-    ``observed`` and ``expected`` in the first group under no difference (more observed than expected:
-    the first group becomes unstable sooner). ``p`` is 1 where no run of either group had the event."""
-    a, b = list(a), list(b)
-    ta, ea = np.array([r.time for r in a], float), np.array([r.event for r in a], bool)
-    tb, eb = np.array([r.time for r in b], float), np.array([r.event for r in b], bool)
-    observed = expected = variance = 0.0
-    for step in np.unique(np.concatenate([ta[ea], tb[eb]])):
-        na, nb = (ta >= step).sum(), (tb >= step).sum()
-        da, db = ((ta == step) & ea).sum(), ((tb == step) & eb).sum()
-        n, d = na + nb, da + db
-        observed += da
+def _log_rank_parts(times: np.ndarray, events: np.ndarray, in_a: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Observed and expected events of group a and the variance, for every row of ``in_a`` (splits ×
+    runs, True where the run is in group a)."""
+    a = in_a.astype(float)
+    observed = np.zeros(len(a))
+    expected, variance = np.zeros(len(a)), np.zeros(len(a))
+    for step in np.unique(times[events]):
+        at_risk, died = times >= step, (times == step) & events
+        n, d = at_risk.sum(), died.sum()
+        na = a @ at_risk
+        observed += a @ died
         expected += d * na / n
         if n > 1:
-            variance += d * (na / n) * (nb / n) * (n - d) / (n - 1)
-    if variance <= 0:
-        return {"chi2": 0.0, "p": 1.0, "observed": observed, "expected": expected, "n_a": len(a), "n_b": len(b)}
-    chi2 = (observed - expected) ** 2 / variance
-    return {"chi2": float(chi2), "p": float(stats.chi2.sf(chi2, 1)), "observed": float(observed),
-            "expected": float(expected), "n_a": len(a), "n_b": len(b)}
+            variance += d * (na / n) * (1 - na / n) * (n - d) / (n - 1)
+    return observed, expected, variance
+
+
+def _chi2(observed: np.ndarray, expected: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    safe = np.where(variance > 0, variance, 1.0)
+    return np.where(variance > 0, (observed - expected) ** 2 / safe, 0.0)
+
+
+def log_rank(a: Iterable[RunTime], b: Iterable[RunTime], max_splits: int = 100_000, seed: int = 0) -> dict[str, Any]:
+    """The log-rank test of two groups of runs: ``chi2`` (1 df) and its two-sided ``p``; ``p_exact``,
+    the share of splits of the pooled runs into groups of the same sizes whose statistic is at least
+    the observed one (all splits, or ``max_splits`` random ones with the observed split among them,
+    seeded); and the events ``observed`` and ``expected`` in the first group under no difference
+    (more observed than expected: the first group becomes unstable sooner). Both p-values are 1 where
+    no run of either group had the event."""
+    a, b = list(a), list(b)
+    times = np.array([r.time for r in a + b], float)
+    events = np.array([r.event for r in a + b], bool)
+    n, na = len(times), len(a)
+    own = np.arange(n) < na
+    o, e, v = (float(x[0]) for x in _log_rank_parts(times, events, own[None]))
+    out = {"observed": o, "expected": e, "n_a": na, "n_b": n - na, "splits": 0}
+    if v <= 0:
+        return {**out, "chi2": 0.0, "p": 1.0, "p_exact": 1.0}
+    chi2 = (o - e) ** 2 / v
+    if math.comb(n, na) <= max_splits:
+        splits = np.zeros((math.comb(n, na), n), bool)
+        for row, members in enumerate(itertools.combinations(range(n), na)):
+            splits[row, list(members)] = True
+    else:
+        rng = np.random.default_rng(seed)
+        splits = np.vstack([own] + [rng.permutation(own) for _ in range(max_splits - 1)])
+    null = _chi2(*_log_rank_parts(times, events, splits))
+    p_exact = float((null >= chi2 * (1 - 1e-9)).mean())
+    return {**out, "chi2": float(chi2), "p": float(stats.chi2.sf(chi2, 1)), "p_exact": p_exact,
+            "splits": len(splits)}
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) two-sided interval of a share: ``k`` of ``n`` runs."""
+    if n <= 0:
+        return math.nan, math.nan
+    tail = (1 - level) / 2
+    low = 0.0 if k == 0 else float(stats.beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - tail, k + 1, n - k))
+    return low, high
 
 
 def fisher_counts(a: Iterable[RunTime], b: Iterable[RunTime]) -> dict[str, Any]:

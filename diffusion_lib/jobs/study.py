@@ -82,7 +82,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
               tables: Mapping[str, str], verdict_path: str, comparison: Mapping[str, Any], default_inner: int,
               sweep_points: Mapping[str, Any], training: Mapping[str, Any], name: str,
               rungs: Sequence[Mapping[str, Any]] = (), ladder: Mapping[str, Any] | None = None,
-              growth: Mapping[str, Any] | None = None, growth_path: str | None = None) -> dict[str, Any]:
+              growth: Mapping[str, Any] | None = None, growth_path: str | None = None,
+              arms: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read a study's files, analyse them (:func:`diffusion_lib.analysis.study.analyse`) and write its
     tables and verdict.
 
@@ -97,7 +98,8 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     ``decay_fraction``, ``batch_size``, ``paper_samples``, ``compute_matched`` ({strategy: steps}).
     ``growth`` (``comparison.ladder.until_stable``): ``first`` (train.steps), ``max_steps`` and the
     ``looks`` taken (:class:`~diffusion_lib.analysis.growth.Look` dicts); the CIs are adjusted for
-    their number, and ``growth_path`` gets the summary.
+    their number, and ``growth_path`` gets the summary. ``arms``: each strategy's (arm, learning
+    rate), the stability tables' groups (:func:`diffusion_lib.plan.config.strategy_arms`).
     """
     metrics, curves = _load_runs(runs)
     found = {(m["strategy"], m["seed"]) for m in metrics}
@@ -115,7 +117,7 @@ def aggregate(*, runs: Sequence[Mapping[str, str]], expected: Sequence[tuple[str
     measured = Measured(metrics, curves, rung_vals, unstable, _per_problem(runs, primary), _trivial(reference_path))
     summary = _growth_summary(growth)
     out, v = analyse(measured, comp, default_inner=default_inner, training=training, ladder=ladder,
-                     sweep_points=sweep_points, looks=max(1, summary["rungs_looked_at"]) if summary else 1)
+                     sweep_points=sweep_points, looks=max(1, summary["rungs_looked_at"]) if summary else 1, arms=arms)
     for key, df in out.items():
         Path(tables[key]).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(tables[key], index=False)
@@ -189,6 +191,15 @@ def draw_ablation(*, tables: Mapping[str, str], verdict_path: str, parameter: st
     return plot_ablation(t["ablation"], t["runs"], v["roles"]["baseline"], parameter, v["default_inner"], figure,
                   _with_order(options, v),
                   delta=v.get("delta"))
+
+
+def draw_stability(*, tables: Mapping[str, str], verdict_path: str, figure: str, options: Mapping[str, Any]) -> Any:
+    """Draw the stability study's figure from cached tables (see :mod:`diffusion_lib.report.survival`)."""
+    from ..report.survival import plot_stability
+
+    t, v = _cached(tables, verdict_path)
+    return plot_stability(t["stability_km"], t["stability_shares"], t["stability_runs"], v, figure,
+                          _with_order(options, v))
 
 
 def write_report(*, tables: Mapping[str, str], verdict_path: str, figures: Mapping[str, str], report_path: str,

@@ -69,6 +69,17 @@ def effective_overrides(train: Mapping[str, Any], override: Mapping[str, Any], k
 
 
 
+def strategy_arms(cfg: Mapping[str, Any]) -> dict[str, tuple[str, float]]:
+    """Each strategy of a loaded config as (arm, learning rate): a grid point that sweeps the learning
+    rate alone belongs to its base strategy's arm (a learning-rate grid reads as one arm at several
+    rates); any other strategy is an arm of its own. The rate is the strategy's override, else
+    ``train.lr``."""
+    def arm(name: str) -> str:
+        point = cfg["sweep_points"].get(name) or {}
+        return str(point["base"]) if set(point) == {"base", f"{SWEEP_TRAIN_PREFIX}lr"} else name
+    return {s: (arm(s), float(cfg["strategy_train"][s].get("lr", cfg["train"]["lr"]))) for s in cfg["strategies"]}
+
+
 class ConfigError(ValueError):
     """A configuration is malformed; the message names each offending field."""
 

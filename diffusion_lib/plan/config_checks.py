@@ -48,6 +48,7 @@ def semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[str
             problems.append(f"config field 'comparison.{role}': strategy {name!r} has mode "
                             f"{strategies[name]['mode']!r}, expected {mode!r}")
     problems += _ladder_problems(cfg)
+    problems += _stability_problems(comparison.get("stability"), strategies)
     try:
         ConvergenceRule.from_mapping(comparison["convergence"])
     except ValueError as exc:
@@ -68,6 +69,24 @@ def semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[str
         problems += _number_problems(f"sweeps.{i}.grid.train", {
             key[len(SWEEP_TRAIN_PREFIX):]: values for key, values in sweep["grid"].items()
             if key.startswith(SWEEP_TRAIN_PREFIX)})
+    return problems
+
+
+def _stability_problems(design: Mapping[str, Any] | None, strategies: Mapping[str, Any]) -> list[str]:
+    """Every strategy ``comparison.stability`` names must be declared, and a control may not be one of
+    the primary pair."""
+    if not design:
+        return []
+    problems = []
+    named = [("primary", design["primary"])] + [(f"secondary.{i}", p) for i, p in enumerate(design.get("secondary", []))]
+    named += [(f"controls.{c}", [c]) for c in design.get("controls", {})]
+    for where, names in named:
+        problems += [f"config field 'comparison.stability.{where}': strategy {n!r} is not declared in 'strategies' "
+                     f"(declared: {sorted(strategies)})" for n in names if n not in strategies]
+    if len(set(design["primary"])) < 2:
+        problems.append("config field 'comparison.stability.primary': needs two different strategies")
+    problems += [f"config field 'comparison.stability.controls.{c}': {c!r} is in the primary pair; a control is "
+                 "read against it" for c in design.get("controls", {}) if c in design["primary"]]
     return problems
 
 

@@ -67,7 +67,8 @@ OLD_LAYOUT = tuple(f"{RESULTS}/{old}" for old in ("train", "eval", "report"))
 #: the tables ``aggregate`` writes (``tables/<name>.csv``), in the order it writes them
 TABLES = ("runs", "strategies", "endpoints", "contrasts", "landscape", "test_time", "curves", "convergence",
           "convergence_runs", "compute_matched", "diagnostics", "cost", "ablation", "ladder", "ladder_contrasts",
-          "gap_stability", "skill", "instability", "failures", "failure_sensitivity")
+          "gap_stability", "skill", "instability", "failures", "failure_sensitivity", "stability_runs", "stability_shares",
+          "stability_km", "stability_tests", "stability_range")
 #: the main figures (``figures/<name>.png``) and their category in Snakemake's report; each has its
 #: caption in ``workflow/report/<name>.rst``
 FIGURES = {"forest": "0. Verdict", "ladder": "0. Verdict", "mse": "1. Comparison", "curves": "2. Training",

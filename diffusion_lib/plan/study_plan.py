@@ -26,6 +26,7 @@ from ..analysis.growth import Look, describe_looks, final_top
 from ..settings.ladder import PAPER_SAMPLES, decay_fraction, uses_trunk
 from ..settings.lr_schedule import decay_start
 from .budgets import Budgets
+from .config import strategy_arms
 from .layout import Layout, RunSpec, split_params
 from .resources import train_runtime
 from .files import RUN_DIR, SPLIT, ModelFiles, TrunkFiles, eval_dir, model_dir, trunk_state
@@ -272,7 +273,7 @@ class StudyPlan:
                        "schedule": train["lr_schedule"]["kind"], "batch_size": train["batch_size"],
                        "paper_samples": PAPER_SAMPLES, "compute_matched": self.budgets.compute_matched},
             "comparison": cfg["comparison"], "default_inner": cfg["evaluation"]["default_inner"],
-            "sweep_points": cfg["sweep_points"],
+            "sweep_points": cfg["sweep_points"], "arms": strategy_arms(cfg),
             # the study's full budget: train.steps, or the largest rung until_stable added
             "training": {**{k: train[k] for k in ("batch_size", "lr", "timesteps", "lr_schedule")},
                          "steps": top, "longest_trunk": self.longest_trunk(top),

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..settings.budget import PAPER_BATCH, PAPER_STEPS, share_text
 from .ablation import ablation_blocks
+from .survival import stability_blocks as stability_study_blocks
 from .ladder import compute_matched_blocks, ladder_blocks, plateau_scope, skill_blocks, stability_blocks
 from .render import Block, levels, select, to_html, to_markdown  # noqa: F401 (writers re-exported)
 from ..analysis.statistics import equivalence_level, level_text
@@ -263,6 +264,7 @@ def build_report(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: M
                          "and 0.2110 → 0.2063 on the harder one, from 10 to 40 inference steps."))
     doc.append(("fig", "test_time", "Test-time compute"))
     doc += ablation_blocks(v, t, figures)
+    doc += stability_study_blocks(v, t, figures)
     doc.append(("h", 2, "Files for papers"))
     doc.append(("p", "Every figure is in `figures/` as the PNG embedded here and, for each other format in "
                      "`report.format` (e.g. `[png, pdf]`), a vector copy next to it; the primary and secondary "

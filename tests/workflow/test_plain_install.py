@@ -107,7 +107,7 @@ def test_every_user_command_runs_from_the_plain_install(plain):
 
     figure = study / "figures/mse.png"
     before = figure.stat().st_mtime_ns
-    snakemake(plain, "figures", "--forcerun", "plot_main", "plot_ablation")
+    snakemake(plain, "figures", "--forcerun", "plot_main", "plot_ablation", "plot_stability")
     assert figure.stat().st_mtime_ns > before
     assert "Nothing to be done" in snakemake(plain, "-n").stdout + snakemake(plain, "-n").stderr
 

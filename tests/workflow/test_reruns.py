@@ -13,7 +13,7 @@ from tests.workflow_helpers import (copy_repo, copy_workdir, job_counts, layout_
                               study_dir)
 
 pytestmark = pytest.mark.slow
-STUDY_RULES = {"aggregate": 1, "plot_main": 1, "plot_ablation": 1, "report_md": 1, "all": 1}
+STUDY_RULES = {"aggregate": 1, "plot_main": 1, "plot_ablation": 1, "plot_stability": 1, "report_md": 1, "all": 1}
 # and where the study's training jobs change (a rung, a seed, a study), its jobs table too
 PLAN_RULES = {**STUDY_RULES, "jobs_table": 1}
 
@@ -176,7 +176,8 @@ def test_rules_declare_runtime_memory_and_gpu(tmp_path):
     layout = layout_of(workdir)
     cfg = layout.cfg
     assert {j["rule"] for j in jobs} == {"heldout", "reference", "trunk", "branch", "train", "evaluate", "aggregate",
-                                         "plot_main", "plot_ablation", "report_md", "jobs_table", "all"}
+                                         "plot_main", "plot_ablation", "plot_stability", "report_md", "jobs_table",
+                                         "all"}
     full, f = cfg["train"]["steps"], cfg["train"]["lr_schedule"]["decay_fraction"]
     for job in jobs:
         if job["rule"] in ("trunk", "branch", "train"):

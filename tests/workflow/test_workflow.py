@@ -46,6 +46,13 @@ def test_dry_run_of_default_config_plans_every_job(tmp_path):
     assert counts["train"] == len(runs) == 41 and counts["plot_ablation"] == 5
     assert counts["trunk"] == sum(len(budgets.branch_points(r)) for r in runs)
     assert counts["evaluate"] == sum(len(budgets.rungs(r)) for r in runs) == counts["branch"] + counts["train"]
+    # the stability study: stage 1 alone (five groups x seeds 100-104), then with stage 2's lr grid (stage 1's
+    # runs reused: 60 more), each with its figure
+    edge, grid = (str(ROOT / "config" / f"stability-{s}.yaml") for s in ("edge", "range"))
+    counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", edge)))
+    assert counts["train"] == counts["trunk"] == counts["evaluate"] == 25 and counts["plot_stability"] == 1
+    counts = job_counts(output_of(smk(tmp_path, "-n", "--configfile", edge, grid)))
+    assert counts["train"] == 85 and counts["plot_stability"] == 1
 
 
 def _tree(folder):
@@ -109,7 +116,14 @@ def test_end_to_end_produces_every_report_file(finished):
     page = re.sub(r'src="data:[^"]*"', "", (study / "report.html").read_text())
     for text in (report, page, *(p.read_text() for p in (study / "tables").glob("*.tex"))):
         assert not re.findall(r"\d\.?\d*[eE][-+]\d+", text), re.findall(r".{30}\d[eE][-+]\d+.{10}", text)[:3]
-    assert all(f"figures/{f}.png" in report for f in ("forest", "ladder", "mse"))
+    assert all(f"figures/{f}.png" in report for f in ("forest", "ladder", "mse", "stability"))
+    # the stability study's tests (.test declares them): the primary pair, the control against both
+    assert "## Training stability (the stability study)" in report and "`random`: " in report
+    tests = pd.read_csv(study / "tables/stability_tests.csv")
+    assert tests[["role", "a", "b"]].values.tolist() == [["primary", "baseline", "adversarial"],
+                                                         ["secondary", "random", "adversarial"],
+                                                         ["secondary", "random", "baseline"]]
+    assert len(pd.read_csv(study / "tables/stability_runs.csv")) == 2 * 5  # every run of the study, once
     ladder = pd.read_csv(study / "tables/ladder_contrasts.csv")
     assert sorted(set(ladder["rung"])) == [10, 20] and set(ladder["strategy"]) >= {"random", "adversarial"}
     run = run_dir(workdir, "adversarial", 1)
@@ -155,7 +169,7 @@ def test_plot_option_change_reruns_only_plotting(finished, tmp_path):
     extra = tmp_path / "plot.yaml"
     extra.write_text("report: {dpi: 61}\n")
     counts = job_counts(output_of(smk(workdir, "-n", "--configfile", str(extra))))
-    assert set(counts) == {"plot_main", "plot_ablation", "report_md", "all"}
+    assert set(counts) == {"plot_main", "plot_ablation", "plot_stability", "report_md", "all"}
 
 
 def test_figures_target_redraws_from_cached_tables(finished):
@@ -167,8 +181,8 @@ def test_figures_target_redraws_from_cached_tables(finished):
     assert fig.exists()
     # README's command redraws every figure although all are up to date, and trains nothing
     before = fig.stat().st_mtime_ns
-    proc = smk(workdir, "figures", "--forcerun", "plot_main", "plot_ablation")
-    assert job_counts(output_of(proc)) == {"plot_main": 1, "plot_ablation": 1, "figures": 1}
+    proc = smk(workdir, "figures", "--forcerun", "plot_main", "plot_ablation", "plot_stability")
+    assert job_counts(output_of(proc)) == {"plot_main": 1, "plot_ablation": 1, "plot_stability": 1, "figures": 1}
     assert fig.stat().st_mtime_ns > before
 
 
@@ -179,10 +193,10 @@ def test_vector_formats_are_drawn_next_to_the_pngs(finished, tmp_path):
     extra = tmp_path / "pdf.yaml"
     extra.write_text("report: {format: [png, pdf]}\n")
     proc = smk(workdir, "figures", "--configfile", str(extra))
-    assert job_counts(output_of(proc)) == {"plot_main": 1, "plot_ablation": 1, "figures": 1}
+    assert job_counts(output_of(proc)) == {"plot_main": 1, "plot_ablation": 1, "plot_stability": 1, "figures": 1}
     figures = study_dir(workdir) / "figures"
     pngs = sorted(p.stem for p in figures.glob("*.png"))
-    assert len(pngs) == 9 and sorted(p.stem for p in figures.glob("*.pdf")) == pngs
+    assert len(pngs) == 10 and sorted(p.stem for p in figures.glob("*.pdf")) == pngs
     assert all(p.read_bytes()[:5] == b"%PDF-" for p in figures.glob("*.pdf"))
 
 

@@ -44,7 +44,8 @@ LATEX_FILES = {t: STUDY.table(t, "tex") for t in PAPER_TABLES}
 # tables the report reads (the rest are for users and figures)
 REPORT_TABLES = tuple(
     "strategies contrasts test_time convergence compute_matched diagnostics cost landscape ablation ladder "
-    "ladder_contrasts gap_stability skill instability failures failure_sensitivity".split()
+    "ladder_contrasts gap_stability skill instability failures failure_sensitivity stability_tests "
+    "stability_shares".split()
 )
 PLOT_TABLES = (
     "runs",
@@ -57,6 +58,9 @@ PLOT_TABLES = (
 )  # what plot_main reads
 ABLATION_FIGURES = {f"ablation_{p}": STUDY.figure(f"ablation_{p}") for p in SWEPT_PARAMETERS}
 ABLATION_VECTORS = [STUDY.figure(f"ablation_{p}", ext) for p in SWEPT_PARAMETERS for ext in VECTOR_EXTS]
+# the stability study's figure, where the config declares its tests (comparison.stability)
+STABILITY_FIGURES = {"stability": STUDY.figure("stability")} if CFG["comparison"].get("stability") else {}
+STABILITY_VECTORS = [STUDY.figure(f, ext) for f in STABILITY_FIGURES for ext in VECTOR_EXTS]
 REPORT_TARGETS = [
     STUDY.report_md,
     STUDY.report_html,
@@ -67,6 +71,8 @@ REPORT_TARGETS = [
     *LATEX_FILES.values(),
     *ABLATION_FIGURES.values(),
     *ABLATION_VECTORS,
+    *STABILITY_FIGURES.values(),
+    *STABILITY_VECTORS,
 ]
 
 # Library code each rule runs (its module in diffusion_lib/jobs and everything that imports),

@@ -5,6 +5,7 @@ localrules:
     aggregate,
     plot_main,
     plot_ablation,
+    plot_stability,
     report_md,
     figures,
     all,
@@ -90,12 +91,31 @@ rule plot_ablation:
         "../scripts/plot_ablation.py"
 
 
+rule plot_stability:
+    """The stability study's figure: Kaplan-Meier curves at the primary learning rate, the unstable share per rate."""
+    input:
+        **{k: TABLE_FILES[k] for k in ("stability_km", "stability_shares", "stability_runs")},
+        verdict=STUDY.verdict,
+    output:
+        report(STUDY.figure("stability"), caption="../report/stability.rst", category="6. Stability"),
+        STABILITY_VECTORS,
+    log:
+        STUDY.log("plot_stability"),
+    conda:
+        "../../envs/ired.yaml"
+    params:
+        options=CFG["report"],
+        code=CODE["study"],
+    script:
+        "../scripts/plot_stability.py"
+
+
 rule report_md:
     """report.md and report.html: the verdict first, then the numbers and figures behind it."""
     input:
         **{k: TABLE_FILES[k] for k in REPORT_TABLES},
         verdict=STUDY.verdict,
-        figures=[*FIGURE_FILES.values(), *ABLATION_FIGURES.values()],
+        figures=[*FIGURE_FILES.values(), *ABLATION_FIGURES.values(), *STABILITY_FIGURES.values()],
     output:
         md=STUDY.report_md,
         html=report(STUDY.report_html, caption="../report/report_md.rst", category="0. Verdict"),
@@ -104,7 +124,7 @@ rule report_md:
     conda:
         "../../envs/ired.yaml"
     params:
-        figures=FIGURE_FILES | ABLATION_FIGURES,
+        figures=FIGURE_FILES | ABLATION_FIGURES | STABILITY_FIGURES,
         code=CODE["study"],
     script:
         "../scripts/report_md.py"
@@ -116,3 +136,4 @@ rule figures:
     input:
         [*FIGURE_FILES.values(), *VECTOR_FILES.values(), *LATEX_FILES.values(), *ABLATION_FIGURES.values()],
         ABLATION_VECTORS,
+        [*STABILITY_FIGURES.values(), *STABILITY_VECTORS],

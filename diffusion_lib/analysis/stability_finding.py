@@ -1,0 +1,216 @@
+"""The stability study's answer: its declared tests, what its controls say, and the sentence that
+reports it (issue 44; the design: docs/stability-design.md; config ``comparison.stability``).
+
+The statistics are :mod:`diffusion_lib.analysis.survival`'s (times to instability with censoring,
+Kaplan-Meier, the exact log-rank test, Clopper-Pearson); here they are put to the study's design:
+
+* every run of the study gets its time to instability (:func:`run_table`), grouped by *arm* and
+  learning rate (:func:`diffusion_lib.plan.config.strategy_arms`), so a learning-rate grid reads as
+  one arm at several rates;
+* per arm and rate: the share of runs that became unstable with its exact 95% interval and the
+  median time (:func:`shares_table`), the Kaplan-Meier curves (:func:`km_table`) and the stable range
+  (:func:`~diffusion_lib.analysis.survival.stable_range`);
+* the declared tests (:class:`StabilityDesign`): the **primary** pair, tested alone at ``alpha``;
+  the **secondary** family (the declared pairs, then each control against both groups of the primary
+  pair), Holm-corrected together at ``alpha``. The p-value is the exact permutation one;
+* each control is read by the declared rule (:func:`readings`): *like the first* group of the
+  primary pair when it differs from the second and not from the first, *like the second* when it
+  differs from the first and not from the second, else *not told apart*; the config's sentence for
+  that reading is what the report says it means;
+* :func:`finding`: the sentence, only as strong as the primary test, with its budget.
+
+Nothing here decides the accuracy verdict, and no test here uses a problem as a replicate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .instability import InstabilityRule
+from .statistics import holm, p_text
+from .survival import RunTime, clopper_pearson, kaplan_meier, log_rank, run_times, stable_range
+
+FIRST, SECOND, APART = "first", "second", "not told apart"
+
+
+@dataclass(frozen=True)
+class StabilityDesign:
+    """``comparison.stability``: the primary pair, the declared secondary pairs, the controls with
+    what each reading would mean (``like_first`` / ``like_second``), and the error rate."""
+
+    primary: tuple[str, str]
+    secondary: tuple[tuple[str, str], ...] = ()
+    controls: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    alpha: float = 0.05
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any] | None, alpha: float = 0.05) -> "StabilityDesign | None":
+        """The design, or None where the config declares none."""
+        if not cfg:
+            return None
+        return cls(tuple(cfg["primary"]), tuple(tuple(p) for p in cfg.get("secondary") or ()),
+                   dict(cfg.get("controls") or {}), alpha)
+
+    def family(self) -> list[tuple[str, str]]:
+        """The secondary family in order: the declared pairs, then each control against the primary
+        pair's second group and first group."""
+        first, second = self.primary
+        pairs = [tuple(p) for p in self.secondary]
+        for control in self.controls:
+            pairs += [(control, second), (control, first)]
+        return list(dict.fromkeys(pairs))
+
+    def strategies(self) -> list[str]:
+        """Every group the design names."""
+        return list(dict.fromkeys([*self.primary, *(s for p in self.family() for s in p)]))
+
+
+def run_table(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+    """One row per run: ``strategy``, ``arm``, ``lr``, ``seed``, ``time`` (the step of instability,
+    or of its last evaluation when censored) and ``event`` (it became unstable)."""
+    rows = []
+    for strategy, (arm, lr) in groups.items():
+        own = curves[curves["strategy"] == strategy]
+        rows += [{"strategy": strategy, **r.__dict__}
+                 for r in run_times(own, rule, {strategy: (str(arm), float(lr))})]
+    columns = ["strategy", "arm", "lr", "seed", "time", "event"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["arm", "lr", "seed"], ignore_index=True)
+
+
+def _times(runs: pd.DataFrame) -> list[RunTime]:
+    return [RunTime(r.arm, float(r.lr), int(r.seed), int(r.time), bool(r.event)) for r in runs.itertuples()]
+
+
+def _median_time(km: pd.DataFrame) -> float:
+    below = km[km["stable"] <= 0.5]
+    return float(below["step"].iloc[0]) if len(below) else math.nan
+
+
+def shares_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and learning rate: runs, unstable runs, their share with its exact 95% interval, the
+    median time to instability (NaN while more than half stayed stable) and the first unstable step."""
+    rows = []
+    for (arm, lr), d in runs.groupby(["arm", "lr"], sort=True):
+        k, n = int(d["event"].sum()), len(d)
+        low, high = clopper_pearson(k, n)
+        km = kaplan_meier(d["time"].tolist(), d["event"].tolist())
+        rows.append({"arm": arm, "lr": float(lr), "strategy": d["strategy"].iloc[0], "runs": n, "unstable": k,
+                     "share": k / n, "ci_low": low, "ci_high": high, "median_time": _median_time(km),
+                     "first_unstable": float(d.loc[d["event"], "time"].min()) if k else math.nan,
+                     "watched_to": int(d["time"].max())})
+    return pd.DataFrame(rows, columns=["arm", "lr", "strategy", "runs", "unstable", "share", "ci_low", "ci_high",
+                                       "median_time", "first_unstable", "watched_to"])
+
+
+def km_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each arm's and learning rate's Kaplan-Meier curve, starting at 1 at step 0 and ending at the
+    last step a run was watched (the curve a figure draws as steps)."""
+    frames = []
+    for (arm, lr), d in runs.groupby(["arm", "lr"], sort=True):
+        km = kaplan_meier(d["time"].tolist(), d["event"].tolist())
+        start = pd.DataFrame([{"step": 0, "at_risk": len(d), "events": 0, "stable": 1.0, "ci_low": 1.0, "ci_high": 1.0}])
+        end = km.iloc[[-1]] if len(km) else start
+        last = end.assign(step=int(d["time"].max()), events=0, at_risk=int((d["time"] >= d["time"].max()).sum()))
+        frames.append(pd.concat([start, km, last], ignore_index=True).assign(arm=arm, lr=float(lr),
+                                                                              strategy=d["strategy"].iloc[0]))
+    columns = ["arm", "lr", "strategy", "step", "at_risk", "events", "stable", "ci_low", "ci_high"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def tests_table(runs: pd.DataFrame, design: StabilityDesign) -> pd.DataFrame:
+    """The declared tests, one row each: ``role`` (primary / secondary), the two groups, their runs
+    and unstable runs, the log-rank ``observed`` / ``expected`` events of the first, ``chi2``, the exact
+    ``p``, ``p_holm`` (the secondary family; the primary's own p) and ``differs`` (adjusted p < alpha).
+    A pair with a group that has no runs is listed with NaN."""
+    rows = []
+    pairs = [("primary", design.primary)] + [("secondary", p) for p in design.family()]
+    for role, (a, b) in pairs:
+        ra, rb = runs[runs["strategy"] == a], runs[runs["strategy"] == b]
+        row = {"role": role, "a": a, "b": b, "n_a": len(ra), "n_b": len(rb), "unstable_a": int(ra["event"].sum()),
+               "unstable_b": int(rb["event"].sum())}
+        if len(ra) and len(rb):
+            test = log_rank(_times(ra), _times(rb))
+            row.update({"observed": test["observed"], "expected": test["expected"], "chi2": test["chi2"],
+                        "p": test["p_exact"], "p_chi2": test["p"], "splits": test["splits"]})
+        rows.append(row)
+    columns = ["role", "a", "b", "n_a", "n_b", "unstable_a", "unstable_b", "observed", "expected", "chi2", "p",
+               "p_chi2", "splits"]
+    table = pd.DataFrame(rows).reindex(columns=columns)
+    secondary = table["role"] == "secondary"
+    table["p_holm"] = table["p"]
+    table.loc[secondary, "p_holm"] = holm(table.loc[secondary, "p"].tolist()) if secondary.any() else []
+    table["differs"] = table["p_holm"] < design.alpha
+    return table
+
+
+def _differs(tests: pd.DataFrame, a: str, b: str) -> bool | None:
+    row = tests[(tests["a"] == a) & (tests["b"] == b)]
+    if row.empty or not math.isfinite(row["p_holm"].iloc[0]):
+        return None
+    return bool(row["differs"].iloc[0])
+
+
+def readings(tests: pd.DataFrame, design: StabilityDesign) -> list[dict[str, Any]]:
+    """Each control's reading by the declared rule and the sentence the config gives it."""
+    first, second = design.primary
+    out = []
+    for control, meaning in design.controls.items():
+        vs_first, vs_second = _differs(tests, control, first), _differs(tests, control, second)
+        if vs_first is None or vs_second is None:
+            like, text = None, "not run (no runs of this control)"
+        elif vs_second and not vs_first:
+            like, text = FIRST, meaning.get("like_first", "")
+        elif vs_first and not vs_second:
+            like, text = SECOND, meaning.get("like_second", "")
+        else:
+            like, text = APART, meaning.get("apart", "the runs do not tell it apart from either group")
+        out.append({"control": control, "like": like, "differs_from_first": vs_first,
+                    "differs_from_second": vs_second, "means": text})
+    return out
+
+
+def _count(tests_row: Mapping[str, Any], side: str) -> str:
+    return f"{int(tests_row[f'unstable_{side}'])} of {int(tests_row[f'n_{side}'])}"
+
+
+def finding(runs: pd.DataFrame, tests: pd.DataFrame, design: StabilityDesign, budget: str) -> dict[str, Any]:
+    """The primary test's sentence (worded only as strongly as its p-value allows; ``budget`` says at
+    what training it holds), the controls' readings and each arm's stable range."""
+    primary = tests[tests["role"] == "primary"].iloc[0].to_dict()
+    a, b = design.primary
+    counts = f"{_count(primary, 'a')} {a} runs and {_count(primary, 'b')} {b} runs became unstable"
+    if not math.isfinite(primary.get("p", math.nan)):
+        sentence = f"Not tested: the primary pair {a} / {b} has no runs of one group ({budget})."
+        outcome = "not tested"
+    elif primary["differs"]:
+        sooner = a if primary["observed"] > primary["expected"] else b
+        later = b if sooner == a else a
+        outcome = f"{sooner} unstable sooner"
+        sentence = (f"{budget}: {counts}; the {sooner} runs became unstable sooner than the {later} runs (exact "
+                    f"log-rank test, the run as the unit, p = {p_text(primary['p'])}, α = {design.alpha:g}).")
+    else:
+        outcome = "not told apart"
+        sentence = (f"{budget}: {counts}; the test does not tell the two apart (exact log-rank test, the run as "
+                    f"the unit, p = {p_text(primary['p'])}, α = {design.alpha:g}).")
+    ranges = stable_range(_times(runs)) if len(runs) else pd.DataFrame()
+    return {"outcome": outcome, "sentence": sentence, "primary": primary, "readings": readings(tests, design),
+            "stable_range": ranges.replace({np.nan: None}).to_dict("records"), "alpha": design.alpha}
+
+
+def analyse_stability(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, Sequence[Any]],
+                      design: StabilityDesign | None, budget: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The stability tables (``stability_runs``, ``stability_shares``, ``stability_km``,
+    ``stability_tests``, ``stability_range``) and, with a declared design, its finding (else {})."""
+    runs = run_table(curves, rule, groups)
+    tables = {"stability_runs": runs, "stability_shares": shares_table(runs), "stability_km": km_table(runs),
+              "stability_range": stable_range(_times(runs)) if len(runs) else pd.DataFrame(
+                  columns=["arm", "largest_stable_lr", "smallest_unstable_lr", "runs_at_largest", "risk_upper_95"])}
+    if design is None:
+        tables["stability_tests"] = pd.DataFrame(columns=["role", "a", "b", "p", "p_holm", "differs"])
+        return tables, {}
+    tables["stability_tests"] = tests = tests_table(runs, design)
+    return tables, finding(runs, tests, design, budget)
