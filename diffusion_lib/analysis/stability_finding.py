@@ -15,8 +15,10 @@ Kaplan-Meier, the exact log-rank test, Clopper-Pearson); here they are put to th
   pair), Holm-corrected together at ``alpha``. The p-value is the exact permutation one;
 * each control is read by the declared rule (:func:`readings`): *like the first* group of the
   primary pair when it differs from the second and not from the first, *like the second* when it
-  differs from the first and not from the second, else *not told apart*; the config's sentence for
-  that reading is what the report says it means;
+  differs from the first and not from the second, *between the two* when it differs from both, else
+  *not told apart*; the config's sentence for that reading is what the report says it means, and only
+  where the primary test found the first group unstable sooner (otherwise there is nothing for a
+  control to explain, and the reading is reported without its meaning);
 * :func:`finding`: the sentence, only as strong as the primary test, with its budget.
 
 Nothing here decides the accuracy verdict, and no test here uses a problem as a replicate.
@@ -34,7 +36,7 @@ from .instability import InstabilityRule
 from .statistics import holm, p_text
 from .survival import RunTime, clopper_pearson, kaplan_meier, log_rank, run_times, stable_range
 
-FIRST, SECOND, APART = "first", "second", "not told apart"
+FIRST, SECOND, BOTH, APART = "first", "second", "both", "not told apart"
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,15 @@ class StabilityDesign:
 
 def run_table(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     """One row per run: ``strategy``, ``arm``, ``lr``, ``seed``, ``time`` (the step of instability,
-    or of its last evaluation when censored) and ``event`` (it became unstable)."""
+    or of its last evaluation when censored), ``event`` (it became unstable) and ``watched_to`` (its
+    last evaluation)."""
     rows = []
     for strategy, (arm, lr) in groups.items():
         own = curves[curves["strategy"] == strategy]
-        rows += [{"strategy": strategy, **r.__dict__}
+        last = own.dropna(subset=[rule.metric]).groupby("seed")["step"].max() if len(own) else {}
+        rows += [{"strategy": strategy, **r.__dict__, "watched_to": int(last[r.seed])}
                  for r in run_times(own, rule, {strategy: (str(arm), float(lr))})]
-    columns = ["strategy", "arm", "lr", "seed", "time", "event"]
+    columns = ["strategy", "arm", "lr", "seed", "time", "event", "watched_to"]
     return pd.DataFrame(rows, columns=columns).sort_values(["arm", "lr", "seed"], ignore_index=True)
 
 
@@ -101,7 +105,7 @@ def shares_table(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"arm": arm, "lr": float(lr), "strategy": d["strategy"].iloc[0], "runs": n, "unstable": k,
                      "share": k / n, "ci_low": low, "ci_high": high, "median_time": _median_time(km),
                      "first_unstable": float(d.loc[d["event"], "time"].min()) if k else math.nan,
-                     "watched_to": int(d["time"].max())})
+                     "watched_to": int(d["watched_to"].max())})
     return pd.DataFrame(rows, columns=["arm", "lr", "strategy", "runs", "unstable", "share", "ci_low", "ci_high",
                                        "median_time", "first_unstable", "watched_to"])
 
@@ -114,7 +118,8 @@ def km_table(runs: pd.DataFrame) -> pd.DataFrame:
         km = kaplan_meier(d["time"].tolist(), d["event"].tolist())
         start = pd.DataFrame([{"step": 0, "at_risk": len(d), "events": 0, "stable": 1.0, "ci_low": 1.0, "ci_high": 1.0}])
         end = km.iloc[[-1]] if len(km) else start
-        last = end.assign(step=int(d["time"].max()), events=0, at_risk=int((d["time"] >= d["time"].max()).sum()))
+        still = int((~d["event"].astype(bool)).sum())  # censored runs: still stable when last watched
+        last = end.assign(step=int(d["watched_to"].max()), events=0, at_risk=still)
         frames.append(pd.concat([start, km, last], ignore_index=True).assign(arm=arm, lr=float(lr),
                                                                               strategy=d["strategy"].iloc[0]))
     columns = ["arm", "lr", "strategy", "step", "at_risk", "events", "stable", "ci_low", "ci_high"]
@@ -143,7 +148,7 @@ def tests_table(runs: pd.DataFrame, design: StabilityDesign) -> pd.DataFrame:
     secondary = table["role"] == "secondary"
     table["p_holm"] = table["p"]
     table.loc[secondary, "p_holm"] = holm(table.loc[secondary, "p"].tolist()) if secondary.any() else []
-    table["differs"] = table["p_holm"] < design.alpha
+    table["differs"] = [bool(p < design.alpha) if math.isfinite(p) else None for p in table["p_holm"]]
     return table
 
 
@@ -154,20 +159,32 @@ def _differs(tests: pd.DataFrame, a: str, b: str) -> bool | None:
     return bool(row["differs"].iloc[0])
 
 
+def _primary_holds(tests: pd.DataFrame) -> bool:
+    """Whether the primary test found the first group unstable sooner than the second."""
+    row = tests[tests["role"] == "primary"].iloc[0]
+    return bool(row["differs"]) and row["observed"] > row["expected"]
+
+
 def readings(tests: pd.DataFrame, design: StabilityDesign) -> list[dict[str, Any]]:
-    """Each control's reading by the declared rule and the sentence the config gives it."""
+    """Each control's reading by the declared rule and the sentence the config gives it; the sentence
+    only where the primary test found the first group unstable sooner."""
     first, second = design.primary
+    holds = _primary_holds(tests)
     out = []
     for control, meaning in design.controls.items():
         vs_first, vs_second = _differs(tests, control, first), _differs(tests, control, second)
+        empty = [g for g in (control, first, second)
+                 if not len(tests[((tests["a"] == g) & (tests["n_a"] > 0)) | ((tests["b"] == g) & (tests["n_b"] > 0))])]
         if vs_first is None or vs_second is None:
-            like, text = None, "not run (no runs of this control)"
-        elif vs_second and not vs_first:
-            like, text = FIRST, meaning.get("like_first", "")
-        elif vs_first and not vs_second:
-            like, text = SECOND, meaning.get("like_second", "")
+            like, text = None, f"not read: no runs of {', '.join(empty) or 'a compared group'}"
         else:
-            like, text = APART, meaning.get("apart", "the runs do not tell it apart from either group")
+            like = {(False, True): FIRST, (True, False): SECOND, (True, True): BOTH}.get((vs_first, vs_second), APART)
+            text = {FIRST: meaning.get("like_first", ""), SECOND: meaning.get("like_second", ""),
+                    BOTH: meaning.get("both", f"it differs from both {first} and {second}"),
+                    APART: meaning.get("apart", f"the runs do not tell it apart from {first} or {second}")}[like]
+            if not holds:
+                text = (f"not interpreted: the primary test did not find {first} unstable sooner than {second}, "
+                        "so there is nothing for this control to explain")
         out.append({"control": control, "like": like, "differs_from_first": vs_first,
                     "differs_from_second": vs_second, "means": text})
     return out
@@ -196,9 +213,18 @@ def finding(runs: pd.DataFrame, tests: pd.DataFrame, design: StabilityDesign, bu
         outcome = "not told apart"
         sentence = (f"{budget}: {counts}; the test does not tell the two apart (exact log-rank test, the run as "
                     f"the unit, p = {p_text(primary['p'])}, α = {design.alpha:g}).")
-    ranges = stable_range(_times(runs)) if len(runs) else pd.DataFrame()
     return {"outcome": outcome, "sentence": sentence, "primary": primary, "readings": readings(tests, design),
-            "stable_range": ranges.replace({np.nan: None}).to_dict("records"), "alpha": design.alpha}
+            "stable_range": _ranges(runs), "alpha": design.alpha, "groups": design.strategies()}
+
+
+def _ranges(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each arm's stable range with the rates it was tried at, for arms tried at two rates or more
+    (one rate says nothing about a range)."""
+    if runs.empty:
+        return []
+    ranges = stable_range(_times(runs)).replace({np.nan: None})
+    tried = runs.groupby("arm")["lr"].apply(lambda s: sorted(set(map(float, s))))
+    return [{**r, "rates": tried[r["arm"]]} for r in ranges.to_dict("records") if len(tried[r["arm"]]) > 1]
 
 
 def analyse_stability(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, Sequence[Any]],

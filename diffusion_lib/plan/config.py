@@ -36,7 +36,7 @@ import yaml
 from ..settings.mining import MiningConfig
 from ..settings.names import SWEEP_TRAIN_PREFIX, sweep_name
 from ..settings.train_fields import SCHEMA_PATH  # the schema, shipped as package data
-from .config_checks import semantic_problems
+from .config_checks import semantic_problems, stability_problems
 
 
 class GridPoint(NamedTuple):
@@ -238,7 +238,24 @@ def load_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
     for name, mining in cfg["strategies"].items():
         # defaults of the mining block are filled by the schema; MiningConfig re-checks values.
         MiningConfig.from_mapping(mining)
+    _resolve_stability(cfg)
     return cfg
+
+
+def _resolve_stability(cfg: dict[str, Any]) -> None:
+    """``comparison.stability`` names strategies or grid points: a grid point that another strategy's
+    runs stand for (``sweep_aliases``) is named by that strategy; then the design is checked against
+    every strategy (:func:`~diffusion_lib.plan.config_checks.stability_problems`)."""
+    design = cfg["comparison"].get("stability")
+    if not design:
+        return
+    alias = cfg["sweep_aliases"]
+    design["primary"] = [alias.get(n, n) for n in design["primary"]]
+    design["secondary"] = [[alias.get(n, n) for n in pair] for pair in design["secondary"]]
+    design["controls"] = {alias.get(c, c): reading for c, reading in design["controls"].items()}
+    problems = stability_problems(design, cfg["strategies"])
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
 def option(config: Mapping[str, Any], dotted: str, schema_path: str | Path = SCHEMA_PATH) -> Any:

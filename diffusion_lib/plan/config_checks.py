@@ -48,7 +48,6 @@ def semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[str
             problems.append(f"config field 'comparison.{role}': strategy {name!r} has mode "
                             f"{strategies[name]['mode']!r}, expected {mode!r}")
     problems += _ladder_problems(cfg)
-    problems += _stability_problems(comparison.get("stability"), strategies)
     try:
         ConvergenceRule.from_mapping(comparison["convergence"])
     except ValueError as exc:
@@ -72,21 +71,33 @@ def semantic_problems(cfg: dict[str, Any], explicit_roles: set[str]) -> list[str
     return problems
 
 
-def _stability_problems(design: Mapping[str, Any] | None, strategies: Mapping[str, Any]) -> list[str]:
-    """Every strategy ``comparison.stability`` names must be declared, and a control may not be one of
-    the primary pair."""
+def stability_problems(design: Mapping[str, Any] | None, strategies: Mapping[str, Any]) -> list[str]:
+    """``comparison.stability`` read against the expanded strategies (grid points included): every
+    strategy it names is declared, each pair is two different strategies, no pair is tested twice
+    (in either order), and a control is not one of the primary pair."""
     if not design:
         return []
     problems = []
-    named = [("primary", design["primary"])] + [(f"secondary.{i}", p) for i, p in enumerate(design.get("secondary", []))]
-    named += [(f"controls.{c}", [c]) for c in design.get("controls", {})]
-    for where, names in named:
+    pairs = [("primary", tuple(design["primary"]))]
+    pairs += [(f"secondary.{i}", tuple(p)) for i, p in enumerate(design.get("secondary", []))]
+    for where, pair in pairs:
         problems += [f"config field 'comparison.stability.{where}': strategy {n!r} is not declared in 'strategies' "
-                     f"(declared: {sorted(strategies)})" for n in names if n not in strategies]
-    if len(set(design["primary"])) < 2:
-        problems.append("config field 'comparison.stability.primary': needs two different strategies")
+                     f"(declared: {sorted(strategies)})" for n in pair if n not in strategies]
+        if len(set(pair)) < 2:
+            problems.append(f"config field 'comparison.stability.{where}': needs two different strategies, got {list(pair)}")
+    controls = design.get("controls", {})
+    problems += [f"config field 'comparison.stability.controls.{c}': strategy {c!r} is not declared in 'strategies' "
+                 f"(declared: {sorted(strategies)})" for c in controls if c not in strategies]
     problems += [f"config field 'comparison.stability.controls.{c}': {c!r} is in the primary pair; a control is "
-                 "read against it" for c in design.get("controls", {}) if c in design["primary"]]
+                 "read against it" for c in controls if c in design["primary"]]
+    tested = [(w, frozenset(p)) for w, p in pairs]
+    tested += [(f"controls.{c}", frozenset((c, s))) for c in controls for s in design["primary"] if c != s]
+    seen: dict[frozenset, str] = {}
+    for where, pair in tested:
+        if pair in seen and len(pair) == 2:
+            problems.append(f"config field 'comparison.stability.{where}': the pair {sorted(pair)} is already tested "
+                            f"({seen[pair]})")
+        seen.setdefault(pair, where)
     return problems
 
 

@@ -18,7 +18,7 @@ Block = tuple  # ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", D
 
 
 #: how a table column is written (see :func:`cell`); "auto" follows the value's type
-KINDS = ("auto", "text", "int", "num", "pct", "share", "p", "yesno", "ci", "ci_pct")
+KINDS = ("auto", "text", "int", "num", "pct", "share", "p", "yesno", "ci", "ci_pct", "ci_share")
 
 
 def _number(x: Any) -> float | None:
@@ -71,8 +71,9 @@ def number(value: float, digits: int = 4) -> str:
 
 
 def interval(lo: Any, hi: Any, kind: str = "ci") -> str:
-    """A CI as "[low, high]": percentages with one decimal (``ci_pct``) or 4 significant digits (``ci``)."""
-    each = "pct" if kind == "ci_pct" else "num"
+    """A CI as "[low, high]": signed percentages with one decimal (``ci_pct``), unsigned ones
+    (``ci_share``) or 4 significant digits (``ci``)."""
+    each = {"ci_pct": "pct", "ci_share": "share"}.get(kind, "num")
     return f"[{cell(lo, each)}, {cell(hi, each)}]"
 
 

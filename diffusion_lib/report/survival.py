@@ -12,6 +12,7 @@ p-values, what each control's reading means, each arm's stable range, and the co
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,13 +27,14 @@ from .style import apply_theme, nothing_to_plot, plain_log_ticks, save, strategy
 DODGE = 1.04  # the factor between neighbouring arms' points at one learning rate (log axis)
 
 
-def _primary_lr(shares: pd.DataFrame, verdict: Mapping[str, Any]) -> float | None:
-    primary = ((verdict.get("stability") or {}).get("primary") or {})
-    rows = shares[shares["strategy"] == primary.get("b")]
-    if len(rows):
-        return float(rows["lr"].iloc[0])
-    counts = shares["lr"].value_counts()
-    return float(counts.index[0]) if len(counts) else None
+def _shown(km: pd.DataFrame, verdict: Mapping[str, Any]) -> pd.DataFrame:
+    """The Kaplan-Meier curves of the left panel: every group the declared tests name (whatever its
+    learning rate), else every group at the most common rate."""
+    groups = (verdict.get("stability") or {}).get("groups") or []
+    if groups:
+        return km[km["strategy"].isin(groups)]
+    counts = km.drop_duplicates("strategy")["lr"].value_counts()
+    return km[np.isclose(km["lr"], counts.index[0])] if len(counts) else km
 
 
 def plot_stability(km: pd.DataFrame, shares: pd.DataFrame, runs: pd.DataFrame, verdict: Mapping[str, Any],
@@ -42,23 +44,24 @@ def plot_stability(km: pd.DataFrame, shares: pd.DataFrame, runs: pd.DataFrame, v
         return None
     apply_theme(options)
     looks = strategy_styles(options, shares["arm"])
-    lr = _primary_lr(shares, verdict)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
-    near = km[np.isclose(km["lr"], lr)] if lr is not None else km
+    near = _shown(km, verdict)
     controls = set(shares["arm"]) - {a for a, g in shares.groupby("arm") if g["lr"].nunique() > 1}
-    for arm, d in near.groupby("arm", sort=False):
+    for strategy, d in near.groupby("strategy", sort=False):
+        arm = str(d["arm"].iloc[0])
         look = looks[arm]
         n = int(d["at_risk"].iloc[0])
         tag(left.step(d["step"], d["stable"], where="post", color=look.color, lw=2,
                       label=f"{arm} (lr {d['lr'].iloc[0]:g}, {n} runs)"), arm)
-        own = runs[(runs["arm"] == arm) & np.isclose(runs["lr"], d["lr"].iloc[0]) & ~runs["event"].astype(bool)]
+        own = runs[(runs["strategy"] == strategy) & ~runs["event"].astype(bool)]
         if len(own):  # censored runs: still stable when last watched
             at = d.set_index("step")["stable"]
             heights = [float(at[at.index <= t].iloc[-1]) for t in own["time"]]
             tag(left.scatter(own["time"], heights, marker="|", s=120, color=look.color, zorder=3), arm)
+    rates = sorted(set(near["lr"].astype(float)))
     left.set(xlabel="training step", ylabel="share of runs still stable", ylim=(-0.04, 1.06),
              xlim=(0, float(km["step"].max()) * 1.04),
-             title=f"Kaplan-Meier at lr {lr:g}" if lr is not None else "Kaplan-Meier")
+             title="Kaplan-Meier at lr " + ", ".join(f"{r:g}" for r in rates))
     left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=8, frameon=False)
     arms = list(dict.fromkeys(shares["arm"]))
     for i, (arm, d) in enumerate(shares.groupby("arm", sort=False)):
@@ -81,7 +84,15 @@ def plot_stability(km: pd.DataFrame, shares: pd.DataFrame, runs: pd.DataFrame, v
 
 
 def _lr(value: Any) -> str:
-    return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{float(value):g}"
+    return "none tried" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{float(value):g}"
+
+
+def _range_line(r: Mapping[str, Any]) -> str:
+    rates = ", ".join(f"{x:g}" for x in r["rates"])
+    text = (f"{r['arm']} (rates tried: {rates}): stable at every rate tried up to {_lr(r['largest_stable_lr'])}, "
+            f"unstable from {_lr(r['smallest_unstable_lr'])}")
+    return text + (f" (0 of {r['runs_at_largest']} runs unstable there: a run's risk up to {r['risk_upper_95']:.0%})"
+                   if r.get("runs_at_largest") else "")
 
 
 def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figures: Mapping[str, str]) -> list[Block]:
@@ -106,28 +117,28 @@ def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figure
     readings = found.get("readings") or []
     if readings:
         first, second = found["primary"]["a"], found["primary"]["b"]
-        label = {"first": f"like {first}", "second": f"like {second}"}
+        label = {"first": f"like {first}", "second": f"like {second}", "both": f"between {first} and {second}"}
         doc.append(("p", "What the controls say (each read by the rule declared before the study ran):"))
         doc.append(("ul", [f"`{r['control']}`: {label.get(r['like'], r['like'] or 'not run')}: {r['means']}"
                            for r in readings]))
     ranges = pd.DataFrame(found.get("stable_range") or [])
     if not ranges.empty:
-        doc.append(("p", "Stable learning-rate range per arm (the largest rate at which none of its runs became "
-                         "unstable with every smaller rate stable too, the smallest at which one did, and the "
-                         "one-sided 95% upper bound on a run's risk at the largest stable rate):"))
-        doc.append(("ul", [f"{r['arm']}: stable to {_lr(r['largest_stable_lr'])}, unstable from "
-                           f"{_lr(r['smallest_unstable_lr'])}"
-                           + (f" (0 of {r['runs_at_largest']} runs: risk up to {r['risk_upper_95']:.0%})"
-                              if r.get("runs_at_largest") else "") for r in ranges.to_dict("records")]))
+        doc.append(("p", "Stable learning-rate range of each arm tried at two rates or more (the largest rate "
+                         "tried at which none of its runs became unstable, every smaller rate tried stable too; the "
+                         "smallest at which one did; the one-sided 95% upper bound on a run's risk at the largest "
+                         "stable rate). Between the rates tried the edge is unknown:"))
+        doc.append(("ul", [_range_line(r) for r in ranges.to_dict("records")]))
     shares = t.get("stability_shares", pd.DataFrame())
     if not shares.empty:
-        doc.append(("table", select(shares, {"arm": "arm", "lr": "lr", "runs": "runs", "unstable": "unstable",
-                                             "share": ("share", "pct"), ("ci_low", "ci_high"): ("exact 95% CI", "ci_pct"),
+        shares = shares.assign(rate=[f"{x:g}" for x in shares["lr"]])
+        doc.append(("table", select(shares, {"arm": "arm", "rate": ("lr", "text"), "runs": "runs",
+                                             "unstable": "unstable", "share": ("share", "share"),
+                                             ("ci_low", "ci_high"): ("exact 95% CI", "ci_share"),
                                              "first_unstable": "first unstable at", "median_time": "median time",
                                              "watched_to": "watched to"})))
     doc.append(("fig", "stability", "Training stability"))
     primary = found.get("primary") or {}
-    if primary.get("p") is not None:
+    if math.isfinite(float(primary.get("p") if primary.get("p") is not None else math.nan)):
         doc.append(("p", f"Primary test: {primary['a']} vs {primary['b']}, exact p = {p_text(primary['p'])} "
-                         f"(χ² approximation {p_text(primary.get('p_chi2'))}; {int(primary.get('splits') or 0)} splits)."))
+                         f"(χ² approximation {p_text(primary.get('p_chi2'))}; {int(primary['splits'])} splits)."))
     return doc

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from diffusion_lib.analysis.instability import InstabilityRule
-from diffusion_lib.analysis.stability_finding import (APART, FIRST, SECOND, StabilityDesign, analyse_stability,
+from diffusion_lib.analysis.stability_finding import (APART, BOTH, FIRST, SECOND, StabilityDesign, analyse_stability,
                                                       km_table, run_table, shares_table)
 from diffusion_lib.analysis.survival import RunTime, clopper_pearson, log_rank
 from diffusion_lib.plan.config import ConfigError, load_study_config, strategy_arms
@@ -48,6 +48,13 @@ def test_the_exact_log_rank_p_counts_every_split_of_the_pooled_runs():
     assert first["splits"] == 2000 and first["p_exact"] == again["p_exact"] < 0.01
 
 
+def test_the_exact_log_rank_p_grows_as_the_groups_overlap():
+    early = _runs("a", [2900, 3190, 3480, 3770, 4060], [True] * 5)
+    # one run of the other group unstable among the early ones: still a difference, no longer the floor
+    p = [log_rank(early, _runs("b", [t] + [9280] * 4, [True] + [False] * 4))["p_exact"] for t in (3600, 3300, 3000)]
+    assert p == pytest.approx([6 / 252, 8 / 252, 10 / 252]) and all(2 / 252 < x < 0.05 for x in p)
+
+
 def test_the_exact_log_rank_does_not_find_a_difference_that_is_not_there():
     found = 0
     for seed in range(20):
@@ -82,7 +89,12 @@ def test_a_sure_difference_is_found_and_each_control_read_as_declared():
     assert list(zip(secondary["a"], secondary["b"])) == [("random", "adversarial"), ("w0", "adversarial"),
                                                          ("w0", "baseline"), ("matched", "adversarial"),
                                                          ("matched", "baseline")]
-    assert (secondary["p_holm"] >= secondary["p"]).all()
+    # Holm over five: the three smallest (2/252 each) times 5; the rest capped at 1 (no events in either
+    # group of matched vs adversarial: p = 1)
+    assert secondary["p"].tolist()[:2] == pytest.approx([2 / 252, 2 / 252])
+    assert secondary.set_index(["a", "b"])["p_holm"].to_dict() == pytest.approx({
+        ("random", "adversarial"): 10 / 252, ("w0", "adversarial"): 10 / 252, ("w0", "baseline"): 1.0,
+        ("matched", "adversarial"): 1.0, ("matched", "baseline"): 10 / 252})
     reading = {r["control"]: r for r in found["readings"]}
     assert reading["w0"]["like"] == FIRST and reading["w0"]["means"] == "needs the loss"
     assert reading["matched"]["like"] == SECOND and reading["matched"]["means"] == "step size may explain it"
@@ -101,7 +113,25 @@ def test_a_null_difference_is_not_called_one_and_a_mixed_control_is_not_told_apa
     tables, found = analyse_stability(curves, InstabilityRule(2.0), arms, _design(), "At lr 0.0005")
     assert found["outcome"] == "not told apart" and "does not tell the two apart" in found["sentence"]
     assert not tables["stability_tests"]["differs"].any()
-    assert {r["like"] for r in found["readings"]} == {APART}
+    assert [r["like"] for r in found["readings"]] == [APART, APART]
+    # with no primary difference there is nothing for a control to explain: no meaning is claimed
+    assert all(r["means"].startswith("not interpreted") for r in found["readings"])
+
+
+def test_a_control_between_the_two_and_groups_without_runs_are_named_as_such():
+    curves = _curves({"baseline": [1160] * 5, "adversarial": [None] * 5, "random": [4640, 4930, 5220, 5510, 5800],
+                      "w0": [4640, 4930, 5220, 5510, 5800]})
+    arms = {s: (s, 5e-4) for s in ("baseline", "adversarial", "random", "w0", "matched")}
+    tables, found = analyse_stability(curves, InstabilityRule(2.0), arms, _design(), "At lr 0.0005")
+    reading = {r["control"]: r for r in found["readings"]}
+    assert reading["w0"]["like"] == BOTH and reading["w0"]["means"] == "it differs from both baseline and adversarial"
+    assert reading["matched"]["like"] is None and reading["matched"]["means"] == "not read: no runs of matched"
+    untested = tables["stability_tests"].set_index(["a", "b"]).loc[("matched", "baseline")]
+    assert untested["differs"] is None and math.isnan(untested["p_holm"])
+    # the primary pair without runs of one group: not tested, said so
+    tables, found = analyse_stability(curves[curves["strategy"] != "adversarial"], InstabilityRule(2.0), arms,
+                                      _design(), "At lr 0.0005")
+    assert found["outcome"] == "not tested" and found["sentence"].startswith("Not tested")
 
 
 def test_a_learning_rate_grid_reads_as_one_arm_at_several_rates(tmp_path):
@@ -116,19 +146,32 @@ def test_a_learning_rate_grid_reads_as_one_arm_at_several_rates(tmp_path):
     assert arms["adversarial__opt_steps-1"] == ("adversarial__opt_steps-1", 2.5e-4)  # not an lr point: its own arm
     curves = _curves({"baseline": [None], "baseline__train.lr-0.001": [1160]})
     runs = run_table(curves, InstabilityRule(2.0), {s: arms[s] for s in ("baseline", "baseline__train.lr-0.001")})
-    assert runs[["strategy", "arm", "lr", "time", "event"]].values.tolist() == [
-        ["baseline", "baseline", 2.5e-4, 9280, False], ["baseline__train.lr-0.001", "baseline", 1e-3, 1160, True]]
+    assert runs[["strategy", "arm", "lr", "time", "event", "watched_to"]].values.tolist() == [
+        ["baseline", "baseline", 2.5e-4, 9280, False, 9280], ["baseline__train.lr-0.001", "baseline", 1e-3, 1160, True, 9280]]
     km = km_table(runs)
     assert km.groupby("lr")["stable"].last().tolist() == [1.0, 0.0]
+    assert km.groupby("lr")["at_risk"].last().tolist() == [1, 0] and (km.groupby("lr")["step"].last() == 9280).all()
     assert shares_table(runs)["first_unstable"].isna().tolist() == [True, False]
 
 
 def test_the_design_names_declared_strategies_only(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("comparison:\n  stability:\n    primary: [baseline, adversarial]\n"
+                   "    secondary: [[random, random], [adversarial, baseline]]\n"
                    "    controls: {nowhere: {like_first: a, like_second: b}, baseline: {like_first: a, like_second: b}}\n")
     with pytest.raises(ConfigError) as err:
         load_study_config(["config/config.yaml", bad])
     text = str(err.value)
     assert "comparison.stability.controls.nowhere" in text and "'nowhere' is not declared" in text
     assert "comparison.stability.controls.baseline" in text and "primary pair" in text
+    assert "comparison.stability.secondary.0': needs two different strategies" in text
+    assert "comparison.stability.secondary.1': the pair ['adversarial', 'baseline'] is already tested (primary)" in text
+
+
+def test_the_design_may_name_grid_points_and_names_an_alias_by_its_runs(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("comparison:\n  stability:\n    primary: [baseline__train.lr-0.0005, adversarial__train.lr-0.001]\n"
+                    "    controls: {adversarial_w0: {like_first: a, like_second: b}}\n")
+    cfg = load_study_config(["config/config.yaml", "config/stability-edge.yaml", "config/stability-range.yaml", grid])
+    design = cfg["comparison"]["stability"]
+    assert design["primary"] == ["baseline", "adversarial__train.lr-0.001"]  # the 5e-4 point is baseline's runs

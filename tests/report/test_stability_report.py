@@ -43,8 +43,11 @@ def test_the_section_leads_with_the_finding_and_lists_tests_readings_and_ranges(
     assert "## Training stability" in text
     assert "**Baseline unstable sooner.** At lr 0.0005, 9,280 training steps × batch 64: 5 of 5 baseline runs" in text
     assert "`adversarial_w0`: like baseline: the loss is needed" in text
-    assert "adversarial: stable to 0.0005, unstable from 0.001 (0 of 5 runs: risk up to 45%)" in text
-    assert "baseline: stable to 0.00025, unstable from 0.0005" in text
+    assert ("adversarial (rates tried: 0.0005, 0.001): stable at every rate tried up to 0.0005, unstable from 0.001 "
+            "(0 of 5 runs unstable there: a run's risk up to 45%)") in text
+    assert "baseline (rates tried: 0.00025, 0.0005): stable at every rate tried up to 0.00025, unstable from 0.0005" in text
+    assert "random (rates" not in text  # one rate tried: no range claimed
+    assert "| random | 0.0005 | 5 | 4 | 80.0% | [28.4%, 99.5%] |" in text  # shares unsigned, rates as written
     assert "Holm p" in text and "exact p" in text and "![Training stability](x.png)" in text
     assert "nan" not in text.lower() and "None" not in text
     # no design declared: no section
@@ -62,3 +65,24 @@ def test_the_figure_draws_every_group_and_is_laid_out_cleanly(tmp_path):
     on_right = {a.get_gid()[len(TAG):] for a in right.get_children() if (a.get_gid() or "").startswith(TAG)}
     assert on_right == {"baseline", "adversarial", "random", "adversarial_w0"}
     assert right.get_xscale() == "log" and "0.0005" in left.get_title()
+
+
+def test_a_control_at_another_rate_is_drawn_and_an_untested_primary_does_not_break_the_report(tmp_path):
+    tables, v = _study()
+    # a control at its own learning rate (the matched-step baseline): in the left panel with the groups it is read against
+    km = tables["stability_km"]
+    matched = km[km["strategy"] == "baseline"].assign(strategy="baseline_matched", arm="baseline_matched", lr=5.5e-4)
+    shares = tables["stability_shares"]
+    shares = pd.concat([shares, shares[shares["strategy"] == "baseline"].assign(strategy="baseline_matched",
+                                                                                  arm="baseline_matched", lr=5.5e-4)])
+    v["stability"]["groups"] = [*v["stability"]["groups"], "baseline_matched"]
+    fig = plot_stability(pd.concat([km, matched]), shares, tables["stability_runs"], v, tmp_path / "s.png",
+                         {"strategies": [*v["strategies"], "baseline_matched"]})
+    left = fig.axes[0]
+    drawn = {a.get_gid()[len(TAG):] for a in left.get_children() if (a.get_gid() or "").startswith(TAG)}
+    assert "baseline_matched" in drawn and "0.00055" in left.get_title() and layout_problems(fig) == []
+    # the primary pair without runs of one group: the section says so and prints no p-value
+    untested = {**v["stability"], "outcome": "not tested", "sentence": "Not tested: no runs.",
+                "primary": {**v["stability"]["primary"], "p": float("nan"), "splits": float("nan")}}
+    text = to_markdown(stability_blocks({"stability": untested}, tables, {}), str, {})
+    assert "**Not tested.** Not tested: no runs." in text and "Primary test:" not in text
