@@ -15,7 +15,8 @@ Kaplan-Meier, the exact log-rank test, Clopper-Pearson); here they are put to th
   pair), Holm-corrected together at ``alpha``. The p-value is the exact permutation one;
 * each control is read by the declared rule (:func:`readings`): *like the first* group of the
   primary pair when it differs from the second and not from the first, *like the second* when it
-  differs from the first and not from the second, *between the two* when it differs from both, else
+  differs from the first and not from the second, *differs from both* (on either side of the first
+  group, said which) when it differs from both, else
   *not told apart*; the config's sentence for that reading is what the report says it means, and only
   where the primary test found the first group unstable sooner (otherwise there is nothing for a
   control to explain, and the reading is reported without its meaning);
@@ -165,6 +166,14 @@ def _primary_holds(tests: pd.DataFrame) -> bool:
     return bool(row["differs"]) and row["observed"] > row["expected"]
 
 
+def _both(tests: pd.DataFrame, control: str, first: str, second: str) -> str:
+    """What a control that differs from both groups did: which side of the first group it fell on."""
+    row = tests[(tests["a"] == control) & (tests["b"] == first)].iloc[0]
+    if row["observed"] > row["expected"]:
+        return f"its runs became unstable even sooner than the {first} runs"
+    return f"its runs stayed stable longer than the {first} runs, not as long as the {second} runs"
+
+
 def readings(tests: pd.DataFrame, design: StabilityDesign) -> list[dict[str, Any]]:
     """Each control's reading by the declared rule and the sentence the config gives it; the sentence
     only where the primary test found the first group unstable sooner."""
@@ -180,7 +189,7 @@ def readings(tests: pd.DataFrame, design: StabilityDesign) -> list[dict[str, Any
         else:
             like = {(False, True): FIRST, (True, False): SECOND, (True, True): BOTH}.get((vs_first, vs_second), APART)
             text = {FIRST: meaning.get("like_first", ""), SECOND: meaning.get("like_second", ""),
-                    BOTH: meaning.get("both", f"it differs from both {first} and {second}"),
+                    BOTH: meaning.get("both", _both(tests, control, first, second)),
                     APART: meaning.get("apart", f"the runs do not tell it apart from {first} or {second}")}[like]
             if not holds:
                 text = (f"not interpreted: the primary test did not find {first} unstable sooner than {second}, "

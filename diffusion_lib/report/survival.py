@@ -16,13 +16,14 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from ..analysis.statistics import p_text
 from .render import Block, select
-from .style import apply_theme, nothing_to_plot, plain_log_ticks, save, strategy_styles, tag
+from .style import apply_theme, nothing_to_plot, save, strategy_styles, tag
 
 DODGE = 1.04  # the factor between neighbouring arms' points at one learning rate (log axis)
 
@@ -63,24 +64,45 @@ def plot_stability(km: pd.DataFrame, shares: pd.DataFrame, runs: pd.DataFrame, v
              xlim=(0, float(km["step"].max()) * 1.04),
              title="Kaplan-Meier at lr " + ", ".join(f"{r:g}" for r in rates))
     left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=8, frameon=False)
-    arms = list(dict.fromkeys(shares["arm"]))
-    for i, (arm, d) in enumerate(shares.groupby("arm", sort=False)):
-        look = looks[arm]
-        d = d.sort_values("lr")
-        y = d["share"].to_numpy(float)
-        x = d["lr"].to_numpy(float) * DODGE ** (arms.index(arm) - (len(arms) - 1) / 2)  # arms side by side
-        err = [np.maximum(y - d["ci_low"].to_numpy(float), 0), np.maximum(d["ci_high"].to_numpy(float) - y, 0)]
-        style = {"ls": "none"} if arm in controls else {"ls": "-"}
-        tag(right.errorbar(x, y, yerr=err, color=look.color, marker=look.marker, capsize=4, lw=1.5,
-                           label=arm, **style).lines, arm)
-    right.set_xscale("log")
-    plain_log_ticks(right, "x")
-    right.set(xlabel="learning rate (constant after warm-up)", ylabel="share of runs that became unstable",
-              ylim=(-0.04, 1.06), title="Unstable share per learning rate (exact 95% CI)")
-    lrs = shares["lr"].astype(float)
-    right.set_xlim(lrs.min() / 1.3, lrs.max() * 1.3)
+    if controls == set(shares["arm"]):  # no arm tried at two rates: one point per group, side by side
+        _shares_by_group(right, shares, looks)
+    else:
+        _shares_by_rate(right, shares, looks, controls)
+    right.set(ylabel="share of runs that became unstable", ylim=(-0.04, 1.06))
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3, fontsize=8, frameon=False)
     return save(fig, path, options)
+
+
+def _bars(ax: plt.Axes, x: np.ndarray, d: pd.DataFrame, look: Any, arm: str, **style: Any) -> None:
+    y = d["share"].to_numpy(float)
+    err = [np.maximum(y - d["ci_low"].to_numpy(float), 0), np.maximum(d["ci_high"].to_numpy(float) - y, 0)]
+    tag(ax.errorbar(x, y, yerr=err, color=look.color, marker=look.marker, capsize=4, lw=1.5, label=arm,
+                    **style).lines, arm)
+
+
+def _shares_by_group(ax: plt.Axes, shares: pd.DataFrame, looks: Mapping[str, Any]) -> None:
+    """Each group's unstable share at its one rate, the groups along x."""
+    for i, r in enumerate(shares.itertuples(index=False)):
+        _bars(ax, np.array([i]), shares.iloc[[i]], looks[r.arm], r.arm, ls="none")
+    ax.set_xticks(range(len(shares)), [f"{r.arm}\nlr {r.lr:g}" for r in shares.itertuples(index=False)], fontsize=8)
+    ax.set_xlim(-0.6, len(shares) - 0.4)
+    ax.set_title("Unstable share per group (exact 95% CI)")
+
+
+def _shares_by_rate(ax: plt.Axes, shares: pd.DataFrame, looks: Mapping[str, Any], controls: set[str]) -> None:
+    """Each arm's unstable share against the learning rate (log x, the arms side by side at a rate);
+    a control at its one rate as a point."""
+    arms = list(dict.fromkeys(shares["arm"]))
+    for arm, d in shares.groupby("arm", sort=False):
+        d = d.sort_values("lr")
+        x = d["lr"].to_numpy(float) * DODGE ** (arms.index(arm) - (len(arms) - 1) / 2)
+        _bars(ax, x, d, looks[arm], arm, ls="none" if arm in controls else "-")
+    ax.set_xscale("log")
+    rates = sorted(set(shares["lr"].astype(float)))
+    ax.set_xticks(rates, [f"{r:g}" for r in rates], fontsize=8)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlim(rates[0] / 1.3, rates[-1] * 1.3)
+    ax.set(xlabel="learning rate (constant after warm-up)", title="Unstable share per learning rate (exact 95% CI)")
 
 
 def _lr(value: Any) -> str:
@@ -117,7 +139,7 @@ def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figure
     readings = found.get("readings") or []
     if readings:
         first, second = found["primary"]["a"], found["primary"]["b"]
-        label = {"first": f"like {first}", "second": f"like {second}", "both": f"between {first} and {second}"}
+        label = {"first": f"like {first}", "second": f"like {second}", "both": "differs from both"}
         doc.append(("p", "What the controls say (each read by the rule declared before the study ran):"))
         doc.append(("ul", [f"`{r['control']}`: {label.get(r['like'], r['like'] or 'not run')}: {r['means']}"
                            for r in readings]))
@@ -134,8 +156,8 @@ def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figure
         doc.append(("table", select(shares, {"arm": "arm", "rate": ("lr", "text"), "runs": "runs",
                                              "unstable": "unstable", "share": ("share", "share"),
                                              ("ci_low", "ci_high"): ("exact 95% CI", "ci_share"),
-                                             "first_unstable": "first unstable at", "median_time": "median time",
-                                             "watched_to": "watched to"})))
+                                             "first_unstable": ("first unstable at", "int"),
+                                             "median_time": ("median time", "int"), "watched_to": ("watched to", "int")})))
     doc.append(("fig", "stability", "Training stability"))
     primary = found.get("primary") or {}
     if math.isfinite(float(primary.get("p") if primary.get("p") is not None else math.nan)):

@@ -124,7 +124,14 @@ def test_a_control_between_the_two_and_groups_without_runs_are_named_as_such():
     arms = {s: (s, 5e-4) for s in ("baseline", "adversarial", "random", "w0", "matched")}
     tables, found = analyse_stability(curves, InstabilityRule(2.0), arms, _design(), "At lr 0.0005")
     reading = {r["control"]: r for r in found["readings"]}
-    assert reading["w0"]["like"] == BOTH and reading["w0"]["means"] == "it differs from both baseline and adversarial"
+    # a control unstable even sooner than the baseline differs from both too, on the other side
+    sooner = _curves({"baseline": [4640, 4930, 5220, 5510, 5800], "adversarial": [None] * 5, "w0": [1160] * 5})
+    one = StabilityDesign(("baseline", "adversarial"), (), {"w0": CONTROLS["w0"]})
+    _, early = analyse_stability(sooner, InstabilityRule(2.0), arms, one, "At lr 0.0005")
+    assert early["readings"][0]["like"] == BOTH and early["readings"][0]["means"] == (
+        "its runs became unstable even sooner than the baseline runs")
+    assert reading["w0"]["like"] == BOTH and reading["w0"]["means"] == (
+        "its runs stayed stable longer than the baseline runs, not as long as the adversarial runs")
     assert reading["matched"]["like"] is None and reading["matched"]["means"] == "not read: no runs of matched"
     untested = tables["stability_tests"].set_index(["a", "b"]).loc[("matched", "baseline")]
     assert untested["differs"] is None and math.isnan(untested["p_holm"])
