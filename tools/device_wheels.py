@@ -19,7 +19,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-ROOTS = ("snakemake", "jsonschema", "ema-pytorch", "pygments")
+ROOTS = ("ired-negative-mining",)  # this project (installed here), whose requirements are the workflow's
 ROOT_DIR = Path(__file__).resolve().parents[1]
 IMAGE = ROOT_DIR / "envs" / "device-image.txt"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
@@ -50,20 +50,34 @@ def _requirements(dist: metadata.Distribution) -> list[str]:
 
 def closure(roots: tuple[str, ...] = ROOTS, have: set[str] | None = None) -> dict[str, str]:
     """Every package the roots need that the image lacks, with the version installed here."""
+    return walk(roots, have)[0]
+
+
+def walk(roots: tuple[str, ...] = ROOTS, have: set[str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """(what the roots need that the image lacks, what they need that the image has), each with the
+    version installed here: the second is what an environment standing in for the image must hold."""
     have = image_packages() if have is None else have
     need: dict[str, str] = {}
+    used: dict[str, str] = {}
     todo = [canonical(r) for r in roots]
     while todo:
         name = todo.pop()
-        if name in need or name in have:
+        if name in need or name in used:
+            continue
+        if name in have:
+            try:
+                used[name] = metadata.distribution(name).version
+            except metadata.PackageNotFoundError:
+                pass
             continue
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue  # a requirement for another Python version or platform, not installed here either
-        need[name] = dist.version
+        if name not in roots:  # the project itself travels as the checkout
+            need[name] = dist.version
         todo += _requirements(dist)
-    return dict(sorted(need.items()))
+    return dict(sorted(need.items())), dict(sorted(used.items()))
 
 
 def download(need: dict[str, str], dest: Path, python_version: str) -> None:
@@ -91,10 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dest", nargs="?", default=".whl", help="folder for the wheels (default .whl, git-ignored)")
     parser.add_argument("--python-version", default="3.12", help="the target machine's Python (default 3.12)")
     parser.add_argument("--list", action="store_true", help="print what would be downloaded, download nothing")
+    parser.add_argument("--image", action="store_true",
+                        help="print the image's packages the workflow relies on (what a stand-in for the image needs)")
     args = parser.parse_args(argv)
-    need = closure()
-    if args.list:
-        print("\n".join(f"{n}=={v}" for n, v in need.items()))
+    need, used = walk()
+    if args.list or args.image:
+        print("\n".join(f"{n}=={v}" for n, v in (used if args.image else need).items()))
         return
     download(need, Path(args.dest), args.python_version)
     size = sum(p.stat().st_size for p in Path(args.dest).glob("*.whl"))

@@ -39,8 +39,9 @@ torch.cuda.is_available(), 'python', sys.version.split()[0], 'snakemake', snakem
 } | tee "$OUT/versions.txt"
 start=$(date +%s)
 "$PY" -m snakemake -s "$REPO/Snakefile" --directory "$WORKDIR" --cores "$CORES" --resources gpu="$GPUS" \
-    --rerun-incomplete "$@" 2>&1 | tee "$OUT/snakemake.log" | grep -E "steps \(|Error|error|Finished job" || true
-rc=${PIPESTATUS[0]}
+    --rerun-incomplete "$@" > "$OUT/snakemake.log" 2>&1
+rc=$?
+grep -E "steps \(|Error|error" "$OUT/snakemake.log" | tail -20
 end=$(date +%s)
 overlays=() taking=0  # the --configfile files among the arguments, for the status table
 for a in "$@"; do
