@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from ..settings.budget import PAPER_SAMPLES, budget_of
+from ..settings.budget import PAPER_SAMPLES, Budget, budget_of
 from . import ablation as abl
 from . import interpretation as interp
 from . import ladder_tables as lt
@@ -98,13 +98,14 @@ def gates(rung_vals: pd.DataFrame, unstable: pd.DataFrame, curves: pd.DataFrame,
                        trunk_trends(curves, mining, comparison, trivial, until))
 
 
-def _stability_budget(training: Mapping[str, Any], arms: Mapping[str, Any], design: StabilityDesign | None) -> str:
-    """Where the stability finding holds: the primary pair's learning rates, steps, batch and schedule."""
-    steps, batch = int(training.get("steps") or 0), int(training.get("batch_size") or 0)
+def _stability_budget(budget: Budget | None, training: Mapping[str, Any], arms: Mapping[str, Any],
+                      design: StabilityDesign | None) -> str:
+    """Where the stability finding holds: the primary pair's learning rates, the study's budget (the
+    verdict's phrase) and its schedule."""
     kind = str((training.get("lr_schedule") or {}).get("kind", "constant"))
     lrs = sorted({float(arms[s][1]) for s in (design.primary if design else ()) if s in arms})
     at = f"At lr {' and '.join(f'{lr:g}' for lr in lrs)}, " if lrs else "At "
-    return f"{at}{steps:,} training steps × batch {batch} ({steps * batch:,} samples per run, {kind} learning rate)"
+    return f"{at}{budget.phrase() if budget else 'an unknown budget'}, {kind} learning rate"
 
 
 @dataclass
@@ -198,7 +199,7 @@ def analyse(measured: Measured, comparison: Comparison, *, default_inner: int, t
     }
     arms = arms or {s: (s, float(training.get("lr") or math.nan)) for s in present}
     stability_tables, stability = analyse_stability(curves, comparison.instability, arms, comparison.stability,
-                                                    _stability_budget(training, arms, comparison.stability))
+                                                    _stability_budget(budget, training, arms, comparison.stability))
     tables.update(stability_tables)
     flips = interp.inner_loop_flips(contrasts, skill, default_inner, comparison.alpha)
     uninformative = skill[skill["uninformative"]].drop_duplicates("endpoint")
