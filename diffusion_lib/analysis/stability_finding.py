@@ -203,9 +203,11 @@ def _count(tests_row: Mapping[str, Any], side: str) -> str:
     return f"{int(tests_row[f'unstable_{side}'])} of {int(tests_row[f'n_{side}'])}"
 
 
-def finding(runs: pd.DataFrame, tests: pd.DataFrame, design: StabilityDesign, budget: str) -> dict[str, Any]:
+def finding(runs: pd.DataFrame, ranges: pd.DataFrame, tests: pd.DataFrame, design: StabilityDesign,
+            budget: str) -> dict[str, Any]:
     """The primary test's sentence (worded only as strongly as its p-value allows; ``budget`` says at
-    what training it holds), the controls' readings and each arm's stable range."""
+    what training it holds), the controls' readings and each arm's stable range (``ranges``:
+    :func:`~diffusion_lib.analysis.survival.stable_range` of ``runs``)."""
     primary = tests[tests["role"] == "primary"].iloc[0].to_dict()
     a, b = design.primary
     counts = f"{_count(primary, 'a')} {a} runs and {_count(primary, 'b')} {b} runs became unstable"
@@ -223,17 +225,17 @@ def finding(runs: pd.DataFrame, tests: pd.DataFrame, design: StabilityDesign, bu
         sentence = (f"{budget}: {counts}; the test does not tell the two apart (exact log-rank test, the run as "
                     f"the unit, p = {p_text(primary['p'])}, α = {design.alpha:g}).")
     return {"outcome": outcome, "sentence": sentence, "primary": primary, "readings": readings(tests, design),
-            "stable_range": _ranges(runs), "alpha": design.alpha, "groups": design.strategies()}
+            "stable_range": _ranges(runs, ranges), "alpha": design.alpha, "groups": design.strategies()}
 
 
-def _ranges(runs: pd.DataFrame) -> list[dict[str, Any]]:
+def _ranges(runs: pd.DataFrame, ranges: pd.DataFrame) -> list[dict[str, Any]]:
     """Each arm's stable range with the rates it was tried at, for arms tried at two rates or more
     (one rate says nothing about a range)."""
     if runs.empty:
         return []
-    ranges = stable_range(_times(runs)).replace({np.nan: None})
     tried = runs.groupby("arm")["lr"].apply(lambda s: sorted(set(map(float, s))))
-    return [{**r, "rates": tried[r["arm"]]} for r in ranges.to_dict("records") if len(tried[r["arm"]]) > 1]
+    return [{**r, "rates": tried[r["arm"]]} for r in ranges.replace({np.nan: None}).to_dict("records")
+            if len(tried[r["arm"]]) > 1]
 
 
 def analyse_stability(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, Sequence[Any]],
@@ -248,4 +250,4 @@ def analyse_stability(curves: pd.DataFrame, rule: InstabilityRule, groups: Mappi
         tables["stability_tests"] = pd.DataFrame(columns=["role", "a", "b", "p", "p_holm", "differs"])
         return tables, {}
     tables["stability_tests"] = tests = tests_table(runs, design)
-    return tables, finding(runs, tests, design, budget)
+    return tables, finding(runs, tables["stability_range"], tests, design, budget)
