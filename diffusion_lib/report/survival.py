@@ -2,10 +2,11 @@
 
 The figure, drawn from the cached ``stability_km`` and ``stability_shares`` tables. Left: the share
 of runs still stable against the training step (Kaplan-Meier, a step curve per group with its runs
-as ticks where they were censored) at the primary pair's learning rate, every group there (the
-arms and the controls). Right: the share of runs that became unstable against the learning rate,
-one line per arm (its exact 95% interval as error bars; the arms side by side at each rate), a
-control as a point of its own: where each arm's stable range ends.
+as ticks where they were censored) of every group the declared tests name, each at its own learning
+rate (the arms and the controls). Right: the share of runs that became unstable against the learning
+rate, one line per arm (its exact 95% interval as error bars; the arms side by side at each rate), a
+control as a point of its own: where each arm's stable range ends; with no arm tried at two rates,
+one point per group.
 
 The section: the finding's sentence (budget included), the declared tests with exact and Holm
 p-values, what each control's reading means, each arm's stable range, and the counts per arm and rate.
@@ -40,7 +41,7 @@ def _shown(km: pd.DataFrame, verdict: Mapping[str, Any]) -> pd.DataFrame:
 
 def plot_stability(km: pd.DataFrame, shares: pd.DataFrame, runs: pd.DataFrame, verdict: Mapping[str, Any],
                    path: str | Path, options: Mapping[str, Any] = {}) -> plt.Figure | None:
-    """Kaplan-Meier curves at the primary learning rate and the unstable share against the rate."""
+    """Kaplan-Meier curves of the declared groups and the unstable share per rate (or per group)."""
     if nothing_to_plot(km, ["step", "stable"], path, options, "stability"):
         return None
     apply_theme(options)
