@@ -38,6 +38,19 @@ def make_workdir(path: Path, config: dict | None = None, base: str = ".test/conf
     return path
 
 
+def set_strategies(workdir: Path, strategies: dict) -> None:
+    """Replace the study's strategies in ``workdir``'s config (not merged with the .test ones) and keep only the
+    stability tests that name the strategies left, as a researcher narrowing a study would."""
+    path = workdir / "config" / "config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["strategies"] = strategies
+    stability = cfg.get("comparison", {}).get("stability")
+    if stability:
+        stability["controls"] = {k: v for k, v in stability.get("controls", {}).items() if k in strategies}
+        stability["secondary"] = [p for p in stability.get("secondary", []) if set(p) <= set(strategies)]
+    path.write_text(yaml.safe_dump(cfg))
+
+
 def smk(workdir: Path, *args: str, timeout: int = 600, check: bool = True, snakefile: Path | None = None
         ) -> subprocess.CompletedProcess:
     """Run snakemake on this repo's Snakefile (or ``snakefile``) in ``workdir``."""

@@ -14,14 +14,13 @@ import time
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from tools.local_server import mlflow_server, stop
 from diffusion_lib.settings.mining import MiningConfig
 from diffusion_lib.watch.mlflow_client import flat_params
 from diffusion_lib.settings.run_config import train_config
 from diffusion_lib.settings.lr_schedule import decay_start
-from tests.workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, layout_of, lose_runs, make_workdir, planned, smk, study_dir
+from tests.workflow_helpers import ROOT, SNAKEMAKE, copy_workdir, layout_of, lose_runs, make_workdir, planned, set_strategies, smk, study_dir
 from diffusion_lib.plan import files
 
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
@@ -63,10 +62,7 @@ def test_a_tracked_study_has_one_mlflow_run_per_training_run_and_the_study_as_th
     # two arms, the declared ladder only (rungs 10 and 20, trunk pieces to 8 and 16): every kind of job
     workdir = make_workdir(tmp_path / "study", {"sweeps": [], "comparison": {"ladder": {"rungs": [0.5, 1.0],
                                                                                          "compute_matched": False}}})
-    path = workdir / "config/config.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    cfg["strategies"] = {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial", "opt_steps": 2}}
-    path.write_text(yaml.safe_dump(cfg))
+    set_strategies(workdir, {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial", "opt_steps": 2}})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     smk(workdir, timeout=1200)
     client = mlflow.MlflowClient(server.uri)

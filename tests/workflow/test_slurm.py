@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.workflow_helpers import REPORT_FILES
-from tests.workflow_helpers import ROOT, SNAKEMAKE, make_workdir, study_dir
+from tests.workflow_helpers import ROOT, SNAKEMAKE, make_workdir, set_strategies, study_dir
 from diffusion_lib.plan import files
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -111,10 +111,7 @@ def test_pack_jobs_run_through_slurm(cluster, tmp_path):
     # two arms, one rung (a trunk piece to 16 steps and the full budget's branch): what packs need
     workdir = make_workdir(tmp_path / "packs", {"train": {"pack": 2}, "seeds": [0, 1, 2], "sweeps": [],
                                                 "comparison": {"ladder": {"rungs": [1.0], "compute_matched": False}}})
-    path = workdir / "config/config.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    cfg["strategies"] = {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial", "opt_steps": 2}}
-    path.write_text(yaml.safe_dump(cfg))
+    set_strategies(workdir, {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial", "opt_steps": 2}})
     local = smk(workdir)
     seed2 = sorted(r for r in job_counts(local.stdout + local.stderr) if "_seeds_2_" in r)
     # per arm, seed 2's pack jobs: its trunk piece and its full budget
@@ -142,11 +139,10 @@ def test_until_stable_grows_the_ladder_through_slurm(cluster, tmp_path):
 
     workdir = make_workdir(tmp_path / "grow", {"sweeps": [], "comparison": {"ladder": {"rungs": [0.5, 1.0],
                                                                                           "compute_matched": False}}})
+    set_strategies(workdir, {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}})
+    smk(workdir)  # the declared rungs, locally
     path = workdir / "config/config.yaml"
     cfg = yaml.safe_load(path.read_text())
-    cfg["strategies"] = {"baseline": {"mode": "none"}, "adversarial": {"mode": "adversarial"}}
-    path.write_text(yaml.safe_dump(cfg))
-    smk(workdir)  # the declared rungs, locally
     cfg["comparison"]["ladder"]["until_stable"] = {"max_steps": 40}
     cfg["stability_margin"] = {"seen_stable": {"none": 80, "random": 80, "adversarial": 80}}  # trunk 32: within half
     path.write_text(yaml.safe_dump(cfg))
