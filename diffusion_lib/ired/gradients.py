@@ -11,12 +11,13 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
   captures it;
 * :func:`closed_form_gradients`: the derivatives written out by hand: the network's values and ∇_y E
   from :mod:`diffusion_lib.ired.closed_form`, the weight gradient by :func:`weight_grads` (the chain rule
-  run backwards through ∇_y E, with SiLU's second derivative, then through the forward pass), at the
-  diffusion module's own parameters (the engine makes them views of its stacked weights); one run
-  only, eager, the fastest path on a CPU (docs/performance.md, issue 22; it equals autograd on the
-  module and the functional gradient in float64, tests/ired/test_functional.py, tests/ired/test_closed_form.py),
-  for method §3's network only (:func:`diffusion_lib.ired.closed_form.supports`); :func:`checked` runs it
-  against ``torch.func`` in float64 at every job's first step.
+  run backwards through ∇_y E, with SiLU's second derivative, then through the forward pass), with
+  ``torch.func`` for the loss's few operations on ε̂ and E; the fastest path on a CPU (docs/performance.md,
+  issue 22; it equals autograd on the module and the functional gradient in float64,
+  tests/ired/test_functional.py, tests/ired/test_closed_form.py). Also pure, so ``torch.func.vmap`` maps it
+  over a pack of runs (issue 45; tests/train/test_pack.py) and a CUDA graph captures it. For method §3's
+  network only (:func:`diffusion_lib.ired.closed_form.supports`); :func:`checked` runs it against
+  ``torch.func`` in float64 at every job's first step.
 """
 from __future__ import annotations
 
@@ -69,25 +70,33 @@ def func_gradients(diffusion: GaussianDiffusion1D, grad_clip: float) -> Gradient
     return fn
 
 
-def closed_form_gradients(diffusion: GaussianDiffusion1D, grad_clip: float) -> GradientFn:
+def closed_form_gradients(diffusion: GaussianDiffusion1D, grad_clip: float, pack: bool = False) -> GradientFn:
     """The gradient function by the closed-form derivatives of :mod:`diffusion_lib.ired.closed_form`
-    (:func:`training_gradients`), at ``diffusion``'s own parameters (the
-    engine makes them views of its stacked weights; the ``params`` argument is ignored)."""
-    weights = Weights.of(diffusion.model.ebm)
+    (:func:`training_gradients`) at the weights ``params`` (a dict with the tensors of
+    :data:`~diffusion_lib.ired.closed_form.NAMES`) for ``diffusion``'s network; a ValueError where the closed
+    form does not describe it. ``pack``: written for ``torch.func.vmap`` to map it over a pack of runs'
+    stacked weights and draws (each matrix product of one run becomes one batched product): the loss's
+    adjoints by ``torch.func`` and the clipping out of place; the same numbers as one run's step
+    (tests/ired/test_functional.py)."""
+    Weights.of(diffusion.model.ebm)  # a ValueError for a network the closed form does not describe
 
     def fn(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        return closed_form_step(diffusion, weights, grad_clip, inp, x_start, t, noise, noise_neg, mined)
+        w = Weights(*(params[name] for name in NAMES))
+        return closed_form_step(diffusion, w, grad_clip, inp, x_start, t, noise, noise_neg, mined, in_place=not pack,
+                                functional=pack)
 
     return fn
 
 
 def closed_form_step(diffusion: GaussianDiffusion1D, w: Weights, grad_clip: float, inp: torch.Tensor,
                      x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, noise_neg: torch.Tensor | None,
-                     mined: bool, in_place: bool = True) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-    """(clipped gradient, loss parts) at weights ``w`` by :func:`training_gradients`: what the eager
-    closed-form step computes and what :mod:`diffusion_lib.train.aot` compiles (``in_place=False`` there)."""
-    grads, parts = training_gradients(diffusion, w, inp, x_start, t, noise, noise_neg, mined)
+                     mined: bool, in_place: bool = True, functional: bool = False
+                     ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """(clipped gradient, loss parts) at weights ``w`` by :func:`training_gradients` (``functional``: the
+    loss's adjoints by ``torch.func``): what the eager closed-form step computes, mapped over a pack of
+    runs or not, and what :mod:`diffusion_lib.train.aot` compiles (``in_place=False`` there)."""
+    grads, parts = training_gradients(diffusion, w, inp, x_start, t, noise, noise_neg, mined, functional)
     clipped, norm = clip_by_total_norm(grads, grad_clip, in_place=in_place)
     return clipped, _with_norm(parts, norm, grad_clip)
 
@@ -163,12 +172,15 @@ def _stacked(left_a: torch.Tensor, left_b: torch.Tensor, right_a: torch.Tensor, 
 
 
 def training_gradients(diffusion: GaussianDiffusion1D, w: Weights, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor,
-                       noise: torch.Tensor, noise_neg: torch.Tensor | None, mined: bool
+                       noise: torch.Tensor, noise_neg: torch.Tensor | None, mined: bool, functional: bool = False
                        ) -> tuple[Weights, dict[str, torch.Tensor]]:
     """The gradient of ``diffusion.training_loss`` (method §4–5) with respect to the energy network's
     weights ``w`` and the loss parts, for the draws given: the network's values and weight gradient
-    in closed form, autograd only over the loss's few operations on ε̂ and E (which give Ḡ and Ē).
-    On a mining step the opt step (weights held fixed) uses the same time path and ``x W₁ₓᵀ + b₁``."""
+    in closed form, automatic differentiation only over the loss's few operations on ε̂ and E (which
+    give their adjoints Ḡ and Ē): by autograd, or by ``torch.func`` when ``functional`` (what
+    ``torch.func.vmap`` can map over; torch.export cannot compile it, so one run's step uses autograd;
+    the same derivative formulas, the same numbers). On a mining step the opt step (weights held fixed)
+    uses the same time path and ``x W₁ₓᵀ + b₁``."""
     m, n = diffusion.mining, inp.shape[0]
     frozen = Frozen(w, diffusion.timesteps)
     table = frozen.table
@@ -177,21 +189,43 @@ def training_gradients(diffusion: GaussianDiffusion1D, w: Weights, inp: torch.Te
     if mined:
         def descend(i: torch.Tensor, y: torch.Tensor, t_: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
             return diffusion.descend(problems.energy_and_grad, problems.energy, y, t_, m.opt_steps, m.scale_factor, stats)
-    kept: dict[str, Any] = {}
+    def loss_at(shift: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple[Any, ...]]:
+        # the loss of the network's outputs (ε̂ at the first block of y, E at the others), whose adjoints
+        # Ḡ, Ē are taken by autograd on the outputs themselves (shift None) or, by torch.func, as the
+        # loss's gradient in ``shift`` (zeros added to them); the passes come back as tensors
+        kept: list[Any] = []
 
-    def network(i: torch.Tensor, y: torch.Tensor, t_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = problems.repeat(y.shape[0] // n)
-        a = forward(rows, y)
-        d = backward(rows, a.head(n), y.shape[1])
-        eps, energies = d.grad.requires_grad_(), a.o[n:].pow(2).sum(dim=-1).requires_grad_()
-        kept.update(rows=rows, y=y, a=a, d=d, outputs=(eps, energies))
-        return eps, energies
+        def network(i: torch.Tensor, y: torch.Tensor, t_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            rows = problems.repeat(y.shape[0] // n)
+            a = forward(rows, y)
+            d = backward(rows, a.head(n), y.shape[1])
+            eps, energies = d.grad, a.o[n:].pow(2).sum(dim=-1)
+            if shift is None:
+                eps, energies = eps.requires_grad_(), energies.requires_grad_()
+            else:
+                eps, energies = eps + shift[0], energies + shift[1]
+            kept.extend((rows.c1, rows.q2, rows.s2, rows.q3, rows.s3, y, _fields(a), _fields(d), (eps, energies)))
+            return eps, energies
 
-    total, parts = diffusion.training_loss(inp, x_start, t, noise, noise_neg, network=network, descend=descend)
-    g_bar, e_bar = torch.autograd.grad(total, kept["outputs"], allow_unused=True)
-    blocks = kept["y"].shape[0] // n
-    grads = weight_grads(kept["rows"], table, torch.cat([t] * blocks), inp, kept["y"], kept["a"], kept["d"], g_bar, e_bar)
+        total, parts = diffusion.training_loss(inp, x_start, t, noise, noise_neg, network=network, descend=descend)
+        return total, (parts, tuple(kept))
+
+    if functional:
+        shift = (torch.zeros_like(x_start), x_start.new_zeros(2 * n if m.uses_negatives else 0))
+        (g_bar, e_bar), (parts, kept) = grad(loss_at, has_aux=True)(shift)
+        e_bar = e_bar if m.uses_negatives else None
+    else:
+        total, (parts, kept) = loss_at(None)
+        g_bar, e_bar = torch.autograd.grad(total, kept[-1], allow_unused=True)
+    *columns, y, acts, deltas, _ = kept
+    rows, a, d = Rows(frozen.w, *columns), Acts(*acts), Deltas(*deltas)
+    grads = weight_grads(rows, table, torch.cat([t] * (y.shape[0] // n)), inp, y, a, d, g_bar, e_bar)
     return grads, parts
+
+
+def _fields(obj: Any) -> tuple[torch.Tensor, ...]:
+    """A dataclass's tensors in field order."""
+    return tuple(getattr(obj, f) for f in obj.__dataclass_fields__)
 
 
 def check_training_gradient(diffusion: GaussianDiffusion1D, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor,
@@ -219,16 +253,20 @@ def check_training_gradient(diffusion: GaussianDiffusion1D, inp: torch.Tensor, x
     return max(worst, check_fields(ebm, draws[0], diffusion.timesteps))
 
 
-def checked(fn: GradientFn, diffusion: GaussianDiffusion1D) -> GradientFn:
-    """``fn`` (a closed-form gradient function, eager or compiled ahead of time) that runs
-    :func:`check_training_gradient` on the draws of its first call before computing it."""
+def checked(fn: GradientFn, diffusion: GaussianDiffusion1D, packed: bool = False) -> GradientFn:
+    """``fn`` (a closed-form gradient function, eager, compiled ahead of time, or mapped over a pack of
+    runs when ``packed``) that runs :func:`check_training_gradient` on the draws of its first call (a
+    pack's first run's) before computing it; ``diffusion`` holds the weights checked (a pack's first run's)."""
     done = [False]
 
     def first_checked(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                       noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         if not done[0]:
             done[0] = True
-            worst = check_training_gradient(diffusion, inp, x_start, t, noise, noise_neg)
+            draws = (inp, x_start, t, noise, noise_neg)
+            if packed:
+                draws = tuple(None if d is None else d[0] for d in draws)
+            worst = check_training_gradient(diffusion, *draws)
             log.info("closed-form gradient checked against autograd at the first step (float64): largest relative "
                      "difference %.1e", worst)
         return fn(params, inp, x_start, t, noise, noise_neg, mined)

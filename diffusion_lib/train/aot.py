@@ -38,7 +38,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..ired.closed_form import Weights
+from ..ired.closed_form import NAMES, Weights
 from ..ired.diffusion import GaussianDiffusion1D
 from ..ired.gradients import GradientFn, closed_form_step
 from ..settings.provenance import code_fingerprint
@@ -170,14 +170,15 @@ def agrees(compiled: tuple[Any, dict[str, torch.Tensor]], eager: tuple[Any, dict
 
 
 def aot_gradients(diffusion: GaussianDiffusion1D, grad_clip: float, directory: Path | None = None) -> GradientFn:
-    """The gradient function of :func:`~diffusion_lib.ired.gradients.closed_form_gradients` (one run, at
-    ``diffusion``'s own parameters), computed by the step compiled ahead of time for each kind of step
-    (mining or not) on its first call, or eagerly where that cannot be had (see the module docstring)."""
-    weights = Weights.of(diffusion.model.ebm)
+    """The gradient function of :func:`~diffusion_lib.ired.gradients.closed_form_gradients` (one run),
+    computed by the step compiled ahead of time for each kind of step (mining or not) on its first call,
+    or eagerly where that cannot be had (see the module docstring)."""
+    Weights.of(diffusion.model.ebm)  # a ValueError for a network the closed form does not describe
     runners: dict[bool, Any] = {}
 
     def fn(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        weights = Weights(*(params[name] for name in NAMES))
         neg = () if noise_neg is None else (noise_neg,)
         args = (tuple(w.detach() for w in weights), inp, x_start, t, noise, *neg)
         if mined not in runners:

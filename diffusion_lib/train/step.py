@@ -5,15 +5,15 @@ One update: the clipped gradient of every active run (:mod:`diffusion_lib.ired.g
 The runs' weights, Adam moments and EMA weights are lists of stacked tensors (:class:`Stack`, run on
 dim 0). How the gradient is computed is the only thing the modes change:
 
-* ``eager``: one run by the closed-form derivatives (:mod:`diffusion_lib.ired.closed_form`, the fastest
-  path on a CPU), several by ``torch.func.vmap`` of the functional gradient;
+* ``eager``: the closed-form derivatives (:mod:`diffusion_lib.ired.closed_form`, the fastest path on a
+  CPU), for several runs mapped over them by ``torch.func.vmap`` (batched matrix products);
 * ``aot`` (one run, CPU): the closed-form gradient compiled ahead of time into a cache shared by every
   job (:mod:`diffusion_lib.train.aot`; eager where it cannot be compiled); several runs train as ``eager``;
 * ``compile``: the functional gradient (vmapped for several runs) under
   ``torch.compile(fullgraph=True)``, one graph per kind of step (mining or not); if compiling fails,
   the eager functional gradient, with one log line;
-* ``cuda_graphs`` (CUDA only): the gradient (one run: the closed form, 1.1–1.3× faster on an H200 than
-  the functional gradient's graph, docs/performance.md; several: the vmapped functional gradient), a
+* ``cuda_graphs`` (CUDA only): the gradient (the closed form, one run's 1.1–1.3× faster on an H200 than
+  the functional gradient's graph, docs/performance.md; vmapped for several runs), a
   device-scalar Adam and the freezing captured once per kind of step and replayed, the draws copied into static buffers first; the first
   :data:`GRAPH_WARMUP` updates run the same operations eagerly on a side stream (as PyTorch requires
   before a capture), so the trajectory is the graph's from the first step. The EMA runs after the replay.
@@ -76,8 +76,8 @@ class ParameterUpdate:
     module docstring); ``draws`` = (A, Y, t, ξ[, ξ']) stacked over runs, ``active`` = which runs train
     (host list) and the same as a device bool tensor. Returns the loss parts, shape (N,) each.
 
-    ``template`` is the runs' diffusion; with one run and ``mode`` ``"eager"`` or ``"cuda_graphs"`` its
-    parameters must be views of ``stack.params`` (the closed-form gradient reads them in place).
+    ``template`` is the runs' diffusion; its parameters must be views of the first run's weights in
+    ``stack.params`` (the closed form's first-step guard checks the first run through it).
     """
 
     def __init__(self, template: GaussianDiffusion1D, stack: Stack, *, grad_clip: float, betas: tuple[float, float],
@@ -98,7 +98,7 @@ class ParameterUpdate:
         self._aot_runners: dict[bool, object] = getattr(fn, "runners", {})
         self.fn: dict[bool, GradientFn] = {}
         for mined in (False, True):
-            kind = _bind(fn, mined, vmapped=not self.single)
+            kind = _bind(fn, mined)
             self.fn[mined] = _CompiledOrEager(kind) if mode == "compile" else kind
         self._graphs: dict[bool, _GraphedUpdate] = {}
         self._calls = 0
@@ -180,36 +180,49 @@ class ParameterUpdate:
 
 def gradient_function(template: GaussianDiffusion1D, grad_clip: float, mode: str, n: int) -> GradientFn:
     """The gradient function (:mod:`diffusion_lib.ired.gradients`) that an update of ``n`` runs computes in
-    ``mode``: one run's closed form in ``eager`` and ``cuda_graphs`` mode, compiled ahead of time in
-    ``aot`` mode, each checked against autograd at its first step (:func:`~diffusion_lib.ired.gradients.checked`),
+    ``mode``, mapped over the runs' stacked weights and draws by ``torch.func.vmap`` when ``n > 1``: the
+    closed form in ``eager`` and ``cuda_graphs`` mode, compiled ahead of time in ``aot`` mode (one run),
+    checked against autograd at its first step on the first run (:func:`~diffusion_lib.ired.gradients.checked`),
     where the closed form applies (:meth:`~diffusion_lib.ired.diffusion.GaussianDiffusion1D.uses_closed_form`);
-    otherwise, under ``compile`` and for packs, the functional gradient (``torch.func``, vmapped over
-    the runs by the caller when ``n > 1``). One log line says which."""
-    closed = n == 1 and mode in ("eager", "cuda_graphs", "aot") and template.uses_closed_form()
+    otherwise, and under ``compile``, the functional gradient (``torch.func``). One log line says which."""
+    closed = mode in ("eager", "cuda_graphs", "aot") and template.uses_closed_form()
+    pack = f", a pack of {n} runs mapped over by torch.func.vmap" if n > 1 else ""
     if closed:
-        log.info("training gradient: the closed form (SPEC §3's network)%s", ", compiled ahead of time" if mode == "aot"
-                 else "")
-        fn = aot_gradients(template, grad_clip) if mode == "aot" else closed_form_gradients(template, grad_clip)
-        return checked(fn, template)
+        log.info("training gradient: the closed form (SPEC §3's network)%s%s",
+                 ", compiled ahead of time" if mode == "aot" else "", pack)
+        if mode == "aot":
+            return checked(aot_gradients(template, grad_clip), template)
+        return checked(_packed(closed_form_gradients(template, grad_clip, pack=n > 1), n), template, packed=n > 1)
     if not template.closed_form:
         why = "train.gradients: autograd"
-    elif n > 1:
-        why = f"a pack of {n} runs trains the functional gradient"
     elif mode == "compile":
         why = "torch.compile trains the functional gradient"
     else:
         why = supports(template.model.ebm)
-    log.info("training gradient: autograd (torch.func): %s", why)
-    return func_gradients(template, grad_clip)
+    log.info("training gradient: autograd (torch.func): %s%s", why, pack)
+    return _packed(func_gradients(template, grad_clip), n)
 
 
-def _bind(fn: GradientFn, mined: bool, vmapped: bool) -> GradientFn:
-    """``fn`` for one kind of step, taking ``(params, A, Y, t, ξ[, ξ'])``; mapped over runs when ``vmapped``."""
+def _packed(fn: GradientFn, n: int) -> GradientFn:
+    """``fn`` mapped over a pack of ``n`` runs (weights and draws stacked on dim 0) when ``n > 1``."""
+    if n == 1:
+        return fn
+
+    def pack(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+             noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        dims = (0, 0, 0, 0, 0, None if noise_neg is None else 0, None)  # no ξ' without negatives
+        return vmap(fn, in_dims=dims)(params, inp, x_start, t, noise, noise_neg, mined)
+
+    return pack
+
+
+def _bind(fn: GradientFn, mined: bool) -> GradientFn:
+    """``fn`` for one kind of step, taking ``(params, A, Y, t, ξ[, ξ'])``."""
     def one(params: Any, A: torch.Tensor, Y: torch.Tensor, t: torch.Tensor, xi: torch.Tensor,
             *neg: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         return fn(params, A, Y, t, xi, neg[0] if neg else None, mined)
 
-    return vmap(one) if vmapped else one
+    return one
 
 
 class _CompiledOrEager:

@@ -1,6 +1,6 @@
-"""The gradient computed by torch.func (packs, compiled and graphed steps) equals autograd on the
-module (the solo eager step), the engine compiles (a solo run and a pack), a failing compiler falls
-back once, and training reads the device less than once per ten steps."""
+"""The gradient computed by torch.func (compiled steps, another network) and the closed form (one run,
+or mapped over a pack) equal autograd on the module, the engine compiles (a solo run and a pack), a
+failing compiler falls back once, and training reads the device less than once per ten steps."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +18,8 @@ from diffusion_lib.settings.run_config import TrainConfig
 from diffusion_lib.train.host_reads import count_host_reads
 
 RANK = 3
+#: each kind of training step
+MODES_MINED = [("none", False), ("random", False), ("adversarial", False), ("adversarial", True)]
 
 
 def _problems(n=16, dtype=torch.float64):
@@ -75,8 +77,7 @@ def test_clipping_in_place_gives_the_same_numbers_as_clip_grad_norm(max_norm):
         assert torch.equal(c, r.grad) and torch.equal(g, r.grad)
 
 
-@pytest.mark.parametrize("mode, mined", [("none", False), ("random", False), ("adversarial", False),
-                                         ("adversarial", True)])
+@pytest.mark.parametrize("mode, mined", MODES_MINED)
 @pytest.mark.parametrize("kind", ["func", "closed"])
 def test_the_functional_and_closed_form_gradients_equal_autograd_on_the_module(kind, mode, mined, float64):
     mining = {"mode": mode, "opt_steps": 2}
@@ -88,6 +89,53 @@ def test_the_functional_and_closed_form_gradients_equal_autograd_on_the_module(k
     assert ("mine_accepted" in p_mod) == mined and ("energy_gap" in p_mod) == (mode != "none")
     for key in p_mod:
         torch.testing.assert_close(p_mod[key], p_fun[key], rtol=1e-9, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize("mode, mined", MODES_MINED)
+def test_the_closed_form_written_for_packs_gives_one_run_the_same_numbers_bit_for_bit(mode, mined):
+    """float32: the pack form (the loss's adjoints by torch.func, clipping out of place) and one run's
+    form (autograd, clipping in place) of the closed-form step, on one run, are the same numbers."""
+    A, Y = _problems(dtype=torch.float32)
+    torch.manual_seed(0)
+    d = build_diffusion(RANK, 10, {"mode": mode, "opt_steps": 2})
+    draws = (A, Y, *fn.draw_noise(d, Y))
+    draws = (*draws, None) if len(draws) == 4 else draws
+    params = dict(d.model.ebm.named_parameters())
+    (g_one, p_one), (g_pack, p_pack) = (closed_form_gradients(d, 1e-4, pack=pack)(params, *draws, mined)
+                                        for pack in (False, True))
+    assert p_one["clip_frac"].item() == 1.0  # the clipping ran
+    assert all(torch.equal(a, b) for a, b in zip(g_one, g_pack, strict=True))
+    assert p_one.keys() == p_pack.keys() and all(torch.equal(p_one[k], p_pack[k]) for k in p_one)
+
+
+@pytest.mark.parametrize("mode, mined", MODES_MINED)
+def test_the_closed_form_mapped_over_a_pack_equals_each_runs_own_step(mode, mined, float64):
+    """float64: torch.func.vmap of the closed-form step over three runs' stacked weights and draws (the
+    batched matrix products a pack trains with) equals each run's own closed-form step."""
+    from torch.func import vmap
+
+    from diffusion_lib.ired.closed_form import NAMES
+
+    runs = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        runs.append(build_diffusion(RANK, 10, {"mode": mode, "opt_steps": 2}))
+    per_run = []
+    for i, d in enumerate(runs):
+        A, Y = inverse_problems(16, RANK, 0.5, torch.Generator().manual_seed(10 + i))
+        per_run.append((A.double(), Y.double(), *fn.draw_noise(d, Y.double())))
+    draws = [torch.stack(parts) for parts in zip(*per_run)]
+    stacked = {name: torch.stack([dict(d.model.ebm.named_parameters())[name].detach() for d in runs]) for name in NAMES}
+    packed = closed_form_gradients(runs[0], 0.3, pack=True)
+    neg = (None,) if mode == "none" else ()
+    grads, parts = vmap(packed, in_dims=(0, 0, 0, 0, 0, None if neg else 0, None))(stacked, *draws, *neg, mined)
+    for i, d in enumerate(runs):
+        own, own_parts = closed_form_gradients(d, 0.3)(dict(d.model.ebm.named_parameters()), *per_run[i], *neg, mined)
+        for name, a, b in zip(NAMES, grads, own, strict=True):
+            torch.testing.assert_close(a[i], b, rtol=1e-10, atol=1e-13, msg=f"run {i} {name}")
+        for key in own_parts:
+            torch.testing.assert_close(parts[key][i], own_parts[key], rtol=1e-10, atol=1e-13, msg=f"run {i} {key}")
+    assert not torch.equal(grads[0][0], grads[0][1])  # the runs differ: nothing was broadcast
 
 
 def test_the_compiled_gradient_equals_eager_in_float64(float64):

@@ -4,6 +4,7 @@ network (another activation, an extra layer) trains, mines and samples through a
 ``train.gradients`` chooses (auto / closed_form / autograd)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -34,8 +35,10 @@ def _cfg(model=None, **kw):
                        checkpoint_every=2, val_size=4, val_inner_steps=2, measure_flops=False, **model, **kw)
 
 
-def _engine(cfg, mode="adversarial"):
-    return Engine.seeded([cfg], {"mode": mode, "opt_steps": 2}, make_heldout(4, RANK, 0.5, seed=1), progress=False)
+def _engine(cfg, mode="adversarial", seeds=(0,)):
+    """An engine of one run, or of a pack of ``seeds``."""
+    return Engine.seeded([dataclasses.replace(cfg, seed=s) for s in seeds], {"mode": mode, "opt_steps": 2},
+                         make_heldout(4, RANK, 0.5, seed=1), progress=False)
 
 
 def test_the_closed_form_knows_which_networks_it_describes():
@@ -95,22 +98,27 @@ def test_another_network_samples_and_mines_through_autograd(model, float64):
     assert torch.isfinite(d.sample(A, n_inner=2, generator=torch.Generator().manual_seed(0))).all()
 
 
-def test_the_first_step_guard_passes_for_the_spec_network(caplog):
+@pytest.mark.parametrize("seeds", [(0,), (0, 1)])
+def test_the_first_step_guard_passes_for_the_spec_network(seeds, caplog):
+    """One run, and a pack (the closed form mapped over its runs, the guard on its first run)."""
     with caplog.at_level(logging.INFO):
-        engine = _engine(_cfg())
-        (result,) = engine.train()
+        engine = _engine(_cfg(), seeds=seeds)
+        results = engine.train()
     assert engine.template.uses_closed_form()
-    assert result.status == "completed"
+    assert [r.status for r in results] == ["completed"] * len(seeds)
     assert "training gradient: the closed form" in caplog.text
-    assert "closed-form gradient checked against autograd at the first step" in caplog.text
+    assert ("a pack of 2 runs mapped over by torch.func.vmap" in caplog.text) == (len(seeds) == 2)
+    assert caplog.text.count("closed-form gradient checked against autograd at the first step") == 1
 
 
-def test_the_first_step_guard_stops_a_closed_form_that_does_not_describe_the_network(monkeypatch):
+@pytest.mark.parametrize("seeds", [(0,), (0, 1)])
+def test_the_first_step_guard_stops_a_closed_form_that_does_not_describe_the_network(seeds, monkeypatch):
     """Were supports() wrong (here: told to accept everything), the closed form would compute SiLU's
-    derivatives for a GELU network: the guard refuses at the first step, before any update."""
+    derivatives for a GELU network: the guard refuses at the first step, before any update (of one run
+    or of a pack)."""
     for module in (closed_form, diffusion, step, engine_module):
         monkeypatch.setattr(module, "supports", lambda ebm: None)
-    engine = _engine(_cfg({"activation": "gelu"}))
+    engine = _engine(_cfg({"activation": "gelu"}), seeds=seeds)
     before = [p.clone() for p in engine.stack.params]
     with pytest.raises(RuntimeError, match="disagrees with autograd"):
         engine.train()

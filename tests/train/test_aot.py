@@ -74,6 +74,11 @@ def test_the_compiled_mining_and_ordinary_steps_reproduce_the_golden_adversarial
     assert "(mining)" in messages and "(ordinary)" in messages
 
 
+def _params(d):
+    """The weights a gradient function takes: the run's own parameters."""
+    return dict(d.model.ebm.named_parameters())
+
+
 def _draws(mode="adversarial", n=8):
     torch.manual_seed(0)
     d = build_diffusion(2, 10, {"mode": mode, "opt_steps": 2})
@@ -87,8 +92,8 @@ def test_without_a_compiler_the_step_is_eager_and_says_so(aot_on, monkeypatch, c
     d, draws = _draws()
     fn = aot.aot_gradients(d, 1.0, aot_on)
     with caplog.at_level(logging.WARNING, logger="diffusion_lib"):
-        grads, parts = fn(None, *draws, True)
-    want, want_parts = closed_form_gradients(d, 1.0)(None, *draws, True)
+        grads, parts = fn(_params(d), *draws, True)
+    want, want_parts = closed_form_gradients(d, 1.0)(_params(d), *draws, True)
     assert all(torch.equal(a, b) for a, b in zip(grads, want, strict=True))
     assert fn.runners == {True: None} and "needs a C++ compiler" in caplog.text
     assert not list(aot_on.glob("*.failed"))  # installing a compiler is enough to get it
@@ -106,7 +111,7 @@ def test_a_failed_build_is_remembered_and_not_retried(tmp_path, monkeypatch, cap
     with caplog.at_level(logging.WARNING, logger="diffusion_lib"):
         for _ in range(2):  # two jobs
             fn = aot.aot_gradients(d, 1.0, tmp_path)
-            fn(None, *draws, False)
+            fn(_params(d), *draws, False)
             assert fn.runners == {False: None}
     failed = list(tmp_path.glob("*.failed"))
     assert len(calls) == 1 and len(failed) == 1 and "inductor exploded" in failed[0].read_text()
@@ -118,20 +123,20 @@ def test_a_package_that_disagrees_with_the_eager_step_is_not_used(tmp_path, monk
     eager = closed_form_gradients(d, 1.0)
 
     def wrong_runner(*args):
-        grads, parts = eager(None, *draws, True)
+        grads, parts = eager(_params(d), *draws, True)
         return tuple(g * 1.01 for g in grads), parts
 
     monkeypatch.setattr(aot, "load_or_compile", lambda *a: wrong_runner)
     fn = aot.aot_gradients(d, 1.0, tmp_path)
     with caplog.at_level(logging.WARNING, logger="diffusion_lib"):
-        first, _ = fn(None, *draws, True)
-        second, _ = fn(None, *draws, True)
-    want, _ = eager(None, *draws, True)
+        first, _ = fn(_params(d), *draws, True)
+        second, _ = fn(_params(d), *draws, True)
+    want, _ = eager(_params(d), *draws, True)
     assert fn.runners == {True: None} and "disagrees with the eager step" in caplog.text
     assert all(torch.equal(a, b) and torch.equal(b, c) for a, b, c in zip(first, second, want))
-    monkeypatch.setattr(aot, "load_or_compile", lambda *a: lambda *args: eager(None, *draws, True))
+    monkeypatch.setattr(aot, "load_or_compile", lambda *a: lambda *args: eager(_params(d), *draws, True))
     fn = aot.aot_gradients(d, 1.0, tmp_path)  # one that agrees is used
-    fn(None, *draws, True)
+    fn(_params(d), *draws, True)
     assert fn.runners[True] is not None
 
 

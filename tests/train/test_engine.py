@@ -90,8 +90,8 @@ def test_a_solo_run_trains_its_module_in_place():
 @pytest.mark.parametrize("seeds", [(0,), (0, 1)])
 def test_what_a_cuda_graph_captures_is_the_eager_update(seeds, float64):
     """A CUDA graph replays ``ParameterUpdate.captured`` (the mode's gradient, device-scalar Adam, frozen runs
-    put back) and the EMA after it: run eagerly here on the update a graph would capture (one run: the
-    closed form; a pack: the vmapped functional gradient), it equals the eager update in float64."""
+    put back) and the EMA after it: run eagerly here on the update a graph would capture (the closed form,
+    vmapped over a pack), it equals the eager update in float64."""
     cfg = dataclasses.replace(rec.CFG, steps=6, ema_update_every=1, ema_update_after_step=0)
     mining = {"mode": "adversarial", "mine_every": 2}  # both kinds of step
     eager, graphed = (Engine.seeded([dataclasses.replace(cfg, seed=s) for s in seeds], mining, progress=False)
@@ -99,8 +99,9 @@ def test_what_a_cuda_graph_captures_is_the_eager_update(seeds, float64):
     update = graphed.update
     assert gradient_function(update.template, 1.0, "cuda_graphs", len(seeds)).__qualname__ == (
         gradient_function(update.template, 1.0, "eager", len(seeds)).__qualname__)
-    assert (gradient_function(update.template, 1.0, "cuda_graphs", 1).__qualname__
-            != func_gradients(update.template, 1.0).__qualname__)  # one run's graph holds the closed form
+    for n in (1, 2):  # a graph holds the closed form, of one run or mapped over a pack
+        assert (gradient_function(update.template, 1.0, "cuda_graphs", n).__qualname__
+                != func_gradients(update.template, 1.0).__qualname__)
     active = [True] * len(seeds)
     for step in range(cfg.steps):
         eager.step_once(step, active)
