@@ -1,8 +1,8 @@
 """Which runs train together (packs).
 
-Packs (``train.pack`` = N > 1, see :mod:`diffusion_lib.train.engine`): :func:`plan_packs` groups the
-runs of one mining config into packs of at most N in seed order; a finished run is a pack of
-its own. So adding seeds to a finished study puts only the new seeds into new packs, no finished
+Packs (``train.pack`` = N > 1, one size or one per mining mode, see :mod:`diffusion_lib.train.engine`):
+:func:`plan_packs` groups the runs of one mining config into packs of at most N in seed order; a
+finished run is a pack of its own. So adding seeds to a finished study puts only the new seeds into new packs, no finished
 run is ever retrained to fill a pack, and changing N never reruns a finished run: its rules see
 only its own files (runs trained apart finish in any order, and one pack rule over two of them
 would find one member's input newer than another member's output).
@@ -53,12 +53,22 @@ class Pack:
         return f"train_{self.mode}_seeds_{'_'.join(str(r.seed) for r in self.runs)}_{digest}"
 
 
-def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec], bool],
+def pack_size(pack: int | Mapping[str, int], mode: str) -> int:
+    """The pack size ``train.pack`` gives the runs of a mining mode: one size for all, or a size per
+    mode (a mode it leaves out: 1, runs trained alone)."""
+    size = pack.get(mode, 1) if isinstance(pack, Mapping) else pack
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"train.pack must be >= 1 for mode {mode!r}, got {size!r}")
+    return size
+
+
+def plan_packs(runs: Iterable[RunSpec], size: int | Mapping[str, int], finished: Callable[[RunSpec], bool],
                shape: Callable[[RunSpec], Any] = lambda spec: None) -> list[Pack]:
-    """Packs of at most ``size`` runs covering every run once (see the module docstring); runs are
-    packed together only when ``shape`` (e.g. their budgets) is equal too."""
-    if size < 1:
-        raise ValueError(f"train.pack must be >= 1, got {size}")
+    """Packs of at most ``size`` runs (``train.pack``: one size, or one per mode, :func:`pack_size`)
+    covering every run once (see the module docstring); runs are packed together only when ``shape``
+    (e.g. their budgets) is equal too."""
+    for mode in ("none", "random", "adversarial"):
+        pack_size(size, mode)
     groups: dict[tuple[str, bool], list[RunSpec]] = {}
     seen: set[str] = set()
     for spec in runs:  # strategies with the same mining config share runs: each run once
@@ -70,7 +80,8 @@ def plan_packs(runs: Iterable[RunSpec], size: int, finished: Callable[[RunSpec],
         groups.setdefault((key, finished(spec)), []).append(spec)
     packs = []
     for (_, done), members in groups.items():
-        members, step = sorted(members, key=lambda r: r.seed), 1 if done else size
+        members = sorted(members, key=lambda r: r.seed)
+        step = 1 if done else pack_size(size, members[0].mode)
         packs += [Pack(tuple(members[i:i + step])) for i in range(0, len(members), step)]
     return packs
 
@@ -133,7 +144,7 @@ def study_packs(plan: StudyPlan, main_process: bool) -> list[PackJob]:
     finished now (a finished run is a pack of its own), saved by the main process and read back by
     job processes; with the ladder a pack's runs also share their budgets."""
     size = plan.cfg["train"]["pack"]
-    if size == 1:
+    if all(pack_size(size, run.mode) == 1 for run in plan.layout.runs):
         return []
     runs = plan.layout.runs
     path = PACK_PLAN.format(key=value_key({"runs": [r.run for r in runs], "pack": size}, 12))

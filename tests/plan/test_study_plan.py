@@ -164,6 +164,25 @@ def test_packs_group_unfinished_runs_and_job_processes_read_the_saved_plan(plan_
     assert study_packs(plan_of(), main_process=True) == []
 
 
+def test_a_pack_size_per_mode_packs_each_modes_runs_to_its_own_size(plan_of):
+    """train.pack as a mapping: the adversarial runs in pairs, the other modes' runs alone (left out: 1)."""
+    jobs = study_packs(plan_of(train__pack={"adversarial": 2}), main_process=True)
+    sizes = {(j.pack.mode, len(j.members)) for j in jobs}
+    assert sizes == {("adversarial", 2), ("none", 1), ("random", 1)}, sizes
+    # a size for every mode equal to one number packs as that number does
+    same = study_packs(plan_of(train__pack={"none": 2, "random": 2, "adversarial": 2}), main_process=True)
+    assert [j.rule for j in same] == [j.rule for j in study_packs(plan_of(train__pack=2), main_process=True)]
+    assert study_packs(plan_of(train__pack={"adversarial": 1}), main_process=True) == []
+
+
+@pytest.mark.parametrize("pack", [{"adversaria": 2}, {"adversarial": 0}, {}, 0])
+def test_a_pack_size_that_is_not_a_positive_size_per_known_mode_is_refused(plan_of, pack):
+    from diffusion_lib.plan.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pack"):
+        plan_of(train__pack=pack)
+
+
 def test_pack_rules_take_the_profile_settings_of_their_kind_of_job():
     settings = SimpleNamespace(_parsed_overwrite_resources={"train": {"gpu": 1}, "trunk": {"gpu": 2},
                                                             "p_own": {"gpu": 7}},

@@ -69,6 +69,16 @@ def test_adding_seeds_to_a_packed_study_trains_only_the_new_seeds(packed, tmp_pa
     assert counts["evaluate"] == 3 * 12
 
 
+def test_a_pack_size_per_mode_packs_each_modes_new_seeds_to_its_size(packed, tmp_path):
+    """train.pack as a mapping, planned over the finished packed study: the adversarial runs' new seeds
+    in one pack of 3 per mining config, the other modes' new seeds alone (left out of the mapping)."""
+    workdir = copy_workdir(packed[0], tmp_path / "per-mode")
+    counts = planned(workdir, "--config", "seeds=[0,1,2,3,4]", "--configfile",
+                     overlay(tmp_path, "train: {pack: {adversarial: 3}}\n"))
+    seeds = sorted((r.split("_")[1], r.split("_seeds_")[1].rsplit("_", 1)[0]) for r in _full_budget(counts))
+    assert seeds == sorted([("adversarial", "2_3_4")] * 3 + [(m, s) for m in ("none", "random") for s in "234"])
+
+
 def test_the_pack_size_never_retrains_a_finished_run(packed, finished, tmp_path):
     assert planned(packed[0]) == {}
     assert planned(packed[0], "--configfile", overlay(tmp_path, "train: {pack: 1}\n")) == {}
