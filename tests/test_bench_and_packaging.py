@@ -7,6 +7,7 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tools import bench
@@ -141,7 +142,7 @@ def test_gpu_check_script_runs_end_to_end_on_a_cpu(root, tmp_path):
     proc = subprocess.run([sys.executable, str(root / "tools/gpu_check.py"), "--out", str(out), "--device", "cpu", "--rank", "4",
                            "--batch-size", "16", "--steps", "10", "--study-steps", "20", "--seeds", "2",
                            "--impls", "eager", "--packs", "1,2", "--paper-seconds", "2",
-                           "--sections", "bench,packs,paper,tf32,study", "--budget-s", "3600"],  # every section, however slow the machine
+                           "--jobs", "1,2", "--sections", "bench,packs,jobs,paper,tf32,study", "--budget-s", "3600"],  # every section, however slow the machine
                           capture_output=True, text=True, cwd=root,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -150,8 +151,17 @@ def test_gpu_check_script_runs_end_to_end_on_a_cpu(root, tmp_path):
     assert all("steps_per_s" in r for r in result["bench"]), result["bench"]
     assert "fp32" in result["tf32_report"] and len(result["study"]["test_mse"]["tf32"]) == 2
     assert "tf32_vs_fp32" in result["study"] and not result["skipped"]
-    assert {(r["mode"], r["pack"]) for r in result["packs"] if "run_steps_per_s" in r} == {
-        (m, p) for m in ("none", "random", "adversarial") for p in (1, 2)}
+    # every pack by the closed form, and each pack of two by the functional gradient beside it
+    assert sorted((r["mode"], r["pack"], r["gradients"]) for r in result["packs"] if "run_steps_per_s" in r) == sorted(
+        [(m, p, "auto") for m in ("none", "random", "adversarial") for p in (1, 2)]
+        + [(m, 2, "autograd") for m in ("none", "random", "adversarial")])
     assert result["paper_study_gpu_hours"]["hours"] > 0
+    # one and two processes at once, each mode: every process's rate, the card's sum
+    assert sorted((r["mode"], r["jobs"], len(r["per_job_steps_per_s"])) for r in result["jobs"]) == sorted(
+        (m, k, k) for m in ("adversarial", "none") for k in (1, 2))
+    assert all(r["card_steps_per_s"] == pytest.approx(sum(r["per_job_steps_per_s"])) for r in result["jobs"])
+    assert set(result["jobs_per_gpu"]) == {"adversarial", "none"}
+    train_pack = result["paper_study_gpu_hours"]["train_pack"]
+    assert train_pack == 1 or set(train_pack) <= {"none", "random", "adversarial"}
     assert result["paper"]["status"] == "completed" and result["paper"]["curve"][-1]["val_mse_ema"] > 0
     assert result["tf32_report"]["model"].startswith("the paper run") and not result["errors"]

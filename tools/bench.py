@@ -7,7 +7,8 @@ prints one JSON object: ``steps_per_s`` (the training loop's step: data, update,
 logged sums; median over blocks of :data:`BLOCK` steps after warm-up, one device sync per block),
 ``compute_steps_per_s`` (same, on a pre-generated batch), ``syncs_per_step`` (host reads of device
 values per step, :mod:`diffusion_lib.train.host_reads`), ``device_syncs_per_step`` (on CUDA: every operation
-that made the host wait for the GPU, inside torch too, as ``torch.cuda.set_sync_debug_mode`` sees them), ``warmup_seconds`` (includes compiling and graph
+that made the host wait for the GPU, inside torch too, as ``torch.cuda.set_sync_debug_mode`` sees them) and
+``device_sync_sites`` (the Python lines they were called from), ``warmup_seconds`` (includes compiling and graph
 capture), ``data_ms_per_batch``,
 ``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
 per problem (matmul FLOPs counted by ``torch.profiler``: ``train_mflop_per_problem`` of the reference
@@ -66,7 +67,7 @@ BLOCK = 10
 def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmup: int = 5,
         device: str = "auto", rank: int = 20, threads: int | None = None, sample_problems: int = 256,
         peak: bool = True, precision: str = "fp32", compile: bool = False, cuda_graphs: bool = False,
-        pack: int = 1, aot: bool = True) -> dict[str, Any]:
+        pack: int = 1, aot: bool = True, gradients: str = "auto") -> dict[str, Any]:
     """Measure one mode and step implementation; returns the benchmark record (see module docstring)."""
     if threads:
         torch.set_num_threads(threads)
@@ -80,7 +81,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     gen = torch.Generator(device=dev).manual_seed(0)
     cfg = TrainConfig(batch_size=batch_size, rank=rank, lr=1e-4, ema_update_every=10, ema_update_after_step=100,
                       compile=compile, cuda_graphs=cuda_graphs, precision=precision, measure_flops=False,
-                      aot="auto" if aot else False)
+                      aot="auto" if aot else False, gradients=gradients)
     engine = Engine.seeded([dataclasses.replace(cfg, seed=seed) for seed in range(pack)], {"mode": mode}, device=dev,
                            progress=False)
     active = [True] * pack
@@ -127,10 +128,11 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         "mode": mode, "batch_size": batch_size, "timed_steps": blocks * BLOCK, "warmup_steps": max(warmup, 1),
         "step": engine.update.mode + (" (compile failed: eager)" if engine.update.compile_failed else "")
         + (" (not compiled: eager)" if engine.update.aot_failed else ""),
-        "pack": pack, "run_steps_per_s": pack * steps_per_s,
+        "pack": pack, "gradients": gradients, "run_steps_per_s": pack * steps_per_s,
         "precision": precision, "steps_per_s": steps_per_s, "compute_steps_per_s": 1 / statistics.median(compute),
         "syncs_per_step": sum(reads.values()) / BLOCK, "warmup_seconds": warmup_s,
         "device_syncs_per_step": device_syncs["count"] / BLOCK if dev.type == "cuda" else None,
+        "device_sync_sites": device_syncs["sites"],
         "data_ms_per_batch": 1000 * statistics.median(data),
         "sample_ms_per_problem": 1000 * sample_s / sample_problems,
         "train_mflop_per_problem": flops_per_problem / 1e6,
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pack", type=int, default=1, help="time a pack of N runs trained together")
     parser.add_argument("--no-aot", action="store_true",
                         help="time the eager step instead of the one compiled ahead of time (train.aot: false)")
+    parser.add_argument("--gradients", choices=["auto", "closed_form", "autograd"], default="auto",
+                        help="train.gradients: autograd times the functional gradient (torch.func) instead of the closed form")
     parser.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
     args = parser.parse_args(argv)
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         record = run(args.mode, args.batch_size, args.steps, args.warmup, args.device, args.rank, args.threads,
                      args.sample_problems, not args.no_peak, args.precision, args.compile, args.cuda_graphs,
-                     args.pack, not args.no_aot)
+                     args.pack, not args.no_aot, args.gradients)
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:

@@ -14,8 +14,13 @@ Sections (``--sections``, run in the order given, each skipped once ``--budget-s
   functional gradient) and ``aot`` (the closed-form step compiled ahead of time by AOTInductor, forced
   on CUDA here: on torch 2.11 loading its package crashed the process); ``--compiled-modes`` limits
   the slow-to-warm ones (compile, aot) to some modes;
-* ``packs``: run-steps/s of packs of ``--packs`` runs per mode (``--pack-impl``, fp32) and the
-  projected GPU-hours of the paper study (3 strategies x 10 seeds x 100K steps) with the best pack;
+* ``packs``: run-steps/s of packs of ``--packs`` runs per mode (``--pack-impl``, fp32), each pack
+  of two or more by the closed form mapped over the pack and, beside it, by the functional gradient
+  (``train.gradients: autograd``, the pack step before issue 45), the projected GPU-hours of the
+  paper study (3 strategies x 10 seeds x 100K steps) with the best closed-form pack per mode, and
+  that choice as a ``train.pack`` value;
+* ``jobs``: ``--jobs`` training processes started together on one card (``resources.jobs_per_gpu``),
+  adversarial and none: steps/s per run and per card, and the count with the most per card;
 * ``paper``: one adversarial run of config/paper.yaml's recipe (method §9) for about
   ``--paper-seconds`` of training with the fastest measured implementation, its validation MSE
   every ``eval_every`` steps beside method §9's reference points;
@@ -85,8 +90,9 @@ def _short(rec: dict[str, Any], keys: tuple[str, ...]) -> str:
     return json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items() if k in keys})
 
 
-BENCH_KEYS = ("mode", "impl", "step", "precision", "pack", "steps_per_s", "run_steps_per_s", "compute_steps_per_s",
-              "syncs_per_step", "device_syncs_per_step", "warmup_seconds", "sample_ms_per_problem", "error")
+BENCH_KEYS = ("mode", "impl", "step", "precision", "pack", "gradients", "steps_per_s", "run_steps_per_s", "compute_steps_per_s",
+              "syncs_per_step", "device_syncs_per_step", "device_sync_sites", "warmup_seconds", "sample_ms_per_problem",
+              "error")
 
 
 def section_bench(args: argparse.Namespace, out: dict, over: Any) -> None:
@@ -127,31 +133,79 @@ def section_packs(args: argparse.Namespace, out: dict, over: Any) -> None:
     impl = args.pack_impl if cuda else "eager"
     for mode in ("adversarial", "none", "random"):
         for size in (int(v) for v in args.packs.split(",")):
-            if over():
-                out["skipped"].append(f"pack {mode} x{size}")
-                continue
-            try:
-                with implementation(impl) as flags:
-                    rec = bench.run(mode, batch_size=args.batch_size, steps=args.steps, warmup=5, device=args.device,
-                                    rank=args.rank, sample_problems=16, peak=False, pack=size,
-                                    cuda_graphs=flags.get("cuda_graphs", False), aot=False)
-            except Exception as exc:  # out of memory at a large pack, say: record it and go on
-                rec = {"mode": mode, "pack": size, **_error(exc)}
-            rec["impl"] = impl
-            out["packs"].append(rec)
-            print(_short(rec, BENCH_KEYS), flush=True)
-            _save(out, args.out)
+            for gradients in ("auto", "autograd") if size > 1 else ("auto",):
+                if over():
+                    out["skipped"].append(f"pack {mode} x{size} ({gradients})")
+                    continue
+                try:
+                    with implementation(impl) as flags:
+                        rec = bench.run(mode, batch_size=args.batch_size, steps=args.steps, warmup=5,
+                                        device=args.device, rank=args.rank, sample_problems=16, peak=False, pack=size,
+                                        cuda_graphs=flags.get("cuda_graphs", False), aot=False, gradients=gradients)
+                except Exception as exc:  # out of memory at a large pack, say: record it and go on
+                    rec = {"mode": mode, "pack": size, "gradients": gradients, **_error(exc)}
+                rec["impl"] = impl
+                out["packs"].append(rec)
+                print(_short(rec, BENCH_KEYS), flush=True)
+                _save(out, args.out)
     best: dict[str, tuple[float, int]] = {}
     for rec in out["packs"]:
-        if "run_steps_per_s" in rec and rec["run_steps_per_s"] > best.get(rec["mode"], (0.0, 0))[0]:
+        if rec.get("gradients") == "auto" and "run_steps_per_s" in rec and (
+                rec["run_steps_per_s"] > best.get(rec["mode"], (0.0, 0))[0]):
             best[rec["mode"]] = (rec["run_steps_per_s"], rec["pack"])
     if len(best) == 3:
         out["paper_study_gpu_hours"] = {
             "best_pack": {m: p for m, (_, p) in best.items()},
+            "train_pack": {m: p for m, (_, p) in best.items() if p > 1} or 1,
             "hours": sum(10 * 100_000 / rate for rate, _ in best.values()) / 3600,
             "hours_unpacked": sum(10 * 100_000 / r["run_steps_per_s"] for r in out["packs"]
                                   if r.get("pack") == 1 and "run_steps_per_s" in r) / 3600}
         print(json.dumps(out["paper_study_gpu_hours"]), flush=True)
+
+
+def section_jobs(args: argparse.Namespace, out: dict, over: Any) -> None:
+    """Several training processes sharing one card (``resources.jobs_per_gpu``): for each count K of
+    ``--jobs``, K single-run benchmarks (:mod:`tools.bench`, CUDA graphs on a GPU) started together;
+    steps/s of each, their median (per run) and their sum (per card), and K's per-card gain over one."""
+    import subprocess
+
+    cuda = args.device.startswith("cuda")
+    out.setdefault("jobs", [])
+    for mode in ("adversarial", "none"):
+        for count in (int(v) for v in args.jobs.split(",")):
+            if over():
+                out["skipped"].append(f"jobs {mode} x{count}")
+                continue
+            cmd = [sys.executable, "-m", "tools.bench", "--mode", mode, "--batch-size", str(args.batch_size),
+                   "--steps", str(args.steps), "--rank", str(args.rank), "--device", args.device, "--no-peak",
+                   "--json", "--sample-problems", "16", "--threads", "1", *(["--cuda-graphs"] if cuda else ["--no-aot"])]
+            procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(count)]
+            rates, errors = [], []
+            for proc in procs:
+                stdout, stderr = proc.communicate()
+                lines = [line for line in stdout.splitlines() if line.startswith("{")]
+                if proc.returncode == 0 and lines:
+                    rates.append(json.loads(lines[-1])["steps_per_s"])
+                else:
+                    errors.append(stderr[-600:])
+            rec: dict[str, Any] = {"mode": mode, "jobs": count, "per_job_steps_per_s": rates}
+            if rates and not errors:
+                rec.update(run_steps_per_s=sorted(rates)[len(rates) // 2], card_steps_per_s=sum(rates))
+            else:
+                rec["error"] = " | ".join(errors)[:600]
+            out["jobs"].append(rec)
+            print(json.dumps(rec), flush=True)
+            _save(out, args.out)
+    best: dict[str, Any] = {}
+    for mode in ("adversarial", "none"):
+        measured = {r["jobs"]: r["card_steps_per_s"] for r in out["jobs"] if r["mode"] == mode and "card_steps_per_s" in r}
+        if 1 in measured:
+            top = max(measured, key=measured.__getitem__)
+            best[mode] = {"jobs_per_gpu": top, "card_gain": measured[top] / measured[1]}
+    if best:
+        out["jobs_per_gpu"] = best
+        print(json.dumps(best), flush=True)
 
 
 def _fastest(out: dict, precision: str = "fp32") -> tuple[str, float]:
@@ -254,8 +308,8 @@ def section_study(args: argparse.Namespace, out: dict, over: Any) -> None:
         print(json.dumps(out["study"]), flush=True)
 
 
-SECTIONS = {"bench": section_bench, "packs": section_packs, "paper": section_paper, "tf32": section_tf32,
-            "study": section_study}
+SECTIONS = {"bench": section_bench, "packs": section_packs, "jobs": section_jobs, "paper": section_paper,
+            "tf32": section_tf32, "study": section_study}
 
 
 def main() -> None:
@@ -274,6 +328,7 @@ def main() -> None:
     parser.add_argument("--compiled-modes", default="adversarial", help="modes to bench with compile and aot")
     parser.add_argument("--packs", default="1,5,10", help="pack sizes to benchmark (fp32)")
     parser.add_argument("--pack-impl", default="graphs", choices=["eager", "graphs"])
+    parser.add_argument("--jobs", default="1,2,4", help="training processes sharing the card at once (section jobs)")
     parser.add_argument("--paper-seconds", type=float, default=75, help="training time of the paper-recipe run")
     args = parser.parse_args()
     for impl in args.impls.split(","):

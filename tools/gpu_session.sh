@@ -5,6 +5,8 @@
 #   bash tools/gpu_session.sh compiled   # the compile tests, compile/AOT benches, the TF32 study
 #   bash tools/gpu_session.sh verify     # all of tests/train/test_gpu.py, graphs vs the functional graphs,
 #                                          # a longer paper-recipe run (~4 min)
+#   bash tools/gpu_session.sh packs      # issue 45: the GPU tests (packs' closed-form graphs among them),
+#                                          # closed-form vs functional packs of 1/5/10, 1/2/4 jobs per card (~6 min)
 # Everything lands in $OUT (default: ./gpu-out): pytest's output, the check's JSON and log, nvidia-smi.
 set -uo pipefail
 part=${1:-core}
@@ -24,6 +26,10 @@ elif [ "$part" = compiled ]; then
     timeout 250 $PY tools/gpu_check.py --out "$OUT/gpu-compiled.json" --sections bench,study \
         --impls compile,aot,graphs --precisions fp32 --study-steps 3000 --budget-s 150 2>&1 | grep -v "profiler_st" \
         | tee "$OUT/check-compiled.log"
+elif [ "$part" = packs ]; then
+    timeout 90 $PY -m pytest tests/train/test_gpu.py -q -p no:cacheprovider -k "not compiled" 2>&1 | tee "$OUT/pytest-packs.txt"
+    timeout 330 $PY tools/gpu_check.py --out "$OUT/gpu-packs.json" --sections packs,jobs --packs 1,5,10 --jobs 1,2,4 \
+        --budget-s 270 2>&1 | grep -v "profiler_st" | tee "$OUT/check-packs.log"
 else
     timeout 100 $PY -m pytest tests/train/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest-verify.txt"
     timeout 170 $PY tools/gpu_check.py --out "$OUT/gpu-verify.json" --sections bench,paper \
