@@ -16,7 +16,7 @@ import contextlib
 import threading
 import warnings
 from collections import Counter
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -75,8 +75,10 @@ def count_host_reads(exclude: Callable[[], Iterable[torch.Tensor]] | None = None
 def count_device_syncs(device: torch.device) -> Iterator[dict[str, int]]:
     """Count the operations inside the block that made the host wait for a CUDA device, torch's own
     included (``torch.cuda.set_sync_debug_mode("warn")`` reports each one as a warning); yields
-    ``{"count": n}``, filled when the block ends. On other devices the count stays 0."""
-    counts = {"count": 0}
+    ``{"count": n, "sites": [...]}``, filled when the block ends: ``sites`` names the Python line
+    (``file:line``) each synchronising operation was called from, once each, to trace where they come
+    from. On other devices the count stays 0."""
+    counts: dict[str, Any] = {"count": 0, "sites": []}
     if device.type != "cuda":
         yield counts
         return
@@ -88,4 +90,6 @@ def count_device_syncs(device: torch.device) -> Iterator[dict[str, int]]:
             yield counts
         finally:
             torch.cuda.set_sync_debug_mode(previous)
-    counts["count"] = sum("synchroniz" in str(w.message).lower() for w in caught)
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    counts["count"] = len(syncs)
+    counts["sites"] = sorted({f"{w.filename}:{w.lineno}" for w in syncs})
