@@ -12,11 +12,12 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
 * :func:`closed_form_gradients`: the derivatives written out by hand: the network's values and ∇_y E
   from :mod:`diffusion_lib.ired.closed_form`, the weight gradient by :func:`weight_grads` (the chain rule
   run backwards through ∇_y E, with SiLU's second derivative, then through the forward pass), with
-  ``torch.func`` for the loss's few operations on ε̂ and E; the fastest path on a CPU (docs/performance.md,
-  issue 22; it equals autograd on the module and the functional gradient in float64,
-  tests/ired/test_functional.py, tests/ired/test_closed_form.py). Also pure, so ``torch.func.vmap`` maps it
-  over a pack of runs (issue 45; tests/train/test_pack.py) and a CUDA graph captures it. For method §3's
-  network only (:func:`diffusion_lib.ired.closed_form.supports`); :func:`checked` runs it against
+  automatic differentiation only over the loss's few operations on ε̂ and E; the fastest path on a CPU
+  (docs/performance.md, issue 22; it equals autograd on the module and the functional gradient in
+  float64, tests/ired/test_functional.py, tests/ired/test_closed_form.py). Its pack form (``pack=True``:
+  those few operations by ``torch.func``, clipping out of place) is pure, so ``torch.func.vmap`` maps it
+  over a pack of runs (issue 45; tests/train/test_pack.py); a CUDA graph captures either. For method
+  §3's network only (:func:`diffusion_lib.ired.closed_form.supports`); :func:`checked` runs it against
   ``torch.func`` in float64 at every job's first step.
 """
 from __future__ import annotations
