@@ -95,9 +95,30 @@ BENCH_KEYS = ("mode", "impl", "step", "precision", "pack", "gradients", "steps_p
               "error")
 
 
-def section_bench(args: argparse.Namespace, out: dict, over: Any) -> None:
+def _measure(args: argparse.Namespace, out: dict, over: Any, section: str, label: str, impl: str,
+             **kwargs: Any) -> None:
+    """One :func:`tools.bench.run` of step implementation ``impl`` (``kwargs``: its mode, precision,
+    pack, ...), appended to ``out[section]``, printed and saved; skipped (named ``label``) once the
+    budget is spent, and a failure recorded rather than raised: one failing variant must not lose the rest."""
     from tools import bench
 
+    if over():
+        out["skipped"].append(label)
+        return
+    try:
+        with implementation(impl) as flags:
+            rec = bench.run(batch_size=args.batch_size, steps=args.steps, warmup=5, device=args.device, rank=args.rank,
+                            peak=False, compile=flags.get("compile", False), cuda_graphs=flags.get("cuda_graphs", False),
+                            aot=bool(flags.get("aot")), **kwargs)
+    except Exception as exc:  # out of memory at a large pack, say
+        rec = {k: v for k, v in kwargs.items() if k in ("mode", "precision", "pack", "gradients")} | _error(exc)
+    rec["impl"] = impl
+    out[section].append(rec)
+    print(_short(rec, BENCH_KEYS), flush=True)
+    _save(out, args.out)
+
+
+def section_bench(args: argparse.Namespace, out: dict, over: Any) -> None:
     cuda = args.device.startswith("cuda")
     for precision in args.precisions.split(","):
         for impl in args.impls.split(","):
@@ -106,48 +127,20 @@ def section_bench(args: argparse.Namespace, out: dict, over: Any) -> None:
             for mode in ("adversarial", "none", "random"):
                 if impl in ("compile", "aot") and mode not in args.compiled_modes.split(","):
                     continue
-                if over():
-                    out["skipped"].append(f"bench {mode} {impl} {precision}")
-                    continue
-                try:
-                    with implementation(impl) as flags:
-                        rec = bench.run(mode, batch_size=args.batch_size, steps=args.steps, warmup=5,
-                                        device=args.device, rank=args.rank, sample_problems=256 if cuda else 16,
-                                        peak=False, precision=precision, compile=flags.get("compile", False),
-                                        cuda_graphs=flags.get("cuda_graphs", False), aot=bool(flags.get("aot")))
-                except Exception as exc:  # record and go on: one failing variant must not lose the rest
-                    rec = {"mode": mode, "precision": precision, **_error(exc)}
-                rec["impl"] = impl
-                out["bench"].append(rec)
-                print(_short(rec, BENCH_KEYS), flush=True)
-                _save(out, args.out)
+                _measure(args, out, over, "bench", f"bench {mode} {impl} {precision}", impl, mode=mode,
+                         precision=precision, sample_problems=256 if cuda else 16)
     out["adversarial_100k_minutes"] = {f"{r['impl']}/{r['precision']}": 100_000 / r["steps_per_s"] / 60
                                        for r in out["bench"] if r["mode"] == "adversarial" and "steps_per_s" in r}
     print(json.dumps(out["adversarial_100k_minutes"]), flush=True)
 
 
 def section_packs(args: argparse.Namespace, out: dict, over: Any) -> None:
-    from tools import bench
-
-    cuda = args.device.startswith("cuda")
-    impl = args.pack_impl if cuda else "eager"
+    impl = args.pack_impl if args.device.startswith("cuda") else "eager"
     for mode in ("adversarial", "none", "random"):
         for size in (int(v) for v in args.packs.split(",")):
             for gradients in ("auto", "autograd") if size > 1 else ("auto",):
-                if over():
-                    out["skipped"].append(f"pack {mode} x{size} ({gradients})")
-                    continue
-                try:
-                    with implementation(impl) as flags:
-                        rec = bench.run(mode, batch_size=args.batch_size, steps=args.steps, warmup=5,
-                                        device=args.device, rank=args.rank, sample_problems=16, peak=False, pack=size,
-                                        cuda_graphs=flags.get("cuda_graphs", False), aot=False, gradients=gradients)
-                except Exception as exc:  # out of memory at a large pack, say: record it and go on
-                    rec = {"mode": mode, "pack": size, "gradients": gradients, **_error(exc)}
-                rec["impl"] = impl
-                out["packs"].append(rec)
-                print(_short(rec, BENCH_KEYS), flush=True)
-                _save(out, args.out)
+                _measure(args, out, over, "packs", f"pack {mode} x{size} ({gradients})", impl, mode=mode, pack=size,
+                         gradients=gradients, sample_problems=16)
     best: dict[str, tuple[float, int]] = {}
     for rec in out["packs"]:
         if rec.get("gradients") == "auto" and "run_steps_per_s" in rec and (
