@@ -76,12 +76,8 @@ def run_table(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, 
     """One row per run: ``strategy``, ``arm``, ``lr``, ``seed``, ``time`` (the step of instability,
     or of its last evaluation when censored), ``event`` (it became unstable) and ``watched_to`` (its
     last evaluation)."""
-    rows = []
-    for strategy, (arm, lr) in groups.items():
-        own = curves[curves["strategy"] == strategy]
-        last = own.dropna(subset=[rule.metric]).groupby("seed")["step"].max() if len(own) else {}
-        rows += [{"strategy": strategy, **r.__dict__, "watched_to": int(last[r.seed])}
-                 for r in run_times(own, rule, {strategy: (str(arm), float(lr))})]
+    rows = [{"strategy": strategy, **r.__dict__} for strategy, (arm, lr) in groups.items()
+            for r in run_times(curves[curves["strategy"] == strategy], rule, {strategy: (str(arm), float(lr))})]
     columns = ["strategy", "arm", "lr", "seed", "time", "event", "watched_to"]
     return pd.DataFrame(rows, columns=columns).sort_values(["arm", "lr", "seed"], ignore_index=True)
 

@@ -40,13 +40,15 @@ Z95 = 1.959963984540054
 @dataclass(frozen=True)
 class RunTime:
     """One run of a stability study: its arm, learning rate and seed, the step it was last seen
-    stable or first seen unstable (``time``), and whether it became unstable (``event``)."""
+    stable or first seen unstable (``time``), whether it became unstable (``event``), and the step of
+    its last evaluation (``watched_to``; None where not known)."""
 
     arm: str
     lr: float
     seed: int
     time: int
     event: bool
+    watched_to: int | None = None
 
 
 def run_times(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, tuple[str, float]],
@@ -64,8 +66,8 @@ def run_times(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, 
             continue
         first = rule.first(evaluated["step"], evaluated[metric])
         arm, lr = groups[strategy]
-        time = first["step"] if first else int(evaluated["step"].iloc[-1])
-        out.append(RunTime(arm, float(lr), int(seed), int(time), first is not None))
+        last = int(evaluated["step"].iloc[-1])
+        out.append(RunTime(arm, float(lr), int(seed), int(first["step"]) if first else last, first is not None, last))
     return out
 
 

@@ -64,7 +64,8 @@ def test_times_come_from_the_curves_with_censoring_at_the_last_evaluation():
         + [{"strategy": "adversarial", "seed": 100, "step": s, "val_mse_ema": v} for s, v in zip(steps, [1, .5, .4, .3, .3])]
         + [{"strategy": "adversarial", "seed": 100, "step": 1479, "val_mse_ema": math.nan}])
     times = run_times(curves, rule, {"baseline": ("none", 5e-4), "adversarial": ("adversarial", 5e-4)})
-    assert times == [RunTime("none", 5e-4, 100, 1160, True), RunTime("adversarial", 5e-4, 100, 1450, False)]
+    # both watched to their last evaluation (1450; the unevaluated row at 1479 does not count)
+    assert times == [RunTime("none", 5e-4, 100, 1160, True, 1450), RunTime("adversarial", 5e-4, 100, 1450, False, 1450)]
 
 
 def test_the_stable_range_names_the_edge_and_the_risk_bound_at_it():
