@@ -1,14 +1,15 @@
 """Speed benchmark of training, data generation and sampling.
 
     python -m tools.bench --mode adversarial --batch-size 256 --steps 50 [--device cpu|cuda]
-        [--compile] [--cuda-graphs] [--precision fp32|tf32] [--pack N] [--no-aot] --json
+        [--compile] [--cuda-graphs] [--precision fp32|tf32] [--pack N] [--gradients auto|autograd] [--no-aot] --json
 
 prints one JSON object: ``steps_per_s`` (the training loop's step: data, update, EMA and the
 logged sums; median over blocks of :data:`BLOCK` steps after warm-up, one device sync per block),
 ``compute_steps_per_s`` (same, on a pre-generated batch), ``syncs_per_step`` (host reads of device
 values per step, :mod:`diffusion_lib.train.host_reads`), ``device_syncs_per_step`` (on CUDA: every operation
 that made the host wait for the GPU, inside torch too, as ``torch.cuda.set_sync_debug_mode`` sees them) and
-``device_sync_sites`` (the Python lines they were called from), ``warmup_seconds`` (includes compiling and graph
+``device_sync_sites`` (where they were called from), ``timed_window`` (wall-clock start and end of the timed
+blocks, to check that processes sharing a card timed together), ``warmup_seconds`` (includes compiling and graph
 capture), ``data_ms_per_batch``,
 ``sample_ms_per_problem`` (inference with the default inner loop), the FLOPs of one training step
 per problem (matmul FLOPs counted by ``torch.profiler``: ``train_mflop_per_problem`` of the reference
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -42,6 +44,17 @@ from diffusion_lib.jobs.runtime import keep_freed_memory
 from diffusion_lib.ired.seeding import resolve_device
 from diffusion_lib.train.host_reads import count_device_syncs, count_host_reads
 from diffusion_lib.train.curve import accumulate
+
+
+def wait_for_each_other(folder: str, count: int, timeout: float = 600.0) -> None:
+    """A barrier between processes: mark this one ready in ``folder`` and wait until ``count`` are."""
+    os.makedirs(folder, exist_ok=True)
+    open(os.path.join(folder, f"ready-{os.getpid()}"), "w").close()
+    deadline = time.time() + timeout
+    while len([f for f in os.listdir(folder) if f.startswith("ready-")]) < count:
+        if time.time() > deadline:
+            raise TimeoutError(f"{count} processes did not all reach the barrier in {folder} within {timeout:.0f} s")
+        time.sleep(0.01)
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -67,8 +80,11 @@ BLOCK = 10
 def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmup: int = 5,
         device: str = "auto", rank: int = 20, threads: int | None = None, sample_problems: int = 256,
         peak: bool = True, precision: str = "fp32", compile: bool = False, cuda_graphs: bool = False,
-        pack: int = 1, aot: bool = True, gradients: str = "auto") -> dict[str, Any]:
-    """Measure one mode and step implementation; returns the benchmark record (see module docstring)."""
+        pack: int = 1, aot: bool = True, gradients: str = "auto", barrier: tuple[str, int] | None = None
+        ) -> dict[str, Any]:
+    """Measure one mode and step implementation; returns the benchmark record (see module docstring).
+    ``barrier`` = (folder, K): after warming up, wait until K processes (this one included) have
+    reached that point, so that processes sharing a device time the same window."""
     if threads:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # as the workflow's jobs do (runtime.setup_torch)
@@ -102,8 +118,12 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     warmup_s = time.perf_counter() - start
+    if barrier is not None:
+        wait_for_each_other(*barrier)
     blocks = max(1, steps // BLOCK)
+    window = [time.time()]
     full = [_timed(block, dev) / BLOCK for _ in range(blocks)]
+    window.append(time.time())
     fixed = engine.draw(active)
     compute = [_timed(lambda: block(fixed), dev) / BLOCK for _ in range(blocks)]
     with count_host_reads() as reads, count_device_syncs(dev) as device_syncs:
@@ -128,7 +148,7 @@ def run(mode: str = "adversarial", batch_size: int = 256, steps: int = 50, warmu
         "mode": mode, "batch_size": batch_size, "timed_steps": blocks * BLOCK, "warmup_steps": max(warmup, 1),
         "step": engine.update.mode + (" (compile failed: eager)" if engine.update.compile_failed else "")
         + (" (not compiled: eager)" if engine.update.aot_failed else ""),
-        "pack": pack, "gradients": gradients, "run_steps_per_s": pack * steps_per_s,
+        "pack": pack, "gradients": gradients, "run_steps_per_s": pack * steps_per_s, "timed_window": window,
         "precision": precision, "steps_per_s": steps_per_s, "compute_steps_per_s": 1 / statistics.median(compute),
         "syncs_per_step": sum(reads.values()) / BLOCK, "warmup_seconds": warmup_s,
         "device_syncs_per_step": device_syncs["count"] / BLOCK if dev.type == "cuda" else None,
@@ -168,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="time the eager step instead of the one compiled ahead of time (train.aot: false)")
     parser.add_argument("--gradients", choices=["auto", "closed_form", "autograd"], default="auto",
                         help="train.gradients: autograd times the functional gradient (torch.func) instead of the closed form")
+    parser.add_argument("--barrier", nargs=2, metavar=("FOLDER", "K"),
+                        help="after warm-up, wait until K processes have reached this point (processes sharing a card)")
     parser.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
     args = parser.parse_args(argv)
@@ -178,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         record = run(args.mode, args.batch_size, args.steps, args.warmup, args.device, args.rank, args.threads,
                      args.sample_problems, not args.no_peak, args.precision, args.compile, args.cuda_graphs,
-                     args.pack, not args.no_aot, args.gradients)
+                     args.pack, not args.no_aot, args.gradients,
+                     (args.barrier[0], int(args.barrier[1])) if args.barrier else None)
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:

@@ -19,8 +19,9 @@ Sections (``--sections``, run in the order given, each skipped once ``--budget-s
   (``train.gradients: autograd``, the pack step before issue 45), the projected GPU-hours of the
   paper study (3 strategies x 10 seeds x 100K steps) with the best closed-form pack per mode, and
   that choice as a ``train.pack`` value;
-* ``jobs``: ``--jobs`` training processes started together on one card (``resources.jobs_per_gpu``),
-  adversarial and none: steps/s per run and per card, and the count with the most per card;
+* ``jobs``: ``--jobs`` training processes on one card at once (``resources.jobs_per_gpu``), timing
+  the same window (a barrier after warm-up), adversarial and none: steps/s per run and per card,
+  the timed windows' overlap, and the count with the most per card;
 * ``paper``: one adversarial run of config/paper.yaml's recipe (method §9) for about
   ``--paper-seconds`` of training with the fastest measured implementation, its validation MSE
   every ``eval_every`` steps beside method §9's reference points;
@@ -74,7 +75,8 @@ def implementation(name: str) -> Iterator[dict[str, Any]]:
                              "aot": {"aot": True, "cuda_graphs": False}}[name]
     try:
         if name == "graphs_func":  # one run's graph of torch.func's gradient, as before issue 33
-            step_module.gradient_function = lambda template, clip, mode, n: func_gradients(template, clip)
+            step_module.gradient_function = lambda template, clip, mode, n: step_module._packed(
+                func_gradients(template, clip), n)
         if name == "aot":  # the library keeps it to CPUs: force it, keep the bench's eager twin eager
             engine_module.step_mode = lambda cfg, dev: "aot" if cfg.aot else saved_mode(cfg, dev)
         yield flags
@@ -158,9 +160,12 @@ def section_packs(args: argparse.Namespace, out: dict, over: Any) -> None:
 
 def section_jobs(args: argparse.Namespace, out: dict, over: Any) -> None:
     """Several training processes sharing one card (``resources.jobs_per_gpu``): for each count K of
-    ``--jobs``, K single-run benchmarks (:mod:`tools.bench`, CUDA graphs on a GPU) started together;
-    steps/s of each, their median (per run) and their sum (per card), and K's per-card gain over one."""
+    ``--jobs``, K single-run benchmarks (:mod:`tools.bench`, CUDA graphs on a GPU) that wait for each
+    other after warming up (a barrier) and then time ``--jobs-steps`` steps each; steps/s of each,
+    their median (per run), their sum (per card), how much of the timed windows overlapped, and K's
+    per-card gain over one."""
     import subprocess
+    import tempfile
 
     cuda = args.device.startswith("cuda")
     out.setdefault("jobs", [])
@@ -169,22 +174,35 @@ def section_jobs(args: argparse.Namespace, out: dict, over: Any) -> None:
             if over():
                 out["skipped"].append(f"jobs {mode} x{count}")
                 continue
-            cmd = [sys.executable, "-m", "tools.bench", "--mode", mode, "--batch-size", str(args.batch_size),
-                   "--steps", str(args.steps), "--rank", str(args.rank), "--device", args.device, "--no-peak",
-                   "--json", "--sample-problems", "16", "--threads", "1", *(["--cuda-graphs"] if cuda else ["--no-aot"])]
-            procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for _ in range(count)]
-            rates, errors = [], []
-            for proc in procs:
-                stdout, stderr = proc.communicate()
-                lines = [line for line in stdout.splitlines() if line.startswith("{")]
-                if proc.returncode == 0 and lines:
-                    rates.append(json.loads(lines[-1])["steps_per_s"])
-                else:
-                    errors.append(stderr[-600:])
+            with tempfile.TemporaryDirectory() as barrier:
+                cmd = [sys.executable, "-m", "tools.bench", "--mode", mode, "--batch-size", str(args.batch_size),
+                       "--steps", str(args.jobs_steps), "--rank", str(args.rank), "--device", args.device,
+                       "--no-peak", "--json", "--sample-problems", "16", "--threads", "1", "--barrier", barrier,
+                       str(count), *(["--cuda-graphs"] if cuda else ["--no-aot"])]
+                procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         for _ in range(count)]
+                records, errors = [], []
+                for proc in procs:
+                    try:
+                        stdout, stderr = proc.communicate(timeout=args.jobs_timeout)
+                    except subprocess.TimeoutExpired:
+                        for p in procs:
+                            p.kill()
+                        stdout, stderr = proc.communicate()
+                        errors.append(f"timed out after {args.jobs_timeout} s")
+                        continue
+                    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+                    if proc.returncode == 0 and lines:
+                        records.append(json.loads(lines[-1]))
+                    else:
+                        errors.append(stderr[-600:])
+            rates = [r["steps_per_s"] for r in records]
             rec: dict[str, Any] = {"mode": mode, "jobs": count, "per_job_steps_per_s": rates}
             if rates and not errors:
-                rec.update(run_steps_per_s=sorted(rates)[len(rates) // 2], card_steps_per_s=sum(rates))
+                starts, ends = zip(*(r["timed_window"] for r in records))
+                longest = max(e - s for s, e in zip(starts, ends))
+                rec.update(run_steps_per_s=sorted(rates)[len(rates) // 2], card_steps_per_s=sum(rates),
+                           overlap=max(0.0, min(ends) - max(starts)) / longest if longest > 0 else 0.0)
             else:
                 rec["error"] = " | ".join(errors)[:600]
             out["jobs"].append(rec)
@@ -322,6 +340,8 @@ def main() -> None:
     parser.add_argument("--packs", default="1,5,10", help="pack sizes to benchmark (fp32)")
     parser.add_argument("--pack-impl", default="graphs", choices=["eager", "graphs"])
     parser.add_argument("--jobs", default="1,2,4", help="training processes sharing the card at once (section jobs)")
+    parser.add_argument("--jobs-steps", type=int, default=2000, help="timed steps of each process in section jobs")
+    parser.add_argument("--jobs-timeout", type=float, default=240, help="seconds before section jobs' processes are killed")
     parser.add_argument("--paper-seconds", type=float, default=75, help="training time of the paper-recipe run")
     args = parser.parse_args()
     for impl in args.impls.split(","):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +95,11 @@ class Weights(NamedTuple):
             raise ValueError(f"the closed-form derivatives do not apply: {why}")
         params = dict(ebm.named_parameters())
         return cls(*(params[n] for n in NAMES))
+
+    @classmethod
+    def named(cls, params: Mapping[str, torch.Tensor]) -> "Weights":
+        """The tensors of ``params`` (a dict by :data:`NAMES`, e.g. a run's weights or a pack's stacked ones)."""
+        return cls(*(params[name] for name in NAMES))
 
     def detached(self) -> "Weights":
         return Weights(*(w.detach() for w in self))

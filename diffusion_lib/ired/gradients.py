@@ -23,7 +23,7 @@ clipping) and ``clip_frac`` (1 when clipping scaled the gradient down). Nothing 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -83,9 +83,8 @@ def closed_form_gradients(diffusion: GaussianDiffusion1D, grad_clip: float, pack
 
     def fn(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        w = Weights(*(params[name] for name in NAMES))
-        return closed_form_step(diffusion, w, grad_clip, inp, x_start, t, noise, noise_neg, mined, in_place=not pack,
-                                functional=pack)
+        return closed_form_step(diffusion, Weights.named(params), grad_clip, inp, x_start, t, noise, noise_neg, mined,
+                                in_place=not pack, functional=pack)
 
     return fn
 
@@ -230,14 +229,18 @@ def _fields(obj: Any) -> tuple[torch.Tensor, ...]:
 
 
 def check_training_gradient(diffusion: GaussianDiffusion1D, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor,
-                            noise: torch.Tensor, noise_neg: torch.Tensor | None, rows: int = 16) -> float:
+                            noise: torch.Tensor, noise_neg: torch.Tensor | None, rows: int = 16,
+                            weights: Mapping[str, torch.Tensor] | None = None) -> float:
     """The guard of every job that trains through the closed form, at its first step: the
     closed-form weight gradient (:func:`training_gradients`) against ``torch.func``'s
     (:func:`diffusion_lib.ired.functional.loss`) in float64, on the first ``rows`` problems of the step's
-    own draws, and ∇_y E against autograd (:func:`~diffusion_lib.ired.closed_form.check_fields`). Reads
-    no random number stream. Returns the largest relative difference per tensor; a RuntimeError
-    naming the tensor when it exceeds :data:`~diffusion_lib.ired.closed_form.AGREEMENT`."""
+    own draws, and ∇_y E against autograd (:func:`~diffusion_lib.ired.closed_form.check_fields`), at
+    ``diffusion``'s network with ``weights`` (default: its own). Reads no random number stream. Returns
+    the largest relative difference per tensor; a RuntimeError naming the tensor when it exceeds
+    :data:`~diffusion_lib.ired.closed_form.AGREEMENT`."""
     ebm = float64_copy(diffusion.model.ebm)
+    if weights is not None:
+        ebm.load_state_dict({k: v.detach() for k, v in weights.items()}, strict=False)
     ref = GaussianDiffusion1D(DiffusionWrapper(ebm), diffusion.timesteps, diffusion.mining, n_inner=diffusion.n_inner,
                     inner_scale=diffusion.inner_scale, clamp=diffusion.clamp).to(inp.device, torch.float64)
     draws = [None if d is None else d[:rows].detach() for d in (inp, x_start, t, noise, noise_neg)]
@@ -255,19 +258,23 @@ def check_training_gradient(diffusion: GaussianDiffusion1D, inp: torch.Tensor, x
 
 
 def checked(fn: GradientFn, diffusion: GaussianDiffusion1D, packed: bool = False) -> GradientFn:
-    """``fn`` (a closed-form gradient function, eager, compiled ahead of time, or mapped over a pack of
-    runs when ``packed``) that runs :func:`check_training_gradient` on the draws of its first call (a
-    pack's first run's) before computing it; ``diffusion`` holds the weights checked (a pack's first run's)."""
+    """``fn`` (a closed-form gradient function for ``diffusion``'s network, eager, compiled ahead of
+    time, or mapped over a pack of runs when ``packed``) that runs :func:`check_training_gradient` on
+    the weights and draws of its first call before computing it: in a pack, those of its first run
+    that trains (a frozen run's draws are zeros, a degenerate point to check at)."""
     done = [False]
 
     def first_checked(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                       noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         if not done[0]:
             done[0] = True
-            draws = (inp, x_start, t, noise, noise_neg)
+            draws, weights = (inp, x_start, t, noise, noise_neg), params
             if packed:
-                draws = tuple(None if d is None else d[0] for d in draws)
-            worst = check_training_gradient(diffusion, *draws)
+                drawn = inp.flatten(1).ne(0).any(dim=1).tolist()  # one host read, once a job
+                i = drawn.index(True) if True in drawn else 0
+                draws = tuple(None if d is None else d[i] for d in draws)
+                weights = {k: v[i] for k, v in params.items()}
+            worst = check_training_gradient(diffusion, *draws, weights=weights)
             log.info("closed-form gradient checked against autograd at the first step (float64): largest relative "
                      "difference %.1e", worst)
         return fn(params, inp, x_start, t, noise, noise_neg, mined)

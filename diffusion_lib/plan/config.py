@@ -144,10 +144,15 @@ def coerce_cli_values(value: Any, schema: Mapping[str, Any], root: Mapping[str, 
     ``snakemake --config seeds=[0,1,2,3]`` delivers ``['0', '1', '2', '3']`` and ``partial=true``
     the string ``'true'``; a user means integers and a boolean (and ``.inf``/``inf`` a float
     infinity, e.g. ``grad_clip``: no clipping). Only a string that parses exactly
-    as the schema's type is converted; anything else is left for validation to report.
+    as the schema's type is converted (for a field of several shapes, ``oneOf``, as the first shape
+    it converts to); anything else is left for validation to report.
     """
     root = schema if root is None else root
     schema = _resolve_ref(schema, root)
+    for branch in schema.get("oneOf", schema.get("anyOf", ())):  # a field of several shapes: the first that converts
+        converted = coerce_cli_values(value, branch, root)
+        if converted != value:
+            return converted
     kind = schema.get("type")
     if isinstance(value, str):
         text = value.strip()

@@ -56,6 +56,8 @@ class Pack:
 def pack_size(pack: int | Mapping[str, int], mode: str) -> int:
     """The pack size ``train.pack`` gives the runs of a mining mode: one size for all, or a size per
     mode (a mode it leaves out: 1, runs trained alone)."""
+    if isinstance(pack, Mapping) and (unknown := set(pack) - {"none", "random", "adversarial"}):
+        raise ValueError(f"train.pack names no mining mode {sorted(unknown)} (modes: none, random, adversarial)")
     size = pack.get(mode, 1) if isinstance(pack, Mapping) else pack
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"train.pack must be >= 1 for mode {mode!r}, got {size!r}")

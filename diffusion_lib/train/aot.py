@@ -38,7 +38,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..ired.closed_form import NAMES, Weights
+from ..ired.closed_form import Weights
 from ..ired.diffusion import GaussianDiffusion1D
 from ..ired.gradients import GradientFn, closed_form_step
 from ..settings.provenance import code_fingerprint
@@ -178,7 +178,7 @@ def aot_gradients(diffusion: GaussianDiffusion1D, grad_clip: float, directory: P
 
     def fn(params: Any, inp: torch.Tensor, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            noise_neg: torch.Tensor | None, mined: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        weights = Weights(*(params[name] for name in NAMES))
+        weights = Weights.named(params)
         neg = () if noise_neg is None else (noise_neg,)
         args = (tuple(w.detach() for w in weights), inp, x_start, t, noise, *neg)
         if mined not in runners:

@@ -179,7 +179,7 @@ class Engine:
             raise ValueError("the diffusion's only parameters must be its energy network's")
         self.stack = Stack.of(self.names, [[p.to(self.device) for p in d.model.ebm.parameters()] for d in diffusions])
         for p, stacked in zip(self.template.model.ebm.parameters(), self.stack.params):
-            p.data = stacked[0]  # the template holds run 0 in place (the closed form's first-step guard checks it)
+            p.data = stacked[0]  # the template holds run 0 in place
         self.dtype = self.stack.params[0].dtype
         self.update = ParameterUpdate(self.template, self.stack, grad_clip=cfg.grad_clip, betas=tuple(cfg.betas),
                              ema=EMASchedule(cfg.ema_decay, cfg.ema_update_every, cfg.ema_update_after_step,

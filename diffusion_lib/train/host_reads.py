@@ -13,9 +13,12 @@ CPU-resident Adam step counters, which are not device tensors) and reads inside
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import traceback
 import warnings
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -72,24 +75,46 @@ def count_host_reads(exclude: Callable[[], Iterable[torch.Tensor]] | None = None
 
 
 @contextlib.contextmanager
-def count_device_syncs(device: torch.device) -> Iterator[dict[str, int]]:
+def count_device_syncs(device: torch.device, frames: int = 3) -> Iterator[dict[str, Any]]:
     """Count the operations inside the block that made the host wait for a CUDA device, torch's own
     included (``torch.cuda.set_sync_debug_mode("warn")`` reports each one as a warning); yields
-    ``{"count": n, "sites": [...]}``, filled when the block ends: ``sites`` names the Python line
-    (``file:line``) each synchronising operation was called from, once each, to trace where they come
-    from. On other devices the count stays 0."""
+    ``{"count": n, "sites": [...]}``, filled when the block ends: ``sites`` names, once each, where
+    the synchronising operations were called from: the innermost ``frames`` Python frames outside
+    torch and this module (``file:line``, innermost first, paths from the repository or from
+    ``site-packages``), to trace where they come from. On other devices the count stays 0."""
     counts: dict[str, Any] = {"count": 0, "sites": []}
     if device.type != "cuda":
         yield counts
         return
     previous = torch.cuda.get_sync_debug_mode()
-    with warnings.catch_warnings(record=True) as caught:
+    sites: list[str] = []
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if "synchroniz" in str(message).lower():  # other warnings inside the block are dropped, as before
+            sites.append(_site(traceback.extract_stack()[:-1], frames))
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = show
         torch.cuda.set_sync_debug_mode("warn")
         try:
             yield counts
         finally:
             torch.cuda.set_sync_debug_mode(previous)
-    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
-    counts["count"] = len(syncs)
-    counts["sites"] = sorted({f"{w.filename}:{w.lineno}" for w in syncs})
+    counts["count"] = len(sites)
+    counts["sites"] = sorted(set(sites))
+
+
+def _site(stack: traceback.StackSummary, frames: int) -> str:
+    """The innermost ``frames`` frames of ``stack`` outside torch, the warnings machinery and this module."""
+    inside = (f"{os.sep}torch{os.sep}", f"{os.sep}warnings.py", __file__)
+    own = [f for f in stack if not any(part in f.filename for part in inside)]
+    return " < ".join(f"{_short_path(f.filename)}:{f.lineno}" for f in reversed(own[-frames:]))
+
+
+def _short_path(path: str) -> str:
+    """``path`` from the repository root, or from ``site-packages`` for an installed package."""
+    root = str(Path(__file__).resolve().parents[2]) + os.sep
+    if path.startswith(root):
+        return path[len(root):]
+    return path.split(f"site-packages{os.sep}", 1)[-1]

@@ -76,8 +76,8 @@ class ParameterUpdate:
     module docstring); ``draws`` = (A, Y, t, ξ[, ξ']) stacked over runs, ``active`` = which runs train
     (host list) and the same as a device bool tensor. Returns the loss parts, shape (N,) each.
 
-    ``template`` is the runs' diffusion; its parameters must be views of the first run's weights in
-    ``stack.params`` (the closed form's first-step guard checks the first run through it).
+    ``template`` is the runs' diffusion: their network's architecture and the diffusion's settings (the
+    weights trained are ``stack``'s).
     """
 
     def __init__(self, template: GaussianDiffusion1D, stack: Stack, *, grad_clip: float, betas: tuple[float, float],
@@ -189,8 +189,8 @@ def gradient_function(template: GaussianDiffusion1D, grad_clip: float, mode: str
     pack = f", a pack of {n} runs mapped over by torch.func.vmap" if n > 1 else ""
     if closed:
         log.info("training gradient: the closed form (SPEC §3's network)%s%s",
-                 ", compiled ahead of time" if mode == "aot" else "", pack)
-        if mode == "aot":
+                 ", compiled ahead of time" if mode == "aot" and n == 1 else "", pack)
+        if mode == "aot" and n == 1:  # (a pack trains the eager closed form: ParameterUpdate says so)
             return checked(aot_gradients(template, grad_clip), template)
         return checked(_packed(closed_form_gradients(template, grad_clip, pack=n > 1), n), template, packed=n > 1)
     if not template.closed_form:

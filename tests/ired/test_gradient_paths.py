@@ -111,6 +111,28 @@ def test_the_first_step_guard_passes_for_the_spec_network(seeds, caplog):
     assert caplog.text.count("closed-form gradient checked against autograd at the first step") == 1
 
 
+def test_a_packs_guard_checks_its_first_run_that_trains(monkeypatch):
+    """A pack whose first run is frozen at its first step (resumed ahead of the others) draws zeros for
+    it: the guard checks the next run's draws and weights instead of that degenerate point."""
+    from diffusion_lib.ired import gradients
+
+    seen = []
+    real = gradients.check_training_gradient
+
+    def spy(diffusion, inp, *draws, weights=None, **kwargs):
+        seen.append((inp.clone(), {k: v.detach().clone() for k, v in weights.items()}))
+        return real(diffusion, inp, *draws, weights=weights, **kwargs)
+
+    monkeypatch.setattr(gradients, "check_training_gradient", spy)
+    engine = _engine(_cfg(), seeds=(0, 1))
+    before = {name: p.clone() for name, p in zip(engine.names, engine.stack.params)}
+    engine.step_once(0, [False, True])
+    ((inp, weights),) = seen
+    assert inp.abs().sum() > 0  # run 1's problems, not run 0's zeros
+    assert all(torch.equal(weights[name], p[1]) for name, p in before.items())  # run 1's weights
+    assert not all(torch.equal(weights[name], p[0]) for name, p in before.items())
+
+
 @pytest.mark.parametrize("seeds", [(0,), (0, 1)])
 def test_the_first_step_guard_stops_a_closed_form_that_does_not_describe_the_network(seeds, monkeypatch):
     """Were supports() wrong (here: told to accept everything), the closed form would compute SiLU's

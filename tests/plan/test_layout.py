@@ -152,6 +152,10 @@ def test_command_line_strings_become_what_the_schema_asks(pilot):
                    "evaluation": {"inner_steps": [0, 5]}, "name": "42",
                    "strategies": {"adv": {"mode": "adversarial", "seeds": [3], "scale_factor": 0.5}}}
     assert coerce_cli_values({"seeds": ["zero"]}, schema) == {"seeds": ["zero"]}  # left for validation to name
+    # a field of several shapes (train.pack: a size, or a size per mode), as snakemake --config delivers it
+    assert coerce_cli_values({"train": {"pack": "4"}}, schema) == {"train": {"pack": 4}}
+    assert coerce_cli_values({"train": {"pack": {"adversarial": "4"}}}, schema) == {"train": {"pack": {"adversarial": 4}}}
+    assert coerce_cli_values({"train": {"pack": "four"}}, schema) == {"train": {"pack": "four"}}
     assert option({}, "train.checkpoint_every") == 5000 and option(pilot, "train.checkpoint_every") == 580
 
 

@@ -12,7 +12,6 @@ from diffusion_lib.train.adam import adam_, adam_captured_
 from diffusion_lib.train.engine import Engine
 from tests.golden import scenarios as rec  # the scenarios' settings and digests, as the recorder used them
 from diffusion_lib.train.ema import ema_update_
-from diffusion_lib.ired.gradients import func_gradients
 from diffusion_lib.train.step import gradient_function, keep_frozen_
 from tests.workflow_helpers import ROOT
 
@@ -99,9 +98,11 @@ def test_what_a_cuda_graph_captures_is_the_eager_update(seeds, float64):
     update = graphed.update
     assert gradient_function(update.template, 1.0, "cuda_graphs", len(seeds)).__qualname__ == (
         gradient_function(update.template, 1.0, "eager", len(seeds)).__qualname__)
-    for n in (1, 2):  # a graph holds the closed form, of one run or mapped over a pack
-        assert (gradient_function(update.template, 1.0, "cuda_graphs", n).__qualname__
-                != func_gradients(update.template, 1.0).__qualname__)
+    for n in (1, 2):  # a graph holds the closed form (checked against autograd first), of one run or mapped over a pack
+        assert gradient_function(update.template, 1.0, "cuda_graphs", n).__qualname__ == "checked.<locals>.first_checked"
+    update.template.closed_form = False  # and where it does not apply, the functional gradient
+    assert gradient_function(update.template, 1.0, "cuda_graphs", 2).__qualname__ == "_packed.<locals>.pack"
+    update.template.closed_form = True
     active = [True] * len(seeds)
     for step in range(cfg.steps):
         eager.step_once(step, active)
