@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+from ..settings.mining import MODES
 from ..settings.provenance import value_key
 from .files import PACK_PLAN, ModelFiles
 from .layout import RunSpec
@@ -56,8 +57,8 @@ class Pack:
 def pack_size(pack: int | Mapping[str, int], mode: str) -> int:
     """The pack size ``train.pack`` gives the runs of a mining mode: one size for all, or a size per
     mode (a mode it leaves out: 1, runs trained alone)."""
-    if isinstance(pack, Mapping) and (unknown := set(pack) - {"none", "random", "adversarial"}):
-        raise ValueError(f"train.pack names no mining mode {sorted(unknown)} (modes: none, random, adversarial)")
+    if isinstance(pack, Mapping) and (unknown := set(pack) - set(MODES)):
+        raise ValueError(f"train.pack names no mining mode {sorted(unknown)} (modes: {', '.join(MODES)})")
     size = pack.get(mode, 1) if isinstance(pack, Mapping) else pack
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"train.pack must be >= 1 for mode {mode!r}, got {size!r}")
@@ -69,7 +70,7 @@ def plan_packs(runs: Iterable[RunSpec], size: int | Mapping[str, int], finished:
     """Packs of at most ``size`` runs (``train.pack``: one size, or one per mode, :func:`pack_size`)
     covering every run once (see the module docstring); runs are packed together only when ``shape``
     (e.g. their budgets) is equal too."""
-    for mode in ("none", "random", "adversarial"):
+    for mode in MODES:
         pack_size(size, mode)
     groups: dict[tuple[str, bool], list[RunSpec]] = {}
     seen: set[str] = set()
