@@ -8,6 +8,8 @@ best validation MSE). Averaging such a run into a contrast reports a blow-up as 
 * a run is **unstable** at the first validation evaluation whose MSE (EMA model) exceeds ``factor``
   times the lowest it reached before (:class:`InstabilityRule`, config ``comparison.instability``;
   default 2x, far outside the evaluation noise of a settled run, a few percent);
+* how far an unstable run rose and whether it came back (:meth:`InstabilityRule.excursion`) is
+  described beside the rule, never decided by it;
 * a rung of a run (its own curve: the trunk to its branch point, then its decay) is unstable when
   that curve is; the full budget's rung is the run itself.
 
@@ -61,6 +63,20 @@ class InstabilityRule:
             if value < best:
                 best, best_step = value, int(step)
         return None
+
+    def excursion(self, values: Iterable[Any]) -> dict[str, float]:
+        """How far a curve rose and where it ended, in the rule's terms (descriptive, never a test):
+        ``peak``, the largest ratio of a value to the lowest before it (1 where it never rose above
+        its running minimum), and ``end``, its last value over the lowest it ever reached (1: it ended
+        at its best; above ``factor``: it ended out of the rule's bound). Non-finite values are skipped,
+        as :meth:`first` skips them; NaN for a curve with fewer than two finite values."""
+        finite = [float(v) for v in values if math.isfinite(float(v))]
+        if len(finite) < 2:
+            return {"peak": math.nan, "end": math.nan}
+        best, peak = finite[0], 1.0
+        for value in finite[1:]:
+            peak, best = max(peak, value / best), min(best, value)
+        return {"peak": peak, "end": finite[-1] / best}
 
     def curve(self, curve: pd.DataFrame) -> dict[str, Any] | None:
         """:meth:`first` on a learning-curve table (``step`` and the rule's metric)."""

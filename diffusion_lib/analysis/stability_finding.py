@@ -8,7 +8,8 @@ Kaplan-Meier, the exact log-rank test, Clopper-Pearson); here they are put to th
   learning rate (:func:`diffusion_lib.plan.config.strategy_arms`), so a learning-rate grid reads as
   one arm at several rates;
 * per arm and rate: the share of runs that became unstable with its exact 95% interval and the
-  median time (:func:`shares_table`), the Kaplan-Meier curves (:func:`km_table`) and the stable range
+  median time, and, descriptive, how far the unstable runs rose and whether they came back
+  (:func:`shares_table`), the Kaplan-Meier curves (:func:`km_table`) and the stable range
   (:func:`~diffusion_lib.analysis.survival.stable_range`);
 * the declared tests (:class:`StabilityDesign`): the **primary** pair, tested alone at ``alpha``;
   the **secondary** family (the declared pairs, then each control against both groups of the primary
@@ -74,11 +75,12 @@ class StabilityDesign:
 
 def run_table(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     """One row per run: ``strategy``, ``arm``, ``lr``, ``seed``, ``time`` (the step of instability,
-    or of its last evaluation when censored), ``event`` (it became unstable) and ``watched_to`` (its
-    last evaluation)."""
+    or of its last evaluation when censored), ``event`` (it became unstable), ``watched_to`` (its
+    last evaluation), ``peak`` and ``end_ratio`` (how far it rose and where it ended, each over its
+    best: :meth:`~diffusion_lib.analysis.instability.InstabilityRule.excursion`)."""
     rows = [{"strategy": strategy, **r.__dict__} for strategy, (arm, lr) in groups.items()
             for r in run_times(curves[curves["strategy"] == strategy], rule, {strategy: (str(arm), float(lr))})]
-    columns = ["strategy", "arm", "lr", "seed", "time", "event", "watched_to"]
+    columns = ["strategy", "arm", "lr", "seed", "time", "event", "watched_to", "peak", "end_ratio"]
     return pd.DataFrame(rows, columns=columns).sort_values(["arm", "lr", "seed"], ignore_index=True)
 
 
@@ -91,9 +93,12 @@ def _median_time(km: pd.DataFrame) -> float:
     return float(below["step"].iloc[0]) if len(below) else math.nan
 
 
-def shares_table(runs: pd.DataFrame) -> pd.DataFrame:
+def shares_table(runs: pd.DataFrame, factor: float) -> pd.DataFrame:
     """Per arm and learning rate: runs, unstable runs, their share with its exact 95% interval, the
-    median time to instability (NaN while more than half stayed stable) and the first unstable step."""
+    median time to instability (NaN while more than half stayed stable) and the first unstable step;
+    and, descriptive, of the unstable runs: the median ``peak`` (how far over its best so far a run
+    rose) and how many were ``back`` within ``factor`` × their best at their last evaluation (a
+    blow-up the run recovered from, against one it ended in)."""
     rows = []
     for (arm, lr), d in runs.groupby(["arm", "lr"], sort=True):
         k, n = int(d["event"].sum()), len(d)
@@ -102,9 +107,11 @@ def shares_table(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"arm": arm, "lr": float(lr), "strategy": d["strategy"].iloc[0], "runs": n, "unstable": k,
                      "share": k / n, "ci_low": low, "ci_high": high, "median_time": _median_time(km),
                      "first_unstable": float(d.loc[d["event"], "time"].min()) if k else math.nan,
-                     "watched_to": int(d["watched_to"].max())})
+                     "watched_to": int(d["watched_to"].max()),
+                     "peak_median": float(d.loc[d["event"], "peak"].median()) if k else math.nan,
+                     "back": int((d.loc[d["event"], "end_ratio"] <= factor).sum())})
     return pd.DataFrame(rows, columns=["arm", "lr", "strategy", "runs", "unstable", "share", "ci_low", "ci_high",
-                                       "median_time", "first_unstable", "watched_to"])
+                                       "median_time", "first_unstable", "watched_to", "peak_median", "back"])
 
 
 def km_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -239,7 +246,7 @@ def analyse_stability(curves: pd.DataFrame, rule: InstabilityRule, groups: Mappi
     """The stability tables (``stability_runs``, ``stability_shares``, ``stability_km``,
     ``stability_tests``, ``stability_range``) and, with a declared design, its finding (else {})."""
     runs = run_table(curves, rule, groups)
-    tables = {"stability_runs": runs, "stability_shares": shares_table(runs), "stability_km": km_table(runs),
+    tables = {"stability_runs": runs, "stability_shares": shares_table(runs, rule.factor), "stability_km": km_table(runs),
               "stability_range": stable_range(_times(runs)) if len(runs) else pd.DataFrame(
                   columns=["arm", "largest_stable_lr", "smallest_unstable_lr", "runs_at_largest", "risk_upper_95"])}
     if design is None:

@@ -40,8 +40,10 @@ Z95 = 1.959963984540054
 @dataclass(frozen=True)
 class RunTime:
     """One run of a stability study: its arm, learning rate and seed, the step it was last seen
-    stable or first seen unstable (``time``), whether it became unstable (``event``), and the step of
-    its last evaluation (``watched_to``; None where not known)."""
+    stable or first seen unstable (``time``), whether it became unstable (``event``), the step of
+    its last evaluation (``watched_to``; None where not known), and, descriptive only, how far it rose
+    (``peak``) and where it ended (``end_ratio``) relative to its best
+    (:meth:`~diffusion_lib.analysis.instability.InstabilityRule.excursion`; NaN where not known)."""
 
     arm: str
     lr: float
@@ -49,6 +51,8 @@ class RunTime:
     time: int
     event: bool
     watched_to: int | None = None
+    peak: float = math.nan
+    end_ratio: float = math.nan
 
 
 def run_times(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, tuple[str, float]],
@@ -67,7 +71,9 @@ def run_times(curves: pd.DataFrame, rule: InstabilityRule, groups: Mapping[str, 
         first = rule.first(evaluated["step"], evaluated[metric])
         arm, lr = groups[strategy]
         last = int(evaluated["step"].iloc[-1])
-        out.append(RunTime(arm, float(lr), int(seed), int(first["step"]) if first else last, first is not None, last))
+        rose = rule.excursion(evaluated[metric])
+        out.append(RunTime(arm, float(lr), int(seed), int(first["step"]) if first else last, first is not None, last,
+                           rose["peak"], rose["end"]))
     return out
 
 

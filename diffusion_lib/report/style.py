@@ -2,7 +2,8 @@
 
 * :func:`strategy_styles`: one colour and one marker per strategy, assigned in the study's order
   (the order of its tables and config), so a strategy looks the same in every figure whatever
-  subset of strategies a figure shows. Artists drawn for a strategy carry the gid
+  subset of strategies a figure shows: the first ten take tab10's distinct colours (a study lists
+  its own strategies before its sweeps' grid points), any beyond them husl's. Artists drawn for a strategy carry the gid
   ``strategy:<name>`` (:func:`tag`), so tests read colours from the matplotlib objects.
 * :data:`INFERENCE`: the two inference settings (without and with the inner loop) told apart by
   marker fill, never by colour.
@@ -69,7 +70,7 @@ def order(options: Mapping[str, Any], present: Iterable[str] = ()) -> list[str]:
 def strategy_styles(options: Mapping[str, Any], present: Iterable[str] = ()) -> dict[str, Look]:
     """Colour and marker of every strategy (see the module docstring)."""
     names = order(options, present)
-    colors = sns.color_palette("tab10" if len(names) <= 10 else "husl", max(len(names), 1))
+    colors = sns.color_palette("tab10", 10)[:len(names)] + sns.color_palette("husl", max(len(names) - 10, 0))
     return {n: Look(tuple(c), MARKERS[i % len(MARKERS)]) for i, (n, c) in enumerate(zip(names, colors))}
 
 

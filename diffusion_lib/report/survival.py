@@ -1,15 +1,19 @@
 """The stability study in the report (issue 44): its section of report.md and its figure.
 
-The figure, drawn from the cached ``stability_km`` and ``stability_shares`` tables. Left: the share
-of runs still stable against the training step (Kaplan-Meier, a step curve per group with its runs
-as ticks where they were censored) of every group the declared tests name, each at its own learning
-rate (the arms and the controls). Right: the share of runs that became unstable against the learning
-rate, one line per arm (its exact 95% interval as error bars; the arms side by side at each rate), a
-control as a point of its own: where each arm's stable range ends; with no arm tried at two rates,
-one point per group.
+The figure, drawn from the cached ``stability_km``, ``stability_shares`` and ``stability_runs``
+tables. Left: the share of runs still stable against the training step (Kaplan-Meier, a step curve
+per group with its runs as ticks where they were censored) of every group the declared tests name,
+each at its own learning rate (the arms and the controls). Where an arm was tried at two rates or
+more, the middle panel shows every run's time to instability against the learning rate (a filled
+marker where it became unstable, an open one at its last evaluation where it never did; a line
+through each arm's median time): how soon the blow-ups come as the rate grows. Right: the share of
+runs that became unstable against the learning rate, one line per arm (its exact 95% interval as
+error bars; the arms side by side at each rate), a control as a point of its own: where each arm's
+stable range ends; with no arm tried at two rates, one point per group.
 
 The section: the finding's sentence (budget included), the declared tests with exact and Holm
-p-values, what each control's reading means, each arm's stable range, and the counts per arm and rate.
+p-values, what each control's reading means, each arm's stable range, and the counts per arm and
+rate with how far the unstable runs rose and how many came back (descriptive).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from .render import Block, select
 from .style import apply_theme, nothing_to_plot, save, strategy_styles, tag
 
 DODGE = 1.04  # the factor between neighbouring arms' points at one learning rate (log axis)
+SPREAD = 1.006  # the factor between neighbouring runs of one arm at one rate (middle panel)
 
 
 def _shown(km: pd.DataFrame, verdict: Mapping[str, Any]) -> pd.DataFrame:
@@ -46,9 +51,11 @@ def plot_stability(km: pd.DataFrame, shares: pd.DataFrame, runs: pd.DataFrame, v
         return None
     apply_theme(options)
     looks = strategy_styles(options, shares["arm"])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
-    near = _shown(km, verdict)
     controls = set(shares["arm"]) - {a for a, g in shares.groupby("arm") if g["lr"].nunique() > 1}
+    ranged = controls != set(shares["arm"])  # some arm tried at two rates or more
+    fig, axes = plt.subplots(1, 3 if ranged else 2, figsize=(17, 4.8) if ranged else (12, 4.6), layout="constrained")
+    left, right = axes[0], axes[-1]
+    near = _shown(km, verdict)
     for strategy, d in near.groupby("strategy", sort=False):
         arm = str(d["arm"].iloc[0])
         look = looks[arm]
@@ -65,10 +72,11 @@ def plot_stability(km: pd.DataFrame, shares: pd.DataFrame, runs: pd.DataFrame, v
              xlim=(0, float(km["step"].max()) * 1.04),
              title="Kaplan-Meier at lr " + ", ".join(f"{r:g}" for r in rates))
     left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=8, frameon=False)
-    if controls == set(shares["arm"]):  # no arm tried at two rates: one point per group, side by side
-        _shares_by_group(right, shares, looks)
-    else:
+    if ranged:
+        _times_by_rate(axes[1], runs, shares, looks, controls)
         _shares_by_rate(right, shares, looks, controls)
+    else:  # no arm tried at two rates: one point per group, side by side
+        _shares_by_group(right, shares, looks)
     right.set(ylabel="share of runs that became unstable", ylim=(-0.04, 1.06))
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3, fontsize=8, frameon=False)
     return save(fig, path, options)
@@ -90,20 +98,67 @@ def _shares_by_group(ax: plt.Axes, shares: pd.DataFrame, looks: Mapping[str, Any
     ax.set_title("Unstable share per group (exact 95% CI)")
 
 
+def _dodge(arms: list[str], arm: str) -> float:
+    """The factor that places ``arm``'s points beside the other arms' at one rate (log x)."""
+    return DODGE ** (arms.index(arm) - (len(arms) - 1) / 2)
+
+
+def _rate_axis(ax: plt.Axes, shares: pd.DataFrame, controls: set[str]) -> None:
+    """A log learning-rate axis ticked at the rates the arms were tried at (a control's own rate is
+    named in the left panel's legend, not ticked: it would crowd an arm's tick)."""
+    ax.set_xscale("log")
+    rates = sorted(set(shares.loc[~shares["arm"].isin(controls), "lr"].astype(float)))
+    every = sorted(set(shares["lr"].astype(float)))
+    ax.set_xticks(rates, [f"{r:g}" for r in rates], fontsize=8)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlim(every[0] / 1.3, every[-1] * 1.3)
+    ax.set_xlabel("learning rate (constant after warm-up)")
+
+
+def _times_by_rate(ax: plt.Axes, runs: pd.DataFrame, shares: pd.DataFrame, looks: Mapping[str, Any],
+                   controls: set[str]) -> None:
+    """Every run's time to instability against its learning rate: filled where it became unstable,
+    open at its last evaluation where it never did, a line through each arm's median time (where
+    more than half its runs became unstable); the runs of one arm at one rate spread a little apart."""
+    arms = list(dict.fromkeys(shares["arm"]))
+    for arm, d in runs[runs["arm"].isin(arms)].groupby("arm", sort=False):
+        look = looks[arm]
+        for lr, g in d.groupby("lr"):
+            g = g.sort_values("seed")
+            x = float(lr) * _dodge(arms, arm) * SPREAD ** (np.arange(len(g)) - (len(g) - 1) / 2)
+            event = g["event"].astype(bool).to_numpy()
+            tag(ax.scatter(x[event], g["time"].to_numpy(float)[event], marker=look.marker, s=28, color=look.color,
+                           zorder=3), arm)
+            tag(ax.scatter(x[~event], g["time"].to_numpy(float)[~event], marker=look.marker, s=28,
+                           facecolors="white", edgecolors=look.color, linewidths=1.2, zorder=3), arm)
+        if arm not in controls:
+            mid = shares[shares["arm"] == arm].sort_values("lr").dropna(subset=["median_time"])
+            if len(mid):
+                tag(ax.plot(mid["lr"].to_numpy(float) * _dodge(arms, arm), mid["median_time"], color=look.color,
+                            lw=1.5, zorder=2), arm)
+    _rate_axis(ax, shares, controls)
+    top = float(runs["watched_to"].max())
+    ax.set(ylim=(0, top * 1.08), ylabel="training step",
+           title="When each run became unstable (open: stable to its end)")
+
+
 def _shares_by_rate(ax: plt.Axes, shares: pd.DataFrame, looks: Mapping[str, Any], controls: set[str]) -> None:
     """Each arm's unstable share against the learning rate (log x, the arms side by side at a rate);
     a control at its one rate as a point."""
     arms = list(dict.fromkeys(shares["arm"]))
     for arm, d in shares.groupby("arm", sort=False):
         d = d.sort_values("lr")
-        x = d["lr"].to_numpy(float) * DODGE ** (arms.index(arm) - (len(arms) - 1) / 2)
-        _bars(ax, x, d, looks[arm], arm, ls="none" if arm in controls else "-")
-    ax.set_xscale("log")
-    rates = sorted(set(shares["lr"].astype(float)))
-    ax.set_xticks(rates, [f"{r:g}" for r in rates], fontsize=8)
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlim(rates[0] / 1.3, rates[-1] * 1.3)
-    ax.set(xlabel="learning rate (constant after warm-up)", title="Unstable share per learning rate (exact 95% CI)")
+        _bars(ax, d["lr"].to_numpy(float) * _dodge(arms, arm), d, looks[arm], arm, ls="none" if arm in controls else "-")
+    _rate_axis(ax, shares, controls)
+    ax.set_title("Unstable share per learning rate (exact 95% CI)")
+
+
+def _times_over(x: Any) -> str:
+    """A ratio to a run's best as "38×" (one decimal under 10); "n/a" where there is none."""
+    if x is None or not math.isfinite(float(x)):
+        return "n/a"
+    return f"{float(x):.0f}×" if float(x) >= 10 else f"{float(x):.1f}×"
 
 
 def _lr(value: Any) -> str:
@@ -112,8 +167,12 @@ def _lr(value: Any) -> str:
 
 def _range_line(r: Mapping[str, Any]) -> str:
     rates = ", ".join(f"{x:g}" for x in r["rates"])
-    text = (f"{r['arm']} (rates tried: {rates}): stable at every rate tried up to {_lr(r['largest_stable_lr'])}, "
-            f"unstable from {_lr(r['smallest_unstable_lr'])}")
+    if _lr(r["smallest_unstable_lr"]) == "none tried":
+        text = (f"{r['arm']} (rates tried: {rates}): stable at every rate tried, up to {_lr(r['largest_stable_lr'])}; "
+                "its edge lies above the rates tried")
+    else:
+        text = (f"{r['arm']} (rates tried: {rates}): stable at every rate tried up to {_lr(r['largest_stable_lr'])}, "
+                f"unstable from {_lr(r['smallest_unstable_lr'])}")
     return text + (f" (0 of {r['runs_at_largest']} runs unstable there: a run's risk up to {r['risk_upper_95']:.0%})"
                    if r.get("runs_at_largest") else "")
 
@@ -154,11 +213,21 @@ def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figure
     shares = t.get("stability_shares", pd.DataFrame())
     if not shares.empty:
         shares = shares.assign(rate=[f"{x:g}" for x in shares["lr"]])
+        if "peak_median" in shares:
+            shares = shares.assign(peak_text=[_times_over(x) for x in shares["peak_median"]],
+                                   back_text=[f"{int(b)} of {int(k)}" if k else "n/a"
+                                              for b, k in zip(shares["back"], shares["unstable"])])
+            doc.append(("p", "Descriptive, not tested: how far the unstable runs rose (the median over them of a "
+                             "run's largest validation MSE over the lowest before it) and how many were back "
+                             "within the rule's factor of their best at their last evaluation (a blow-up a run "
+                             "recovered from at a constant rate, against one it ended in)."))
         doc.append(("table", select(shares, {"arm": "arm", "rate": ("lr", "text"), "runs": "runs",
                                              "unstable": "unstable", "share": ("share", "share"),
                                              ("ci_low", "ci_high"): ("exact 95% CI", "ci_share"),
                                              "first_unstable": ("first unstable at", "int"),
-                                             "median_time": ("median time", "int"), "watched_to": ("watched to", "int")})))
+                                             "median_time": ("median time", "int"), "watched_to": ("watched to", "int"),
+                                             "peak_text": ("median peak", "text"),
+                                             "back_text": ("back at the end", "text")})))
     doc.append(("fig", "stability", "Training stability"))
     primary = found.get("primary") or {}
     if math.isfinite(float(primary.get("p") if primary.get("p") is not None else math.nan)):

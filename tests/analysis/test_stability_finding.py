@@ -158,7 +158,25 @@ def test_a_learning_rate_grid_reads_as_one_arm_at_several_rates(tmp_path):
     km = km_table(runs)
     assert km.groupby("lr")["stable"].last().tolist() == [1.0, 0.0]
     assert km.groupby("lr")["at_risk"].last().tolist() == [1, 0] and (km.groupby("lr")["step"].last() == 9280).all()
-    assert shares_table(runs)["first_unstable"].isna().tolist() == [True, False]
+    assert shares_table(runs, 2.0)["first_unstable"].isna().tolist() == [True, False]
+
+
+def test_how_far_unstable_runs_rose_and_whether_they_came_back_is_described_per_group():
+    """Two unstable runs at one rate, one back at its best by the end and one still 5x above it, and a
+    stable run: the shares table counts one back and reports the median peak of the unstable runs only."""
+    steps = [290, 580, 870, 1160]
+    shapes = {100: [0.02, 0.01, 0.2, 0.01], 101: [0.02, 0.01, 0.05, 0.05], 102: [0.02, 0.011, 0.01, 0.0105]}
+    curves = pd.DataFrame([{"strategy": "baseline", "seed": seed, "step": st, "val_mse_ema": v}
+                           for seed, values in shapes.items() for st, v in zip(steps, values)])
+    runs = run_table(curves, InstabilityRule(2.0), {"baseline": ("baseline", 5e-4)})
+    assert runs["event"].tolist() == [True, True, False]
+    assert runs["peak"].tolist() == pytest.approx([20.0, 5.0, 1.05])
+    assert runs["end_ratio"].tolist() == pytest.approx([1.0, 5.0, 1.05])
+    row = shares_table(runs, 2.0).iloc[0]
+    assert row["back"] == 1 and row["peak_median"] == pytest.approx(12.5)
+    # with no unstable run: nothing to describe
+    calm = shares_table(runs[~runs["event"]], 2.0).iloc[0]
+    assert calm["back"] == 0 and math.isnan(calm["peak_median"])
 
 
 def test_the_design_names_declared_strategies_only(tmp_path):

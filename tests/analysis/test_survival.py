@@ -65,7 +65,16 @@ def test_times_come_from_the_curves_with_censoring_at_the_last_evaluation():
         + [{"strategy": "adversarial", "seed": 100, "step": 1479, "val_mse_ema": math.nan}])
     times = run_times(curves, rule, {"baseline": ("none", 5e-4), "adversarial": ("adversarial", 5e-4)})
     # both watched to their last evaluation (1450; the unevaluated row at 1479 does not count)
-    assert times == [RunTime("none", 5e-4, 100, 1160, True, 1450), RunTime("adversarial", 5e-4, 100, 1450, False, 1450)]
+    assert [t.__dict__ for t in times] == [
+        {**RunTime("none", 5e-4, 100, 1160, True, 1450).__dict__, "peak": pytest.approx(3.0), "end_ratio": pytest.approx(3.0)},
+        {**RunTime("adversarial", 5e-4, 100, 1450, False, 1450).__dict__, "peak": 1.0, "end_ratio": 1.0}]
+
+
+def test_an_excursion_is_measured_against_the_lowest_value_before_it():
+    rule = InstabilityRule(2.0)
+    assert rule.excursion([1.0, 0.5, 2.0, 0.25, 0.5]) == {"peak": 4.0, "end": 2.0}
+    assert rule.excursion([1.0, 0.9, math.nan, 0.8]) == {"peak": 1.0, "end": 1.0}  # non-finite skipped
+    assert all(math.isnan(v) for v in rule.excursion([1.0, math.nan]).values())  # one finite value: unknown
 
 
 def test_the_stable_range_names_the_edge_and_the_risk_bound_at_it():

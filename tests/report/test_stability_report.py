@@ -47,7 +47,16 @@ def test_the_section_leads_with_the_finding_and_lists_tests_readings_and_ranges(
             "(0 of 5 runs unstable there: a run's risk up to 45%)") in text
     assert "baseline (rates tried: 0.00025, 0.0005): stable at every rate tried up to 0.00025, unstable from 0.0005" in text
     assert "random (rates" not in text  # one rate tried: no range claimed
+    # an arm stable at every rate tried: its edge is above them, not "unstable from" anything
+    calm = {"arm": "calm", "largest_stable_lr": 1e-3, "smallest_unstable_lr": None, "runs_at_largest": 5,
+            "risk_upper_95": 0.45, "rates": [5e-4, 1e-3]}
+    more = {"stability": {**v["stability"], "stable_range": [*v["stability"]["stable_range"], calm]}}
+    text_calm = to_markdown(stability_blocks(more, tables, {}), str, {})
+    assert ("calm (rates tried: 0.0005, 0.001): stable at every rate tried, up to 0.001; its edge lies above the rates "
+            "tried (0 of 5 runs unstable there: a run's risk up to 45%)") in text_calm
     assert "| random | 0.0005 | 5 | 4 | 80.0% | [28.4%, 99.5%] |" in text  # shares unsigned, rates as written
+    # how far the unstable runs rose (0.01 to 0.05: 5x) and none came back; nothing to describe without one
+    assert "| 5.0× | 0 of 4 |" in text and "| n/a | n/a |" in text and "Descriptive, not tested" in text
     assert "Holm p" in text and "exact p" in text and "![Training stability](x.png)" in text
     assert "nan" not in text.lower() and "None" not in text
     # no design declared: no section
@@ -59,12 +68,25 @@ def test_the_figure_draws_every_group_and_is_laid_out_cleanly(tmp_path):
     fig = plot_stability(tables["stability_km"], tables["stability_shares"], tables["stability_runs"], v,
                          tmp_path / "stability.png", {"strategies": v["strategies"]})
     assert (tmp_path / "stability.png").exists() and layout_problems(fig) == []
-    left, right = fig.axes[:2]
+    left, middle, right = fig.axes[:3]
     drawn = {a.get_gid()[len(TAG):] for a in left.get_children() if (a.get_gid() or "").startswith(TAG)}
     assert drawn == {"baseline", "adversarial", "random", "adversarial_w0"}  # every group at lr 5e-4
     on_right = {a.get_gid()[len(TAG):] for a in right.get_children() if (a.get_gid() or "").startswith(TAG)}
     assert on_right == {"baseline", "adversarial", "random", "adversarial_w0"}
     assert right.get_xscale() == "log" and "0.0005" in left.get_title()
+    # the middle panel: every run once, filled where it became unstable, open (white) where it never did
+    runs = tables["stability_runs"]
+    points = [c for c in middle.collections if (c.get_gid() or "").startswith(TAG)]
+    open_ = sum(len(c.get_offsets()) for c in points if tuple(c.get_facecolor()[0][:3]) == (1.0, 1.0, 1.0))
+    filled = sum(len(c.get_offsets()) for c in points) - open_
+    assert (filled, open_) == (int(runs["event"].sum()), int((~runs["event"]).sum())) and open_ > 0 and filled > 0
+    assert sorted(y for c in points for _, y in c.get_offsets() if y < 9280) == sorted(runs.loc[runs["event"], "time"])
+    assert middle.get_xscale() == "log"
+    # only arms tried at a single rate: no middle panel
+    one_rate = tables["stability_shares"].groupby("arm").head(1)
+    fig = plot_stability(tables["stability_km"], one_rate, tables["stability_runs"], v, tmp_path / "one.png",
+                         {"strategies": v["strategies"]})
+    assert len([a for a in fig.axes if a.get_visible()]) == 2
 
 
 def test_a_control_at_another_rate_is_drawn_and_an_untested_primary_does_not_break_the_report(tmp_path):
