@@ -59,7 +59,8 @@ class InstabilityRule:
             if not math.isfinite(value):
                 continue
             if value > self.factor * best:
-                return {"step": int(step), "value": value, "best": best, "best_step": best_step, "ratio": value / best}
+                return {"step": int(step), "value": value, "best": best, "best_step": best_step,
+                        "ratio": _over(value, best)}
             if value < best:
                 best, best_step = value, int(step)
         return None
@@ -75,8 +76,8 @@ class InstabilityRule:
             return {"peak": math.nan, "end": math.nan}
         best, peak = finite[0], 1.0
         for value in finite[1:]:
-            peak, best = max(peak, value / best), min(best, value)
-        return {"peak": peak, "end": finite[-1] / best}
+            peak, best = max(peak, _over(value, best)), min(best, value)
+        return {"peak": peak, "end": _over(finite[-1], best)}
 
     def curve(self, curve: pd.DataFrame) -> dict[str, Any] | None:
         """:meth:`first` on a learning-curve table (``step`` and the rule's metric)."""
@@ -93,6 +94,13 @@ class InstabilityRule:
             if hit is not None:
                 rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), **hit})
         return pd.DataFrame(rows, columns=[*keys, "step", "value", "best", "best_step", "ratio"])
+
+
+def _over(value: float, best: float) -> float:
+    """``value`` / ``best`` for an MSE and the lowest before it: infinite above a best of 0, 1 at it."""
+    if best > 0:
+        return value / best
+    return math.inf if value > best else 1.0
 
 
 def describe_run(strategy: str, seed: int, hit: Mapping[str, Any], rung: int | None = None) -> str:

@@ -98,7 +98,7 @@ def shares_table(runs: pd.DataFrame, factor: float) -> pd.DataFrame:
     median time to instability (NaN while more than half stayed stable) and the first unstable step;
     and, descriptive, of the unstable runs: the median ``peak`` (how far over its best so far a run
     rose) and how many were ``back`` within ``factor`` × their best at their last evaluation (a
-    blow-up the run recovered from, against one it ended in)."""
+    blow-up the run recovered from, against one it ended in; NaN where a run's end is not known)."""
     rows = []
     for (arm, lr), d in runs.groupby(["arm", "lr"], sort=True):
         k, n = int(d["event"].sum()), len(d)
@@ -109,9 +109,14 @@ def shares_table(runs: pd.DataFrame, factor: float) -> pd.DataFrame:
                      "first_unstable": float(d.loc[d["event"], "time"].min()) if k else math.nan,
                      "watched_to": int(d["watched_to"].max()),
                      "peak_median": float(d.loc[d["event"], "peak"].median()) if k else math.nan,
-                     "back": int((d.loc[d["event"], "end_ratio"] <= factor).sum())})
+                     "back": _back(d.loc[d["event"], "end_ratio"], factor)})
     return pd.DataFrame(rows, columns=["arm", "lr", "strategy", "runs", "unstable", "share", "ci_low", "ci_high",
                                        "median_time", "first_unstable", "watched_to", "peak_median", "back"])
+
+
+def _back(ends: pd.Series, factor: float) -> float:
+    """How many of these unstable runs ended within ``factor`` × their best (NaN unless every end is known)."""
+    return float((ends <= factor).sum()) if len(ends) and ends.notna().all() else math.nan
 
 
 def km_table(runs: pd.DataFrame) -> pd.DataFrame:

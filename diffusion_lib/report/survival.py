@@ -31,7 +31,7 @@ from .render import Block, select
 from .style import apply_theme, nothing_to_plot, save, strategy_styles, tag
 
 DODGE = 1.04  # the factor between neighbouring arms' points at one learning rate (log axis)
-SPREAD = 1.006  # the factor between neighbouring runs of one arm at one rate (middle panel)
+RUN_DODGE, SPREAD = 1.07, 1.012  # middle panel: between neighbouring arms, and between one arm's runs at a rate
 
 
 def _shown(km: pd.DataFrame, verdict: Mapping[str, Any]) -> pd.DataFrame:
@@ -98,9 +98,9 @@ def _shares_by_group(ax: plt.Axes, shares: pd.DataFrame, looks: Mapping[str, Any
     ax.set_title("Unstable share per group (exact 95% CI)")
 
 
-def _dodge(arms: list[str], arm: str) -> float:
+def _dodge(arms: list[str], arm: str, factor: float = DODGE) -> float:
     """The factor that places ``arm``'s points beside the other arms' at one rate (log x)."""
-    return DODGE ** (arms.index(arm) - (len(arms) - 1) / 2)
+    return factor ** (arms.index(arm) - (len(arms) - 1) / 2)
 
 
 def _rate_axis(ax: plt.Axes, shares: pd.DataFrame, controls: set[str]) -> None:
@@ -126,19 +126,18 @@ def _times_by_rate(ax: plt.Axes, runs: pd.DataFrame, shares: pd.DataFrame, looks
         look = looks[arm]
         for lr, g in d.groupby("lr"):
             g = g.sort_values("seed")
-            x = float(lr) * _dodge(arms, arm) * SPREAD ** (np.arange(len(g)) - (len(g) - 1) / 2)
+            x = float(lr) * _dodge(arms, arm, RUN_DODGE) * SPREAD ** (np.arange(len(g)) - (len(g) - 1) / 2)
             event = g["event"].astype(bool).to_numpy()
             tag(ax.scatter(x[event], g["time"].to_numpy(float)[event], marker=look.marker, s=28, color=look.color,
                            zorder=3), arm)
             tag(ax.scatter(x[~event], g["time"].to_numpy(float)[~event], marker=look.marker, s=28,
                            facecolors="white", edgecolors=look.color, linewidths=1.2, zorder=3), arm)
-        if arm not in controls:
-            mid = shares[shares["arm"] == arm].sort_values("lr").dropna(subset=["median_time"])
-            if len(mid):
-                tag(ax.plot(mid["lr"].to_numpy(float) * _dodge(arms, arm), mid["median_time"], color=look.color,
-                            lw=1.5, zorder=2), arm)
+        mid = shares[shares["arm"] == arm].sort_values("lr")
+        if arm not in controls and mid["median_time"].notna().any():  # a gap where a rate has no median
+            tag(ax.plot(mid["lr"].to_numpy(float) * _dodge(arms, arm, RUN_DODGE), mid["median_time"].to_numpy(float),
+                        color=look.color, lw=1.5, zorder=2), arm)
     _rate_axis(ax, shares, controls)
-    top = float(runs["watched_to"].max())
+    top = float(np.nanmax([runs["watched_to"].max(), runs["time"].max(), 1.0]))
     ax.set(ylim=(0, top * 1.08), ylabel="training step",
            title="When each run became unstable (open: stable to its end)")
 
@@ -215,7 +214,7 @@ def stability_blocks(v: Mapping[str, Any], t: Mapping[str, pd.DataFrame], figure
         shares = shares.assign(rate=[f"{x:g}" for x in shares["lr"]])
         if "peak_median" in shares:
             shares = shares.assign(peak_text=[_times_over(x) for x in shares["peak_median"]],
-                                   back_text=[f"{int(b)} of {int(k)}" if k else "n/a"
+                                   back_text=[f"{int(b)} of {int(k)}" if k and math.isfinite(b) else "n/a"
                                               for b, k in zip(shares["back"], shares["unstable"])])
             doc.append(("p", "Descriptive, not tested: how far the unstable runs rose (the median over them of a "
                              "run's largest validation MSE over the lowest before it) and how many were back "

@@ -176,7 +176,10 @@ def test_how_far_unstable_runs_rose_and_whether_they_came_back_is_described_per_
     assert row["back"] == 1 and row["peak_median"] == pytest.approx(12.5)
     # with no unstable run: nothing to describe
     calm = shares_table(runs[~runs["event"]], 2.0).iloc[0]
-    assert calm["back"] == 0 and math.isnan(calm["peak_median"])
+    assert math.isnan(calm["back"]) and math.isnan(calm["peak_median"])
+    # a run whose end is not known: no count of the runs back is claimed
+    unknown = shares_table(runs.assign(end_ratio=[1.0, math.nan, 1.05]), 2.0).iloc[0]
+    assert math.isnan(unknown["back"]) and unknown["peak_median"] == pytest.approx(12.5)
 
 
 def test_the_design_names_declared_strategies_only(tmp_path):

@@ -75,6 +75,10 @@ def test_an_excursion_is_measured_against_the_lowest_value_before_it():
     assert rule.excursion([1.0, 0.5, 2.0, 0.25, 0.5]) == {"peak": 4.0, "end": 2.0}
     assert rule.excursion([1.0, 0.9, math.nan, 0.8]) == {"peak": 1.0, "end": 1.0}  # non-finite skipped
     assert all(math.isnan(v) for v in rule.excursion([1.0, math.nan]).values())  # one finite value: unknown
+    # a best of exactly 0: any rise above it is infinitely far, staying at it is no rise
+    assert rule.excursion([0.5, 0.0, 0.0]) == {"peak": 1.0, "end": 1.0}
+    assert rule.excursion([0.5, 0.0, 0.1]) == {"peak": math.inf, "end": math.inf}
+    assert rule.first([1, 2, 3], [0.5, 0.0, 0.1])["ratio"] == math.inf
 
 
 def test_the_stable_range_names_the_edge_and_the_risk_bound_at_it():

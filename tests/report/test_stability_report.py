@@ -3,6 +3,7 @@ synthetic runs: the finding leads the section, every declared test and control r
 and the figure is laid out cleanly with every group drawn."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from diffusion_lib.analysis.instability import InstabilityRule
@@ -82,6 +83,9 @@ def test_the_figure_draws_every_group_and_is_laid_out_cleanly(tmp_path):
     assert (filled, open_) == (int(runs["event"].sum()), int((~runs["event"]).sum())) and open_ > 0 and filled > 0
     assert sorted(y for c in points for _, y in c.get_offsets() if y < 9280) == sorted(runs.loc[runs["event"], "time"])
     assert middle.get_xscale() == "log"
+    # the median line breaks at a rate where most runs stayed stable (baseline at 2.5e-4) instead of bridging it
+    line = next(l for l in middle.lines if l.get_gid() == TAG + "baseline")
+    assert np.isnan(line.get_ydata()).tolist() == [True, False]
     # only arms tried at a single rate: no middle panel
     one_rate = tables["stability_shares"].groupby("arm").head(1)
     fig = plot_stability(tables["stability_km"], one_rate, tables["stability_runs"], v, tmp_path / "one.png",
