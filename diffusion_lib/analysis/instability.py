@@ -147,4 +147,4 @@ def ratio_to_best(curve: Sequence[Mapping[str, Any]], metric: str = "val_mse_ema
     values = [float(r[metric]) for r in curve if r.get(metric) is not None and math.isfinite(float(r[metric]))]
     if len(values) < 2:
         return math.nan
-    return values[-1] / min(values[:-1])
+    return _over(values[-1], min(values[:-1]))

@@ -160,18 +160,21 @@ def _times_over(x: Any) -> str:
     return f"{float(x):.0f}×" if float(x) >= 10 else f"{float(x):.1f}×"
 
 
+def _none(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
 def _lr(value: Any) -> str:
-    return "none tried" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{float(value):g}"
+    return "none tried" if _none(value) else f"{float(value):g}"
 
 
 def _range_line(r: Mapping[str, Any]) -> str:
     rates = ", ".join(f"{x:g}" for x in r["rates"])
-    if _lr(r["smallest_unstable_lr"]) == "none tried":
-        text = (f"{r['arm']} (rates tried: {rates}): stable at every rate tried, up to {_lr(r['largest_stable_lr'])}; "
-                "its edge lies above the rates tried")
+    text = f"{r['arm']} (rates tried: {rates}): stable at every rate tried"
+    if _none(r["smallest_unstable_lr"]):
+        text += f", up to {_lr(r['largest_stable_lr'])}; its edge lies above the rates tried"
     else:
-        text = (f"{r['arm']} (rates tried: {rates}): stable at every rate tried up to {_lr(r['largest_stable_lr'])}, "
-                f"unstable from {_lr(r['smallest_unstable_lr'])}")
+        text += f" up to {_lr(r['largest_stable_lr'])}, unstable from {_lr(r['smallest_unstable_lr'])}"
     return text + (f" (0 of {r['runs_at_largest']} runs unstable there: a run's risk up to {r['risk_upper_95']:.0%})"
                    if r.get("runs_at_largest") else "")
 

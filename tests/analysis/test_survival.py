@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffusion_lib.analysis.instability import InstabilityRule
+from diffusion_lib.analysis.instability import InstabilityRule, ratio_to_best
 from diffusion_lib.analysis.survival import RunTime, fisher_counts, kaplan_meier, log_rank, run_times, stable_range
 
 
@@ -79,6 +79,7 @@ def test_an_excursion_is_measured_against_the_lowest_value_before_it():
     assert rule.excursion([0.5, 0.0, 0.0]) == {"peak": 1.0, "end": 1.0}
     assert rule.excursion([0.5, 0.0, 0.1]) == {"peak": math.inf, "end": math.inf}
     assert rule.first([1, 2, 3], [0.5, 0.0, 0.1])["ratio"] == math.inf
+    assert ratio_to_best([{"val_mse_ema": v} for v in (0.5, 0.0, 0.1)]) == math.inf  # the live view's ratio too
 
 
 def test_the_stable_range_names_the_edge_and_the_risk_bound_at_it():
